@@ -1,0 +1,319 @@
+//! The pipeline configuration schema (TOML), shared by the CLI, the engine and the sources.
+//!
+//! Field names are the TOML keys. Defaults are chosen so that the smallest useful config is a
+//! single `[[stream]]` with a `source`. Secrets (RTSP passwords) never appear in `Debug` or
+//! serialized output.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::QueueMode;
+
+/// The whole config file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(rename = "stream", default)]
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Defaults for every stream, and the window shape.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Video frames per second after `videorate` (FAVOR: 2).
+    pub fps: f64,
+    /// Frame size after `videoscale`.
+    pub width: u32,
+    pub height: u32,
+    /// Frames per window, k (FAVOR: 10).
+    pub window: usize,
+    /// Frames between window starts, s (FAVOR: s = k; streaming: s < k).
+    pub stride: usize,
+    /// Capacity of every inter-stage queue.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            fps: 2.0,
+            width: 224,
+            height: 224,
+            window: 10,
+            stride: 10,
+            queue_capacity: 32,
+        }
+    }
+}
+
+/// Where per-window (later: per-answer) JSON lines go.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `-` for stdout, otherwise a file path (created or truncated).
+    pub path: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { path: "-".into() }
+    }
+}
+
+/// Prometheus exporter; off unless `listen` is set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. `127.0.0.1:9464`.
+    pub listen: Option<String>,
+}
+
+/// One stream: a source plus per-stream overrides.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    pub source: SourceConfig,
+    /// Overflow policy; default depends on the source (live: realtime, file: lossless).
+    pub mode: Option<QueueMode>,
+    pub fps: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// Where a stream's media comes from. `kind` selects the variant.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Live `videotestsrc` + `audiotestsrc`.
+    Test(TestSource),
+    /// A local media file (anything `uridecodebin` decodes).
+    File(FileSource),
+    /// Any URI `uridecodebin` accepts (file://, http://, ...).
+    Uri(UriSource),
+    /// An RTSP camera, with reconnect.
+    Rtsp(RtspSource),
+    /// A V4L2 camera, optionally with a microphone in the same stream.
+    Camera(CameraSource),
+    /// A microphone alone (audio-only stream).
+    Microphone(MicrophoneSource),
+    /// A user's gst-launch description with appsinks named `video` and/or `audio`.
+    Launch(LaunchSource),
+}
+
+impl SourceConfig {
+    /// Live sources default to realtime queues, finite ones to lossless.
+    pub fn is_live(&self) -> bool {
+        match self {
+            SourceConfig::Test(t) => t.is_live,
+            SourceConfig::File(_) | SourceConfig::Uri(_) => false,
+            SourceConfig::Launch(l) => l.live,
+            SourceConfig::Rtsp(_) | SourceConfig::Camera(_) | SourceConfig::Microphone(_) => true,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Test(_) => "test",
+            SourceConfig::File(_) => "file",
+            SourceConfig::Uri(_) => "uri",
+            SourceConfig::Rtsp(_) => "rtsp",
+            SourceConfig::Camera(_) => "camera",
+            SourceConfig::Microphone(_) => "microphone",
+            SourceConfig::Launch(_) => "launch",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestSource {
+    /// `videotestsrc pattern` nick (smpte, ball, snow, bars... see gst-inspect-1.0).
+    pub pattern: String,
+    /// `audiotestsrc wave` nick (sine, ticks, white-noise, silence...).
+    pub wave: String,
+    /// Tone frequency, Hz.
+    pub freq: f64,
+    /// Tone volume 0..1.
+    pub volume: f64,
+    pub video: bool,
+    pub audio: bool,
+    /// Run against the clock (like a camera). `false` runs as fast as possible.
+    pub is_live: bool,
+    /// Stop after this many seconds of running time (EOS); `None` runs forever.
+    pub duration_s: Option<f64>,
+}
+
+impl Default for TestSource {
+    fn default() -> Self {
+        Self {
+            pattern: "smpte".into(),
+            wave: "sine".into(),
+            freq: 440.0,
+            volume: 0.5,
+            video: true,
+            audio: true,
+            is_live: true,
+            duration_s: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub path: PathBuf,
+    /// Start again from the beginning at EOS (running time keeps increasing).
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// Use the file's video / audio (if it has them).
+    #[serde(default = "yes")]
+    pub video: bool,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UriSource {
+    pub uri: String,
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    #[serde(default = "yes")]
+    pub video: bool,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RtspSource {
+    /// `rtsp://host:port/path`; credentials belong in `user`/`password`, not the URL.
+    pub url: String,
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// rtspsrc jitterbuffer latency, ms.
+    #[serde(default = "default_rtsp_latency")]
+    pub latency_ms: u32,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    #[serde(default = "yes")]
+    pub video: bool,
+    #[serde(default = "yes")]
+    pub audio: bool,
+}
+
+/// Exponential backoff between reconnect attempts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    pub enabled: bool,
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    /// Give up after this many consecutive failed attempts; `None`: never.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_ms: 500,
+            max_ms: 30_000,
+            max_attempts: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSource {
+    /// V4L2 device node.
+    #[serde(default = "default_camera")]
+    pub device: String,
+    /// Capture audio from this microphone into the same stream.
+    pub microphone: Option<MicrophoneSource>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioBackend {
+    #[default]
+    Auto,
+    Pulse,
+    Alsa,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MicrophoneSource {
+    pub backend: AudioBackend,
+    /// Backend-specific device name (`hw:1,0`, a pulse source name); default device if unset.
+    pub device: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchSource {
+    /// gst-launch description containing `appsink name=video` and/or `appsink name=audio`.
+    pub pipeline: String,
+    /// Whether the description is a live source (default queue mode realtime).
+    #[serde(default = "yes")]
+    pub live: bool,
+}
+
+/// A string that never shows itself in logs, `Debug`, or `sensorium check` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it is handed to the library that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_rtsp_latency() -> u32 {
+    200
+}
+fn default_camera() -> String {
+    "/dev/video0".into()
+}

@@ -1,0 +1,100 @@
+//! The data that flows through the engine: what sources produce ([`VideoFrame`],
+//! [`AudioChunk`], wrapped in [`SourceEvent`]), what the synchroniser makes of them
+//! ([`SyncedFrame`]) and what the window assembler hands to models ([`Window`]).
+//!
+//! Time is always the stream's running time in nanoseconds. Capture wall time travels
+//! beside it (as an [`Instant`]) only to measure latency.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Sample rate of all audio inside the engine (mono, f32).
+pub const AUDIO_RATE: u32 = 16_000;
+
+/// Nanoseconds per second, for running-time arithmetic.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Name of a stream as given in the config (`[[stream]] name = ...`).
+pub type StreamId = Arc<str>;
+
+/// One decoded video frame, RGB24, packed rows (`width * 3` bytes per row, no padding).
+#[derive(Clone, Debug)]
+pub struct VideoFrame {
+    /// Running time of the frame, ns.
+    pub pts: u64,
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Arc<[u8]>,
+    /// Wall time at which the source handed the frame over.
+    pub captured: Instant,
+}
+
+/// A run of mono f32 samples at [`AUDIO_RATE`], starting at running time `pts`.
+#[derive(Clone, Debug)]
+pub struct AudioChunk {
+    /// Running time of the first sample, ns.
+    pub pts: u64,
+    pub samples: Arc<[f32]>,
+    pub captured: Instant,
+}
+
+/// What a source pushes into the engine for one stream.
+#[derive(Clone, Debug)]
+pub enum SourceEvent {
+    Video(VideoFrame),
+    Audio(AudioChunk),
+    /// The source restarted (e.g. RTSP reconnect): running time after this event has been
+    /// re-based by the source so that it stays monotonic; buffered partial data before it
+    /// is flushed.
+    Discontinuity {
+        reason: String,
+    },
+    /// End of stream: flush everything, emit the padded last window.
+    Eos,
+    /// The source failed for good (after any retries). The stream ends; others go on.
+    Error {
+        message: String,
+    },
+}
+
+/// One video-frame period of a stream, with the audio of `[t, t + duration)` cut out.
+#[derive(Clone, Debug)]
+pub struct SyncedFrame {
+    pub stream: StreamId,
+    /// Frame index within the stream, from 0, contiguous.
+    pub index: u64,
+    /// Start of the frame period, running time ns.
+    pub t: u64,
+    /// Length of the frame period (1/fps), ns.
+    pub duration: u64,
+    /// The video frame, when the stream has video and one arrived for this period.
+    pub video: Option<VideoFrame>,
+    /// Exactly the samples of `[t, t + duration)` (zeros where audio was missing).
+    pub audio: Arc<[f32]>,
+    pub has_video: bool,
+    pub has_audio: bool,
+    /// Earliest capture time of the data in this frame (for latency).
+    pub captured: Option<Instant>,
+}
+
+/// `k` consecutive synced frames; a partial last window is padded (`valid[i] == false`).
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub stream: StreamId,
+    /// Window index within the stream, from 0.
+    pub index: u64,
+    /// Start of the first frame, ns.
+    pub t_start: u64,
+    /// End of the last valid frame, ns.
+    pub t_end: u64,
+    /// Exactly `k` frames; padding frames have no video, zero audio, and `valid == false`.
+    pub frames: Vec<SyncedFrame>,
+    pub valid: Vec<bool>,
+}
+
+impl Window {
+    /// Number of real (non-padding) frames.
+    pub fn valid_frames(&self) -> usize {
+        self.valid.iter().filter(|v| **v).count()
+    }
+}

@@ -1,0 +1,13 @@
+//! sensorium-engine: the media-agnostic core of sensorium.
+//!
+//! Frame and window types, the per-stream audio-video synchroniser, the window assembler,
+//! stage threads joined by bounded queues, the configuration schema, metrics and sinks.
+//! Nothing here links GStreamer, CUDA or model code: sources push [`SourceEvent`]s in,
+//! models are reached through small traits.
+
+pub mod config;
+pub mod frame;
+pub mod queue;
+
+pub use frame::{AudioChunk, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE};
+pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};

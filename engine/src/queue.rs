@@ -1,0 +1,236 @@
+//! Bounded queues with an explicit overflow policy, the only kind of edge between stages.
+//!
+//! `Realtime` never blocks the producer: when the queue is full the *oldest* item is dropped
+//! and counted, so capture always sees fresh data. `Lossless` applies back-pressure: the
+//! producer waits until the consumer catches up and nothing is lost.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use serde::{Deserialize, Serialize};
+
+/// What a full queue does to its producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueMode {
+    /// Drop the oldest queued item and count it; never block the producer.
+    #[default]
+    Realtime,
+    /// Block the producer until there is room; never drop.
+    Lossless,
+}
+
+/// Counters shared by both ends of a queue.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    pub received: AtomicU64,
+}
+
+impl QueueStats {
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// The consumer of a queue went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("queue closed: the consuming stage has stopped")]
+pub struct Closed;
+
+/// Producing end. Cloneable; all clones share the policy and counters.
+pub struct QueueSender<T> {
+    tx: Sender<T>,
+    // A receiver clone lets a realtime sender evict the oldest item itself.
+    evict: Receiver<T>,
+    mode: QueueMode,
+    closed: Arc<AtomicBool>,
+    stats: Arc<QueueStats>,
+}
+
+impl<T> Clone for QueueSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            evict: self.evict.clone(),
+            mode: self.mode,
+            closed: self.closed.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Consuming end. Dropping it closes the queue for its senders.
+pub struct QueueReceiver<T> {
+    rx: Receiver<T>,
+    closed: Arc<AtomicBool>,
+    stats: Arc<QueueStats>,
+}
+
+impl<T> Drop for QueueReceiver<T> {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// A bounded queue of `capacity` (at least 1) with the given overflow policy.
+pub fn bounded<T>(capacity: usize, mode: QueueMode) -> (QueueSender<T>, QueueReceiver<T>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    let closed = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(QueueStats::default());
+    (
+        QueueSender {
+            tx,
+            evict: rx.clone(),
+            mode,
+            closed: closed.clone(),
+            stats: stats.clone(),
+        },
+        QueueReceiver { rx, closed, stats },
+    )
+}
+
+impl<T> QueueSender<T> {
+    /// Enqueue according to the policy. Returns the number of items dropped to make room
+    /// (always 0 in lossless mode), or [`Closed`] when the consumer is gone.
+    pub fn send(&self, mut item: T) -> Result<u64, Closed> {
+        match self.mode {
+            QueueMode::Lossless => loop {
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(Closed);
+                }
+                // Wake up now and then to notice a consumer that went away.
+                match self
+                    .tx
+                    .send_timeout(item, std::time::Duration::from_millis(100))
+                {
+                    Ok(()) => {
+                        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        return Ok(0);
+                    }
+                    Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => item = back,
+                    Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                        return Err(Closed)
+                    }
+                }
+            },
+            QueueMode::Realtime => {
+                let mut dropped = 0;
+                loop {
+                    if self.closed.load(Ordering::Acquire) {
+                        return Err(Closed);
+                    }
+                    match self.tx.try_send(item) {
+                        Ok(()) => {
+                            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                            return Ok(dropped);
+                        }
+                        Err(TrySendError::Full(back)) => {
+                            item = back;
+                            if self.evict.try_recv().is_ok() {
+                                dropped += 1;
+                            }
+                        }
+                        Err(TrySendError::Disconnected(_)) => return Err(Closed),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn mode(&self) -> QueueMode {
+        self.mode
+    }
+    /// Items waiting in the queue now.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity().unwrap_or(usize::MAX)
+    }
+    pub fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+}
+
+impl<T> QueueReceiver<T> {
+    /// Blocks for the next item; `None` once every sender is gone and the queue is empty.
+    pub fn recv(&self) -> Option<T> {
+        let item = self.rx.recv().ok()?;
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Like [`recv`](Self::recv) with a deadline; `Err(true)` means disconnected.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, bool> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(item) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                Ok(item)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(false),
+            Err(RecvTimeoutError::Disconnected) => Err(true),
+        }
+    }
+
+    pub fn try_recv(&self) -> Option<T> {
+        match self.rx.try_recv() {
+            Ok(item) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                Some(item)
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+    pub fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+    /// The underlying channel, for `select!` across several queues.
+    pub fn as_crossbeam(&self) -> &Receiver<T> {
+        &self.rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_drops_oldest_and_counts() {
+        let (tx, rx) = bounded(2, QueueMode::Realtime);
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        assert_eq!(tx.stats().dropped(), 3);
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn sender_sees_closed_consumer() {
+        let (tx, rx) = bounded::<u32>(1, QueueMode::Lossless);
+        tx.send(1).unwrap();
+        drop(rx);
+        assert_eq!(tx.send(2), Err(Closed));
+    }
+}
