@@ -75,6 +75,29 @@ pub struct SyncedFrame {
     pub has_audio: bool,
     /// Earliest capture time of the data in this frame (for latency).
     pub captured: Option<Instant>,
+    /// Features from the frame-encoder stage, computed once and shared (by `Arc`) with every
+    /// window that contains this frame. `None` when no encoder is configured.
+    pub features: Option<Features>,
+}
+
+/// Opaque per-frame features produced by a [`crate::model::FrameEncoder`]; the engine only
+/// moves them around, the model side downcasts them.
+#[derive(Clone)]
+pub struct Features(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl Features {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Features(..)")
+    }
 }
 
 /// `k` consecutive synced frames; a partial last window is padded (`valid[i] == false`).

@@ -7,7 +7,11 @@
 
 pub mod config;
 pub mod frame;
+pub mod model;
 pub mod queue;
 
-pub use frame::{AudioChunk, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE};
+pub use frame::{
+    AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
+};
+pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
