@@ -9,9 +9,11 @@ pub mod config;
 pub mod frame;
 pub mod model;
 pub mod queue;
+pub mod source;
 
 pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
+pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
