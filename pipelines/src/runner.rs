@@ -1,0 +1,360 @@
+//! The one thread per source that owns its pipeline: it runs the bus loop, turns bus errors
+//! into typed errors and `SourceEvent::Error`, EOS into `SourceEvent::Eos`, loops files and
+//! reconnects RTSP with exponential backoff, and always leaves the pipeline in `Null`.
+//!
+//! Nothing here is shared between sources (no global main loop, no shared bus), so one
+//! source failing, looping or reconnecting cannot affect another.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use sensorium_engine::config::ReconnectConfig;
+use sensorium_engine::{QueueSender, SourceEvent, SourceHandle, SourceParams};
+
+use crate::error::PipelineError;
+use crate::redact::Redactor;
+use crate::sink::{Emitter, StopSignal, WAKE_MESSAGE};
+
+/// How long the bus loop sleeps between checks of its stop flag and the stall watchdog.
+const BUS_POLL: Duration = Duration::from_millis(250);
+
+/// A reconnecting source that produced nothing for this long is treated as disconnected
+/// (a camera that stops sending without closing the connection never posts an error).
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds one session's pipeline, wired to the emitter; called again for each reconnect.
+pub(crate) type BuildFn =
+    Box<dyn FnMut(&Arc<Emitter>) -> Result<gst::Pipeline, PipelineError> + Send>;
+
+/// What to do when a session ends.
+pub(crate) enum OnEnd {
+    /// Report EOS / the error and finish.
+    Finish,
+    /// At EOS seek back to the start (running time keeps increasing); errors finish.
+    Loop,
+    /// After EOS, an error or a stall, connect again with backoff.
+    Reconnect(ReconnectConfig),
+}
+
+/// Everything the source thread needs.
+pub(crate) struct SourceSpec {
+    /// The stream name, for the thread name.
+    pub stream: String,
+    /// What the user would recognise as the input (path, URL without credentials, device).
+    pub input: String,
+    pub redactor: Redactor,
+    pub build: BuildFn,
+    pub on_end: OnEnd,
+}
+
+/// Handle to a running source; stopping joins its thread.
+pub struct GstSourceHandle {
+    stop: Arc<StopSignal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SourceHandle for GstSourceHandle {
+    fn stop(&mut self) {
+        self.stop.request();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GstSourceHandle {
+    fn drop(&mut self) {
+        SourceHandle::stop(self);
+    }
+}
+
+/// Builds and starts the first session synchronously (so configuration errors come back to
+/// the caller), then hands the pipeline to the source thread.
+pub(crate) fn spawn(
+    mut spec: SourceSpec,
+    params: &SourceParams,
+    out: QueueSender<SourceEvent>,
+) -> Result<GstSourceHandle, PipelineError> {
+    let stop = Arc::new(StopSignal::default());
+    let emitter = Arc::new(Emitter::new(out, stop.clone(), params));
+    emitter.rebase(None);
+    let pipeline = (spec.build)(&emitter)?;
+    stop.set_bus(pipeline.bus());
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let message = bus_error_text(&pipeline, &spec.redactor)
+            .unwrap_or_else(|| "state change to PLAYING failed".into());
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(PipelineError::StateChange {
+            input: spec.input,
+            message,
+        });
+    }
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("source-{}", spec.stream))
+        .spawn(move || {
+            let mut run = Run {
+                spec,
+                emitter,
+                stop: thread_stop,
+                failures: 0,
+            };
+            run.run(pipeline);
+        })
+        .map_err(|e| PipelineError::Build {
+            input: "source thread".into(),
+            message: e.to_string(),
+        })?;
+    Ok(GstSourceHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+enum Outcome {
+    Stopped,
+    Eos,
+    Error(PipelineError),
+    Stalled,
+}
+
+struct Run {
+    spec: SourceSpec,
+    emitter: Arc<Emitter>,
+    stop: Arc<StopSignal>,
+    /// Consecutive connection attempts that produced no data.
+    failures: u32,
+}
+
+impl Run {
+    fn run(&mut self, first: gst::Pipeline) {
+        let mut current = Some(first);
+        while let Some(pipeline) = current.take() {
+            let outcome = self.bus_loop(&pipeline);
+            current = match (outcome, &self.spec.on_end) {
+                (Outcome::Stopped, _) => {
+                    self.teardown(pipeline);
+                    None
+                }
+                (Outcome::Eos, OnEnd::Loop) if self.emitter.session_samples() > 0 => {
+                    self.emitter.rebase(None);
+                    match pipeline.seek_simple(
+                        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                        gst::ClockTime::ZERO,
+                    ) {
+                        Ok(()) => Some(pipeline),
+                        Err(_) => {
+                            self.teardown(pipeline);
+                            self.emitter.send_final(SourceEvent::Error {
+                                message: format!(
+                                    "{}: cannot seek back to the start to loop",
+                                    self.spec.input
+                                ),
+                            });
+                            None
+                        }
+                    }
+                }
+                (Outcome::Eos, OnEnd::Finish | OnEnd::Loop) => {
+                    self.teardown(pipeline);
+                    self.emitter.send_final(SourceEvent::Eos);
+                    None
+                }
+                (Outcome::Error(e), OnEnd::Finish | OnEnd::Loop) => {
+                    self.teardown(pipeline);
+                    self.emitter.send_final(SourceEvent::Error {
+                        message: e.to_string(),
+                    });
+                    None
+                }
+                (Outcome::Stalled, OnEnd::Finish | OnEnd::Loop) => {
+                    // Only reconnecting sources run the watchdog.
+                    Some(pipeline)
+                }
+                (outcome, OnEnd::Reconnect(cfg)) => {
+                    let cfg = cfg.clone();
+                    self.teardown(pipeline);
+                    self.reconnect(cfg, outcome)
+                }
+            };
+        }
+        self.stop.set_bus(None);
+    }
+
+    /// Stops a session: a lossless send waiting for room gives up, then the pipeline
+    /// goes to `Null` (which waits for its streaming threads).
+    fn teardown(&self, pipeline: gst::Pipeline) {
+        self.emitter.set_abort(true);
+        self.stop.set_bus(None);
+        let _ = pipeline.set_state(gst::State::Null);
+        self.emitter.set_abort(false);
+    }
+
+    /// Connects again until a session starts, the source gives up, or it is stopped.
+    fn reconnect(&mut self, cfg: ReconnectConfig, outcome: Outcome) -> Option<gst::Pipeline> {
+        let mut last = match outcome {
+            Outcome::Stopped => return None,
+            Outcome::Eos => "end of stream".to_string(),
+            Outcome::Error(e) => e.to_string(),
+            Outcome::Stalled => format!("no data for {} s", STALL_TIMEOUT.as_secs()),
+        };
+        let mut had_data = self.emitter.session_samples() > 0;
+        if !cfg.enabled {
+            let ev = if last == "end of stream" {
+                SourceEvent::Eos
+            } else {
+                SourceEvent::Error { message: last }
+            };
+            self.emitter.send_final(ev);
+            return None;
+        }
+        loop {
+            if had_data {
+                self.failures = 0;
+            } else {
+                self.failures += 1;
+            }
+            if cfg.max_attempts.is_some_and(|m| self.failures >= m) {
+                let e = PipelineError::ReconnectGaveUp {
+                    url: self.spec.input.clone(),
+                    attempts: self.failures,
+                    last,
+                };
+                self.emitter.send_final(SourceEvent::Error {
+                    message: self.spec.redactor.apply(&e.to_string()),
+                });
+                return None;
+            }
+            let delay = backoff(&cfg, self.failures);
+            if self.stop.wait(delay) {
+                return None;
+            }
+            self.emitter.rebase(Some(format!(
+                "reconnected to {} after: {last}",
+                self.spec.input
+            )));
+            let pipeline = match (self.spec.build)(&self.emitter) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.emitter.send_final(SourceEvent::Error {
+                        message: self.spec.redactor.apply(&e.to_string()),
+                    });
+                    return None;
+                }
+            };
+            self.stop.set_bus(pipeline.bus());
+            if self.stop.is_set() {
+                self.teardown(pipeline);
+                return None;
+            }
+            if pipeline.set_state(gst::State::Playing).is_ok() {
+                return Some(pipeline);
+            }
+            last = bus_error_text(&pipeline, &self.spec.redactor)
+                .unwrap_or_else(|| "state change to PLAYING failed".into());
+            self.teardown(pipeline);
+            had_data = false;
+        }
+    }
+
+    fn bus_loop(&self, pipeline: &gst::Pipeline) -> Outcome {
+        let Some(bus) = pipeline.bus() else {
+            return Outcome::Error(PipelineError::Build {
+                input: self.spec.input.clone(),
+                message: "pipeline has no bus".into(),
+            });
+        };
+        let watchdog = matches!(self.spec.on_end, OnEnd::Reconnect(_));
+        loop {
+            if self.stop.is_set() {
+                return Outcome::Stopped;
+            }
+            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(
+                BUS_POLL.as_nanos() as u64,
+            )) {
+                match msg.view() {
+                    gst::MessageView::Eos(_) => return Outcome::Eos,
+                    gst::MessageView::Error(err) => {
+                        return Outcome::Error(stream_error(
+                            &self.spec.input,
+                            &self.spec.redactor,
+                            err,
+                        ))
+                    }
+                    gst::MessageView::Application(a)
+                        if a.structure().is_some_and(|s| s.name() == WAKE_MESSAGE) => {}
+                    _ => {}
+                }
+            }
+            if watchdog && self.emitter.idle_for() > STALL_TIMEOUT {
+                return Outcome::Stalled;
+            }
+        }
+    }
+}
+
+/// Delay before connection attempt number `failures + 1`: `initial * 2^(failures - 1)`,
+/// at most `max_ms`; right after a working session was lost, `initial`.
+pub(crate) fn backoff(cfg: &ReconnectConfig, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(32);
+    let ms = cfg
+        .initial_ms
+        .saturating_mul(1u64 << exp)
+        .min(cfg.max_ms.max(cfg.initial_ms));
+    Duration::from_millis(ms)
+}
+
+/// A bus error as a typed error naming the element and the input, credentials masked.
+fn stream_error(input: &str, redactor: &Redactor, err: &gst::message::Error) -> PipelineError {
+    let element = err
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    let mut message = err.error().to_string();
+    if let Some(debug) = err.debug() {
+        // The debug text starts with source locations and an element path; its last line is
+        // the part a user can act on (e.g. "streaming stopped, reason not-negotiated").
+        let tail = debug.rsplit('\n').next().unwrap_or("").trim();
+        if !tail.is_empty() && !tail.contains(".c(") && tail != message {
+            message = format!("{message} ({tail})");
+        }
+    }
+    PipelineError::Stream {
+        input: input.into(),
+        element: redactor.apply(&element),
+        message: redactor.apply(&message),
+    }
+}
+
+/// The first error waiting on the pipeline's bus, as text.
+fn bus_error_text(pipeline: &gst::Pipeline, redactor: &Redactor) -> Option<String> {
+    let bus = pipeline.bus()?;
+    let msg = bus.timed_pop_filtered(gst::ClockTime::ZERO, &[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(err) => {
+            Some(stream_error("", redactor, err).to_string().trim_start_matches(": ").to_string())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let cfg = ReconnectConfig {
+            enabled: true,
+            initial_ms: 100,
+            max_ms: 1000,
+            max_attempts: None,
+        };
+        let ms: Vec<u128> = (0..7).map(|f| backoff(&cfg, f).as_millis()).collect();
+        assert_eq!(ms, vec![100, 100, 200, 400, 800, 1000, 1000]);
+    }
+}
