@@ -13,7 +13,7 @@ use gstreamer_app as gst_app;
 use sensorium_engine::SourceParams;
 
 use crate::error::PipelineError;
-use crate::sink::{attach_appsink, audio_caps, video_caps, Emitter};
+use crate::sink::{attach_appsink, audio_caps, track_input_end, video_caps, Emitter, SinkKind};
 
 pub(crate) fn make(factory: &str, input: &str) -> Result<gst::Element, PipelineError> {
     gst::ElementFactory::make(factory)
@@ -31,8 +31,37 @@ pub(crate) enum Modality {
     Audio,
 }
 
-/// Adds `queue ! videoconvert ! videoscale ! videorate ! appsink` (or the audio equivalent
-/// `queue ! audioconvert ! audioresample ! appsink`) to `bin`, linked and in the bin's state;
+/// The engine's conversion chain for a modality, not yet added to a bin:
+/// `queue ! videoconvert ! videoscale ! videorate` or `queue ! audioconvert ! audioresample`,
+/// and the sink kind that goes behind it.
+pub(crate) fn converters(
+    modality: Modality,
+    live: bool,
+    input: &str,
+) -> Result<(Vec<gst::Element>, SinkKind), PipelineError> {
+    let mut chain = vec![make("queue", input)?];
+    let kind = match modality {
+        Modality::Video => {
+            chain.push(make("videoconvert", input)?);
+            chain.push(make("videoscale", input)?);
+            let rate = make("videorate", input)?;
+            // A live stream's first frame arrives long after its segment start; without this
+            // videorate would fill the gap with copies of that first frame.
+            rate.set_property("skip-to-first", live);
+            let input_end = rate.static_pad("sink").map(|p| track_input_end(&p));
+            chain.push(rate);
+            SinkKind::Video { input_end }
+        }
+        Modality::Audio => {
+            chain.push(make("audioconvert", input)?);
+            chain.push(make("audioresample", input)?);
+            SinkKind::Audio
+        }
+    };
+    Ok((chain, kind))
+}
+
+/// Adds the conversion chain and an engine appsink to `bin`, linked and in the bin's state;
 /// returns the branch's first element for the caller to link into.
 pub(crate) fn add_branch(
     bin: &gst::Bin,
@@ -46,32 +75,18 @@ pub(crate) fn add_branch(
         input: input.into(),
         message: e.to_string(),
     };
-    let queue = make("queue", input)?;
-    let mut chain = vec![queue];
     let caps = match modality {
-        Modality::Video => {
-            chain.push(make("videoconvert", input)?);
-            chain.push(make("videoscale", input)?);
-            let rate = make("videorate", input)?;
-            // A live stream's first frame arrives long after its segment start; without this
-            // videorate would fill the gap with copies of that first frame.
-            rate.set_property("skip-to-first", live);
-            chain.push(rate);
-            video_caps(params)?
-        }
-        Modality::Audio => {
-            chain.push(make("audioconvert", input)?);
-            chain.push(make("audioresample", input)?);
-            audio_caps()
-        }
+        Modality::Video => video_caps(params)?,
+        Modality::Audio => audio_caps(),
     };
+    let (mut chain, kind) = converters(modality, live, input)?;
     let sink = gst_app::AppSink::builder()
         .name(match modality {
             Modality::Video => "sensorium-video",
             Modality::Audio => "sensorium-audio",
         })
         .build();
-    attach_appsink(&sink, &caps, modality == Modality::Video, emitter);
+    attach_appsink(&sink, &caps, kind, emitter);
     chain.push(sink.upcast());
     bin.add_many(&chain).map_err(build_err)?;
     gst::Element::link_many(&chain).map_err(build_err)?;

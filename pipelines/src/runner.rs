@@ -196,6 +196,7 @@ impl Run {
 
     /// Connects again until a session starts, the source gives up, or it is stopped.
     fn reconnect(&mut self, cfg: ReconnectConfig, outcome: Outcome) -> Option<gst::Pipeline> {
+        let eos = matches!(outcome, Outcome::Eos);
         let mut last = match outcome {
             Outcome::Stopped => return None,
             Outcome::Eos => "end of stream".to_string(),
@@ -204,13 +205,18 @@ impl Run {
         };
         let mut had_data = self.emitter.session_samples() > 0;
         if !cfg.enabled {
-            let ev = if last == "end of stream" {
+            let ev = if eos {
                 SourceEvent::Eos
             } else {
                 SourceEvent::Error { message: last }
             };
             self.emitter.send_final(ev);
             return None;
+        }
+        // The give-up message names the URL once, at its start.
+        let prefix = format!("{}: ", self.spec.input);
+        if let Some(rest) = last.strip_prefix(&prefix) {
+            last = rest.to_string();
         }
         loop {
             if had_data {

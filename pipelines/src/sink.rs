@@ -8,7 +8,7 @@
 //! live capture never stalls; a lossless queue makes the callback wait, which back-pressures
 //! file decoding. The wait polls a stop flag so that stopping a source is always prompt.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -209,12 +209,23 @@ impl Emitter {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    fn on_video(&self, sink: &gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn on_video(
+        &self,
+        sink: &gst_app::AppSink,
+        input_end: Option<&AtomicU64>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let captured = Instant::now();
         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-        let Some(rt) = running_time(&sample) else {
+        let Some((buf_pts, rt)) = running_time(&sample) else {
             return Ok(gst::FlowSuccess::Ok);
         };
+        // At EOS videorate repeats the last frame into the slot that starts where the media
+        // ends (a 4 s file at 2 fps would get a ninth frame at 4.0 s): a frame that starts
+        // at or after the end of everything decoded so far shows nothing new.
+        let end = input_end.map_or(0, |e| e.load(Ordering::Acquire));
+        if end > 0 && buf_pts.nseconds() >= end {
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
             return Ok(gst::FlowSuccess::Ok);
         };
@@ -269,7 +280,7 @@ impl Emitter {
         let rt = running_time(&sample);
         let mut t = self.timeline();
         let pts = match rt {
-            Some(rt) => t.offset + rt,
+            Some((_, rt)) => t.offset + rt,
             None => t.audio_end,
         };
         if t.last_audio.is_some_and(|last| pts <= last) {
@@ -287,11 +298,15 @@ impl Emitter {
     }
 }
 
-/// Running time of the sample's buffer in its segment, ns.
-fn running_time(sample: &gst::Sample) -> Option<u64> {
+/// The sample's buffer timestamp and its running time in the segment, ns; `None` outside
+/// the segment.
+fn running_time(sample: &gst::Sample) -> Option<(gst::ClockTime, u64)> {
     let pts = sample.buffer()?.pts()?;
     let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
-    seg.to_running_time(pts).map(|t| t.nseconds())
+    if seg.stop().is_some_and(|stop| pts >= stop) {
+        return None;
+    }
+    seg.to_running_time(pts).map(|t| (pts, t.nseconds()))
 }
 
 /// `video/x-raw,format=RGB,width=W,height=H,framerate=F,pixel-aspect-ratio=1/1`.
@@ -332,11 +347,19 @@ pub(crate) fn fps_fraction(fps: f64) -> Result<gst::Fraction, PipelineError> {
         .ok_or_else(|| PipelineError::BadParams(format!("fps {fps} has no rational form")))
 }
 
+/// Which engine appsink a callback feeds.
+pub(crate) enum SinkKind {
+    /// Video; `input_end` tracks the end (pts + duration) of the newest frame that entered
+    /// videorate, so the sink can drop videorate's padding frame at EOS.
+    Video { input_end: Option<Arc<AtomicU64>> },
+    Audio,
+}
+
 /// Points an appsink at the emitter: engine caps on the sink, one callback per sample.
 pub(crate) fn attach_appsink(
     sink: &gst_app::AppSink,
     caps: &gst::Caps,
-    video: bool,
+    kind: SinkKind,
     emitter: &Arc<Emitter>,
 ) {
     sink.set_caps(Some(caps));
@@ -345,14 +368,28 @@ pub(crate) fn attach_appsink(
     sink.set_sync(false);
     sink.set_property("emit-signals", false);
     let em = emitter.clone();
-    let callbacks = if video {
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| em.on_video(s))
-            .build()
-    } else {
-        gst_app::AppSinkCallbacks::builder()
+    let callbacks = match kind {
+        SinkKind::Video { input_end } => gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| em.on_video(s, input_end.as_deref()))
+            .build(),
+        SinkKind::Audio => gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| em.on_audio(s))
-            .build()
+            .build(),
     };
     sink.set_callbacks(callbacks);
+}
+
+/// Tracks the end of the newest buffer flowing through `pad` (see [`SinkKind::Video`]).
+pub(crate) fn track_input_end(pad: &gst::Pad) -> Arc<AtomicU64> {
+    let end = Arc::new(AtomicU64::new(0));
+    let e = end.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buf) = info.buffer() {
+            if let (Some(p), Some(d)) = (buf.pts(), buf.duration()) {
+                e.fetch_max((p + d).nseconds(), Ordering::AcqRel);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    end
 }

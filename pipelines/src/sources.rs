@@ -20,10 +20,12 @@ use sensorium_engine::frame::AUDIO_RATE;
 use sensorium_engine::SourceParams;
 
 use crate::error::PipelineError;
-use crate::graph::{add_branch, add_chain, make, new_pipeline, set_nick, DecodeTargets, Modality};
+use crate::graph::{
+    add_branch, add_chain, converters, make, new_pipeline, set_nick, DecodeTargets, Modality,
+};
 use crate::redact::{strip_userinfo, Redactor};
 use crate::runner::{OnEnd, SourceSpec};
-use crate::sink::{attach_appsink, audio_caps, fps_fraction, video_caps};
+use crate::sink::{attach_appsink, audio_caps, fps_fraction, video_caps, SinkKind};
 
 /// Audio samples per `audiotestsrc` buffer (50 ms at 16 kHz).
 const TEST_AUDIO_CHUNK: u32 = AUDIO_RATE / 20;
@@ -549,34 +551,24 @@ fn wire_launch_sink(
         Modality::Video => video_caps(params)?,
         Modality::Audio => audio_caps(),
     };
-    attach_appsink(sink, &caps, modality == Modality::Video, emitter);
-    let Some(sinkpad) = sink.static_pad("sink") else {
-        return Ok(());
-    };
-    let Some(peer) = sinkpad.peer() else {
-        // Linked later (e.g. behind a decodebin): the description must convert itself.
-        return Ok(());
-    };
     let build_err = |message: String| PipelineError::Build {
         input: input.into(),
         message,
     };
+    let peer = sink.static_pad("sink").and_then(|p| p.peer().map(|peer| (p, peer)));
+    let Some((sinkpad, peer)) = peer else {
+        // Linked later (e.g. behind a decodebin): the description must convert itself.
+        let kind = match modality {
+            Modality::Video => SinkKind::Video { input_end: None },
+            Modality::Audio => SinkKind::Audio,
+        };
+        attach_appsink(sink, &caps, kind, emitter);
+        return Ok(());
+    };
     peer.unlink(&sinkpad)
         .map_err(|e| build_err(e.to_string()))?;
-    let mut chain = vec![make("queue", input)?];
-    match modality {
-        Modality::Video => {
-            chain.push(make("videoconvert", input)?);
-            chain.push(make("videoscale", input)?);
-            let rate = make("videorate", input)?;
-            rate.set_property("skip-to-first", live);
-            chain.push(rate);
-        }
-        Modality::Audio => {
-            chain.push(make("audioconvert", input)?);
-            chain.push(make("audioresample", input)?);
-        }
-    }
+    let (chain, kind) = converters(modality, live, input)?;
+    attach_appsink(sink, &caps, kind, emitter);
     pipeline
         .add_many(&chain)
         .map_err(|e| build_err(e.to_string()))?;
