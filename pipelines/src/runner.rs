@@ -57,8 +57,10 @@ pub struct GstSourceHandle {
     thread: Option<JoinHandle<()>>,
 }
 
-impl SourceHandle for GstSourceHandle {
-    fn stop(&mut self) {
+impl GstSourceHandle {
+    /// Stops the source: its pipeline goes to `Null`, its thread ends, nothing more is
+    /// sent. Idempotent; also done on drop.
+    pub fn stop(&mut self) {
         self.stop.request();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -66,9 +68,15 @@ impl SourceHandle for GstSourceHandle {
     }
 }
 
+impl SourceHandle for GstSourceHandle {
+    fn stop(&mut self) {
+        GstSourceHandle::stop(self);
+    }
+}
+
 impl Drop for GstSourceHandle {
     fn drop(&mut self) {
-        SourceHandle::stop(self);
+        GstSourceHandle::stop(self);
     }
 }
 
