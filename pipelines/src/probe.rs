@@ -99,7 +99,7 @@ impl fmt::Display for ProbeInfo {
 /// Probes a local path or a URI (`file://`, `rtsp://`, `http://`...).
 pub fn probe(uri_or_path: &str) -> Result<ProbeInfo, PipelineError> {
     crate::init()?;
-    let redactor = Redactor::new(uri_or_path, &[]);
+    let redactor = Redactor::new(uri_or_path, None, None);
     let shown = strip_userinfo(uri_or_path);
     let uri = if uri_or_path.contains("://") {
         uri_or_path.to_owned()

@@ -15,16 +15,27 @@ pub fn strip_userinfo(url: &str) -> String {
     }
 }
 
-/// Element properties whose values are credentials.
-const CREDENTIAL_KEYS: &[&str] = &[
-    "user-id",
-    "user-pw",
-    "password",
-    "passwd",
-    "proxy-id",
-    "proxy-pw",
-    "user-agent-password",
-];
+/// Element properties whose values are user names.
+const USER_KEYS: &[&str] = &["user-id", "proxy-id"];
+/// Element properties whose values are passwords.
+const SECRET_KEYS: &[&str] = &["user-pw", "proxy-pw", "password", "passwd"];
+
+/// User names shorter than this are left alone: masking every "u" in a message would make
+/// it unreadable, and a name is not the secret that guards the camera.
+const MIN_MASKED_USER: usize = 3;
+
+fn push_user(pairs: &mut Vec<(String, String)>, user: &str) {
+    if user.chars().count() >= MIN_MASKED_USER {
+        pairs.push((user.to_owned(), "***".into()));
+    }
+}
+
+/// Passwords are masked whatever their length: a garbled message beats a leaked secret.
+fn push_secret(pairs: &mut Vec<(String, String)>, secret: &str) {
+    if !secret.is_empty() {
+        pairs.push((secret.to_owned(), "***".into()));
+    }
+}
 
 /// Masks every occurrence of the given secrets (and of URLs with userinfo) in `text`.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +46,7 @@ pub struct Redactor {
 
 impl Redactor {
     /// A redactor for one input URL and its separately configured credentials.
-    pub fn new(url: &str, secrets: &[&str]) -> Self {
+    pub fn new(url: &str, user: Option<&str>, password: Option<&str>) -> Self {
         let mut pairs = Vec::new();
         let shown = strip_userinfo(url);
         if shown != url {
@@ -47,18 +58,21 @@ impl Redactor {
                 if let Some(at) = rest[..auth_end].rfind('@') {
                     let userinfo = &rest[..at];
                     pairs.push((userinfo.to_owned(), "***".into()));
-                    for part in userinfo.split(':') {
-                        if !part.is_empty() {
-                            pairs.push((part.to_owned(), "***".into()));
+                    match userinfo.split_once(':') {
+                        Some((user, pw)) => {
+                            push_user(&mut pairs, user);
+                            push_secret(&mut pairs, pw);
                         }
+                        None => push_user(&mut pairs, userinfo),
                     }
                 }
             }
         }
-        for s in secrets {
-            if !s.is_empty() {
-                pairs.push(((*s).to_owned(), "***".into()));
-            }
+        if let Some(u) = user {
+            push_user(&mut pairs, u);
+        }
+        if let Some(p) = password {
+            push_secret(&mut pairs, p);
         }
         pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Self { pairs }
@@ -72,15 +86,19 @@ impl Redactor {
             let token = token.trim_matches(|c| c == '"' || c == '\'');
             if let Some((key, value)) = token.split_once('=') {
                 let value = value.trim_matches(|c| c == '"' || c == '\'');
-                if CREDENTIAL_KEYS.contains(&key) && !value.is_empty() {
-                    out.pairs.push((value.to_owned(), "***".into()));
+                if USER_KEYS.contains(&key) {
+                    push_user(&mut out.pairs, value);
+                    continue;
+                }
+                if SECRET_KEYS.contains(&key) {
+                    push_secret(&mut out.pairs, value);
                     continue;
                 }
                 if value.contains("://") {
-                    out.pairs.extend(Self::new(value, &[]).pairs);
+                    out.pairs.extend(Self::new(value, None, None).pairs);
                 }
             } else if token.contains("://") {
-                out.pairs.extend(Self::new(token, &[]).pairs);
+                out.pairs.extend(Self::new(token, None, None).pairs);
             }
         }
         out.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
@@ -117,7 +135,7 @@ mod tests {
 
     #[test]
     fn redactor_masks_url_and_secrets() {
-        let r = Redactor::new("rtsp://bob:pw1@host/x", &["topsecret", "alice"]);
+        let r = Redactor::new("rtsp://bob:pw1@host/x", Some("alice"), Some("topsecret"));
         let msg = r.apply("rtsp://bob:pw1@host/x failed for alice with topsecret; pw1 bob:pw1");
         assert_eq!(msg, "rtsp://host/x failed for *** with ***; *** ***");
     }
@@ -130,6 +148,15 @@ mod tests {
         assert_eq!(
             r.apply("rtsp://u1:p4ss@cam/x admin s3cr3t"),
             "rtsp://cam/x *** ***"
+        );
+    }
+
+    #[test]
+    fn short_user_names_stay_readable_passwords_never_do() {
+        let r = Redactor::new("rtsp://u:p@host/x", None, None);
+        assert_eq!(
+            r.apply("rtsp://u:p@host/x: unauthorized user u, pass p"),
+            "rts***://host/x: unauthorized user u, ***ass ***"
         );
     }
 }

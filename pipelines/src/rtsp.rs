@@ -38,13 +38,11 @@ pub(crate) fn rtsp_spec(
     params: &SourceParams,
 ) -> Result<SourceSpec, PipelineError> {
     let shown = strip_userinfo(&cfg.url);
-    let secrets: Vec<&str> = cfg
-        .user
-        .as_deref()
-        .into_iter()
-        .chain(cfg.password.as_ref().map(|p| p.expose()))
-        .collect();
-    let redactor = Redactor::new(&cfg.url, &secrets);
+    let redactor = Redactor::new(
+        &cfg.url,
+        cfg.user.as_deref(),
+        cfg.password.as_ref().map(|p| p.expose()),
+    );
     if !(cfg.url.starts_with("rtsp://")
         || cfg.url.starts_with("rtsps://")
         || cfg.url.starts_with("rtspt://")

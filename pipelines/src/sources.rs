@@ -61,6 +61,7 @@ pub(crate) fn test_spec(
         }
     }
     let fps = fps_fraction(params.fps)?;
+    video_caps(params)?;
     let (cfg, params, name) = (cfg.clone(), params.clone(), stream.to_owned());
     // Validate the pattern / wave nicks once, up front.
     check_test_nicks(&cfg)?;
@@ -216,7 +217,7 @@ pub(crate) fn uri_spec(
     params: &SourceParams,
 ) -> Result<SourceSpec, PipelineError> {
     let shown = strip_userinfo(uri);
-    let redactor = Redactor::new(uri, &[]);
+    let redactor = Redactor::new(uri, None, None);
     if !uri.contains("://") {
         return Err(PipelineError::InvalidUri {
             uri: shown,
