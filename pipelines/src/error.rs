@@ -29,7 +29,9 @@ pub enum PipelineError {
     #[error("cannot parse launch pipeline: {0}")]
     LaunchParse(String),
     /// A `launch` description without an appsink named `video` or `audio`.
-    #[error("launch pipeline has no appsink named 'video' or 'audio' (add e.g. '! appsink name=video')")]
+    #[error(
+        "launch pipeline has no appsink named 'video' or 'audio' (add e.g. '! appsink name=video')"
+    )]
     LaunchNoSink,
     /// An element named `video` or `audio` in a `launch` description that is not an appsink.
     #[error("launch pipeline element '{name}' must be an appsink, found '{factory}'")]

@@ -188,14 +188,18 @@ impl DecodeTargets {
             None => add_fakesink(pipeline.upcast_ref(), &self.input),
         }
         .and_then(|first| {
-            let sinkpad = first.static_pad("sink").ok_or_else(|| PipelineError::Build {
-                input: self.input.clone(),
-                message: "branch has no sink pad".into(),
-            })?;
-            pad.link(&sinkpad).map(|_| ()).map_err(|e| PipelineError::Build {
-                input: self.input.clone(),
-                message: format!("cannot link decoded {name} stream: {e:?}"),
-            })
+            let sinkpad = first
+                .static_pad("sink")
+                .ok_or_else(|| PipelineError::Build {
+                    input: self.input.clone(),
+                    message: "branch has no sink pad".into(),
+                })?;
+            pad.link(&sinkpad)
+                .map(|_| ())
+                .map_err(|e| PipelineError::Build {
+                    input: self.input.clone(),
+                    message: format!("cannot link decoded {name} stream: {e:?}"),
+                })
         });
         if let Err(e) = result {
             post_error(&pipeline, &e.to_string());

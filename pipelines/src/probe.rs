@@ -76,11 +76,7 @@ impl fmt::Display for ProbeInfo {
                 .fps
                 .map(|x| format!("{x:.3} fps"))
                 .unwrap_or_else(|| "variable fps".into());
-            writeln!(
-                f,
-                "video #{i}:  {} {}x{} {fps}",
-                v.codec, v.width, v.height
-            )?;
+            writeln!(f, "video #{i}:  {} {}x{} {fps}", v.codec, v.width, v.height)?;
         }
         if self.audio.is_empty() {
             writeln!(f, "audio:     none")?;

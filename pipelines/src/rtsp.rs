@@ -61,8 +61,12 @@ pub(crate) fn rtsp_spec(
     video_caps(params)?;
     make("rtspsrc", &shown)?;
     make("decodebin", &shown)?;
-    let (cfg_b, params, name, input) =
-        (cfg.clone(), params.clone(), stream.to_owned(), shown.clone());
+    let (cfg_b, params, name, input) = (
+        cfg.clone(),
+        params.clone(),
+        stream.to_owned(),
+        shown.clone(),
+    );
     let build = move |emitter: &Arc<_>| {
         let cfg = &cfg_b;
         let pipeline = new_pipeline(&name);
@@ -90,10 +94,7 @@ pub(crate) fn rtsp_spec(
             let media = args
                 .get(2)
                 .and_then(|v| v.get::<gst::Caps>().ok())
-                .and_then(|c| {
-                    c.structure(0)
-                        .and_then(|s| s.get::<String>("media").ok())
-                });
+                .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()));
             let keep = match media.as_deref() {
                 Some("video") => want_video,
                 Some("audio") => want_audio,

@@ -287,9 +287,9 @@ impl Run {
             if self.stop.is_set() {
                 return Outcome::Stopped;
             }
-            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(
-                BUS_POLL.as_nanos() as u64,
-            )) {
+            if let Some(msg) =
+                bus.timed_pop(gst::ClockTime::from_nseconds(BUS_POLL.as_nanos() as u64))
+            {
                 match msg.view() {
                     gst::MessageView::Eos(_) => return Outcome::Eos,
                     gst::MessageView::Error(err) => {
@@ -349,9 +349,12 @@ fn bus_error_text(pipeline: &gst::Pipeline, redactor: &Redactor) -> Option<Strin
     let bus = pipeline.bus()?;
     let msg = bus.timed_pop_filtered(gst::ClockTime::ZERO, &[gst::MessageType::Error])?;
     match msg.view() {
-        gst::MessageView::Error(err) => {
-            Some(stream_error("", redactor, err).to_string().trim_start_matches(": ").to_string())
-        }
+        gst::MessageView::Error(err) => Some(
+            stream_error("", redactor, err)
+                .to_string()
+                .trim_start_matches(": ")
+                .to_string(),
+        ),
         _ => None,
     }
 }

@@ -229,7 +229,8 @@ impl Emitter {
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
+        let info =
+            gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
             .map_err(|_| gst::FlowError::Error)?;
         let (w, h) = (info.width() as usize, info.height() as usize);
@@ -351,7 +352,9 @@ pub(crate) fn fps_fraction(fps: f64) -> Result<gst::Fraction, PipelineError> {
 pub(crate) enum SinkKind {
     /// Video; `input_end` tracks the end (pts + duration) of the newest frame that entered
     /// videorate, so the sink can drop videorate's padding frame at EOS.
-    Video { input_end: Option<Arc<AtomicU64>> },
+    Video {
+        input_end: Option<Arc<AtomicU64>>,
+    },
     Audio,
 }
 

@@ -329,8 +329,12 @@ pub(crate) fn camera_spec(
     if let Some(m) = &cfg.microphone {
         mic_element(m, &input)?;
     }
-    let (cfg, params, name, build_input) =
-        (cfg.clone(), params.clone(), stream.to_owned(), input.clone());
+    let (cfg, params, name, build_input) = (
+        cfg.clone(),
+        params.clone(),
+        stream.to_owned(),
+        input.clone(),
+    );
     let build = move |emitter: &Arc<_>| {
         let input = &build_input;
         let pipeline = new_pipeline(&name);
@@ -373,8 +377,12 @@ pub(crate) fn microphone_spec(
 ) -> Result<SourceSpec, PipelineError> {
     let input = mic_name(cfg);
     mic_element(cfg, &input)?;
-    let (cfg, params, name, build_input) =
-        (cfg.clone(), params.clone(), stream.to_owned(), input.clone());
+    let (cfg, params, name, build_input) = (
+        cfg.clone(),
+        params.clone(),
+        stream.to_owned(),
+        input.clone(),
+    );
     let build = move |emitter: &Arc<_>| {
         let pipeline = new_pipeline(&name);
         add_mic(&pipeline, &cfg, &params, emitter, &build_input)?;
@@ -556,7 +564,9 @@ fn wire_launch_sink(
         input: input.into(),
         message,
     };
-    let peer = sink.static_pad("sink").and_then(|p| p.peer().map(|peer| (p, peer)));
+    let peer = sink
+        .static_pad("sink")
+        .and_then(|p| p.peer().map(|peer| (p, peer)));
     let Some((sinkpad, peer)) = peer else {
         // Linked later (e.g. behind a decodebin): the description must convert itself.
         let kind = match modality {

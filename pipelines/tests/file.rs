@@ -60,7 +60,12 @@ fn audio_continuity(audio: &[(u64, usize)]) -> (usize, u64) {
 fn av_file_exact_frames_and_samples_at_two_rates() {
     let m = media();
     for (fps, frames) in [(2.0, 8usize), (5.0, 20)] {
-        let (_h, rx) = start(&file_stream(&m.av, ""), &params(fps, QueueMode::Lossless), 8).unwrap();
+        let (_h, rx) = start(
+            &file_stream(&m.av, ""),
+            &params(fps, QueueMode::Lossless),
+            8,
+        )
+        .unwrap();
         let events = collect(&rx);
         let sp = split(&events);
         assert!(matches!(sp.last, Some(SourceEvent::Eos)), "{:?}", sp.last);
@@ -86,14 +91,26 @@ fn av_file_exact_frames_and_samples_at_two_rates() {
 fn video_frames_carry_the_picture() {
     // The ball pattern: a white ball on black. Some pixels bright, most dark.
     let m = media();
-    let (_h, rx) = start(&file_stream(&m.video_only, ""), &params(2.0, QueueMode::Lossless), 8)
-        .unwrap();
+    let (_h, rx) = start(
+        &file_stream(&m.video_only, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .unwrap();
     let events = collect(&rx);
     let SourceEvent::Video(v) = &events[0] else {
         panic!("first event should be video: {:?}", events[0]);
     };
-    let bright = v.rgb.chunks(3).filter(|p| p.iter().all(|c| *c > 200)).count();
-    let dark = v.rgb.chunks(3).filter(|p| p.iter().all(|c| *c < 40)).count();
+    let bright = v
+        .rgb
+        .chunks(3)
+        .filter(|p| p.iter().all(|c| *c > 200))
+        .count();
+    let dark = v
+        .rgb
+        .chunks(3)
+        .filter(|p| p.iter().all(|c| *c < 40))
+        .count();
     let n = v.rgb.len() / 3;
     assert!(bright > 0 && bright < n / 4, "bright {bright} of {n}");
     assert!(dark > n / 2, "dark {dark} of {n}");
@@ -102,8 +119,12 @@ fn video_frames_carry_the_picture() {
 #[test]
 fn audio_only_file_has_no_video() {
     let m = media();
-    let (_h, rx) =
-        start(&file_stream(&m.audio_only, ""), &params(2.0, QueueMode::Lossless), 8).unwrap();
+    let (_h, rx) = start(
+        &file_stream(&m.audio_only, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .unwrap();
     let sp = split(&collect(&rx));
     assert!(matches!(sp.last, Some(SourceEvent::Eos)), "{:?}", sp.last);
     assert!(sp.video_pts.is_empty());
@@ -111,8 +132,12 @@ fn audio_only_file_has_no_video() {
     assert_eq!(total, 64_000);
     assert_eq!(worst_gap, 0);
     // The tone: 440 Hz at volume 0.5 -> peak close to 0.5 and RMS close to 0.5/sqrt(2).
-    let (_h, rx) =
-        start(&file_stream(&m.audio_only, ""), &params(2.0, QueueMode::Lossless), 8).unwrap();
+    let (_h, rx) = start(
+        &file_stream(&m.audio_only, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .unwrap();
     let samples: Vec<f32> = collect(&rx)
         .iter()
         .filter_map(|e| match e {
@@ -129,8 +154,12 @@ fn audio_only_file_has_no_video() {
 #[test]
 fn video_only_file_has_no_audio() {
     let m = media();
-    let (_h, rx) =
-        start(&file_stream(&m.video_only, ""), &params(2.0, QueueMode::Lossless), 8).unwrap();
+    let (_h, rx) = start(
+        &file_stream(&m.video_only, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .unwrap();
     let sp = split(&collect(&rx));
     assert!(matches!(sp.last, Some(SourceEvent::Eos)), "{:?}", sp.last);
     assert!(sp.audio.is_empty());
@@ -200,18 +229,29 @@ fn looping_keeps_time_increasing() {
 fn missing_file_fails_at_start_naming_the_path() {
     let m = media();
     let missing = m.dir.join("no-such-clip.mkv");
-    let err = start(&file_stream(&missing, ""), &params(2.0, QueueMode::Lossless), 8)
-        .err()
-        .unwrap();
+    let err = start(
+        &file_stream(&missing, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, PipelineError::FileNotFound { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        format!("media file {} does not exist or is not a file", missing.display())
+        format!(
+            "media file {} does not exist or is not a file",
+            missing.display()
+        )
     );
     // Through the engine's trait: the stream is named too.
     let (tx, _rx) = sensorium_engine::bounded(8, QueueMode::Lossless);
     let e = GstSourceFactory::new()
-        .start(&file_stream(&missing, ""), &params(2.0, QueueMode::Lossless), tx)
+        .start(
+            &file_stream(&missing, ""),
+            &params(2.0, QueueMode::Lossless),
+            tx,
+        )
         .err()
         .unwrap();
     assert_eq!(e.stream, "s");
@@ -223,11 +263,19 @@ fn non_media_file_is_an_error_naming_the_path() {
     let m = media();
     let notes = m.dir.join("notes.mkv");
     std::fs::write(&notes, "these are meeting notes, not a video\n".repeat(200)).unwrap();
-    let (_h, rx) = start(&file_stream(&notes, ""), &params(2.0, QueueMode::Lossless), 8).unwrap();
+    let (_h, rx) = start(
+        &file_stream(&notes, ""),
+        &params(2.0, QueueMode::Lossless),
+        8,
+    )
+    .unwrap();
     let sp = split(&collect(&rx));
     assert!(sp.video_pts.is_empty() && sp.audio.is_empty());
     let msg = error_message(&sp.last);
-    assert!(msg.starts_with(&format!("{}: element '", notes.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}: element '", notes.display())),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -302,7 +350,10 @@ fn probe_reports_container_streams_and_duration() {
     assert_eq!((v.width, v.height, v.fps), (320, 240, Some(10.0)));
     assert_eq!(info.audio.len(), 1);
     let a = &info.audio[0];
-    assert_eq!((a.codec.as_str(), a.sample_rate, a.channels), ("Opus", 48_000, 1));
+    assert_eq!(
+        (a.codec.as_str(), a.sample_rate, a.channels),
+        ("Opus", 48_000, 1)
+    );
     let text = info.to_string();
     assert!(text.contains("container: Matroska"), "{text}");
     assert!(text.contains("320x240"), "{text}");
@@ -321,7 +372,8 @@ fn probe_reports_container_streams_and_duration() {
     std::fs::write(&notes, "plain text\n".repeat(100)).unwrap();
     let err = sensorium_pipelines::probe(notes.to_str().unwrap()).unwrap_err();
     assert!(
-        err.to_string().starts_with(&format!("cannot probe {}:", notes.display())),
+        err.to_string()
+            .starts_with(&format!("cannot probe {}:", notes.display())),
         "{err}"
     );
 }

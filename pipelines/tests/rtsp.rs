@@ -203,7 +203,10 @@ fn reconnects_with_discontinuity_and_monotonic_time() {
     let SourceEvent::Discontinuity { reason } = &events[disc] else {
         unreachable!()
     };
-    assert!(reason.contains(&format!("rtsp://127.0.0.1:{port}/cam")), "{reason}");
+    assert!(
+        reason.contains(&format!("rtsp://127.0.0.1:{port}/cam")),
+        "{reason}"
+    );
     // Frames are what the engine asked for.
     for e in &events {
         if let SourceEvent::Video(v) = e {
@@ -233,10 +236,15 @@ fn unreachable_gives_up_naming_url_without_credentials() {
     assert_eq!(sp.discontinuities, 0, "no session ever started");
     let msg = error_message(&sp.last);
     assert!(
-        msg.starts_with(&format!("rtsp://127.0.0.1:{port}/cam: giving up after 2 failed")),
+        msg.starts_with(&format!(
+            "rtsp://127.0.0.1:{port}/cam: giving up after 2 failed"
+        )),
         "{msg}"
     );
-    assert!(!msg.contains("hunter2") && !msg.contains("camadmin"), "{msg}");
+    assert!(
+        !msg.contains("hunter2") && !msg.contains("camadmin"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -248,8 +256,14 @@ fn credentials_in_url_never_shown() {
     ));
     let (_h, rx) = start(&s, &params(2.0, QueueMode::Realtime), 8).unwrap();
     let msg = error_message(&split(&collect(&rx)).last);
-    assert!(msg.contains(&format!("rtsp://127.0.0.1:{port}/cam")), "{msg}");
-    assert!(!msg.contains("hunter2") && !msg.contains("camadmin"), "{msg}");
+    assert!(
+        msg.contains(&format!("rtsp://127.0.0.1:{port}/cam")),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("hunter2") && !msg.contains("camadmin"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -258,7 +272,10 @@ fn not_an_rtsp_url_fails_at_start_without_credentials() {
         "kind = \"rtsp\"\nurl = \"http://camadmin:hunter2-secret@10.0.0.1/cam\"\n\
          user = \"camadmin\"\npassword = \"hunter2-secret\"",
     );
-    let err = start(&s, &params(2.0, QueueMode::Realtime), 8).err().unwrap().to_string();
+    let err = start(&s, &params(2.0, QueueMode::Realtime), 8)
+        .err()
+        .unwrap()
+        .to_string();
     assert_eq!(
         err,
         "invalid URI 'http://10.0.0.1/cam': an RTSP URL starts with rtsp://"

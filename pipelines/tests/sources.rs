@@ -49,7 +49,9 @@ fn test_scene_rejects_unknown_pattern_listing_choices() {
     );
     let s = stream("kind = \"test\"\nvideo = false\naudio = false");
     assert!(matches!(
-        start(&s, &params(2.0, QueueMode::Realtime), 8).err().unwrap(),
+        start(&s, &params(2.0, QueueMode::Realtime), 8)
+            .err()
+            .unwrap(),
         PipelineError::BadParams(_)
     ));
     let s = stream("kind = \"test\"");
@@ -84,7 +86,10 @@ fn launch_line_with_video_appsink() {
     };
     // Converted to the engine's RGB at the engine's size: a red picture.
     assert_eq!((v.width, v.height), (64, 48));
-    assert!(v.rgb.chunks(3).all(|p| p[0] > 200 && p[1] < 40 && p[2] < 40));
+    assert!(v
+        .rgb
+        .chunks(3)
+        .all(|p| p[0] > 200 && p[1] < 40 && p[2] < 40));
 }
 
 #[test]
@@ -105,7 +110,9 @@ fn launch_line_with_audio_appsink() {
 #[test]
 fn launch_errors_are_clear() {
     let s = stream("kind = \"launch\"\npipeline = \"videotestsrc ! fakesink name=sink\"");
-    let err = start(&s, &params(2.0, QueueMode::Lossless), 8).err().unwrap();
+    let err = start(&s, &params(2.0, QueueMode::Lossless), 8)
+        .err()
+        .unwrap();
     assert!(matches!(err, PipelineError::LaunchNoSink));
     assert_eq!(
         err.to_string(),
@@ -151,7 +158,10 @@ fn realtime_slow_consumer_drops_oldest_and_capture_goes_on() {
     let a = rx.try_recv().unwrap();
     let b = rx.try_recv().unwrap();
     assert!(rx.try_recv().is_none());
-    assert!(matches!(a, SourceEvent::Video(_) | SourceEvent::Audio(_)), "{a:?}");
+    assert!(
+        matches!(a, SourceEvent::Video(_) | SourceEvent::Audio(_)),
+        "{a:?}"
+    );
     assert!(matches!(b, SourceEvent::Eos), "{b:?}");
 }
 

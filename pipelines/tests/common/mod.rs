@@ -24,7 +24,9 @@ pub fn init() {
 pub fn run_to_eos(desc: &str) {
     init();
     let pipeline = gst::parse::launch(desc).expect("parse test pipeline");
-    pipeline.set_state(gst::State::Playing).expect("play test pipeline");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("play test pipeline");
     let bus = pipeline.bus().unwrap();
     let msg = bus
         .timed_pop_filtered(
@@ -33,7 +35,11 @@ pub fn run_to_eos(desc: &str) {
         )
         .expect("test pipeline finished");
     if let gst::MessageView::Error(e) = msg.view() {
-        panic!("test media pipeline failed: {} ({:?})", e.error(), e.debug());
+        panic!(
+            "test media pipeline failed: {} ({:?})",
+            e.error(),
+            e.debug()
+        );
     }
     pipeline.set_state(gst::State::Null).unwrap();
 }
@@ -122,7 +128,10 @@ pub fn collect(rx: &QueueReceiver<SourceEvent>) -> Vec<SourceEvent> {
     let mut out = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "source hung: no Eos/Error within {HANG_GUARD:?}");
+        assert!(
+            !left.is_zero(),
+            "source hung: no Eos/Error within {HANG_GUARD:?}"
+        );
         match rx.recv_timeout(left) {
             Ok(ev) => {
                 let end = matches!(ev, SourceEvent::Eos | SourceEvent::Error { .. });
