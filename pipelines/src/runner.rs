@@ -88,7 +88,7 @@ pub(crate) fn spawn(
     out: QueueSender<SourceEvent>,
 ) -> Result<GstSourceHandle, PipelineError> {
     let stop = Arc::new(StopSignal::default());
-    let emitter = Arc::new(Emitter::new(out, stop.clone(), params));
+    let emitter = Arc::new(Emitter::new(out, stop.clone(), params, &spec.stream));
     emitter.rebase(None);
     let pipeline = (spec.build)(&emitter)?;
     stop.set_bus(pipeline.bus());
@@ -347,16 +347,18 @@ fn stream_error(input: &str, redactor: &Redactor, err: &gst::message::Error) -> 
 /// The first error waiting on the pipeline's bus, as text.
 fn bus_error_text(pipeline: &gst::Pipeline, redactor: &Redactor) -> Option<String> {
     let bus = pipeline.bus()?;
-    let msg = bus.timed_pop_filtered(gst::ClockTime::ZERO, &[gst::MessageType::Error])?;
-    match msg.view() {
-        gst::MessageView::Error(err) => Some(
-            stream_error("", redactor, err)
-                .to_string()
-                .trim_start_matches(": ")
-                .to_string(),
-        ),
-        _ => None,
+    // Not `timed_pop_filtered(ZERO, ..)`: it gives up after the first non-matching message.
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some(
+                stream_error("", redactor, err)
+                    .to_string()
+                    .trim_start_matches(": ")
+                    .to_string(),
+            );
+        }
     }
+    None
 }
 
 #[cfg(test)]

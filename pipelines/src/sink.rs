@@ -104,9 +104,32 @@ struct Timeline {
     last_activity: Option<Instant>,
 }
 
+/// Per-stream counters (the `metrics` facade; exported by the engine's Prometheus sink).
+struct SourceMetrics {
+    video_frames: metrics::Counter,
+    audio_samples: metrics::Counter,
+    dropped: metrics::Counter,
+    discontinuities: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl SourceMetrics {
+    fn new(stream: &str) -> Self {
+        let s = stream.to_owned();
+        Self {
+            video_frames: metrics::counter!("sensorium_source_video_frames_total", "stream" => s.clone()),
+            audio_samples: metrics::counter!("sensorium_source_audio_samples_total", "stream" => s.clone()),
+            dropped: metrics::counter!("sensorium_source_dropped_total", "stream" => s.clone()),
+            discontinuities: metrics::counter!("sensorium_source_discontinuities_total", "stream" => s.clone()),
+            errors: metrics::counter!("sensorium_source_errors_total", "stream" => s),
+        }
+    }
+}
+
 /// What the streaming threads share with the bus thread of one source.
 pub(crate) struct Emitter {
     out: QueueSender<SourceEvent>,
+    metrics: SourceMetrics,
     pub(crate) stop: Arc<StopSignal>,
     /// Set while a session is being torn down, so a waiting lossless send gives up.
     abort: AtomicBool,
@@ -119,9 +142,11 @@ impl Emitter {
         out: QueueSender<SourceEvent>,
         stop: Arc<StopSignal>,
         params: &SourceParams,
+        stream: &str,
     ) -> Self {
         Self {
             out,
+            metrics: SourceMetrics::new(stream),
             stop,
             abort: AtomicBool::new(false),
             frame_ns: (NS_PER_SEC as f64 / params.fps).round() as u64,
@@ -146,8 +171,18 @@ impl Emitter {
                 std::thread::sleep(LOSSLESS_POLL);
             }
         }
+        match &ev {
+            SourceEvent::Video(_) => self.metrics.video_frames.increment(1),
+            SourceEvent::Audio(a) => self.metrics.audio_samples.increment(a.samples.len() as u64),
+            SourceEvent::Discontinuity { .. } => self.metrics.discontinuities.increment(1),
+            SourceEvent::Error { .. } => self.metrics.errors.increment(1),
+            SourceEvent::Eos => {}
+        }
         match self.out.send(ev) {
-            Ok(_) => Ok(()),
+            Ok(dropped) => {
+                self.metrics.dropped.increment(dropped);
+                Ok(())
+            }
             Err(_closed) => {
                 // Nobody listens any more: shut this source down.
                 self.stop.request();

@@ -6,7 +6,7 @@
 mod common;
 
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gstreamer::glib;
 use gstreamer_rtsp_server as rtsp_server;
@@ -294,5 +294,38 @@ fn stop_during_backoff_is_prompt_and_silent() {
     // (the test would hit the hang guard of the harness otherwise).
     h.stop();
     assert!(rx.try_recv().is_none(), "a stopped source sends nothing");
-    let _ = Duration::ZERO;
+}
+
+#[test]
+fn udp_transport_video_only() {
+    let server = Server::start(0);
+    let s = stream(&format!(
+        "kind = \"rtsp\"\nurl = \"{}\"\ntransport = \"udp\"\nlatency_ms = 50\naudio = false",
+        server.url()
+    ));
+    let (mut handle, rx) = start(&s, &params(5.0, QueueMode::Realtime), 256).unwrap();
+    let deadline = Instant::now() + HANG_GUARD;
+    let mut events = Vec::new();
+    while events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Video(_)))
+        .count()
+        < 3
+    {
+        let ev = next_event(&rx, deadline);
+        assert!(
+            !matches!(ev, SourceEvent::Error { .. } | SourceEvent::Eos),
+            "unexpected end: {ev:?}"
+        );
+        events.push(ev);
+    }
+    handle.stop();
+    let sp = split(&events);
+    assert!(
+        sp.audio.is_empty(),
+        "audio = false: the audio stream is not even set up"
+    );
+    for w in sp.video_pts.windows(2) {
+        assert!(w[1] > w[0]);
+    }
 }

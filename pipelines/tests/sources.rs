@@ -251,3 +251,17 @@ fn camera_and_microphone_start_errors_name_the_device() {
          backend = \"pulse\" or \"alsa\" (autoaudiosrc picks its own device)"
     );
 }
+
+#[test]
+fn a_device_that_is_not_a_camera_fails_at_start() {
+    // /dev/null exists on every Linux machine and is no V4L2 device.
+    let s = stream("kind = \"camera\"\ndevice = \"/dev/null\"");
+    let err = start(&s, &params(2.0, QueueMode::Realtime), 8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("pipeline for camera /dev/null failed to start: element 'v4l2src"),
+        "{err}"
+    );
+}
