@@ -206,23 +206,33 @@ fn modalities_can_be_turned_off() {
 fn looping_keeps_time_increasing() {
     let m = media();
     let (mut h, rx) = start(
-        &file_stream(&m.video_only, "loop = true"),
+        &file_stream(&m.av, "loop = true"),
         &params(2.0, QueueMode::Lossless),
         4,
     )
     .unwrap();
-    // 2.5 passes over the 4 s file: frames continue exactly on the 500 ms grid.
-    let mut pts = Vec::new();
-    while pts.len() < 20 {
+    // 2.5 passes over the 4 s file: frames continue exactly on the 500 ms grid and the
+    // audio stays contiguous across the seams.
+    let mut events = Vec::new();
+    while events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Video(_)))
+        .count()
+        < 20
+    {
         match rx.recv_timeout(HANG_GUARD) {
-            Ok(SourceEvent::Video(v)) => pts.push(v.pts),
+            Ok(ev @ (SourceEvent::Video(_) | SourceEvent::Audio(_))) => events.push(ev),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) => panic!("hang guard"),
         }
     }
     h.stop();
+    let sp = split(&events);
     let expected: Vec<u64> = (0..20).map(|i| i * 500_000_000).collect();
-    assert_eq!(pts, expected);
+    assert_eq!(sp.video_pts, expected);
+    let (total, worst_gap) = audio_continuity(&sp.audio);
+    assert!(total > 64_000, "audio went past the first seam: {total}");
+    assert_eq!(worst_gap, 0, "audio contiguous across loop seams");
 }
 
 #[test]
