@@ -43,6 +43,16 @@
 //! appear in any message: URLs are shown without userinfo and the configured user name and
 //! password are masked.
 //!
+//! # Entry points
+//! - [`GstSourceFactory::new()`] and its [`SourceFactory::start`] (what the engine runtime
+//!   calls), or [`GstSourceFactory::start_source`] for the typed [`PipelineError`];
+//! - [`GstSourceFactory::check`]: the up-front checks of `start` without starting anything;
+//! - [`probe`]: container, duration and streams of a path or URI ([`ProbeInfo`] prints as
+//!   text with `Display` and as JSON with serde);
+//! - [`redact::strip_userinfo`]: a URL as it may be shown to a user.
+//!
+//! Example configs for every kind live in `pipelines/configs/*.toml`.
+//!
 //! # Example
 //! ```no_run
 //! use sensorium_engine::{bounded, QueueMode, SourceFactory, SourceParams};
@@ -102,23 +112,33 @@ impl GstSourceFactory {
         params: &SourceParams,
         out: QueueSender<SourceEvent>,
     ) -> Result<GstSourceHandle, PipelineError> {
-        init()?;
-        let name = stream.name.as_str();
-        let spec = match &stream.source {
-            SourceConfig::Test(t) => sources::test_spec(name, t, params)?,
-            SourceConfig::File(f) => {
-                sources::file_spec(name, &f.path, f.looping, f.video, f.audio, params)?
-            }
-            SourceConfig::Uri(u) => {
-                sources::uri_spec(name, &u.uri, u.looping, u.video, u.audio, params)?
-            }
-            SourceConfig::Rtsp(r) => rtsp::rtsp_spec(name, r, params)?,
-            SourceConfig::Camera(c) => sources::camera_spec(name, c, params)?,
-            SourceConfig::Microphone(m) => sources::microphone_spec(name, m, params)?,
-            SourceConfig::Launch(l) => sources::launch_spec(name, l, params)?,
-        };
-        runner::spawn(spec, params, out)
+        runner::spawn(spec(stream, params)?, params, out)
     }
+
+    /// Everything `start` checks before it runs anything (GStreamer elements installed, file
+    /// or device node present, launch line parses and has its appsinks, parameters valid),
+    /// without starting the source: for `sensorium check`.
+    pub fn check(&self, stream: &StreamConfig, params: &SourceParams) -> Result<(), PipelineError> {
+        spec(stream, params).map(|_| ())
+    }
+}
+
+fn spec(stream: &StreamConfig, params: &SourceParams) -> Result<runner::SourceSpec, PipelineError> {
+    init()?;
+    let name = stream.name.as_str();
+    Ok(match &stream.source {
+        SourceConfig::Test(t) => sources::test_spec(name, t, params)?,
+        SourceConfig::File(f) => {
+            sources::file_spec(name, &f.path, f.looping, f.video, f.audio, params)?
+        }
+        SourceConfig::Uri(u) => {
+            sources::uri_spec(name, &u.uri, u.looping, u.video, u.audio, params)?
+        }
+        SourceConfig::Rtsp(r) => rtsp::rtsp_spec(name, r, params)?,
+        SourceConfig::Camera(c) => sources::camera_spec(name, c, params)?,
+        SourceConfig::Microphone(m) => sources::microphone_spec(name, m, params)?,
+        SourceConfig::Launch(l) => sources::launch_spec(name, l, params)?,
+    })
 }
 
 impl SourceFactory for GstSourceFactory {

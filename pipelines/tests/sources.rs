@@ -265,3 +265,27 @@ fn a_device_that_is_not_a_camera_fails_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn check_validates_without_starting() {
+    let f = sensorium_pipelines::GstSourceFactory::new();
+    let p = params(2.0, QueueMode::Realtime);
+    assert!(f.check(&stream("kind = \"test\""), &p).is_ok());
+    let err = f
+        .check(
+            &stream("kind = \"file\"\npath = \"/nonexistent/clip.mp4\""),
+            &p,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "media file /nonexistent/clip.mp4 does not exist or is not a file"
+    );
+    assert!(matches!(
+        f.check(
+            &stream("kind = \"launch\"\npipeline = \"videotestsrc ! fakesink\""),
+            &p
+        ),
+        Err(PipelineError::LaunchNoSink)
+    ));
+}
