@@ -137,6 +137,30 @@ pub(crate) fn set_nick(
     Ok(())
 }
 
+/// Sets a double property after checking it against the property's own range (an
+/// out-of-range value would otherwise be a GLib critical and be ignored).
+pub(crate) fn set_f64(
+    element: &gst::Element,
+    property: &str,
+    value: f64,
+    what: &str,
+) -> Result<(), PipelineError> {
+    let pspec = element
+        .find_property(property)
+        .ok_or_else(|| PipelineError::BadParams(format!("{what}: no such property")))?;
+    if let Some(d) = pspec.downcast_ref::<glib::ParamSpecDouble>() {
+        if !(value.is_finite() && value >= d.minimum() && value <= d.maximum()) {
+            return Err(PipelineError::BadParams(format!(
+                "{what} {value} is outside {}..={}",
+                d.minimum(),
+                d.maximum()
+            )));
+        }
+    }
+    element.set_property(property, value);
+    Ok(())
+}
+
 /// Which decoded streams a source wants, and which it has linked so far.
 pub(crate) struct DecodeTargets {
     pub pipeline: glib::WeakRef<gst::Pipeline>,

@@ -21,7 +21,8 @@ use sensorium_engine::SourceParams;
 
 use crate::error::PipelineError;
 use crate::graph::{
-    add_branch, add_chain, converters, make, new_pipeline, set_nick, DecodeTargets, Modality,
+    add_branch, add_chain, converters, make, new_pipeline, set_f64, set_nick, DecodeTargets,
+    Modality,
 };
 use crate::redact::{strip_userinfo, Redactor};
 use crate::runner::{OnEnd, SourceSpec};
@@ -98,8 +99,8 @@ pub(crate) fn test_spec(
         if cfg.audio {
             let src = make("audiotestsrc", input)?;
             set_nick(&src, "wave", &cfg.wave, "test source wave")?;
-            src.set_property("freq", cfg.freq);
-            src.set_property("volume", cfg.volume.clamp(0.0, 10.0));
+            set_f64(&src, "freq", cfg.freq, "test source freq")?;
+            set_f64(&src, "volume", cfg.volume, "test source volume")?;
             src.set_property("is-live", cfg.is_live);
             src.set_property("samplesperbuffer", TEST_AUDIO_CHUNK as i32);
             if let Some(d) = cfg.duration_s {
@@ -146,12 +147,10 @@ fn check_test_nicks(cfg: &TestSource) -> Result<(), PipelineError> {
         )?;
     }
     if cfg.audio {
-        set_nick(
-            &make("audiotestsrc", input)?,
-            "wave",
-            &cfg.wave,
-            "test source wave",
-        )?;
+        let src = make("audiotestsrc", input)?;
+        set_nick(&src, "wave", &cfg.wave, "test source wave")?;
+        set_f64(&src, "freq", cfg.freq, "test source freq")?;
+        set_f64(&src, "volume", cfg.volume, "test source volume")?;
     }
     Ok(())
 }

@@ -47,6 +47,14 @@ fn test_scene_rejects_unknown_pattern_listing_choices() {
         err.starts_with("invalid stream parameters: test source pattern 'plaid' is not one of: smpte, snow, black"),
         "{err}"
     );
+    let s = stream("kind = \"test\"\nvolume = 3.0");
+    assert_eq!(
+        start(&s, &params(2.0, QueueMode::Realtime), 8)
+            .err()
+            .unwrap()
+            .to_string(),
+        "invalid stream parameters: test source volume 3 is outside 0..=1"
+    );
     let s = stream("kind = \"test\"\nvideo = false\naudio = false");
     assert!(matches!(
         start(&s, &params(2.0, QueueMode::Realtime), 8)
