@@ -149,6 +149,40 @@ fn audio_only_file_has_no_video() {
     let mid = &samples[16_000..48_000];
     let rms = (mid.iter().map(|x| x * x).sum::<f32>() / mid.len() as f32).sqrt();
     assert!((rms - 0.5 / 2f32.sqrt()).abs() < 0.02, "rms {rms}");
+    // 440 Hz: 880 sign changes per second; 2 s of it, +-2 for where the window cuts.
+    let crossings = mid
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count();
+    assert!(crossings.abs_diff(1760) <= 2, "zero crossings {crossings}");
+}
+
+#[test]
+fn lossless_file_with_slow_consumer_loses_nothing() {
+    let m = media();
+    let (_h, rx) = start(
+        &file_stream(&m.av, ""),
+        &params(2.0, QueueMode::Lossless),
+        1,
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    loop {
+        // A consumer slower than decoding: the decoder must wait, not drop.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let ev = rx.recv_timeout(HANG_GUARD).expect("hang guard");
+        let end = matches!(ev, SourceEvent::Eos | SourceEvent::Error { .. });
+        events.push(ev);
+        if end {
+            break;
+        }
+    }
+    let sp = split(&events);
+    assert!(matches!(sp.last, Some(SourceEvent::Eos)));
+    assert_eq!(sp.video_pts.len(), 8);
+    assert_eq!(audio_continuity(&sp.audio), (64_000, 0));
+    assert_eq!(rx.stats().dropped(), 0);
+    assert_eq!(rx.stats().sent(), events.len() as u64);
 }
 
 #[test]
