@@ -1,0 +1,278 @@
+// Fused Q-Former kernels, compiled at run time by NVRTC (see src/cuda/mod.rs).
+// The storage type is chosen by a macro so that one source serves f32, f16 and bf16:
+//   -DSTORE_F32 | -DSTORE_F16 | -DSTORE_BF16.  Arithmetic is always f32.
+// No CUDA headers are included: NVRTC builds this without a toolkit on the machine.
+// Every store is guarded by an explicit bounds check against the sizes passed in.
+
+#if defined(STORE_F32)
+typedef float T;
+__device__ __forceinline__ float ld(T x) { return x; }
+__device__ __forceinline__ T st(float x) { return x; }
+#elif defined(STORE_F16)
+typedef unsigned short T;
+__device__ __forceinline__ float ld(T x) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+    return f;
+}
+__device__ __forceinline__ T st(float x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+#elif defined(STORE_BF16)
+typedef unsigned short T;
+__device__ __forceinline__ float ld(T x) { return __uint_as_float(((unsigned int)x) << 16); }
+__device__ __forceinline__ T st(float x) {
+    unsigned int u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40u);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return (T)(u >> 16);
+}
+#else
+#error "define STORE_F32, STORE_F16 or STORE_BF16"
+#endif
+
+#define NEG_INF (__int_as_float(0xff800000))
+
+// ---------------------------------------------------------------------------------------------
+// Fused attention with online softmax (one pass over K/V, scores never stored).
+// Layouts are strided: element (b, h, row, d) of X sits at X[b*sb + h*sh + row*sr + d].
+// Mask, computed from indices, never materialised:
+//   causal 0: none; 1: past-only (key frame <= query frame); 2: future (key frame >= query frame)
+//   query frame = (q_offset + i) / spf, key frame = j / spf
+//   key_mask (optional, has_mask != 0): u8 [batch, n_kf]; key j is dropped when
+//   key_mask[b*n_kf + j/spf] == 0.
+// A query row whose keys are all masked gets zeros.
+// Block: 128 threads = 4 warps, each warp owns ROWS_PER_WARP query rows of one (batch, head).
+// Requires head_dim <= 128 and head_dim % 4 == 0 (checked on the host).
+// ---------------------------------------------------------------------------------------------
+#define ATT_WARPS 4
+#define ROWS_PER_WARP 4
+#define ATT_ROWS (ATT_WARPS * ROWS_PER_WARP)
+#define KT 32
+#define HD_MAX 128
+
+struct Strides { long long b, h, r; };
+
+extern "C" __global__ void __launch_bounds__(128) attention_fwd(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+    long long qsb, long long qsh, long long qsr,
+    long long ksb, long long ksh, long long ksr,
+    long long vsb, long long vsh, long long vsr,
+    long long osb, long long osh, long long osr,
+    int batch, int heads, int q_len, int kv_len, int hd,
+    int causal, int spf, int q_offset, float scale,
+    const float* __restrict__ q_bias, const float* __restrict__ k_bias,
+    const float* __restrict__ v_bias, int has_bias,
+    const unsigned char* __restrict__ key_mask, int has_mask, int n_kf,
+    long long o_len)
+{
+    __shared__ __align__(16) float sK[KT][HD_MAX + 4];
+    __shared__ __align__(16) float sV[KT][HD_MAX];
+    __shared__ __align__(16) float sQ[ATT_ROWS][HD_MAX];
+
+    const int b = blockIdx.z, h = blockIdx.y;
+    if (b >= batch || h >= heads) return;
+    const int q0 = blockIdx.x * ATT_ROWS;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+    // Q tile (scaled, biased) into shared memory.
+    for (int idx = tid; idx < ATT_ROWS * hd; idx += blockDim.x) {
+        int r = idx / hd, d = idx - r * hd;
+        int qi = q0 + r;
+        float val = 0.f;
+        if (qi < q_len) {
+            val = ld(q[b * qsb + h * qsh + (long long)qi * qsr + d]);
+            if (has_bias) val += q_bias[h * hd + d];
+        }
+        sQ[r][d] = val * scale;
+    }
+
+    float m[ROWS_PER_WARP], l[ROWS_PER_WARP], acc[ROWS_PER_WARP][4];
+#pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {
+        m[r] = NEG_INF; l[r] = 0.f;
+#pragma unroll
+        for (int t = 0; t < 4; t++) acc[r][t] = 0.f;
+    }
+
+    const int row_base = q0 + warp * ROWS_PER_WARP;
+    // Range of query frames covered by this block, to skip whole key tiles.
+    const int q_last = min(q0 + ATT_ROWS, q_len) - 1;
+    const int qf_min = (q_offset + q0) / spf;
+    const int qf_max = (q_offset + q_last) / spf;
+
+    for (int k0 = 0; k0 < kv_len; k0 += KT) {
+        const int k_last = min(k0 + KT, kv_len) - 1;
+        if (causal == 1 && k0 / spf > qf_max) break;        // every later key is in the future
+        if (causal == 2 && k_last / spf < qf_min) continue;  // every key of this tile is in the past
+        __syncthreads();
+        for (int idx = tid; idx < KT * hd; idx += blockDim.x) {
+            int j = idx / hd, d = idx - j * hd;
+            int kj = k0 + j;
+            float kv = 0.f, vv = 0.f;
+            if (kj < kv_len) {
+                kv = ld(k[b * ksb + h * ksh + (long long)kj * ksr + d]);
+                vv = ld(v[b * vsb + h * vsh + (long long)kj * vsr + d]);
+                if (has_bias) { kv += k_bias[h * hd + d]; vv += v_bias[h * hd + d]; }
+            }
+            sK[j][d] = kv;
+            sV[j][d] = vv;
+        }
+        __syncthreads();
+
+        // Lane = key within the tile.
+        const int kj = k0 + lane;
+        bool key_ok = kj < kv_len;
+        const int kf = kj / spf;
+        if (key_ok && has_mask) key_ok = key_mask[(long long)b * n_kf + kf] != 0;
+        float s[ROWS_PER_WARP];
+#pragma unroll
+        for (int r = 0; r < ROWS_PER_WARP; r++) s[r] = 0.f;
+        for (int d = 0; d < hd; d += 4) {
+            float4 kk = *reinterpret_cast<const float4*>(&sK[lane][d]);
+#pragma unroll
+            for (int r = 0; r < ROWS_PER_WARP; r++) {
+                float4 qq = *reinterpret_cast<const float4*>(&sQ[warp * ROWS_PER_WARP + r][d]);
+                s[r] += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+            }
+        }
+        float p[ROWS_PER_WARP];
+#pragma unroll
+        for (int r = 0; r < ROWS_PER_WARP; r++) {
+            const int qi = row_base + r;
+            const int qf = (q_offset + qi) / spf;
+            bool ok = key_ok && qi < q_len;
+            if (causal == 1) ok = ok && kf <= qf;
+            if (causal == 2) ok = ok && kf >= qf;
+            float sc = ok ? s[r] : NEG_INF;
+            float mt = sc;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+            if (mt == NEG_INF) { p[r] = 0.f; continue; }  // nothing visible in this tile
+            const float m_new = fmaxf(m[r], mt);
+            const float corr = __expf(m[r] - m_new);  // m = -inf gives 0
+            const float pr = ok ? __expf(sc - m_new) : 0.f;
+            float ps = pr;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+            l[r] = l[r] * corr + ps;
+            m[r] = m_new;
+#pragma unroll
+            for (int t = 0; t < 4; t++) acc[r][t] *= corr;
+            p[r] = pr;
+        }
+        // acc[r][t] += sum_j p_j * V[j][lane + 32 t]
+        for (int j = 0; j < KT; j++) {
+            float vj[4];
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                int d = lane + 32 * t;
+                vj[t] = d < hd ? sV[j][d] : 0.f;
+            }
+#pragma unroll
+            for (int r = 0; r < ROWS_PER_WARP; r++) {
+                float pj = __shfl_sync(0xffffffffu, p[r], j);
+#pragma unroll
+                for (int t = 0; t < 4; t++) acc[r][t] += pj * vj[t];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {
+        const int qi = row_base + r;
+        if (qi >= q_len) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            int d = lane + 32 * t;
+            if (d >= hd) continue;
+            long long off = b * osb + h * osh + (long long)qi * osr + d;
+            if (off >= 0 && off < o_len) o[off] = st(acc[r][t] * inv);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// out[row] = LayerNorm(x[row] + bias + residual[row]) * gamma + beta   (BERT: eps 1e-12)
+// One block (256 threads) per row; the row is held in shared memory in f32. dim <= 8192.
+// ---------------------------------------------------------------------------------------------
+#define LN_MAX 8192
+__device__ __forceinline__ float block_sum(float v, float* red) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = 0.f;
+    const int nw = (blockDim.x + 31) >> 5;
+    for (int w = 0; w < nw; w++) t += red[w];
+    return t;
+}
+
+extern "C" __global__ void __launch_bounds__(256) bias_residual_layernorm(
+    const T* __restrict__ x, const float* __restrict__ bias, int has_bias,
+    const T* __restrict__ residual, int has_residual,
+    const float* __restrict__ gamma, const float* __restrict__ beta,
+    T* __restrict__ out, int rows, int dim, float eps)
+{
+    __shared__ float row[LN_MAX];
+    __shared__ float red[32];
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    const long long base = (long long)r * dim;
+    float s = 0.f;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) {
+        float y = ld(x[base + d]);
+        if (has_bias) y += bias[d];
+        if (has_residual) y += ld(residual[base + d]);
+        row[d] = y;
+        s += y;
+    }
+    const float mean = block_sum(s, red) / (float)dim;
+    float s2 = 0.f;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) {
+        float c = row[d] - mean;
+        s2 += c * c;
+    }
+    const float var = block_sum(s2, red) / (float)dim;
+    const float rstd = rsqrtf(var + eps);
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) {
+        out[base + d] = st((row[d] - mean) * rstd * gamma[d] + beta[d]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// out[i] = gelu(x[i] + bias[i % dim]), GELU in erf form as BERT: 0.5 x (1 + erf(x / sqrt 2)).
+// act 0: bias only, 1: bias + GELU.
+// ---------------------------------------------------------------------------------------------
+extern "C" __global__ void bias_act(const T* __restrict__ x, const float* __restrict__ bias,
+                                    T* __restrict__ out, long long n, int dim, int act)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float y = ld(x[i]) + bias[i % dim];
+        if (act == 1) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
+        out[i] = st(y);
+    }
+}
+
+// Fill with NaN (poisoning outputs before checks).
+extern "C" __global__ void fill_nan(T* __restrict__ out, long long n)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        out[i] = st(__int_as_float(0x7fc00000));
+}
+
+// Broadcast a [rows_src, dim] block to every window: out[w, r, :] = src[r, :].
+extern "C" __global__ void broadcast_rows(const T* __restrict__ src, T* __restrict__ out,
+                                          long long per_window, long long n)
+{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        out[i] = src[i % per_window];
+}
