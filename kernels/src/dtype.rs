@@ -73,3 +73,7 @@ impl Elem for half::bf16 {
         half::bf16::from_f32(x)
     }
 }
+
+/// Plain data that can be copied to and zero-allocated on a device (elements and u8 masks).
+pub trait Plain: Copy + Default + DeviceRepr + ValidAsZeroBits + 'static {}
+impl<T: Copy + Default + DeviceRepr + ValidAsZeroBits + 'static> Plain for T {}

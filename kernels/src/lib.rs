@@ -10,11 +10,14 @@
 //! - LayerNorm / bias+GELU work on [rows, dim].
 //! - linear weights are HF `[out, in]` (y = x W^T + b).
 
+pub mod bench;
+pub mod check;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod layer;
 
 pub mod ops;
 pub mod params;
@@ -25,3 +28,4 @@ pub use error::{Error, Result};
 
 pub use ops::Buf;
 pub use params::{AttnBias, AttnParams, Causal, Strides};
+pub use layer::{LayerConfig, LayerWeights};

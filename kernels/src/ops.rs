@@ -19,7 +19,7 @@ pub enum Buf<T> {
     Cuda(CudaSlice<T>),
 }
 
-impl<T: Elem> Buf<T> {
+impl<T> Buf<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
@@ -60,14 +60,14 @@ fn dev_mut<'a, T>(b: &'a mut Buf<T>, name: &'static str) -> Result<&'a mut CudaS
 
 impl Backend {
     /// Moves host data to this backend.
-    pub fn upload<T: Elem>(&self, x: &[T]) -> Result<Buf<T>> {
+    pub fn upload<T: crate::dtype::Plain>(&self, x: &[T]) -> Result<Buf<T>> {
         match self {
             Backend::Cpu => Ok(Buf::Host(x.to_vec())),
             Backend::Cuda(g) => g.upload(x).map(Buf::Cuda),
         }
     }
     /// Copies a buffer back to the host.
-    pub fn download<T: Elem>(&self, x: &Buf<T>) -> Result<Vec<T>> {
+    pub fn download<T: crate::dtype::Plain>(&self, x: &Buf<T>) -> Result<Vec<T>> {
         match (self, x) {
             (_, Buf::Host(v)) => Ok(v.clone()),
             (Backend::Cuda(g), Buf::Cuda(s)) => g.download(s),
@@ -75,7 +75,7 @@ impl Backend {
         }
     }
     /// A zeroed buffer.
-    pub fn zeros<T: Elem>(&self, n: usize) -> Result<Buf<T>> {
+    pub fn zeros<T: crate::dtype::Plain>(&self, n: usize) -> Result<Buf<T>> {
         match self {
             Backend::Cpu => Ok(Buf::Host(vec![T::default(); n])),
             Backend::Cuda(g) => g.zeros(n).map(Buf::Cuda),

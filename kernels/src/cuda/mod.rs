@@ -131,17 +131,17 @@ impl Gpu {
     }
 
     /// Copies host data to a new device buffer.
-    pub fn upload<T: Elem>(&self, x: &[T]) -> Result<CudaSlice<T>> {
+    pub fn upload<T: crate::dtype::Plain>(&self, x: &[T]) -> Result<CudaSlice<T>> {
         self.stream.clone_htod(x).map_err(drv("upload"))
     }
 
     /// Copies a device buffer back.
-    pub fn download<T: Elem>(&self, x: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: crate::dtype::Plain>(&self, x: &CudaSlice<T>) -> Result<Vec<T>> {
         self.stream.clone_dtoh(x).map_err(drv("download"))
     }
 
     /// A zeroed device buffer.
-    pub fn zeros<T: Elem>(&self, n: usize) -> Result<CudaSlice<T>> {
+    pub fn zeros<T: crate::dtype::Plain>(&self, n: usize) -> Result<CudaSlice<T>> {
         self.stream.alloc_zeros(n).map_err(drv("alloc"))
     }
 
