@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUevent_flags;
 use serde::Serialize;
 
-use crate::cuda::Gpu;
+use crate::cuda::{AttnKernel, Gpu};
 use crate::device::Backend;
 use crate::error::{drv, Result};
 use crate::layer::{self, HostInit, LayerConfig, LayerWeights, Scratch};
@@ -72,7 +72,7 @@ pub fn ceilings(g: &Arc<Gpu>) -> Result<(f64, f64)> {
 }
 
 /// Slot self-attention alone at FAVOR shape (12 heads x 128, 10 frames x 32 slots), bf16.
-pub fn bench_attention(g: &Arc<Gpu>, batch: usize) -> Result<Timing> {
+pub fn bench_attention(g: &Arc<Gpu>, which: AttnKernel, batch: usize) -> Result<Timing> {
     let (h, hd, spf, frames) = (12usize, 128usize, 32usize, 10usize);
     let s = spf * frames;
     let p = AttnParams::contiguous(batch, h, s, s, hd, Causal::Past, spf);
@@ -83,11 +83,11 @@ pub fn bench_attention(g: &Arc<Gpu>, batch: usize) -> Result<Timing> {
     let v = g.upload(&init.vec::<half::bf16>(n, 1.0))?;
     let bq = g.upload(&init.vec::<f32>(h * hd, 0.1))?;
     let mut o = g.zeros::<half::bf16>(n)?;
-    let ms = time_ms(g, 3, 20, || g.attention(&p, &q, &k, &v, Some(AttnBias { q: &bq, k: &bq, v: &bq }), None, &mut o))?;
+    let ms = time_ms(g, 3, 20, || g.attention_with(which, &p, &q, &k, &v, Some(AttnBias { q: &bq, k: &bq, v: &bq }), None, &mut o))?;
     let pairs = (spf * spf * frames * (frames + 1) / 2) as f64;
     let flops = 4.0 * pairs * hd as f64 * (h * batch) as f64;
     let bytes = 4.0 * n as f64 * 2.0;
-    Ok(Timing { name: "slot self-attention bf16 (fused, past-only)".into(), batch, median_ms: ms, tflops: flops / (ms * 1e-3) / 1e12, gbps: bytes / (ms * 1e-3) / 1e9 })
+    Ok(Timing { name: format!("slot self-attention bf16 past-only [{which:?}]"), batch, median_ms: ms, tflops: flops / (ms * 1e-3) / 1e12, gbps: bytes / (ms * 1e-3) / 1e9 })
 }
 
 /// The composed layer at FAVOR shapes, bf16 storage.

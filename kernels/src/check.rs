@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
 use crate::cpu;
-use crate::cuda::Gpu;
+use crate::cuda::{AttnKernel, Gpu};
 use crate::device::Backend;
 use crate::dtype::{DType, Elem};
 use crate::error::Result;
@@ -85,7 +85,7 @@ pub struct AttnCase {
 }
 
 /// Runs one attention case on the GPU and the CPU reference.
-pub fn check_attention<T: Elem>(g: &Arc<Gpu>, c: AttnCase, seed: u64) -> Result<CheckResult> {
+pub fn check_attention<T: Elem>(g: &Arc<Gpu>, which: AttnKernel, c: AttnCase, seed: u64) -> Result<CheckResult> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let kv = c.frames * c.spf;
     let (q_len, causal, q_off) = match (c.queries, c.incremental) {
@@ -112,10 +112,11 @@ pub fn check_attention<T: Elem>(g: &Arc<Gpu>, c: AttnCase, seed: u64) -> Result<
     let mut out = g.zeros::<T>(q.len())?;
     g.fill_nan(&mut out)?;
     let db = AttnBias { q: &dbq, k: &dbk, v: &dbv };
-    g.attention(&p, &dq, &dk, &dv, Some(db), c.mask.then_some(&dm), &mut out)?;
+    g.attention_with(which, &p, &dq, &dk, &dv, Some(db), c.mask.then_some(&dm), &mut out)?;
     let got = g.download(&out)?;
     let name = format!(
-        "attention {} b{} h{} frames{} spf{} hd{} {:?}{}{}{}",
+        "attention[{:?}] {} b{} h{} frames{} spf{} hd{} {:?}{}{}{}",
+        which,
         T::DTYPE.name(),
         c.batch,
         c.heads,
@@ -202,16 +203,16 @@ pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
             for &frames in &[1usize, 3, 10, 17] {
                 for causal in [Causal::Past, Causal::Future] {
                     let c = AttnCase { batch: 2, heads: 2, frames, spf, hd: 64, causal, mask: frames == 10, queries: None, incremental: false };
-                    res.push(attn_dt(g, dt, c, next())?);
+                    res.extend(attn_dt(g, dt, c, next())?);
                 }
                 let inc = AttnCase { batch: 2, heads: 2, frames, spf, hd: 64, causal: Causal::Past, mask: false, queries: None, incremental: true };
-                res.push(attn_dt(g, dt, inc, next())?);
+                res.extend(attn_dt(g, dt, inc, next())?);
                 let cross = AttnCase { batch: 3, heads: 2, frames, spf, hd: 64, causal: Causal::None, mask: true, queries: Some(32), incremental: false };
-                res.push(attn_dt(g, dt, cross, next())?);
+                res.extend(attn_dt(g, dt, cross, next())?);
             }
         }
         let fav = AttnCase { batch: 2, heads: 12, frames: 10, spf: 32, hd: 128, causal: Causal::Past, mask: true, queries: None, incremental: false };
-        res.push(attn_dt(g, dt, fav, next())?);
+        res.extend(attn_dt(g, dt, fav, next())?);
         for &(rows, dim) in &[(3usize, 33usize), (17, 768), (5, 1536), (2, 3072)] {
             res.extend(match dt {
                 DType::F32 => check_norm_act::<f32>(g, rows, dim, next())?,
@@ -231,11 +232,20 @@ pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
     Ok(res)
 }
 
-fn attn_dt(g: &Arc<Gpu>, dt: DType, c: AttnCase, seed: u64) -> Result<CheckResult> {
-    match dt {
-        DType::F32 => check_attention::<f32>(g, c, seed),
-        DType::F16 => check_attention::<half::f16>(g, c, seed),
-        DType::BF16 => check_attention::<half::bf16>(g, c, seed),
+/// Runs a case through the CUDA-core kernel and, for 16-bit storage, the tensor-core kernel.
+fn attn_dt(g: &Arc<Gpu>, dt: DType, c: AttnCase, seed: u64) -> Result<Vec<CheckResult>> {
+    let mut kernels = vec![AttnKernel::Scalar];
+    if dt != DType::F32 && g.tensor_core_ok(dt, &AttnParams::contiguous(1, 1, 1, 1, c.hd, Causal::None, 1)) {
+        kernels.push(AttnKernel::TensorCore);
     }
+    let mut out = Vec::new();
+    for k in kernels {
+        out.push(match dt {
+            DType::F32 => check_attention::<f32>(g, k, c, seed),
+            DType::F16 => check_attention::<half::f16>(g, k, c, seed),
+            DType::BF16 => check_attention::<half::bf16>(g, k, c, seed),
+        }?);
+    }
+    Ok(out)
 }
 

@@ -276,3 +276,233 @@ extern "C" __global__ void broadcast_rows(const T* __restrict__ src, T* __restri
          i += (long long)gridDim.x * blockDim.x)
         out[i] = src[i % per_window];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core attention (f16/bf16 storage, f32 accumulation): same contract as attention_fwd,
+// FlashAttention-2 style with mma.sync m16n8k16. Block: 4 warps x 16 query rows = 64 rows of
+// one (batch, head); key tiles of 32 staged in shared memory (bias added on the way in).
+// Host guarantees: head_dim == HD (64 or 128), every stride/offset a multiple of 8 elements.
+// ---------------------------------------------------------------------------------------------
+#if !defined(STORE_F32)
+#define MQ 64
+#define MK 32
+#if defined(STORE_BF16)
+#define MMA_TYPE "bf16"
+__device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+#else
+#define MMA_TYPE "f16"
+__device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+#endif
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE ".f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Loads rows [row0, row0+nrows) of one (b, h) into smem [nrows][HD+8], adding bias, zero-filling
+// rows >= len. 16-byte global loads (8 elements).
+template <int HD>
+__device__ __forceinline__ void load_tile(T* dst, const T* __restrict__ src, long long base, long long rs,
+                                          int row0, int nrows, int len, const float* __restrict__ bias,
+                                          int has_bias, int h)
+{
+    const int chunks = HD / 8;
+    for (int idx = threadIdx.x; idx < nrows * chunks; idx += blockDim.x) {
+        const int r = idx / chunks, c = (idx - r * chunks) * 8;
+        const int row = row0 + r;
+        uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+        if (row < len) {
+            raw = *reinterpret_cast<const uint4*>(src + base + (long long)row * rs + c);
+            if (has_bias) {
+                T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+                for (int i = 0; i < 8; i++) e[i] = st(ld(e[i]) + bias[h * HD + c + i]);
+            }
+        }
+        *reinterpret_cast<uint4*>(dst + r * (HD + 8) + c) = raw;
+    }
+}
+
+template <int HD>
+__device__ __forceinline__ void attention_mma_body(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
+    long long qsb, long long qsh, long long qsr, long long ksb, long long ksh, long long ksr,
+    long long vsb, long long vsh, long long vsr, long long osb, long long osh, long long osr,
+    int batch, int heads, int q_len, int kv_len, int causal, int spf, int q_offset, float scale,
+    const float* __restrict__ q_bias, const float* __restrict__ k_bias, const float* __restrict__ v_bias,
+    int has_bias, const unsigned char* __restrict__ key_mask, int has_mask, int n_kf, long long o_len)
+{
+    __shared__ __align__(16) T sQ[MQ * (HD + 8)];
+    __shared__ __align__(16) T sK[MK * (HD + 8)];
+    __shared__ __align__(16) T sV[MK * (HD + 8)];
+    const int b = blockIdx.z, h = blockIdx.y;
+    if (b >= batch || h >= heads) return;
+    const int q0 = blockIdx.x * MQ;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const int LD = HD + 8;
+
+    load_tile<HD>(sQ, q, b * qsb + h * qsh, qsr, q0, MQ, q_len, q_bias, has_bias, h);
+    __syncthreads();
+    // Q fragments for this warp's 16 rows, all k-steps.
+    unsigned int qa[HD / 16][4];
+    {
+        const unsigned int* s32 = reinterpret_cast<const unsigned int*>(sQ);
+        const int r0 = warp * 16 + g;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            const int c = kk * 16 + tig * 2;
+            qa[kk][0] = s32[(r0 * LD + c) >> 1];
+            qa[kk][1] = s32[((r0 + 8) * LD + c) >> 1];
+            qa[kk][2] = s32[(r0 * LD + c + 8) >> 1];
+            qa[kk][3] = s32[((r0 + 8) * LD + c + 8) >> 1];
+        }
+    }
+    const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units
+    float oacc[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) { oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f; }
+    float mrow[2] = {NEG_INF, NEG_INF}, lrow[2] = {0.f, 0.f};
+    const int qi0 = q0 + warp * 16 + g;  // rows qi0 and qi0 + 8
+    const int qf[2] = {(q_offset + qi0) / spf, (q_offset + qi0 + 8) / spf};
+    const int q_last = min(q0 + MQ, q_len) - 1;
+    const int qf_min = (q_offset + q0) / spf, qf_max = (q_offset + q_last) / spf;
+
+    for (int k0 = 0; k0 < kv_len; k0 += MK) {
+        const int k_last = min(k0 + MK, kv_len) - 1;
+        if (causal == 1 && k0 / spf > qf_max) break;
+        if (causal == 2 && k_last / spf < qf_min) continue;
+        __syncthreads();
+        load_tile<HD>(sK, k, b * ksb + h * ksh, ksr, k0, MK, kv_len, k_bias, has_bias, h);
+        load_tile<HD>(sV, v, b * vsb + h * vsh, vsr, k0, MK, kv_len, v_bias, has_bias, h);
+        __syncthreads();
+
+        float sacc[MK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < MK / 8; nt++) sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.f;
+        const unsigned int* k32 = reinterpret_cast<const unsigned int*>(sK);
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+            for (int nt = 0; nt < MK / 8; nt++) {
+                const int base = (nt * 8 + g) * LD + kk * 16 + tig * 2;
+                mma16816(sacc[nt], qa[kk], k32[base >> 1], k32[(base + 8) >> 1]);
+            }
+        }
+        // Mask, scale, online softmax (rows g -> e=0, g+8 -> e=1).
+        float tmax[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int nt = 0; nt < MK / 8; nt++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int e = i >> 1;
+                const int kj = k0 + nt * 8 + tig * 2 + (i & 1);
+                const int kf = kj / spf;
+                bool ok = kj < kv_len;
+                if (ok && has_mask) ok = key_mask[(long long)b * n_kf + kf] != 0;
+                if (causal == 1) ok = ok && kf <= qf[e];
+                if (causal == 2) ok = ok && kf >= qf[e];
+                const float sv = ok ? sacc[nt][i] * sl2 : NEG_INF;
+                sacc[nt][i] = sv;
+                tmax[e] = fmaxf(tmax[e], sv);
+            }
+        }
+        float corr[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            tmax[e] = fmaxf(tmax[e], __shfl_xor_sync(0xffffffffu, tmax[e], 1));
+            tmax[e] = fmaxf(tmax[e], __shfl_xor_sync(0xffffffffu, tmax[e], 2));
+            const float m_new = fmaxf(mrow[e], tmax[e]);
+            const float m_use = m_new == NEG_INF ? 0.f : m_new;
+            corr[e] = exp2f(mrow[e] - m_use);
+            mrow[e] = m_new;
+            lrow[e] *= corr[e];
+            tmax[e] = m_use;
+        }
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; nt++) {
+            oacc[nt][0] *= corr[0]; oacc[nt][1] *= corr[0];
+            oacc[nt][2] *= corr[1]; oacc[nt][3] *= corr[1];
+        }
+#pragma unroll
+        for (int nt = 0; nt < MK / 8; nt++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float p = exp2f(sacc[nt][i] - tmax[i >> 1]);
+                sacc[nt][i] = p;
+                lrow[i >> 1] += p;
+            }
+        }
+        // O += P V
+        const unsigned short* v16 = reinterpret_cast<const unsigned short*>(sV);
+#pragma unroll
+        for (int ks = 0; ks < MK / 16; ks++) {
+            unsigned int pa[4];
+            pa[0] = pack2(sacc[2 * ks][0], sacc[2 * ks][1]);
+            pa[1] = pack2(sacc[2 * ks][2], sacc[2 * ks][3]);
+            pa[2] = pack2(sacc[2 * ks + 1][0], sacc[2 * ks + 1][1]);
+            pa[3] = pack2(sacc[2 * ks + 1][2], sacc[2 * ks + 1][3]);
+            const int kr = ks * 16 + tig * 2;
+#pragma unroll
+            for (int nt = 0; nt < HD / 8; nt++) {
+                const int d = nt * 8 + g;
+                const unsigned int b0 = (unsigned int)v16[kr * LD + d] | ((unsigned int)v16[(kr + 1) * LD + d] << 16);
+                const unsigned int b1 = (unsigned int)v16[(kr + 8) * LD + d] | ((unsigned int)v16[(kr + 9) * LD + d] << 16);
+                mma16816(oacc[nt], pa, b0, b1);
+            }
+        }
+    }
+    float inv[2];
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float l = lrow[e];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[e] = l > 0.f ? 1.f / l : 0.f;
+    }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        const int qi = qi0 + e * 8;
+        if (qi >= q_len) continue;
+        const long long rowoff = b * osb + h * osh + (long long)qi * osr;
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; nt++) {
+            const int d = nt * 8 + tig * 2;
+            const long long off = rowoff + d;
+            if (off >= 0 && off + 1 < o_len) {
+                *reinterpret_cast<unsigned int*>(o + off) = pack2(oacc[nt][2 * e] * inv[e], oacc[nt][2 * e + 1] * inv[e]);
+            }
+        }
+    }
+}
+
+#define MMA_ENTRY(HDV)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) attention_mma_hd##HDV(                           \
+        const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,  \
+        long long qsb, long long qsh, long long qsr, long long ksb, long long ksh, long long ksr,       \
+        long long vsb, long long vsh, long long vsr, long long osb, long long osh, long long osr,       \
+        int batch, int heads, int q_len, int kv_len, int hd, int causal, int spf, int q_offset,        \
+        float scale, const float* __restrict__ q_bias, const float* __restrict__ k_bias,               \
+        const float* __restrict__ v_bias, int has_bias, const unsigned char* __restrict__ key_mask,    \
+        int has_mask, int n_kf, long long o_len)                                                       \
+    {                                                                                                  \
+        if (hd != HDV) return;                                                                         \
+        attention_mma_body<HDV>(q, k, v, o, qsb, qsh, qsr, ksb, ksh, ksr, vsb, vsh, vsr, osb, osh,     \
+                                osr, batch, heads, q_len, kv_len, causal, spf, q_offset, scale, q_bias, \
+                                k_bias, v_bias, has_bias, key_mask, has_mask, n_kf, o_len);            \
+    }
+MMA_ENTRY(64)
+MMA_ENTRY(128)
+#endif

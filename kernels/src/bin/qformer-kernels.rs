@@ -5,7 +5,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sensorium_kernels::{bench, check, cuda::Gpu, DeviceSpec, LayerConfig};
+use sensorium_kernels::cuda::{AttnKernel, Gpu};
+use sensorium_kernels::{bench, check, DeviceSpec, LayerConfig};
 
 fn main() -> ExitCode {
     match run() {
@@ -79,8 +80,10 @@ fn run() -> anyhow::Result<ExitCode> {
     println!("ceiling: cuBLAS bf16 GEMM 8192^3 {gemm:.1} TFLOP/s; device-to-device copy {bw:.1} GB/s (read+write)");
     let cfg = LayerConfig::default();
     let mut rows = Vec::new();
-    for &b in &batches {
-        rows.push(bench::bench_attention(&g, b)?);
+    for which in [AttnKernel::Scalar, AttnKernel::TensorCore] {
+        for &b in &batches {
+            rows.push(bench::bench_attention(&g, which, b)?);
+        }
     }
     for &b in &batches {
         rows.push(bench::bench_layer(&g, &cfg, b)?);

@@ -25,6 +25,19 @@ struct Funcs {
     bias_act: CudaFunction,
     fill_nan: CudaFunction,
     broadcast: CudaFunction,
+    /// Tensor-core attention for head_dim 64 and 128 (16-bit storage only).
+    attention_mma: Option<[CudaFunction; 2]>,
+}
+
+/// Which attention kernel to launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// Tensor cores when the storage type, head_dim, strides and device allow, else CUDA cores.
+    Auto,
+    /// The CUDA-core kernel (any storage type, head_dim <= 128).
+    Scalar,
+    /// The tensor-core kernel; an error when not applicable.
+    TensorCore,
 }
 
 /// One CUDA device: context, stream, cuBLAS handle and the compiled-module cache.
@@ -33,6 +46,7 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     arch: &'static str,
+    cc_major: i32,
     name: String,
     modules: Mutex<HashMap<DType, Arc<Funcs>>>,
     /// A one-element f32 buffer passed where an optional pointer is absent.
@@ -84,6 +98,7 @@ impl Gpu {
             stream,
             blas,
             arch,
+            cc_major: maj,
             name,
             modules: Mutex::new(HashMap::new()),
             dummy_f32,
@@ -120,6 +135,11 @@ impl Gpu {
             bias_act: load("bias_act")?,
             fill_nan: load("fill_nan")?,
             broadcast: load("broadcast_rows")?,
+            attention_mma: if dt == DType::F32 {
+                None
+            } else {
+                Some([load("attention_mma_hd64")?, load("attention_mma_hd128")?])
+            },
         });
         cache.insert(dt, f.clone());
         Ok(f)
@@ -188,6 +208,31 @@ impl Gpu {
         key_mask: Option<&CudaSlice<u8>>,
         out: &mut CudaSlice<T>,
     ) -> Result<()> {
+        self.attention_with(AttnKernel::Auto, p, q, k, v, bias, key_mask, out)
+    }
+
+    /// Whether the tensor-core kernel can run these parameters for storage type `dt`.
+    pub fn tensor_core_ok(&self, dt: DType, p: &AttnParams) -> bool {
+        let aligned = [p.q, p.k, p.v, p.o]
+            .iter()
+            .all(|s| s.batch % 8 == 0 && s.head % 8 == 0 && s.row % 8 == 0)
+            && p.offsets.iter().all(|o| o % 8 == 0);
+        dt != DType::F32 && self.cc_major >= 8 && (p.head_dim == 64 || p.head_dim == 128) && aligned
+    }
+
+    /// Fused attention with an explicit kernel choice (checks exercise both kernels).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_with<T: Elem>(
+        &self,
+        which: AttnKernel,
+        p: &AttnParams,
+        q: &CudaSlice<T>,
+        k: &CudaSlice<T>,
+        v: &CudaSlice<T>,
+        bias: Option<AttnBias<'_, CudaSlice<f32>>>,
+        key_mask: Option<&CudaSlice<u8>>,
+        out: &mut CudaSlice<T>,
+    ) -> Result<()> {
         let bias_len = bias.map(|b| b.q.len().min(b.k.len()).min(b.v.len()));
         p.validate(q.len(), k.len(), v.len(), out.len(), bias_len, key_mask.map(|m| m.len()))?;
         if p.head_dim > 128 || p.head_dim % 4 != 0 {
@@ -227,7 +272,23 @@ impl Gpu {
             None => (&self.dummy_u8, 0),
         };
         let n_kf = p.key_frames as i32;
-        let mut b = self.stream.launch_builder(&f.attention);
+        let tc_ok = self.tensor_core_ok(T::DTYPE, p);
+        let use_tc = match which {
+            AttnKernel::Auto => tc_ok,
+            AttnKernel::Scalar => false,
+            AttnKernel::TensorCore if tc_ok => true,
+            AttnKernel::TensorCore => {
+                return Err(crate::error::shape(
+                    "head_dim",
+                    "tensor-core attention needs f16/bf16, sm_80+, head_dim 64 or 128 and strides/offsets multiple of 8",
+                ))
+            }
+        };
+        let (func, rows_per_block) = match (&f.attention_mma, use_tc) {
+            (Some(m), true) => (if p.head_dim == 64 { &m[0] } else { &m[1] }, 64),
+            _ => (&f.attention, 16),
+        };
+        let mut b = self.stream.launch_builder(func);
         b.arg(&qv).arg(&kv).arg(&vv).arg(&mut ov);
         for s in [&qs, &ks, &vs, &os] {
             b.arg(&s[0]).arg(&s[1]).arg(&s[2]);
@@ -237,7 +298,7 @@ impl Gpu {
         }
         b.arg(&p.scale).arg(bq).arg(bk).arg(bvv).arg(&has_bias).arg(mask).arg(&has_mask).arg(&n_kf).arg(&o_len);
         let cfg = LaunchConfig {
-            grid_dim: (p.q_len.div_ceil(16) as u32, p.heads as u32, p.batch as u32),
+            grid_dim: (p.q_len.div_ceil(rows_per_block) as u32, p.heads as u32, p.batch as u32),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -247,7 +308,8 @@ impl Gpu {
         // SAFETY: validate() proved every Q/K/V/O index the kernel forms (offset + strides over
         // batch, heads, rows < q_len/kv_len, d < head_dim) is inside its buffer; biases have
         // heads*head_dim entries and the mask batch*key_frames; stores are also checked against
-        // o_len in the kernel.
+        // o_len in the kernel. The tensor-core kernel's 16-byte loads are aligned because
+        // tensor_core_ok() required every stride and offset to be a multiple of 8 elements.
         unsafe { b.launch(cfg) }.map_err(drv("attention launch"))?;
         Ok(())
     }
