@@ -114,3 +114,48 @@ pub fn bench_layer(g: &Arc<Gpu>, cfg: &LayerConfig, batch: usize) -> Result<Timi
         gbps: cfg.min_bytes(batch, 2) / (ms * 1e-3) / 1e9,
     })
 }
+
+/// Per-step median times of one layer call at `batch` (events between steps).
+pub fn profile_layer(g: &Arc<Gpu>, cfg: &LayerConfig, batch: usize) -> Result<Vec<(String, f64)>> {
+    let be = Backend::Cuda(g.clone());
+    let w = LayerWeights::<half::bf16>::random(cfg, &be, 11)?;
+    let mut s = Scratch::<half::bf16>::new(cfg, &be, batch)?;
+    let mut init = HostInit::new(5);
+    let n = batch * cfg.slots() * cfg.slot_dim;
+    let m = batch * cfg.n_queries * cfg.query_dim;
+    let si = be.upload(&init.vec::<half::bf16>(n, 1.0))?;
+    let qi = be.upload(&init.vec::<half::bf16>(m, 1.0))?;
+    let mk = be.upload(&vec![1u8; batch * cfg.frames])?;
+    let mut so = be.zeros::<half::bf16>(n)?;
+    let mut qo = be.zeros::<half::bf16>(m)?;
+    let ctx = g.context().clone();
+    let mut per: Vec<(String, Vec<f64>)> = Vec::new();
+    for rep in 0..13 {
+        let mut evs = vec![("start", ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?)];
+        evs[0].1.record(g.stream()).map_err(drv("event record"))?;
+        layer::forward_marked(cfg, &be, &w, &mut s, &si, &qi, Some(&mk), &mut so, &mut qo, &mut |name| {
+            let e = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?;
+            e.record(g.stream()).map_err(drv("event record"))?;
+            evs.push((name, e));
+            Ok(())
+        })?;
+        g.sync()?;
+        if rep < 3 {
+            continue; // warm-up
+        }
+        for i in 1..evs.len() {
+            let ms = evs[i - 1].1.elapsed_ms(&evs[i].1).map_err(drv("elapsed"))? as f64;
+            match per.get_mut(i - 1) {
+                Some(p) => p.1.push(ms),
+                None => per.push((evs[i].0.to_string(), vec![ms])),
+            }
+        }
+    }
+    Ok(per
+        .into_iter()
+        .map(|(n, mut v)| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            (n, v[v.len() / 2])
+        })
+        .collect())
+}

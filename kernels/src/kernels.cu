@@ -252,11 +252,15 @@ extern "C" __global__ void __launch_bounds__(256) bias_residual_layernorm(
 extern "C" __global__ void bias_act(const T* __restrict__ x, const float* __restrict__ bias,
                                     T* __restrict__ out, long long n, int dim, int act)
 {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        float y = ld(x[i]) + bias[i % dim];
-        if (act == 1) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
-        out[i] = st(y);
+    // One block per row: no per-element division.
+    const long long rows = n / dim;
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * dim;
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            float y = ld(x[base + c]) + bias[c];
+            if (act == 1) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
+            out[base + c] = st(y);
+        }
     }
 }
 
@@ -335,6 +339,59 @@ __device__ __forceinline__ void load_tile(T* dst, const T* __restrict__ src, lon
     }
 }
 
+// Async 16-byte copy global -> shared; src_bytes 0 zero-fills (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int d = (unsigned int)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+__device__ __forceinline__ void ldsm_x4(unsigned int* r, const void* p) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int a = (unsigned int)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned int* r, const void* p) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int a = (unsigned int)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+
+// K/V rows [row0, row0+MK) of one (b, h) into shared memory without conversion (cp.async).
+template <int HD>
+__device__ __forceinline__ void issue_kv(T* dK, T* dV, const T* __restrict__ k, const T* __restrict__ v,
+                                         long long kbase, long long ksr, long long vbase, long long vsr,
+                                         int row0, int len)
+{
+    const int chunks = HD / 8;
+    for (int idx = threadIdx.x; idx < MK * chunks; idx += blockDim.x) {
+        const int r = idx / chunks, c = (idx - r * chunks) * 8;
+        const int row = row0 + r;
+        const bool in = row < len;
+        const long long rr = in ? row : 0;
+        cp_async16(dK + r * (HD + 8) + c, k + kbase + rr * ksr + c, in ? 16 : 0);
+        cp_async16(dV + r * (HD + 8) + c, v + vbase + rr * vsr + c, in ? 16 : 0);
+    }
+}
+
+// K's bias shifts every score of a row by the same q.bk, which softmax cancels; V's bias adds
+// exactly bv to every row that sees at least one key (weights sum to 1). So K/V stream into
+// shared memory untouched (cp.async, double-buffered) and bv is added at the output.
 template <int HD>
 __device__ __forceinline__ void attention_mma_body(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ o,
@@ -345,18 +402,27 @@ __device__ __forceinline__ void attention_mma_body(
     int has_bias, const unsigned char* __restrict__ key_mask, int has_mask, int n_kf, long long o_len)
 {
     __shared__ __align__(16) T sQ[MQ * (HD + 8)];
-    __shared__ __align__(16) T sK[MK * (HD + 8)];
-    __shared__ __align__(16) T sV[MK * (HD + 8)];
+    __shared__ __align__(16) T sK[2][MK * (HD + 8)];
+    __shared__ __align__(16) T sV[2][MK * (HD + 8)];
     const int b = blockIdx.z, h = blockIdx.y;
     if (b >= batch || h >= heads) return;
     const int q0 = blockIdx.x * MQ;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, tig = lane & 3;
     const int LD = HD + 8;
+    const long long kbase = b * ksb + h * ksh, vbase = b * vsb + h * vsh;
 
+    const int q_last = min(q0 + MQ, q_len) - 1;
+    const int qf_min = (q_offset + q0) / spf, qf_max = (q_offset + q_last) / spf;
+    // Key tiles this block needs: [t_begin, t_end).
+    int t_begin = 0, t_end = (kv_len + MK - 1) / MK;
+    if (causal == 1) t_end = min(t_end, ((qf_max + 1) * spf + MK - 1) / MK);
+    if (causal == 2) t_begin = min(t_end, (qf_min * spf) / MK);
+
+    if (t_begin < t_end) issue_kv<HD>(sK[0], sV[0], k, v, kbase, ksr, vbase, vsr, t_begin * MK, kv_len);
+    cp_async_commit();
     load_tile<HD>(sQ, q, b * qsb + h * qsh, qsr, q0, MQ, q_len, q_bias, has_bias, h);
     __syncthreads();
-    // Q fragments for this warp's 16 rows, all k-steps.
     unsigned int qa[HD / 16][4];
     {
         const unsigned int* s32 = reinterpret_cast<const unsigned int*>(sQ);
@@ -377,31 +443,32 @@ __device__ __forceinline__ void attention_mma_body(
     float mrow[2] = {NEG_INF, NEG_INF}, lrow[2] = {0.f, 0.f};
     const int qi0 = q0 + warp * 16 + g;  // rows qi0 and qi0 + 8
     const int qf[2] = {(q_offset + qi0) / spf, (q_offset + qi0 + 8) / spf};
-    const int q_last = min(q0 + MQ, q_len) - 1;
-    const int qf_min = (q_offset + q0) / spf, qf_max = (q_offset + q_last) / spf;
+    const int mi = lane >> 3, mr = lane & 7;  // ldmatrix: matrix index, row within it
 
-    for (int k0 = 0; k0 < kv_len; k0 += MK) {
-        const int k_last = min(k0 + MK, kv_len) - 1;
-        if (causal == 1 && k0 / spf > qf_max) break;
-        if (causal == 2 && k_last / spf < qf_min) continue;
+    for (int t = t_begin; t < t_end; t++) {
+        const int buf = (t - t_begin) & 1;
+        const int k0 = t * MK;
+        __syncthreads();  // everyone is done with the buffer about to be refilled
+        if (t + 1 < t_end) issue_kv<HD>(sK[buf ^ 1], sV[buf ^ 1], k, v, kbase, ksr, vbase, vsr, k0 + MK, kv_len);
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
-        load_tile<HD>(sK, k, b * ksb + h * ksh, ksr, k0, MK, kv_len, k_bias, has_bias, h);
-        load_tile<HD>(sV, v, b * vsb + h * vsh, vsr, k0, MK, kv_len, v_bias, has_bias, h);
-        __syncthreads();
+        const T* K_ = sK[buf];
+        const T* V_ = sV[buf];
 
         float sacc[MK / 8][4];
 #pragma unroll
         for (int nt = 0; nt < MK / 8; nt++) sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.f;
-        const unsigned int* k32 = reinterpret_cast<const unsigned int*>(sK);
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
 #pragma unroll
-            for (int nt = 0; nt < MK / 8; nt++) {
-                const int base = (nt * 8 + g) * LD + kk * 16 + tig * 2;
-                mma16816(sacc[nt], qa[kk], k32[base >> 1], k32[(base + 8) >> 1]);
+            for (int nt = 0; nt < MK / 8; nt += 2) {
+                unsigned int kb[4];
+                ldsm_x4(kb, K_ + ((nt + (mi >> 1)) * 8 + mr) * LD + kk * 16 + (mi & 1) * 8);
+                mma16816(sacc[nt], qa[kk], kb[0], kb[1]);
+                mma16816(sacc[nt + 1], qa[kk], kb[2], kb[3]);
             }
         }
-        // Mask, scale, online softmax (rows g -> e=0, g+8 -> e=1).
         float tmax[2] = {NEG_INF, NEG_INF};
 #pragma unroll
         for (int nt = 0; nt < MK / 8; nt++) {
@@ -445,8 +512,6 @@ __device__ __forceinline__ void attention_mma_body(
                 lrow[i >> 1] += p;
             }
         }
-        // O += P V
-        const unsigned short* v16 = reinterpret_cast<const unsigned short*>(sV);
 #pragma unroll
         for (int ks = 0; ks < MK / 16; ks++) {
             unsigned int pa[4];
@@ -454,16 +519,16 @@ __device__ __forceinline__ void attention_mma_body(
             pa[1] = pack2(sacc[2 * ks][2], sacc[2 * ks][3]);
             pa[2] = pack2(sacc[2 * ks + 1][0], sacc[2 * ks + 1][1]);
             pa[3] = pack2(sacc[2 * ks + 1][2], sacc[2 * ks + 1][3]);
-            const int kr = ks * 16 + tig * 2;
 #pragma unroll
-            for (int nt = 0; nt < HD / 8; nt++) {
-                const int d = nt * 8 + g;
-                const unsigned int b0 = (unsigned int)v16[kr * LD + d] | ((unsigned int)v16[(kr + 1) * LD + d] << 16);
-                const unsigned int b1 = (unsigned int)v16[(kr + 8) * LD + d] | ((unsigned int)v16[(kr + 9) * LD + d] << 16);
-                mma16816(oacc[nt], pa, b0, b1);
+            for (int nt = 0; nt < HD / 8; nt += 2) {
+                unsigned int vb[4];
+                ldsm_x4_t(vb, V_ + (ks * 16 + (mi & 1) * 8 + mr) * LD + (nt + (mi >> 1)) * 8);
+                mma16816(oacc[nt], pa, vb[0], vb[1]);
+                mma16816(oacc[nt + 1], pa, vb[2], vb[3]);
             }
         }
     }
+    cp_async_wait<0>();
     float inv[2];
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -477,12 +542,15 @@ __device__ __forceinline__ void attention_mma_body(
         const int qi = qi0 + e * 8;
         if (qi >= q_len) continue;
         const long long rowoff = b * osb + h * osh + (long long)qi * osr;
+        const bool seen = inv[e] > 0.f;
 #pragma unroll
         for (int nt = 0; nt < HD / 8; nt++) {
             const int d = nt * 8 + tig * 2;
             const long long off = rowoff + d;
+            float y0 = oacc[nt][2 * e] * inv[e], y1 = oacc[nt][2 * e + 1] * inv[e];
+            if (has_bias && seen) { y0 += v_bias[h * HD + d]; y1 += v_bias[h * HD + d + 1]; }
             if (off >= 0 && off + 1 < o_len) {
-                *reinterpret_cast<unsigned int*>(o + off) = pack2(oacc[nt][2 * e] * inv[e], oacc[nt][2 * e + 1] * inv[e]);
+                *reinterpret_cast<unsigned int*>(o + off) = pack2(y0, y1);
             }
         }
     }

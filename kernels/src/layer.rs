@@ -285,6 +285,26 @@ pub fn forward<T: Elem>(
 where
     CudaBlas: Gemm<T>,
 {
+    forward_marked(cfg, be, w, s, slots, queries, key_mask, slots_out, queries_out, &mut |_| Ok(()))
+}
+
+/// [`forward`] calling `mark(step)` after each step (the benchmark records an event there).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_marked<T: Elem>(
+    cfg: &LayerConfig,
+    be: &Backend,
+    w: &LayerWeights<T>,
+    s: &mut Scratch<T>,
+    slots: &Buf<T>,
+    queries: &Buf<T>,
+    key_mask: Option<&Buf<u8>>,
+    slots_out: &mut Buf<T>,
+    queries_out: &mut Buf<T>,
+    mark: &mut dyn FnMut(&'static str) -> Result<()>,
+) -> Result<()>
+where
+    CudaBlas: Gemm<T>,
+{
     let b = s.batch;
     let (sl, nq) = (cfg.slots(), cfg.n_queries);
     let (n, m) = (b * sl, b * nq);
@@ -302,6 +322,7 @@ where
 
     // --- slot self-attention (block-causal over frames) ---
     be.linear(slots, &w.slot_qkv, &mut s.qkv, n, ds, 3 * ds)?;
+    mark("slot qkv gemm")?;
     let mut p = AttnParams::contiguous(b, cfg.slot_heads, sl, sl, hs, cfg.causal, cfg.slots_per_frame);
     p.q = Strides::packed(sl, hs, 3 * ds);
     p.k = p.q;
@@ -311,15 +332,23 @@ where
     p.key_frames = cfg.frames;
     let qkv = &s.qkv;
     be.attention(&p, qkv, qkv, qkv, Some(bias(&w.slot_qkv_bias)), key_mask, &mut s.attn)?;
+    mark("slot attention")?;
     be.linear(&s.attn, &w.slot_out.w, &mut s.proj, n, ds, ds)?;
+    mark("slot out gemm")?;
     be.bias_residual_layernorm(&s.proj, Some(&w.slot_out.b), Some(slots), &w.slot_ln1.gamma, &w.slot_ln1.beta, &mut s.x1, n, ds, cfg.eps)?;
+    mark("slot ln1")?;
     be.linear(&s.x1, &w.slot_ffn1.w, &mut s.ffn, n, ds, fs)?;
+    mark("slot ffn1 gemm")?;
     be.bias_act(&s.ffn, &w.slot_ffn1.b, &mut s.ffn_act, fs, true)?;
+    mark("slot bias+gelu")?;
     be.linear(&s.ffn_act, &w.slot_ffn2.w, &mut s.proj, n, fs, ds)?;
+    mark("slot ffn2 gemm")?;
     be.bias_residual_layernorm(&s.proj, Some(&w.slot_ffn2.b), Some(&s.x1), &w.slot_ln2.gamma, &w.slot_ln2.beta, slots_out, n, ds, cfg.eps)?;
+    mark("slot ln2")?;
 
     // --- query self-attention ---
     be.linear(queries, &w.q_qkv, &mut s.qqkv, m, dq, 3 * dq)?;
+    mark("query qkv gemm")?;
     let mut p = AttnParams::contiguous(b, cfg.query_heads, nq, nq, hq, Causal::None, 1);
     p.q = Strides::packed(nq, hq, 3 * dq);
     p.k = p.q;
@@ -328,12 +357,17 @@ where
     p.offsets = [0, dq, 2 * dq, 0];
     let qq = &s.qqkv;
     be.attention(&p, qq, qq, qq, Some(bias(&w.q_qkv_bias)), None, &mut s.qattn)?;
+    mark("query self-attention")?;
     be.linear(&s.qattn, &w.q_out.w, &mut s.qproj, m, dq, dq)?;
+    mark("query out gemm")?;
     be.bias_residual_layernorm(&s.qproj, Some(&w.q_out.b), Some(queries), &w.q_ln1.gamma, &w.q_ln1.beta, &mut s.q1, m, dq, cfg.eps)?;
+    mark("query ln1")?;
 
     // --- query cross-attention over the layer's output slots ---
     be.linear(&s.q1, &w.x_q, &mut s.xq, m, dq, dq)?;
+    mark("cross q gemm")?;
     be.linear(slots_out, &w.x_kv, &mut s.xkv, n, ds, 2 * dq)?;
+    mark("cross kv gemm")?;
     let mut p = AttnParams::contiguous(b, cfg.query_heads, nq, sl, hq, Causal::None, cfg.slots_per_frame);
     p.q = Strides::packed(nq, hq, dq);
     p.k = Strides::packed(sl, hq, 2 * dq);
@@ -342,14 +376,21 @@ where
     p.offsets = [0, 0, dq, 0];
     p.key_frames = cfg.frames;
     be.attention(&p, &s.xq, &s.xkv, &s.xkv, Some(bias(&w.x_bias)), key_mask, &mut s.qattn)?;
+    mark("cross attention")?;
     be.linear(&s.qattn, &w.x_out.w, &mut s.qproj, m, dq, dq)?;
+    mark("cross out gemm")?;
     be.bias_residual_layernorm(&s.qproj, Some(&w.x_out.b), Some(&s.q1), &w.x_ln.gamma, &w.x_ln.beta, &mut s.q2, m, dq, cfg.eps)?;
+    mark("cross ln")?;
 
     // --- query FFN ---
     be.linear(&s.q2, &w.q_ffn1.w, &mut s.qffn, m, dq, fq)?;
+    mark("query ffn1 gemm")?;
     be.bias_act(&s.qffn, &w.q_ffn1.b, &mut s.qffn_act, fq, true)?;
+    mark("query bias+gelu")?;
     be.linear(&s.qffn_act, &w.q_ffn2.w, &mut s.qproj, m, fq, dq)?;
+    mark("query ffn2 gemm")?;
     be.bias_residual_layernorm(&s.qproj, Some(&w.q_ffn2.b), Some(&s.q2), &w.q_ln2.gamma, &w.q_ln2.beta, queries_out, m, dq, cfg.eps)?;
+    mark("query ln2")?;
     Ok(())
 }
 

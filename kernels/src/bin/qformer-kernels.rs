@@ -96,8 +96,15 @@ fn run() -> anyhow::Result<ExitCode> {
         let pct = 100.0 * t_c.max(t_m) / r.median_ms;
         println!("{:<58} {:>6} {:>10.4} {:>9.1} {:>9.1} {:>7.1}%", r.name, r.batch, r.median_ms, r.tflops, r.gbps, pct);
     }
+    let prof_batch = *batches.iter().max().unwrap_or(&64);
+    let prof = bench::profile_layer(&g, &cfg, prof_batch)?;
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    println!("layer steps at batch {prof_batch} (median ms; sum {total:.3}):");
+    for (name, ms) in &prof {
+        println!("  {name:<22} {ms:>8.4}  {:>5.1}%", 100.0 * ms / total);
+    }
     if let Some(p) = json {
-        let v = serde_json::json!({ "device": g.describe(), "gemm_bf16_tflops": gemm, "copy_gbps": bw, "rows": rows });
+        let v = serde_json::json!({ "device": g.describe(), "gemm_bf16_tflops": gemm, "copy_gbps": bw, "rows": rows, "profile_batch": prof_batch, "profile": prof });
         std::fs::write(&p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {p}"))?;
     }
     Ok(ExitCode::SUCCESS)

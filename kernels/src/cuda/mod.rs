@@ -368,8 +368,11 @@ impl Gpu {
         let (n, d, act) = (x.len() as i64, dim as i32, gelu as i32);
         let mut b = self.stream.launch_builder(&f.bias_act);
         b.arg(x).arg(bias).arg(out).arg(&n).arg(&d).arg(&act);
-        // SAFETY: i < n = x.len() <= out.len(); bias index i % dim < dim <= bias.len().
-        unsafe { b.launch(grid_1d(x.len())) }.map_err(drv("bias_act launch"))?;
+        let rows = (x.len() / dim).clamp(1, 1 << 20) as u32;
+        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: rows r < n / dim and columns c < dim give indices < n = x.len() <= out.len();
+        // bias index c < dim <= bias.len().
+        unsafe { b.launch(cfg) }.map_err(drv("bias_act launch"))?;
         Ok(())
     }
 
