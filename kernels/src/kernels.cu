@@ -264,6 +264,92 @@ extern "C" __global__ void bias_act(const T* __restrict__ x, const float* __rest
     }
 }
 
+// Vectorised variants (16-byte accesses), used when dim % 8 == 0 (and dim <= 2048 for the
+// LayerNorm, whose row lives in registers: one warp per row, no block barriers).
+extern "C" __global__ void __launch_bounds__(256) layernorm_warp(
+    const T* __restrict__ x, const float* __restrict__ bias, int has_bias,
+    const T* __restrict__ residual, int has_residual,
+    const float* __restrict__ gamma, const float* __restrict__ beta,
+    T* __restrict__ out, int rows, int dim, float eps)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long r = (long long)blockIdx.x * (blockDim.x >> 5) + warp;
+    if (r >= rows) return;
+    const long long base = r * dim;
+    const int EPV = 16 / sizeof(T);  // elements per 16-byte vector
+    float y[64];
+    float s = 0.f;
+#pragma unroll
+    for (int c = 0; c < 64 / (16 / sizeof(T)); c++) {
+        const int col = (c * 32 + lane) * EPV;
+        if (col < dim) {
+            uint4 xv = *reinterpret_cast<const uint4*>(x + base + col);
+            uint4 rv = make_uint4(0u, 0u, 0u, 0u);
+            if (has_residual) rv = *reinterpret_cast<const uint4*>(residual + base + col);
+            const T* xe = reinterpret_cast<const T*>(&xv);
+            const T* re = reinterpret_cast<const T*>(&rv);
+#pragma unroll
+            for (int i = 0; i < EPV; i++) {
+                float t = ld(xe[i]);
+                if (has_bias) t += bias[col + i];
+                if (has_residual) t += ld(re[i]);
+                y[c * EPV + i] = t;
+                s += t;
+            }
+        }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    const float mean = s / (float)dim;
+    float s2 = 0.f;
+#pragma unroll
+    for (int c = 0; c < 64 / (16 / sizeof(T)); c++) {
+        const int col = (c * 32 + lane) * EPV;
+        if (col < dim) {
+#pragma unroll
+            for (int i = 0; i < EPV; i++) { const float d = y[c * EPV + i] - mean; s2 += d * d; }
+        }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s2 += __shfl_xor_sync(0xffffffffu, s2, off);
+    const float rstd = rsqrtf(s2 / (float)dim + eps);
+#pragma unroll
+    for (int c = 0; c < 64 / (16 / sizeof(T)); c++) {
+        const int col = (c * 32 + lane) * EPV;
+        if (col < dim) {
+            uint4 ov;
+            T* oe = reinterpret_cast<T*>(&ov);
+#pragma unroll
+            for (int i = 0; i < EPV; i++)
+                oe[i] = st((y[c * EPV + i] - mean) * rstd * gamma[col + i] + beta[col + i]);
+            *reinterpret_cast<uint4*>(out + base + col) = ov;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) bias_act_vec(
+    const T* __restrict__ x, const float* __restrict__ bias, T* __restrict__ out, long long n, int dim, int act)
+{
+    const int EPV = 16 / sizeof(T);
+    const long long rows = n / dim;
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long base = r * dim;
+        for (int c = threadIdx.x * EPV; c < dim; c += blockDim.x * EPV) {
+            uint4 xv = *reinterpret_cast<const uint4*>(x + base + c);
+            uint4 ov;
+            const T* xe = reinterpret_cast<const T*>(&xv);
+            T* oe = reinterpret_cast<T*>(&ov);
+#pragma unroll
+            for (int i = 0; i < EPV; i++) {
+                float y = ld(xe[i]) + bias[c + i];
+                if (act == 1) y = 0.5f * y * (1.f + erff(y * 0.70710678118654752f));
+                oe[i] = st(y);
+            }
+            *reinterpret_cast<uint4*>(out + base + c) = ov;
+        }
+    }
+}
+
 // Fill with NaN (poisoning outputs before checks).
 extern "C" __global__ void fill_nan(T* __restrict__ out, long long n)
 {
@@ -404,12 +490,23 @@ __device__ __forceinline__ void attention_mma_body(
     __shared__ __align__(16) T sQ[MQ * (HD + 8)];
     __shared__ __align__(16) T sK[2][MK * (HD + 8)];
     __shared__ __align__(16) T sV[2][MK * (HD + 8)];
+    __shared__ int sKf[2][MK];  // key frame, or -1 when the key is padding / masked out
     const int b = blockIdx.z, h = blockIdx.y;
     if (b >= batch || h >= heads) return;
     const int q0 = blockIdx.x * MQ;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, tig = lane & 3;
     const int LD = HD + 8;
+    // Fill sKf[buf] for the tile starting at key k0 (threads 0..MK-1; visible after a barrier).
+    auto key_info = [&](int buf, int k0) {
+        if (threadIdx.x < MK) {
+            const int kj = k0 + threadIdx.x;
+            int kf = kj / spf;
+            if (kj >= kv_len) kf = -1;
+            else if (has_mask && key_mask[(long long)b * n_kf + kf] == 0) kf = -1;
+            sKf[buf][threadIdx.x] = kf;
+        }
+    };
     const long long kbase = b * ksb + h * ksh, vbase = b * vsb + h * vsh;
 
     const int q_last = min(q0 + MQ, q_len) - 1;
@@ -419,7 +516,10 @@ __device__ __forceinline__ void attention_mma_body(
     if (causal == 1) t_end = min(t_end, ((qf_max + 1) * spf + MK - 1) / MK);
     if (causal == 2) t_begin = min(t_end, (qf_min * spf) / MK);
 
-    if (t_begin < t_end) issue_kv<HD>(sK[0], sV[0], k, v, kbase, ksr, vbase, vsr, t_begin * MK, kv_len);
+    if (t_begin < t_end) {
+        issue_kv<HD>(sK[0], sV[0], k, v, kbase, ksr, vbase, vsr, t_begin * MK, kv_len);
+        key_info(0, t_begin * MK);
+    }
     cp_async_commit();
     load_tile<HD>(sQ, q, b * qsb + h * qsh, qsr, q0, MQ, q_len, q_bias, has_bias, h);
     __syncthreads();
@@ -449,7 +549,10 @@ __device__ __forceinline__ void attention_mma_body(
         const int buf = (t - t_begin) & 1;
         const int k0 = t * MK;
         __syncthreads();  // everyone is done with the buffer about to be refilled
-        if (t + 1 < t_end) issue_kv<HD>(sK[buf ^ 1], sV[buf ^ 1], k, v, kbase, ksr, vbase, vsr, k0 + MK, kv_len);
+        if (t + 1 < t_end) {
+            issue_kv<HD>(sK[buf ^ 1], sV[buf ^ 1], k, v, kbase, ksr, vbase, vsr, k0 + MK, kv_len);
+            key_info(buf ^ 1, k0 + MK);
+        }
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -475,10 +578,8 @@ __device__ __forceinline__ void attention_mma_body(
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int e = i >> 1;
-                const int kj = k0 + nt * 8 + tig * 2 + (i & 1);
-                const int kf = kj / spf;
-                bool ok = kj < kv_len;
-                if (ok && has_mask) ok = key_mask[(long long)b * n_kf + kf] != 0;
+                const int kf = sKf[buf][nt * 8 + tig * 2 + (i & 1)];
+                bool ok = kf >= 0;
                 if (causal == 1) ok = ok && kf <= qf[e];
                 if (causal == 2) ok = ok && kf >= qf[e];
                 const float sv = ok ? sacc[nt][i] * sl2 : NEG_INF;

@@ -14,7 +14,7 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         for dt in DType::ALL {
             let ptx = nvrtc::compile(dt, arch).unwrap_or_else(|e| panic!("{e}"));
             let src = ptx.to_src();
-            for f in ["attention_fwd", "bias_residual_layernorm", "bias_act", "fill_nan", "broadcast_rows"] {
+            for f in ["attention_fwd", "bias_residual_layernorm", "bias_act", "fill_nan", "broadcast_rows", "layernorm_warp", "bias_act_vec"] {
                 assert!(src.contains(&format!(".entry {f}")), "{f} missing from {arch} {dt:?} PTX");
             }
             if dt != DType::F32 {

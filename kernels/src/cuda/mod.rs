@@ -25,6 +25,8 @@ struct Funcs {
     bias_act: CudaFunction,
     fill_nan: CudaFunction,
     broadcast: CudaFunction,
+    layernorm_warp: CudaFunction,
+    bias_act_vec: CudaFunction,
     /// Tensor-core attention for head_dim 64 and 128 (16-bit storage only).
     attention_mma: Option<[CudaFunction; 2]>,
 }
@@ -135,6 +137,8 @@ impl Gpu {
             bias_act: load("bias_act")?,
             fill_nan: load("fill_nan")?,
             broadcast: load("broadcast_rows")?,
+            layernorm_warp: load("layernorm_warp")?,
+            bias_act_vec: load("bias_act_vec")?,
             attention_mma: if dt == DType::F32 {
                 None
             } else {
@@ -342,11 +346,20 @@ impl Gpu {
             None => (x, 0),
         };
         let (r32, d32) = (rows as i32, dim as i32);
-        let mut b = self.stream.launch_builder(&f.layernorm);
+        // One warp per row with 16-byte accesses when the row fits the registers (64 per lane).
+        let per_vec = 16 / std::mem::size_of::<T>();
+        let warp_ok = dim % per_vec == 0 && dim <= 64 * 32;
+        let (func, cfg) = if warp_ok {
+            (&f.layernorm_warp, LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+        } else {
+            (&f.layernorm, LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+        };
+        let mut b = self.stream.launch_builder(func);
         b.arg(x).arg(bias).arg(&hb).arg(res).arg(&hr).arg(gamma).arg(beta).arg(out).arg(&r32).arg(&d32).arg(&eps);
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: check_ln proved x/out/residual hold rows*dim, gamma/beta/bias dim elements,
-        // dim <= 8192 (the kernel's shared row); the kernel touches row r < rows, d < dim only.
+        // dim <= 8192 (the block kernel's shared row; the warp kernel only runs for dim <= 2048
+        // with dim a multiple of the 16-byte vector, so its vectors stay inside each row); both
+        // touch row r < rows, column < dim only. Buffers from cudarc are 256-byte aligned.
         unsafe { b.launch(cfg) }.map_err(drv("layernorm launch"))?;
         Ok(())
     }
@@ -366,10 +379,12 @@ impl Gpu {
         }
         let f = self.funcs(T::DTYPE)?;
         let (n, d, act) = (x.len() as i64, dim as i32, gelu as i32);
-        let mut b = self.stream.launch_builder(&f.bias_act);
+        let vec_ok = dim % (16 / std::mem::size_of::<T>()) == 0;
+        let mut b = self.stream.launch_builder(if vec_ok { &f.bias_act_vec } else { &f.bias_act });
         b.arg(x).arg(bias).arg(out).arg(&n).arg(&d).arg(&act);
         let rows = (x.len() / dim).clamp(1, 1 << 20) as u32;
-        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let threads = if vec_ok { 128 } else { 256 };
+        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: rows r < n / dim and columns c < dim give indices < n = x.len() <= out.len();
         // bias index c < dim <= bias.len().
         unsafe { b.launch(cfg) }.map_err(drv("bias_act launch"))?;
