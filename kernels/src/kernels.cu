@@ -375,7 +375,7 @@ extern "C" __global__ void broadcast_rows(const T* __restrict__ src, T* __restri
 // ---------------------------------------------------------------------------------------------
 #if !defined(STORE_F32)
 #define MQ 64
-#define MK 64
+#define MK 32
 #if defined(STORE_BF16)
 #define MMA_TYPE "bf16"
 __device__ __forceinline__ unsigned int pack2(float lo, float hi) {
@@ -487,11 +487,9 @@ __device__ __forceinline__ void attention_mma_body(
     const float* __restrict__ q_bias, const float* __restrict__ k_bias, const float* __restrict__ v_bias,
     int has_bias, const unsigned char* __restrict__ key_mask, int has_mask, int n_kf, long long o_len)
 {
-    // Dynamic shared memory (the host opts in above 48 KB): Q tile, then K and V double buffers.
-    extern __shared__ __align__(16) unsigned char att_smem[];
-    T* sQ = reinterpret_cast<T*>(att_smem);
-    T* sK[2] = {sQ + MQ * (HD + 8), sQ + (MQ + MK) * (HD + 8)};
-    T* sV[2] = {sQ + (MQ + 2 * MK) * (HD + 8), sQ + (MQ + 3 * MK) * (HD + 8)};
+    __shared__ __align__(16) T sQ[MQ * (HD + 8)];
+    __shared__ __align__(16) T sK[2][MK * (HD + 8)];
+    __shared__ __align__(16) T sV[2][MK * (HD + 8)];
     __shared__ int sKf[2][MK];  // key frame, or -1 when the key is padding / masked out
     const int b = blockIdx.z, h = blockIdx.y;
     if (b >= batch || h >= heads) return;

@@ -142,15 +142,7 @@ impl Gpu {
             attention_mma: if dt == DType::F32 {
                 None
             } else {
-                let fs = [load("attention_mma_hd64")?, load("attention_mma_hd128")?];
-                for (func, hd) in fs.iter().zip([64usize, 128]) {
-                    func.set_attribute(
-                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        mma_smem_bytes(hd) as i32,
-                    )
-                    .map_err(drv("opt in to dynamic shared memory"))?;
-                }
-                Some(fs)
+                Some([load("attention_mma_hd64")?, load("attention_mma_hd128")?])
             },
         });
         cache.insert(dt, f.clone());
@@ -296,9 +288,9 @@ impl Gpu {
                 ))
             }
         };
-        let (func, rows_per_block, smem) = match (&f.attention_mma, use_tc) {
-            (Some(m), true) => (if p.head_dim == 64 { &m[0] } else { &m[1] }, 64, mma_smem_bytes(p.head_dim) as u32),
-            _ => (&f.attention, 16, 0),
+        let (func, rows_per_block) = match (&f.attention_mma, use_tc) {
+            (Some(m), true) => (if p.head_dim == 64 { &m[0] } else { &m[1] }, 64),
+            _ => (&f.attention, 16),
         };
         let mut b = self.stream.launch_builder(func);
         b.arg(&qv).arg(&kv).arg(&vv).arg(&mut ov);
@@ -312,7 +304,7 @@ impl Gpu {
         let cfg = LaunchConfig {
             grid_dim: (p.q_len.div_ceil(rows_per_block) as u32, p.heads as u32, p.batch as u32),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: smem,
+            shared_mem_bytes: 0,
         };
         if p.batch > 65535 || p.heads > 65535 {
             return Err(crate::error::shape("batch", "batch and heads must each be <= 65535"));
@@ -442,10 +434,4 @@ impl Gpu {
 fn grid_1d(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65535 * 8) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// Dynamic shared memory of the tensor-core attention: a 64-row Q tile and double-buffered
-/// 64-row K and V tiles, rows padded by 8 elements (16 bytes) against bank conflicts.
-fn mma_smem_bytes(head_dim: usize) -> usize {
-    (64 + 4 * 64) * (head_dim + 8) * 2
 }
