@@ -29,7 +29,12 @@ pub struct Timing {
 }
 
 /// Times `f` with CUDA events: `warm` untimed runs, then the median of `reps`.
-pub fn time_ms(g: &Gpu, warm: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub fn time_ms(
+    g: &Gpu,
+    warm: usize,
+    reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..warm {
         f()?;
     }
@@ -37,8 +42,12 @@ pub fn time_ms(g: &Gpu, warm: usize, reps: usize, mut f: impl FnMut() -> Result<
     let ctx = g.context();
     let mut t = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let a = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?;
-        let b = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?;
+        let a = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(drv("event"))?;
+        let b = ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(drv("event"))?;
         a.record(g.stream()).map_err(drv("event record"))?;
         f()?;
         b.record(g.stream()).map_err(drv("event record"))?;
@@ -66,7 +75,9 @@ pub fn ceilings(g: &Arc<Gpu>) -> Result<(f64, f64)> {
     let bytes = 1usize << 30;
     let src = g.zeros::<u8>(bytes)?;
     let mut dst = g.zeros::<u8>(bytes)?;
-    let ms = time_ms(g, 3, 10, || g.stream().memcpy_dtod(&src, &mut dst).map_err(drv("dtod")))?;
+    let ms = time_ms(g, 3, 10, || {
+        g.stream().memcpy_dtod(&src, &mut dst).map_err(drv("dtod"))
+    })?;
     let bw = 2.0 * bytes as f64 / (ms * 1e-3) / 1e9;
     Ok((gemm, bw))
 }
@@ -83,11 +94,32 @@ pub fn bench_attention(g: &Arc<Gpu>, which: AttnKernel, batch: usize) -> Result<
     let v = g.upload(&init.vec::<half::bf16>(n, 1.0))?;
     let bq = g.upload(&init.vec::<f32>(h * hd, 0.1))?;
     let mut o = g.zeros::<half::bf16>(n)?;
-    let ms = time_ms(g, 3, 20, || g.attention_with(which, &p, &q, &k, &v, Some(AttnBias { q: &bq, k: &bq, v: &bq }), None, &mut o))?;
+    let ms = time_ms(g, 3, 20, || {
+        g.attention_with(
+            which,
+            &p,
+            &q,
+            &k,
+            &v,
+            Some(AttnBias {
+                q: &bq,
+                k: &bq,
+                v: &bq,
+            }),
+            None,
+            &mut o,
+        )
+    })?;
     let pairs = (spf * spf * frames * (frames + 1) / 2) as f64;
     let flops = 4.0 * pairs * hd as f64 * (h * batch) as f64;
     let bytes = 4.0 * n as f64 * 2.0;
-    Ok(Timing { name: format!("slot self-attention bf16 past-only [{which:?}]"), batch, median_ms: ms, tflops: flops / (ms * 1e-3) / 1e12, gbps: bytes / (ms * 1e-3) / 1e9 })
+    Ok(Timing {
+        name: format!("slot self-attention bf16 past-only [{which:?}]"),
+        batch,
+        median_ms: ms,
+        tflops: flops / (ms * 1e-3) / 1e12,
+        gbps: bytes / (ms * 1e-3) / 1e9,
+    })
 }
 
 /// The composed layer at FAVOR shapes, bf16 storage.
@@ -104,7 +136,9 @@ pub fn bench_layer(g: &Arc<Gpu>, cfg: &LayerConfig, batch: usize) -> Result<Timi
     let mut so = be.zeros::<half::bf16>(n)?;
     let mut qo = be.zeros::<half::bf16>(m)?;
     let reps = if batch >= 64 { 10 } else { 30 };
-    let ms = time_ms(g, 3, reps, || layer::forward(cfg, &be, &w, &mut s, &si, &qi, Some(&mk), &mut so, &mut qo))?;
+    let ms = time_ms(g, 3, reps, || {
+        layer::forward(cfg, &be, &w, &mut s, &si, &qi, Some(&mk), &mut so, &mut qo)
+    })?;
     let flops = cfg.flops_per_window() * batch as f64;
     Ok(Timing {
         name: "Q-Former layer bf16 (ours: cuBLAS GEMMs + fused kernels)".into(),
@@ -131,14 +165,31 @@ pub fn profile_layer(g: &Arc<Gpu>, cfg: &LayerConfig, batch: usize) -> Result<Ve
     let ctx = g.context().clone();
     let mut per: Vec<(String, Vec<f64>)> = Vec::new();
     for rep in 0..13 {
-        let mut evs = vec![("start", ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?)];
+        let mut evs = vec![(
+            "start",
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("event"))?,
+        )];
         evs[0].1.record(g.stream()).map_err(drv("event record"))?;
-        layer::forward_marked(cfg, &be, &w, &mut s, &si, &qi, Some(&mk), &mut so, &mut qo, &mut |name| {
-            let e = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(drv("event"))?;
-            e.record(g.stream()).map_err(drv("event record"))?;
-            evs.push((name, e));
-            Ok(())
-        })?;
+        layer::forward_marked(
+            cfg,
+            &be,
+            &w,
+            &mut s,
+            &si,
+            &qi,
+            Some(&mk),
+            &mut so,
+            &mut qo,
+            &mut |name| {
+                let e = ctx
+                    .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(drv("event"))?;
+                e.record(g.stream()).map_err(drv("event record"))?;
+                evs.push((name, e));
+                Ok(())
+            },
+        )?;
         g.sync()?;
         if rep < 3 {
             continue; // warm-up

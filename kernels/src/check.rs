@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 
 use crate::cpu;
-use crate::cuda::{AttnKernel, Gpu};
+use crate::cuda::{AttnKernel, Gpu, LnVariant};
 use crate::device::Backend;
 use crate::dtype::{DType, Elem};
 use crate::error::Result;
@@ -58,7 +58,9 @@ pub fn tol(dt: DType) -> f64 {
 }
 
 fn rand_vec<T: Elem>(rng: &mut impl Rng, n: usize) -> Vec<T> {
-    (0..n).map(|_| T::from_f32(rng.random_range(-1.0f32..1.0))).collect()
+    (0..n)
+        .map(|_| T::from_f32(rng.random_range(-1.0f32..1.0)))
+        .collect()
 }
 
 /// Attention case: batch, heads, frames, spf, head_dim, causal, with key mask, incremental.
@@ -85,7 +87,12 @@ pub struct AttnCase {
 }
 
 /// Runs one attention case on the GPU and the CPU reference.
-pub fn check_attention<T: Elem>(g: &Arc<Gpu>, which: AttnKernel, c: AttnCase, seed: u64) -> Result<CheckResult> {
+pub fn check_attention<T: Elem>(
+    g: &Arc<Gpu>,
+    which: AttnKernel,
+    c: AttnCase,
+    seed: u64,
+) -> Result<CheckResult> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let kv = c.frames * c.spf;
     let (q_len, causal, q_off) = match (c.queries, c.incremental) {
@@ -102,17 +109,49 @@ pub fn check_attention<T: Elem>(g: &Arc<Gpu>, which: AttnKernel, c: AttnCase, se
     let bq: Vec<f32> = rand_vec(&mut rng, c.heads * c.hd);
     let bk: Vec<f32> = rand_vec(&mut rng, c.heads * c.hd);
     let bv: Vec<f32> = rand_vec(&mut rng, c.heads * c.hd);
-    let mask: Vec<u8> = (0..c.batch * c.frames).map(|_| u8::from(rng.random_bool(0.7))).collect();
+    let mask: Vec<u8> = (0..c.batch * c.frames)
+        .map(|_| u8::from(rng.random_bool(0.7)))
+        .collect();
     let mut reference = vec![T::default(); q.len()];
-    let hb = AttnBias { q: &bq[..], k: &bk[..], v: &bv[..] };
-    cpu::attention(&p, &q, &k, &v, Some(hb), c.mask.then_some(&mask[..]), &mut reference)?;
+    let hb = AttnBias {
+        q: &bq[..],
+        k: &bk[..],
+        v: &bv[..],
+    };
+    cpu::attention(
+        &p,
+        &q,
+        &k,
+        &v,
+        Some(hb),
+        c.mask.then_some(&mask[..]),
+        &mut reference,
+    )?;
 
     let (dq, dk, dv) = (g.upload(&q)?, g.upload(&k)?, g.upload(&v)?);
-    let (dbq, dbk, dbv, dm) = (g.upload(&bq)?, g.upload(&bk)?, g.upload(&bv)?, g.upload(&mask)?);
+    let (dbq, dbk, dbv, dm) = (
+        g.upload(&bq)?,
+        g.upload(&bk)?,
+        g.upload(&bv)?,
+        g.upload(&mask)?,
+    );
     let mut out = g.zeros::<T>(q.len())?;
     g.fill_nan(&mut out)?;
-    let db = AttnBias { q: &dbq, k: &dbk, v: &dbv };
-    g.attention_with(which, &p, &dq, &dk, &dv, Some(db), c.mask.then_some(&dm), &mut out)?;
+    let db = AttnBias {
+        q: &dbq,
+        k: &dbk,
+        v: &dbv,
+    };
+    g.attention_with(
+        which,
+        &p,
+        &dq,
+        &dk,
+        &dv,
+        Some(db),
+        c.mask.then_some(&dm),
+        &mut out,
+    )?;
     let got = g.download(&out)?;
     let name = format!(
         "attention[{:?}] {} b{} h{} frames{} spf{} hd{} {:?}{}{}{}",
@@ -128,11 +167,20 @@ pub fn check_attention<T: Elem>(g: &Arc<Gpu>, which: AttnKernel, c: AttnCase, se
         c.queries.map_or(String::new(), |n| format!(" cross q{n}")),
         if c.incremental { " incremental" } else { "" }
     );
-    Ok(CheckResult { name, rel_err: rel_err(&got, &reference), tol: tol(T::DTYPE) })
+    Ok(CheckResult {
+        name,
+        rel_err: rel_err(&got, &reference),
+        tol: tol(T::DTYPE),
+    })
 }
 
 /// LayerNorm (with bias and residual) and bias+GELU at width `dim`.
-pub fn check_norm_act<T: Elem>(g: &Arc<Gpu>, rows: usize, dim: usize, seed: u64) -> Result<Vec<CheckResult>> {
+pub fn check_norm_act<T: Elem>(
+    g: &Arc<Gpu>,
+    rows: usize,
+    dim: usize,
+    seed: u64,
+) -> Result<Vec<CheckResult>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let x: Vec<T> = rand_vec(&mut rng, rows * dim);
     let r: Vec<T> = rand_vec(&mut rng, rows * dim);
@@ -140,26 +188,65 @@ pub fn check_norm_act<T: Elem>(g: &Arc<Gpu>, rows: usize, dim: usize, seed: u64)
     let gm: Vec<f32> = rand_vec(&mut rng, dim);
     let bt: Vec<f32> = rand_vec(&mut rng, dim);
     let mut ref_ln = vec![T::default(); rows * dim];
-    cpu::bias_residual_layernorm(&x, Some(&b), Some(&r), &gm, &bt, &mut ref_ln, rows, dim, 1e-12)?;
+    cpu::bias_residual_layernorm(
+        &x,
+        Some(&b),
+        Some(&r),
+        &gm,
+        &bt,
+        &mut ref_ln,
+        rows,
+        dim,
+        1e-12,
+    )?;
     let mut ref_act = vec![T::default(); rows * dim];
     cpu::bias_act(&x, &b, &mut ref_act, dim, true)?;
-    let (dx, dr, db, dg, dbt) = (g.upload(&x)?, g.upload(&r)?, g.upload(&b)?, g.upload(&gm)?, g.upload(&bt)?);
+    let (dx, dr, db, dg, dbt) = (
+        g.upload(&x)?,
+        g.upload(&r)?,
+        g.upload(&b)?,
+        g.upload(&gm)?,
+        g.upload(&bt)?,
+    );
     let mut out = g.zeros::<T>(rows * dim)?;
     g.fill_nan(&mut out)?;
-    g.bias_residual_layernorm(&dx, Some(&db), Some(&dr), &dg, &dbt, &mut out, rows, dim, 1e-12)?;
+    g.bias_residual_layernorm(
+        &dx,
+        Some(&db),
+        Some(&dr),
+        &dg,
+        &dbt,
+        &mut out,
+        rows,
+        dim,
+        1e-12,
+    )?;
     let ln = g.download(&out)?;
     g.fill_nan(&mut out)?;
     g.bias_act(&dx, &db, &mut out, dim, true)?;
     let act = g.download(&out)?;
     let t = tol(T::DTYPE);
     Ok(vec![
-        CheckResult { name: format!("bias_residual_layernorm {} {rows}x{dim}", T::DTYPE.name()), rel_err: rel_err(&ln, &ref_ln), tol: t },
-        CheckResult { name: format!("bias_gelu {} {rows}x{dim}", T::DTYPE.name()), rel_err: rel_err(&act, &ref_act), tol: t },
+        CheckResult {
+            name: format!("bias_residual_layernorm {} {rows}x{dim}", T::DTYPE.name()),
+            rel_err: rel_err(&ln, &ref_ln),
+            tol: t,
+        },
+        CheckResult {
+            name: format!("bias_gelu {} {rows}x{dim}", T::DTYPE.name()),
+            rel_err: rel_err(&act, &ref_act),
+            tol: t,
+        },
     ])
 }
 
 /// The composed layer on the GPU vs on the CPU with identical weights and inputs.
-pub fn check_layer<T: Elem>(g: &Arc<Gpu>, cfg: &LayerConfig, batch: usize, seed: u64) -> Result<Vec<CheckResult>>
+pub fn check_layer<T: Elem>(
+    g: &Arc<Gpu>,
+    cfg: &LayerConfig,
+    batch: usize,
+    seed: u64,
+) -> Result<Vec<CheckResult>>
 where
     cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
 {
@@ -183,10 +270,25 @@ where
         outs.push((be.download(&so)?, be.download(&qo)?));
     }
     let t = tol(T::DTYPE);
-    let name = format!("layer {} b{batch} slots{}x{} queries{}x{}", T::DTYPE.name(), cfg.slots(), cfg.slot_dim, cfg.n_queries, cfg.query_dim);
+    let name = format!(
+        "layer {} b{batch} slots{}x{} queries{}x{}",
+        T::DTYPE.name(),
+        cfg.slots(),
+        cfg.slot_dim,
+        cfg.n_queries,
+        cfg.query_dim
+    );
     Ok(vec![
-        CheckResult { name: format!("{name} slots_out"), rel_err: rel_err(&outs[1].0, &outs[0].0), tol: t },
-        CheckResult { name: format!("{name} queries_out"), rel_err: rel_err(&outs[1].1, &outs[0].1), tol: t },
+        CheckResult {
+            name: format!("{name} slots_out"),
+            rel_err: rel_err(&outs[1].0, &outs[0].0),
+            tol: t,
+        },
+        CheckResult {
+            name: format!("{name} queries_out"),
+            rel_err: rel_err(&outs[1].1, &outs[0].1),
+            tol: t,
+        },
     ])
 }
 
@@ -202,26 +304,90 @@ pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
         for &spf in &[1usize, 7, 32, 33] {
             for &frames in &[1usize, 3, 10, 17] {
                 for causal in [Causal::Past, Causal::Future] {
-                    let c = AttnCase { batch: 2, heads: 2, frames, spf, hd: 64, causal, mask: frames == 10, queries: None, incremental: false };
+                    let c = AttnCase {
+                        batch: 2,
+                        heads: 2,
+                        frames,
+                        spf,
+                        hd: 64,
+                        causal,
+                        mask: frames == 10,
+                        queries: None,
+                        incremental: false,
+                    };
                     res.extend(attn_dt(g, dt, c, next())?);
                 }
-                let inc = AttnCase { batch: 2, heads: 2, frames, spf, hd: 64, causal: Causal::Past, mask: false, queries: None, incremental: true };
+                let inc = AttnCase {
+                    batch: 2,
+                    heads: 2,
+                    frames,
+                    spf,
+                    hd: 64,
+                    causal: Causal::Past,
+                    mask: false,
+                    queries: None,
+                    incremental: true,
+                };
                 res.extend(attn_dt(g, dt, inc, next())?);
-                let cross = AttnCase { batch: 3, heads: 2, frames, spf, hd: 64, causal: Causal::None, mask: true, queries: Some(32), incremental: false };
+                let cross = AttnCase {
+                    batch: 3,
+                    heads: 2,
+                    frames,
+                    spf,
+                    hd: 64,
+                    causal: Causal::None,
+                    mask: true,
+                    queries: Some(32),
+                    incremental: false,
+                };
                 res.extend(attn_dt(g, dt, cross, next())?);
             }
         }
-        let fav = AttnCase { batch: 2, heads: 12, frames: 10, spf: 32, hd: 128, causal: Causal::Past, mask: true, queries: None, incremental: false };
+        let fav = AttnCase {
+            batch: 2,
+            heads: 12,
+            frames: 10,
+            spf: 32,
+            hd: 128,
+            causal: Causal::Past,
+            mask: true,
+            queries: None,
+            incremental: false,
+        };
         res.extend(attn_dt(g, dt, fav, next())?);
-        for &(rows, dim) in &[(3usize, 33usize), (17, 768), (5, 1536), (2, 3072)] {
-            res.extend(match dt {
-                DType::F32 => check_norm_act::<f32>(g, rows, dim, next())?,
-                DType::F16 => check_norm_act::<half::f16>(g, rows, dim, next())?,
-                DType::BF16 => check_norm_act::<half::bf16>(g, rows, dim, next())?,
-            });
+        for v in [LnVariant::WarpPerRow, LnVariant::BlockPerRow] {
+            g.set_ln_variant(v);
+            for &(rows, dim) in &[
+                (3usize, 33usize),
+                (17, 768),
+                (5, 1536),
+                (2, 3072),
+                (9, 8192),
+            ] {
+                let mut r = match dt {
+                    DType::F32 => check_norm_act::<f32>(g, rows, dim, next())?,
+                    DType::F16 => check_norm_act::<half::f16>(g, rows, dim, next())?,
+                    DType::BF16 => check_norm_act::<half::bf16>(g, rows, dim, next())?,
+                };
+                r.iter_mut()
+                    .for_each(|c| c.name = format!("{} [{v:?}]", c.name));
+                res.extend(r);
+            }
         }
+        g.set_ln_variant(LnVariant::BlockPerRow);
     }
-    let small = LayerConfig { slot_dim: 256, slot_heads: 4, slot_ffn: 512, query_dim: 128, query_heads: 2, query_ffn: 256, n_queries: 32, slots_per_frame: 7, frames: 3, ..Default::default() };
+    let small = LayerConfig {
+        slot_dim: 256,
+        slot_heads: 4,
+        slot_ffn: 512,
+        query_dim: 128,
+        query_heads: 2,
+        query_ffn: 256,
+        n_queries: 32,
+        slots_per_frame: 7,
+        frames: 3,
+        ..Default::default()
+    };
     res.extend(check_layer::<f32>(g, &small, 3, next())?);
     res.extend(check_layer::<half::bf16>(g, &small, 3, next())?);
     if full_layer {
@@ -235,7 +401,12 @@ pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
 /// Runs a case through the CUDA-core kernel and, for 16-bit storage, the tensor-core kernel.
 fn attn_dt(g: &Arc<Gpu>, dt: DType, c: AttnCase, seed: u64) -> Result<Vec<CheckResult>> {
     let mut kernels = vec![AttnKernel::Scalar];
-    if dt != DType::F32 && g.tensor_core_ok(dt, &AttnParams::contiguous(1, 1, 1, 1, c.hd, Causal::None, 1)) {
+    if dt != DType::F32
+        && g.tensor_core_ok(
+            dt,
+            &AttnParams::contiguous(1, 1, 1, 1, c.hd, Causal::None, 1),
+        )
+    {
         kernels.push(AttnKernel::TensorCore);
     }
     let mut out = Vec::new();
@@ -248,4 +419,3 @@ fn attn_dt(g: &Arc<Gpu>, dt: DType, c: AttnCase, seed: u64) -> Result<Vec<CheckR
     }
     Ok(out)
 }
-

@@ -17,7 +17,14 @@ pub fn attention<T: Elem>(
     out: &mut [T],
 ) -> Result<()> {
     let bias_len = bias.map(|b| b.q.len().min(b.k.len()).min(b.v.len()));
-    p.validate(q.len(), k.len(), v.len(), out.len(), bias_len, key_mask.map(<[u8]>::len))?;
+    p.validate(
+        q.len(),
+        k.len(),
+        v.len(),
+        out.len(),
+        bias_len,
+        key_mask.map(<[u8]>::len),
+    )?;
     let hd = p.head_dim;
     let mut scores = vec![0f64; p.kv_len];
     let mut qrow = vec![0f64; hd];
@@ -34,8 +41,8 @@ pub fn attention<T: Elem>(
                 }
                 let mut mx = f64::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
-                    let masked = key_mask
-                        .is_some_and(|m| m[b * p.key_frames + j / p.slots_per_frame] == 0);
+                    let masked =
+                        key_mask.is_some_and(|m| m[b * p.key_frames + j / p.slots_per_frame] == 0);
                     if masked || !p.visible(i, j) {
                         *s = f64::NEG_INFINITY;
                         continue;
@@ -86,7 +93,16 @@ pub fn bias_residual_layernorm<T: Elem>(
     dim: usize,
     eps: f32,
 ) -> Result<()> {
-    check_ln(x.len(), bias.map(<[f32]>::len), residual.map(<[T]>::len), gamma.len(), beta.len(), out.len(), rows, dim)?;
+    check_ln(
+        x.len(),
+        bias.map(<[f32]>::len),
+        residual.map(<[T]>::len),
+        gamma.len(),
+        beta.len(),
+        out.len(),
+        rows,
+        dim,
+    )?;
     let mut y = vec![0f64; dim];
     for r in 0..rows {
         let base = r * dim;
@@ -124,9 +140,17 @@ pub(crate) fn check_ln(
 ) -> Result<()> {
     let n = rows * dim;
     if dim == 0 || dim > 8192 {
-        return Err(shape("dim", format!("LayerNorm width {dim} outside 1..=8192")));
+        return Err(shape(
+            "dim",
+            format!("LayerNorm width {dim} outside 1..=8192"),
+        ));
     }
-    for (name, have, need) in [("x", x, n), ("out", out, n), ("gamma", gamma, dim), ("beta", beta, dim)] {
+    for (name, have, need) in [
+        ("x", x, n),
+        ("out", out, n),
+        ("gamma", gamma, dim),
+        ("beta", beta, dim),
+    ] {
         if have < need {
             return Err(shape(name, format!("needs {need} elements, has {have}")));
         }
@@ -187,7 +211,13 @@ pub fn erf(x: f64) -> f64 {
 }
 
 /// out[i] = act(x[i] + bias[i % dim]) with act = GELU (erf) when `gelu_on`.
-pub fn bias_act<T: Elem>(x: &[T], bias: &[f32], out: &mut [T], dim: usize, gelu_on: bool) -> Result<()> {
+pub fn bias_act<T: Elem>(
+    x: &[T],
+    bias: &[f32],
+    out: &mut [T],
+    dim: usize,
+    gelu_on: bool,
+) -> Result<()> {
     check_bias_act(x.len(), bias.len(), out.len(), dim)?;
     for (i, (o, xi)) in out.iter_mut().zip(x).enumerate() {
         let y = xi.to_f32() as f64 + bias[i % dim] as f64;
@@ -198,7 +228,10 @@ pub fn bias_act<T: Elem>(x: &[T], bias: &[f32], out: &mut [T], dim: usize, gelu_
 
 pub(crate) fn check_bias_act(x: usize, bias: usize, out: usize, dim: usize) -> Result<()> {
     if dim == 0 || x % dim != 0 {
-        return Err(shape("x", format!("length {x} is not a multiple of dim {dim}")));
+        return Err(shape(
+            "x",
+            format!("length {x} is not a multiple of dim {dim}"),
+        ));
     }
     if bias < dim {
         return Err(shape("bias", format!("needs {dim} elements, has {bias}")));
@@ -210,7 +243,14 @@ pub(crate) fn check_bias_act(x: usize, bias: usize, out: usize, dim: usize) -> R
 }
 
 /// y[rows, out] = x[rows, inp] W^T with W HF-style [out, inp]; f32 accumulation.
-pub fn linear<T: Elem>(x: &[T], w: &[T], y: &mut [T], rows: usize, inp: usize, outd: usize) -> Result<()> {
+pub fn linear<T: Elem>(
+    x: &[T],
+    w: &[T],
+    y: &mut [T],
+    rows: usize,
+    inp: usize,
+    outd: usize,
+) -> Result<()> {
     check_linear(x.len(), w.len(), y.len(), rows, inp, outd)?;
     let wf: Vec<f32> = w.iter().map(|t| t.to_f32()).collect();
     let mut xr = vec![0f32; inp];
@@ -228,15 +268,32 @@ pub fn linear<T: Elem>(x: &[T], w: &[T], y: &mut [T], rows: usize, inp: usize, o
                     s[l] += a[l] * b[l];
                 }
             }
-            let tail: f32 = xr.chunks_exact(8).remainder().iter().zip(wr.chunks_exact(8).remainder()).map(|(a, b)| a * b).sum();
+            let tail: f32 = xr
+                .chunks_exact(8)
+                .remainder()
+                .iter()
+                .zip(wr.chunks_exact(8).remainder())
+                .map(|(a, b)| a * b)
+                .sum();
             y[r * outd + o] = T::from_f32(s.iter().sum::<f32>() + tail);
         }
     }
     Ok(())
 }
 
-pub(crate) fn check_linear(x: usize, w: usize, y: usize, rows: usize, inp: usize, outd: usize) -> Result<()> {
-    for (name, have, need) in [("x", x, rows * inp), ("weight", w, inp * outd), ("y", y, rows * outd)] {
+pub(crate) fn check_linear(
+    x: usize,
+    w: usize,
+    y: usize,
+    rows: usize,
+    inp: usize,
+    outd: usize,
+) -> Result<()> {
+    for (name, have, need) in [
+        ("x", x, rows * inp),
+        ("weight", w, inp * outd),
+        ("y", y, rows * outd),
+    ] {
         if have < need {
             return Err(shape(name, format!("needs {need} elements, has {have}")));
         }

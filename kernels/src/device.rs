@@ -22,7 +22,9 @@ impl DeviceSpec {
     /// Parses `auto`, `cpu`, `cuda` (= cuda:0) or `cuda:N` (case-insensitive).
     pub fn parse(s: &str) -> Result<Self> {
         let t = s.trim().to_ascii_lowercase();
-        let bad = || Error::BadDeviceSpec { spec: s.to_string() };
+        let bad = || Error::BadDeviceSpec {
+            spec: s.to_string(),
+        };
         match t.as_str() {
             "auto" => Ok(DeviceSpec::Auto),
             "cpu" => Ok(DeviceSpec::Cpu),

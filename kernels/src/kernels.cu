@@ -327,6 +327,52 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_warp(
     }
 }
 
+// LayerNorm variant: one block per row, one 16-byte vector per thread (blockDim*EPV >= dim).
+extern "C" __global__ void __launch_bounds__(1024) layernorm_vec_block(
+    const T* __restrict__ x, const float* __restrict__ bias, int has_bias,
+    const T* __restrict__ residual, int has_residual,
+    const float* __restrict__ gamma, const float* __restrict__ beta,
+    T* __restrict__ out, int rows, int dim, float eps)
+{
+    __shared__ float red[32];
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    const long long base = (long long)r * dim;
+    constexpr int EPV = 16 / sizeof(T);
+    const int c = threadIdx.x * EPV;
+    float y[EPV];
+    float s = 0.f;
+    if (c < dim) {
+        const uint4 xv = *reinterpret_cast<const uint4*>(x + base + c);
+        uint4 rv = make_uint4(0u, 0u, 0u, 0u);
+        if (has_residual) rv = *reinterpret_cast<const uint4*>(residual + base + c);
+        const T* xe = reinterpret_cast<const T*>(&xv);
+        const T* re = reinterpret_cast<const T*>(&rv);
+#pragma unroll
+        for (int i = 0; i < EPV; i++) {
+            float t = ld(xe[i]);
+            if (has_bias) t += bias[c + i];
+            if (has_residual) t += ld(re[i]);
+            y[i] = t;
+            s += t;
+        }
+    }
+    const float mean = block_sum(s, red) / (float)dim;
+    float s2 = 0.f;
+    if (c < dim) {
+#pragma unroll
+        for (int i = 0; i < EPV; i++) { const float d = y[i] - mean; s2 += d * d; }
+    }
+    const float rstd = rsqrtf(block_sum(s2, red) / (float)dim + eps);
+    if (c < dim) {
+        uint4 ov;
+        T* oe = reinterpret_cast<T*>(&ov);
+#pragma unroll
+        for (int i = 0; i < EPV; i++) oe[i] = st((y[i] - mean) * rstd * gamma[c + i] + beta[c + i]);
+        *reinterpret_cast<uint4*>(out + base + c) = ov;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(128) bias_act_vec(
     const T* __restrict__ x, const float* __restrict__ bias, T* __restrict__ out, long long n, int dim, int act)
 {

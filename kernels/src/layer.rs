@@ -64,8 +64,16 @@ impl LayerConfig {
     }
     /// Floating-point operations of one window (GEMMs + attention, visible pairs only).
     pub fn flops_per_window(&self) -> f64 {
-        let (s, ds, fs) = (self.slots() as f64, self.slot_dim as f64, self.slot_ffn as f64);
-        let (q, dq, fq) = (self.n_queries as f64, self.query_dim as f64, self.query_ffn as f64);
+        let (s, ds, fs) = (
+            self.slots() as f64,
+            self.slot_dim as f64,
+            self.slot_ffn as f64,
+        );
+        let (q, dq, fq) = (
+            self.n_queries as f64,
+            self.query_dim as f64,
+            self.query_ffn as f64,
+        );
         let spf = self.slots_per_frame as f64;
         let f = self.frames as f64;
         let pairs = match self.causal {
@@ -73,13 +81,20 @@ impl LayerConfig {
             _ => spf * spf * f * (f + 1.0) / 2.0,
         };
         let slot = 2.0 * s * ds * (3.0 * ds + ds + 2.0 * fs) + 4.0 * pairs * ds;
-        let query = 2.0 * q * dq * (3.0 * dq + dq + dq + dq + 2.0 * fq) + 2.0 * s * ds * 2.0 * dq + 4.0 * q * q * dq + 4.0 * q * s * dq;
+        let query = 2.0 * q * dq * (3.0 * dq + dq + dq + dq + 2.0 * fq)
+            + 2.0 * s * ds * 2.0 * dq
+            + 4.0 * q * q * dq
+            + 4.0 * q * s * dq;
         slot + query
     }
     /// Minimum bytes moved per call for `batch` windows: weights once + activations in/out.
     pub fn min_bytes(&self, batch: usize, elem: usize) -> f64 {
         let (ds, dq) = (self.slot_dim, self.query_dim);
-        let w = 4 * ds * ds + 2 * ds * self.slot_ffn + 6 * dq * dq + 2 * dq * ds + 2 * dq * self.query_ffn;
+        let w = 4 * ds * ds
+            + 2 * ds * self.slot_ffn
+            + 6 * dq * dq
+            + 2 * dq * ds
+            + 2 * dq * self.query_ffn;
         let act = 2 * batch * (self.slots() * ds + self.n_queries * dq);
         ((w + act) * elem) as f64
     }
@@ -155,11 +170,15 @@ pub struct HostInit {
 impl HostInit {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        HostInit { rng: rand::rngs::StdRng::seed_from_u64(seed) }
+        HostInit {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
     }
     /// Uniform in [-a, a].
     pub fn vec<T: Elem>(&mut self, n: usize, a: f32) -> Vec<T> {
-        (0..n).map(|_| T::from_f32(self.rng.random_range(-a..=a))).collect()
+        (0..n)
+            .map(|_| T::from_f32(self.rng.random_range(-a..=a)))
+            .collect()
     }
 }
 
@@ -188,7 +207,12 @@ impl<T: Elem> LayerWeights<T> {
             let v: Vec<f32> = init.vec::<f32>(n, a).into_iter().map(|x| x + c).collect();
             be.upload(&v)
         };
-        let mut norm = |n: usize| -> Result<Norm> { Ok(Norm { gamma: vecf(n, 0.1, 1.0)?, beta: vecf(n, 0.1, 0.0)? }) };
+        let mut norm = |n: usize| -> Result<Norm> {
+            Ok(Norm {
+                gamma: vecf(n, 0.1, 1.0)?,
+                beta: vecf(n, 0.1, 0.0)?,
+            })
+        };
         let slot_ln1 = norm(ds)?;
         let slot_ln2 = norm(ds)?;
         let q_ln1 = norm(dq)?;
@@ -198,22 +222,43 @@ impl<T: Elem> LayerWeights<T> {
         Ok(LayerWeights {
             slot_qkv,
             slot_qkv_bias: [b(ds)?, b(ds)?, b(ds)?],
-            slot_out: Linear { w: slot_out_w, b: b(ds)? },
+            slot_out: Linear {
+                w: slot_out_w,
+                b: b(ds)?,
+            },
             slot_ln1,
-            slot_ffn1: Linear { w: slot_ffn1_w, b: b(fs)? },
-            slot_ffn2: Linear { w: slot_ffn2_w, b: b(ds)? },
+            slot_ffn1: Linear {
+                w: slot_ffn1_w,
+                b: b(fs)?,
+            },
+            slot_ffn2: Linear {
+                w: slot_ffn2_w,
+                b: b(ds)?,
+            },
             slot_ln2,
             q_qkv,
             q_qkv_bias: [b(dq)?, b(dq)?, b(dq)?],
-            q_out: Linear { w: q_out_w, b: b(dq)? },
+            q_out: Linear {
+                w: q_out_w,
+                b: b(dq)?,
+            },
             q_ln1,
             x_q,
             x_kv,
             x_bias: [b(dq)?, b(dq)?, b(dq)?],
-            x_out: Linear { w: x_out_w, b: b(dq)? },
+            x_out: Linear {
+                w: x_out_w,
+                b: b(dq)?,
+            },
             x_ln,
-            q_ffn1: Linear { w: q_ffn1_w, b: b(fq)? },
-            q_ffn2: Linear { w: q_ffn2_w, b: b(dq)? },
+            q_ffn1: Linear {
+                w: q_ffn1_w,
+                b: b(fq)?,
+            },
+            q_ffn2: Linear {
+                w: q_ffn2_w,
+                b: b(dq)?,
+            },
             q_ln2,
         })
     }
@@ -285,7 +330,18 @@ pub fn forward<T: Elem>(
 where
     CudaBlas: Gemm<T>,
 {
-    forward_marked(cfg, be, w, s, slots, queries, key_mask, slots_out, queries_out, &mut |_| Ok(()))
+    forward_marked(
+        cfg,
+        be,
+        w,
+        s,
+        slots,
+        queries,
+        key_mask,
+        slots_out,
+        queries_out,
+        &mut |_| Ok(()),
+    )
 }
 
 /// [`forward`] calling `mark(step)` after each step (the benchmark records an event there).
@@ -310,7 +366,10 @@ where
     let (n, m) = (b * sl, b * nq);
     let (ds, dq, fs, fq) = (cfg.slot_dim, cfg.query_dim, cfg.slot_ffn, cfg.query_ffn);
     if ds % cfg.slot_heads != 0 || dq % cfg.query_heads != 0 {
-        return Err(shape("heads", "slot_dim/query_dim must be divisible by their head counts"));
+        return Err(shape(
+            "heads",
+            "slot_dim/query_dim must be divisible by their head counts",
+        ));
     }
     if slots.len() < n * ds || slots_out.len() < n * ds {
         return Err(shape("slots", format!("needs [{b}, {sl}, {ds}]")));
@@ -323,7 +382,15 @@ where
     // --- slot self-attention (block-causal over frames) ---
     be.linear(slots, &w.slot_qkv, &mut s.qkv, n, ds, 3 * ds)?;
     mark("slot qkv gemm")?;
-    let mut p = AttnParams::contiguous(b, cfg.slot_heads, sl, sl, hs, cfg.causal, cfg.slots_per_frame);
+    let mut p = AttnParams::contiguous(
+        b,
+        cfg.slot_heads,
+        sl,
+        sl,
+        hs,
+        cfg.causal,
+        cfg.slots_per_frame,
+    );
     p.q = Strides::packed(sl, hs, 3 * ds);
     p.k = p.q;
     p.v = p.q;
@@ -331,11 +398,29 @@ where
     p.offsets = [0, ds, 2 * ds, 0];
     p.key_frames = cfg.frames;
     let qkv = &s.qkv;
-    be.attention(&p, qkv, qkv, qkv, Some(bias(&w.slot_qkv_bias)), key_mask, &mut s.attn)?;
+    be.attention(
+        &p,
+        qkv,
+        qkv,
+        qkv,
+        Some(bias(&w.slot_qkv_bias)),
+        key_mask,
+        &mut s.attn,
+    )?;
     mark("slot attention")?;
     be.linear(&s.attn, &w.slot_out.w, &mut s.proj, n, ds, ds)?;
     mark("slot out gemm")?;
-    be.bias_residual_layernorm(&s.proj, Some(&w.slot_out.b), Some(slots), &w.slot_ln1.gamma, &w.slot_ln1.beta, &mut s.x1, n, ds, cfg.eps)?;
+    be.bias_residual_layernorm(
+        &s.proj,
+        Some(&w.slot_out.b),
+        Some(slots),
+        &w.slot_ln1.gamma,
+        &w.slot_ln1.beta,
+        &mut s.x1,
+        n,
+        ds,
+        cfg.eps,
+    )?;
     mark("slot ln1")?;
     be.linear(&s.x1, &w.slot_ffn1.w, &mut s.ffn, n, ds, fs)?;
     mark("slot ffn1 gemm")?;
@@ -343,7 +428,17 @@ where
     mark("slot bias+gelu")?;
     be.linear(&s.ffn_act, &w.slot_ffn2.w, &mut s.proj, n, fs, ds)?;
     mark("slot ffn2 gemm")?;
-    be.bias_residual_layernorm(&s.proj, Some(&w.slot_ffn2.b), Some(&s.x1), &w.slot_ln2.gamma, &w.slot_ln2.beta, slots_out, n, ds, cfg.eps)?;
+    be.bias_residual_layernorm(
+        &s.proj,
+        Some(&w.slot_ffn2.b),
+        Some(&s.x1),
+        &w.slot_ln2.gamma,
+        &w.slot_ln2.beta,
+        slots_out,
+        n,
+        ds,
+        cfg.eps,
+    )?;
     mark("slot ln2")?;
 
     // --- query self-attention ---
@@ -356,11 +451,29 @@ where
     p.o = Strides::packed(nq, hq, dq);
     p.offsets = [0, dq, 2 * dq, 0];
     let qq = &s.qqkv;
-    be.attention(&p, qq, qq, qq, Some(bias(&w.q_qkv_bias)), None, &mut s.qattn)?;
+    be.attention(
+        &p,
+        qq,
+        qq,
+        qq,
+        Some(bias(&w.q_qkv_bias)),
+        None,
+        &mut s.qattn,
+    )?;
     mark("query self-attention")?;
     be.linear(&s.qattn, &w.q_out.w, &mut s.qproj, m, dq, dq)?;
     mark("query out gemm")?;
-    be.bias_residual_layernorm(&s.qproj, Some(&w.q_out.b), Some(queries), &w.q_ln1.gamma, &w.q_ln1.beta, &mut s.q1, m, dq, cfg.eps)?;
+    be.bias_residual_layernorm(
+        &s.qproj,
+        Some(&w.q_out.b),
+        Some(queries),
+        &w.q_ln1.gamma,
+        &w.q_ln1.beta,
+        &mut s.q1,
+        m,
+        dq,
+        cfg.eps,
+    )?;
     mark("query ln1")?;
 
     // --- query cross-attention over the layer's output slots ---
@@ -368,18 +481,44 @@ where
     mark("cross q gemm")?;
     be.linear(slots_out, &w.x_kv, &mut s.xkv, n, ds, 2 * dq)?;
     mark("cross kv gemm")?;
-    let mut p = AttnParams::contiguous(b, cfg.query_heads, nq, sl, hq, Causal::None, cfg.slots_per_frame);
+    let mut p = AttnParams::contiguous(
+        b,
+        cfg.query_heads,
+        nq,
+        sl,
+        hq,
+        Causal::None,
+        cfg.slots_per_frame,
+    );
     p.q = Strides::packed(nq, hq, dq);
     p.k = Strides::packed(sl, hq, 2 * dq);
     p.v = p.k;
     p.o = p.q;
     p.offsets = [0, 0, dq, 0];
     p.key_frames = cfg.frames;
-    be.attention(&p, &s.xq, &s.xkv, &s.xkv, Some(bias(&w.x_bias)), key_mask, &mut s.qattn)?;
+    be.attention(
+        &p,
+        &s.xq,
+        &s.xkv,
+        &s.xkv,
+        Some(bias(&w.x_bias)),
+        key_mask,
+        &mut s.qattn,
+    )?;
     mark("cross attention")?;
     be.linear(&s.qattn, &w.x_out.w, &mut s.qproj, m, dq, dq)?;
     mark("cross out gemm")?;
-    be.bias_residual_layernorm(&s.qproj, Some(&w.x_out.b), Some(&s.q1), &w.x_ln.gamma, &w.x_ln.beta, &mut s.q2, m, dq, cfg.eps)?;
+    be.bias_residual_layernorm(
+        &s.qproj,
+        Some(&w.x_out.b),
+        Some(&s.q1),
+        &w.x_ln.gamma,
+        &w.x_ln.beta,
+        &mut s.q2,
+        m,
+        dq,
+        cfg.eps,
+    )?;
     mark("cross ln")?;
 
     // --- query FFN ---
@@ -389,11 +528,25 @@ where
     mark("query bias+gelu")?;
     be.linear(&s.qffn_act, &w.q_ffn2.w, &mut s.qproj, m, fq, dq)?;
     mark("query ffn2 gemm")?;
-    be.bias_residual_layernorm(&s.qproj, Some(&w.q_ffn2.b), Some(&s.q2), &w.q_ln2.gamma, &w.q_ln2.beta, queries_out, m, dq, cfg.eps)?;
+    be.bias_residual_layernorm(
+        &s.qproj,
+        Some(&w.q_ffn2.b),
+        Some(&s.q2),
+        &w.q_ln2.gamma,
+        &w.q_ln2.beta,
+        queries_out,
+        m,
+        dq,
+        cfg.eps,
+    )?;
     mark("query ln2")?;
     Ok(())
 }
 
 fn bias(x: &[Buf<f32>; 3]) -> AttnBias<'_, Buf<f32>> {
-    AttnBias { q: &x[0], k: &x[1], v: &x[2] }
+    AttnBias {
+        q: &x[0],
+        k: &x[1],
+        v: &x[2],
+    }
 }

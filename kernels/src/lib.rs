@@ -26,6 +26,6 @@ pub use device::{Backend, DeviceSpec};
 pub use dtype::{DType, Elem};
 pub use error::{Error, Result};
 
+pub use layer::{LayerConfig, LayerWeights};
 pub use ops::Buf;
 pub use params::{AttnBias, AttnParams, Causal, Strides};
-pub use layer::{LayerConfig, LayerWeights};

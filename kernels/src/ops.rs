@@ -36,25 +36,37 @@ impl<T> Buf<T> {
 fn host<'a, T>(b: &'a Buf<T>, name: &'static str) -> Result<&'a [T]> {
     match b {
         Buf::Host(v) => Ok(v),
-        Buf::Cuda(_) => Err(Error::WrongDevice { tensor: name, msg: "on CUDA, backend is cpu" }),
+        Buf::Cuda(_) => Err(Error::WrongDevice {
+            tensor: name,
+            msg: "on CUDA, backend is cpu",
+        }),
     }
 }
 fn host_mut<'a, T>(b: &'a mut Buf<T>, name: &'static str) -> Result<&'a mut [T]> {
     match b {
         Buf::Host(v) => Ok(v),
-        Buf::Cuda(_) => Err(Error::WrongDevice { tensor: name, msg: "on CUDA, backend is cpu" }),
+        Buf::Cuda(_) => Err(Error::WrongDevice {
+            tensor: name,
+            msg: "on CUDA, backend is cpu",
+        }),
     }
 }
 fn dev<'a, T>(b: &'a Buf<T>, name: &'static str) -> Result<&'a CudaSlice<T>> {
     match b {
         Buf::Cuda(s) => Ok(s),
-        Buf::Host(_) => Err(Error::WrongDevice { tensor: name, msg: "on the host, backend is CUDA" }),
+        Buf::Host(_) => Err(Error::WrongDevice {
+            tensor: name,
+            msg: "on the host, backend is CUDA",
+        }),
     }
 }
 fn dev_mut<'a, T>(b: &'a mut Buf<T>, name: &'static str) -> Result<&'a mut CudaSlice<T>> {
     match b {
         Buf::Cuda(s) => Ok(s),
-        Buf::Host(_) => Err(Error::WrongDevice { tensor: name, msg: "on the host, backend is CUDA" }),
+        Buf::Host(_) => Err(Error::WrongDevice {
+            tensor: name,
+            msg: "on the host, backend is CUDA",
+        }),
     }
 }
 
@@ -71,7 +83,10 @@ impl Backend {
         match (self, x) {
             (_, Buf::Host(v)) => Ok(v.clone()),
             (Backend::Cuda(g), Buf::Cuda(s)) => g.download(s),
-            (Backend::Cpu, Buf::Cuda(_)) => Err(Error::WrongDevice { tensor: "x", msg: "on CUDA, backend is cpu" }),
+            (Backend::Cpu, Buf::Cuda(_)) => Err(Error::WrongDevice {
+                tensor: "x",
+                msg: "on CUDA, backend is cpu",
+            }),
         }
     }
     /// A zeroed buffer.
@@ -97,19 +112,43 @@ impl Backend {
         match self {
             Backend::Cpu => {
                 let bias = match bias {
-                    Some(b) => Some(AttnBias { q: host(b.q, "q_bias")?, k: host(b.k, "k_bias")?, v: host(b.v, "v_bias")? }),
+                    Some(b) => Some(AttnBias {
+                        q: host(b.q, "q_bias")?,
+                        k: host(b.k, "k_bias")?,
+                        v: host(b.v, "v_bias")?,
+                    }),
                     None => None,
                 };
                 let mask = key_mask.map(|m| host(m, "key_mask")).transpose()?;
-                cpu::attention(p, host(q, "q")?, host(k, "k")?, host(v, "v")?, bias, mask, host_mut(out, "out")?)
+                cpu::attention(
+                    p,
+                    host(q, "q")?,
+                    host(k, "k")?,
+                    host(v, "v")?,
+                    bias,
+                    mask,
+                    host_mut(out, "out")?,
+                )
             }
             Backend::Cuda(g) => {
                 let bias = match bias {
-                    Some(b) => Some(AttnBias { q: dev(b.q, "q_bias")?, k: dev(b.k, "k_bias")?, v: dev(b.v, "v_bias")? }),
+                    Some(b) => Some(AttnBias {
+                        q: dev(b.q, "q_bias")?,
+                        k: dev(b.k, "k_bias")?,
+                        v: dev(b.v, "v_bias")?,
+                    }),
                     None => None,
                 };
                 let mask = key_mask.map(|m| dev(m, "key_mask")).transpose()?;
-                g.attention(p, dev(q, "q")?, dev(k, "k")?, dev(v, "v")?, bias, mask, dev_mut(out, "out")?)
+                g.attention(
+                    p,
+                    dev(q, "q")?,
+                    dev(k, "k")?,
+                    dev(v, "v")?,
+                    bias,
+                    mask,
+                    dev_mut(out, "out")?,
+                )
             }
         }
     }
@@ -155,20 +194,54 @@ impl Backend {
     }
 
     /// out = act(x + bias) over rows of `dim`; act = GELU (erf) when `gelu`.
-    pub fn bias_act<T: Elem>(&self, x: &Buf<T>, bias: &Buf<f32>, out: &mut Buf<T>, dim: usize, gelu: bool) -> Result<()> {
+    pub fn bias_act<T: Elem>(
+        &self,
+        x: &Buf<T>,
+        bias: &Buf<f32>,
+        out: &mut Buf<T>,
+        dim: usize,
+        gelu: bool,
+    ) -> Result<()> {
         match self {
-            Backend::Cpu => cpu::bias_act(host(x, "x")?, host(bias, "bias")?, host_mut(out, "out")?, dim, gelu),
-            Backend::Cuda(g) => g.bias_act(dev(x, "x")?, dev(bias, "bias")?, dev_mut(out, "out")?, dim, gelu),
+            Backend::Cpu => cpu::bias_act(
+                host(x, "x")?,
+                host(bias, "bias")?,
+                host_mut(out, "out")?,
+                dim,
+                gelu,
+            ),
+            Backend::Cuda(g) => g.bias_act(
+                dev(x, "x")?,
+                dev(bias, "bias")?,
+                dev_mut(out, "out")?,
+                dim,
+                gelu,
+            ),
         }
     }
 
     /// y[rows, out] = x[rows, inp] W^T (W HF [out, inp]).
-    pub fn linear<T: Elem>(&self, x: &Buf<T>, w: &Buf<T>, y: &mut Buf<T>, rows: usize, inp: usize, outd: usize) -> Result<()>
+    pub fn linear<T: Elem>(
+        &self,
+        x: &Buf<T>,
+        w: &Buf<T>,
+        y: &mut Buf<T>,
+        rows: usize,
+        inp: usize,
+        outd: usize,
+    ) -> Result<()>
     where
         CudaBlas: Gemm<T>,
     {
         match self {
-            Backend::Cpu => cpu::linear(host(x, "x")?, host(w, "weight")?, host_mut(y, "y")?, rows, inp, outd),
+            Backend::Cpu => cpu::linear(
+                host(x, "x")?,
+                host(w, "weight")?,
+                host_mut(y, "y")?,
+                rows,
+                inp,
+                outd,
+            ),
             Backend::Cuda(g) => {
                 let xv = dev(x, "x")?.as_view();
                 let mut yv = dev_mut(y, "y")?.as_view_mut();

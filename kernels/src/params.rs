@@ -159,10 +159,26 @@ impl AttnParams {
         }
         let (b, h, d) = (self.batch, self.heads, self.head_dim);
         let checks = [
-            ("q", self.q.extent(self.offsets[0], b, h, self.q_len, d), q_len),
-            ("k", self.k.extent(self.offsets[1], b, h, self.kv_len, d), k_len),
-            ("v", self.v.extent(self.offsets[2], b, h, self.kv_len, d), v_len),
-            ("o", self.o.extent(self.offsets[3], b, h, self.q_len, d), o_len),
+            (
+                "q",
+                self.q.extent(self.offsets[0], b, h, self.q_len, d),
+                q_len,
+            ),
+            (
+                "k",
+                self.k.extent(self.offsets[1], b, h, self.kv_len, d),
+                k_len,
+            ),
+            (
+                "v",
+                self.v.extent(self.offsets[2], b, h, self.kv_len, d),
+                v_len,
+            ),
+            (
+                "o",
+                self.o.extent(self.offsets[3], b, h, self.q_len, d),
+                o_len,
+            ),
         ];
         for (name, need, have) in checks {
             if need > have {
@@ -174,7 +190,10 @@ impl AttnParams {
         }
         if let Some(bl) = bias_len {
             if bl < h * d {
-                return Err(shape("qkv_bias", format!("needs {} elements, has {bl}", h * d)));
+                return Err(shape(
+                    "qkv_bias",
+                    format!("needs {} elements, has {bl}", h * d),
+                ));
             }
         }
         if let Some(ml) = mask_len {
@@ -182,13 +201,19 @@ impl AttnParams {
             if self.key_frames < need_frames {
                 return Err(shape(
                     "key_mask",
-                    format!("key_frames {} < {need_frames} frames of keys", self.key_frames),
+                    format!(
+                        "key_frames {} < {need_frames} frames of keys",
+                        self.key_frames
+                    ),
                 ));
             }
             if ml < b * self.key_frames {
                 return Err(shape(
                     "key_mask",
-                    format!("needs {} entries [batch, key_frames], has {ml}", b * self.key_frames),
+                    format!(
+                        "needs {} entries [batch, key_frames], has {ml}",
+                        b * self.key_frames
+                    ),
                 ));
             }
         }

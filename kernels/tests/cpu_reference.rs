@@ -4,7 +4,10 @@
 
 use rand::{Rng, SeedableRng};
 use sensorium_kernels::layer::{self, Scratch};
-use sensorium_kernels::{cpu, AttnBias, AttnParams, Backend, Causal, DeviceSpec, Error, LayerConfig, LayerWeights, Strides};
+use sensorium_kernels::{
+    cpu, AttnBias, AttnParams, Backend, Causal, DeviceSpec, Error, LayerConfig, LayerWeights,
+    Strides,
+};
 
 fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -19,35 +22,48 @@ fn dense(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u8]>) -
                 .map(|i| {
                     (0..p.kv_len)
                         .map(|j| {
-                            let (qf, kf) = ((p.q_offset + i) / p.slots_per_frame, j / p.slots_per_frame);
+                            let (qf, kf) =
+                                ((p.q_offset + i) / p.slots_per_frame, j / p.slots_per_frame);
                             let dir = match p.causal {
                                 Causal::None => true,
                                 Causal::Past => kf <= qf,
                                 Causal::Future => kf >= qf,
                             };
-                            dir && mask.is_none_or(|m| m[b * p.key_frames + kf] != 0)
+                            dir && mask.map_or(true, |m| m[b * p.key_frames + kf] != 0)
                         })
                         .collect()
                 })
                 .collect();
             for i in 0..p.q_len {
-                let qi = &q[p.offsets[0] + b * p.q.batch + h * p.q.head + i * p.q.row..][..p.head_dim];
+                let qi =
+                    &q[p.offsets[0] + b * p.q.batch + h * p.q.head + i * p.q.row..][..p.head_dim];
                 let s: Vec<f64> = (0..p.kv_len)
                     .map(|j| {
-                        let kj = &k[p.offsets[1] + b * p.k.batch + h * p.k.head + j * p.k.row..][..p.head_dim];
+                        let kj = &k[p.offsets[1] + b * p.k.batch + h * p.k.head + j * p.k.row..]
+                            [..p.head_dim];
                         let d: f64 = qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum();
-                        if allowed[i][j] { d * p.scale as f64 } else { f64::NEG_INFINITY }
+                        if allowed[i][j] {
+                            d * p.scale as f64
+                        } else {
+                            f64::NEG_INFINITY
+                        }
                     })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let w: Vec<f64> = s.iter().map(|x| if mx.is_finite() { (x - mx).exp() } else { 0.0 }).collect();
+                let w: Vec<f64> = s
+                    .iter()
+                    .map(|x| if mx.is_finite() { (x - mx).exp() } else { 0.0 })
+                    .collect();
                 let z: f64 = w.iter().sum();
                 for d in 0..p.head_dim {
                     let mut acc = 0f64;
                     for j in 0..p.kv_len {
-                        acc += w[j] * v[p.offsets[2] + b * p.v.batch + h * p.v.head + j * p.v.row + d] as f64;
+                        acc += w[j]
+                            * v[p.offsets[2] + b * p.v.batch + h * p.v.head + j * p.v.row + d]
+                                as f64;
                     }
-                    out[((b * p.heads + h) * p.q_len + i) * p.head_dim + d] = if z > 0.0 { (acc / z) as f32 } else { 0.0 };
+                    out[((b * p.heads + h) * p.q_len + i) * p.head_dim + d] =
+                        if z > 0.0 { (acc / z) as f32 } else { 0.0 };
                 }
             }
         }
@@ -57,7 +73,10 @@ fn dense(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[u8]>) -
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -79,7 +98,10 @@ fn attention_matches_dense_masked_softmax() {
                 cpu::attention(&p, &q, &k, &v, None, m, &mut out).unwrap();
                 let want = dense(&p, &q, &k, &v, m);
                 let err = max_abs_diff(&out, &want);
-                assert!(err < 1e-6, "spf {spf} frames {frames} {causal:?} mask {with_mask}: max diff {err}");
+                assert!(
+                    err < 1e-6,
+                    "spf {spf} frames {frames} {causal:?} mask {with_mask}: max diff {err}"
+                );
             }
         }
     }
@@ -108,7 +130,8 @@ fn packed_strides_and_offsets_match_contiguous() {
             for hi in 0..h {
                 for si in 0..s {
                     for d in 0..hd {
-                        t[((bi * h + hi) * s + si) * hd + d] = fused[(bi * s + si) * width + part * h * hd + hi * hd + d];
+                        t[((bi * h + hi) * s + si) * hd + d] =
+                            fused[(bi * s + si) * width + part * h * hd + hi * hd + d];
                     }
                 }
             }
@@ -117,12 +140,24 @@ fn packed_strides_and_offsets_match_contiguous() {
     };
     let pc = AttnParams::contiguous(b, h, s, s, hd, Causal::Past, spf);
     let mut out = vec![f32::NAN; b * h * s * hd];
-    cpu::attention(&pc, &gather(0), &gather(1), &gather(2), None, None, &mut out).unwrap();
+    cpu::attention(
+        &pc,
+        &gather(0),
+        &gather(1),
+        &gather(2),
+        None,
+        None,
+        &mut out,
+    )
+    .unwrap();
     for bi in 0..b {
         for hi in 0..h {
             for si in 0..s {
                 for d in 0..hd {
-                    assert_eq!(packed_out[(bi * s + si) * h * hd + hi * hd + d], out[((bi * h + hi) * s + si) * hd + d]);
+                    assert_eq!(
+                        packed_out[(bi * s + si) * h * hd + hi * hd + d],
+                        out[((bi * h + hi) * s + si) * hd + d]
+                    );
                 }
             }
         }
@@ -150,7 +185,16 @@ fn past_and_future_directions_see_the_right_frames() {
         let r = f * spf * hd..(f + 1) * spf * hd;
         let p = AttnParams::contiguous(1, 1, spf, spf, hd, Causal::None, spf);
         let mut out = vec![f32::NAN; spf * hd];
-        cpu::attention(&p, &q[r.clone()], &k[r.clone()], &v[r], None, None, &mut out).unwrap();
+        cpu::attention(
+            &p,
+            &q[r.clone()],
+            &k[r.clone()],
+            &v[r],
+            None,
+            None,
+            &mut out,
+        )
+        .unwrap();
         out
     };
     // Past-only: frame 0 sees only itself; the last frame sees everything.
@@ -172,7 +216,11 @@ fn incremental_rows_equal_full_rows() {
     let k = rand_vec(&mut rng, b * h * s * hd);
     let v = rand_vec(&mut rng, b * h * s * hd);
     let bias: Vec<Vec<f32>> = (0..3).map(|_| rand_vec(&mut rng, h * hd)).collect();
-    let ab = AttnBias { q: &bias[0][..], k: &bias[1][..], v: &bias[2][..] };
+    let ab = AttnBias {
+        q: &bias[0][..],
+        k: &bias[1][..],
+        v: &bias[2][..],
+    };
     let full_p = AttnParams::contiguous(b, h, s, s, hd, Causal::Past, spf);
     let mut full = vec![f32::NAN; q.len()];
     cpu::attention(&full_p, &q, &k, &v, Some(ab), None, &mut full).unwrap();
@@ -210,7 +258,10 @@ fn fully_masked_rows_are_zero_and_short_buffers_are_named() {
     assert!(out[..spf * hd].iter().all(|&y| y == 0.0));
     assert!(out[spf * hd..].iter().all(|y| y.is_finite() && *y != 0.0));
     let err = cpu::attention(&p, &x, &x[..5], &x, None, None, &mut out).unwrap_err();
-    assert_eq!(err.to_string(), "tensor k: needs 16 elements for batch 1, heads 1, head_dim 4, but has 5");
+    assert_eq!(
+        err.to_string(),
+        "tensor k: needs 16 elements for batch 1, heads 1, head_dim 4, but has 5"
+    );
     let err = cpu::attention(&p, &x, &x, &x, None, Some(&mask[..1]), &mut out).unwrap_err();
     assert!(err.to_string().starts_with("tensor key_mask:"), "{err}");
 }
@@ -226,7 +277,10 @@ fn layernorm_and_gelu_values() {
     for row in out.chunks(6) {
         let mean: f32 = row.iter().sum::<f32>() / 6.0;
         let var: f32 = row.iter().map(|y| (y - mean) * (y - mean)).sum::<f32>() / 6.0;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "mean {mean} var {var}"
+        );
     }
     // erf and BERT GELU against known values.
     assert!((cpu::erf(0.5) - 0.520_499_877_813_046_5).abs() < 1e-14);
@@ -236,13 +290,31 @@ fn layernorm_and_gelu_values() {
     assert!((cpu::gelu(-1.0) + 0.158_655_253_931_457_07).abs() < 1e-14);
     let mut o = [0f32; 2];
     cpu::bias_act(&[0.5f32, -1.5], &[0.5, 0.5], &mut o, 2, true).unwrap();
-    assert!((o[0] - 0.841_344_7).abs() < 1e-6 && (o[1] + 0.158_655_26).abs() < 1e-6, "{o:?}");
+    assert!(
+        (o[0] - 0.841_344_7).abs() < 1e-6 && (o[1] + 0.158_655_26).abs() < 1e-6,
+        "{o:?}"
+    );
     let err = cpu::bias_act(&[0.0f32; 3], &[0.0; 2], &mut [0.0; 3], 2, true).unwrap_err();
-    assert_eq!(err.to_string(), "tensor x: length 3 is not a multiple of dim 2");
+    assert_eq!(
+        err.to_string(),
+        "tensor x: length 3 is not a multiple of dim 2"
+    );
 }
 
 fn small_cfg(causal: Causal) -> LayerConfig {
-    LayerConfig { slot_dim: 32, slot_heads: 2, slot_ffn: 48, query_dim: 16, query_heads: 2, query_ffn: 24, n_queries: 4, slots_per_frame: 3, frames: 3, causal, ..Default::default() }
+    LayerConfig {
+        slot_dim: 32,
+        slot_heads: 2,
+        slot_ffn: 48,
+        query_dim: 16,
+        query_heads: 2,
+        query_ffn: 24,
+        n_queries: 4,
+        slots_per_frame: 3,
+        frames: 3,
+        causal,
+        ..Default::default()
+    }
 }
 
 fn run_layer(cfg: &LayerConfig, slots: &[f32], queries: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -275,8 +347,16 @@ fn layer_slot_outputs_are_causal_over_frames() {
             Causal::Past => assert!(first_same, "past-only: frame 0 must not see the last frame"),
             _ => assert!(!first_same, "future: frame 0 sees the last frame"),
         }
-        assert!(max_abs_diff(&a[(cfg.frames - 1) * per_frame..], &b[(cfg.frames - 1) * per_frame..]) > 1e-3);
-        assert!(max_abs_diff(&qa, &qb) > 1e-4, "queries cross-attend every frame");
+        assert!(
+            max_abs_diff(
+                &a[(cfg.frames - 1) * per_frame..],
+                &b[(cfg.frames - 1) * per_frame..]
+            ) > 1e-3
+        );
+        assert!(
+            max_abs_diff(&qa, &qb) > 1e-4,
+            "queries cross-attend every frame"
+        );
     }
 }
 
@@ -289,11 +369,18 @@ fn device_spec_parsing_and_cpu_fallback() {
     for bad in ["cuda:x", "tpu", "cuda:", ""] {
         let e = DeviceSpec::parse(bad).unwrap_err();
         assert!(matches!(e, Error::BadDeviceSpec { .. }));
-        assert_eq!(e.to_string(), format!("invalid device {bad:?}: expected auto, cpu, cuda or cuda:N"));
+        assert_eq!(
+            e.to_string(),
+            format!("invalid device {bad:?}: expected auto, cpu, cuda or cuda:N")
+        );
     }
     if !sensorium_kernels::cuda::driver_present() {
         assert!(matches!(DeviceSpec::Auto.open().unwrap(), Backend::Cpu));
         let e = DeviceSpec::Cuda(0).open().unwrap_err();
-        assert!(e.to_string().starts_with("CUDA device 0 unavailable: the CUDA driver library"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("CUDA device 0 unavailable: the CUDA driver library"),
+            "{e}"
+        );
     }
 }

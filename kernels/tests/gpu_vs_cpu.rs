@@ -14,6 +14,11 @@ fn cuda_kernels_match_cpu_references() {
     };
     let res = check::run_all(&g, false).expect("check sweep");
     let failed: Vec<_> = res.iter().filter(|r| !r.passed()).collect();
-    assert!(failed.is_empty(), "{} of {} failed: {failed:#?}", failed.len(), res.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:#?}",
+        failed.len(),
+        res.len()
+    );
     assert!(res.len() > 300, "sweep shrank to {} cases", res.len());
 }

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sensorium_kernels::cuda::{AttnKernel, Gpu};
+use sensorium_kernels::cuda::{AttnKernel, Gpu, LnVariant};
 use sensorium_kernels::{bench, check, DeviceSpec, LayerConfig};
 
 fn main() -> ExitCode {
@@ -40,7 +40,11 @@ fn run() -> anyhow::Result<ExitCode> {
                     .next()
                     .context("--batches needs a list")?
                     .split(',')
-                    .map(|s| s.trim().parse::<usize>().with_context(|| format!("bad batch size {s:?} in --batches")))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<usize>()
+                            .with_context(|| format!("bad batch size {s:?} in --batches"))
+                    })
                     .collect::<anyhow::Result<_>>()?
             }
             other => anyhow::bail!("unknown argument {other:?}\n{}", usage()),
@@ -68,10 +72,20 @@ fn run() -> anyhow::Result<ExitCode> {
         for r in &res {
             let ok = r.passed();
             failed += usize::from(!ok);
-            println!("{} rel_err {:.3e} (tol {:.0e}) {}", if ok { "PASS" } else { "FAIL" }, r.rel_err, r.tol, r.name);
+            println!(
+                "{} rel_err {:.3e} (tol {:.0e}) {}",
+                if ok { "PASS" } else { "FAIL" },
+                r.rel_err,
+                r.tol,
+                r.name
+            );
         }
         println!("{} passed, {} failed", res.len() - failed, failed);
-        return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     for dt in sensorium_kernels::DType::ALL {
         g.warm(dt)?;
@@ -85,16 +99,28 @@ fn run() -> anyhow::Result<ExitCode> {
             rows.push(bench::bench_attention(&g, which, b)?);
         }
     }
-    for &b in &batches {
-        rows.push(bench::bench_layer(&g, &cfg, b)?);
+    for v in [LnVariant::WarpPerRow, LnVariant::BlockPerRow] {
+        g.set_ln_variant(v);
+        for &b in &batches {
+            let mut t = bench::bench_layer(&g, &cfg, b)?;
+            t.name = format!("Q-Former layer bf16 ours, LN {v:?}");
+            rows.push(t);
+        }
     }
-    println!("{:<58} {:>6} {:>10} {:>9} {:>9} {:>8}", "item", "batch", "median ms", "TFLOP/s", "GB/s", "%roof");
+    g.set_ln_variant(LnVariant::BlockPerRow);
+    println!(
+        "{:<58} {:>6} {:>10} {:>9} {:>9} {:>8}",
+        "item", "batch", "median ms", "TFLOP/s", "GB/s", "%roof"
+    );
     for r in &rows {
         // Roofline: min over compute and memory ceilings of the achievable time.
         let t_c = r.tflops * r.median_ms / gemm;
         let t_m = r.gbps * r.median_ms / bw;
         let pct = 100.0 * t_c.max(t_m) / r.median_ms;
-        println!("{:<58} {:>6} {:>10.4} {:>9.1} {:>9.1} {:>7.1}%", r.name, r.batch, r.median_ms, r.tflops, r.gbps, pct);
+        println!(
+            "{:<58} {:>6} {:>10.4} {:>9.1} {:>9.1} {:>7.1}%",
+            r.name, r.batch, r.median_ms, r.tflops, r.gbps, pct
+        );
     }
     let prof_batch = *batches.iter().max().unwrap_or(&64);
     let prof = bench::profile_layer(&g, &cfg, prof_batch)?;
@@ -105,7 +131,8 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = json {
         let v = serde_json::json!({ "device": g.describe(), "gemm_bf16_tflops": gemm, "copy_gbps": bw, "rows": rows, "profile_batch": prof_batch, "profile": prof });
-        std::fs::write(&p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {p}"))?;
+        std::fs::write(&p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {p}"))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,7 @@ struct Funcs {
     fill_nan: CudaFunction,
     broadcast: CudaFunction,
     layernorm_warp: CudaFunction,
+    layernorm_vec_block: CudaFunction,
     bias_act_vec: CudaFunction,
     /// Tensor-core attention for head_dim 64 and 128 (16-bit storage only).
     attention_mma: Option<[CudaFunction; 2]>,
@@ -54,11 +55,29 @@ pub struct Gpu {
     /// A one-element f32 buffer passed where an optional pointer is absent.
     dummy_f32: CudaSlice<f32>,
     dummy_u8: CudaSlice<u8>,
+    /// LayerNorm launch shape for vectorisable rows (see [`LnVariant`]).
+    ln_variant: std::sync::atomic::AtomicU8,
+}
+
+/// How the vectorised LayerNorm is launched (both are checked; the benchmark times both).
+/// BlockPerRow is the default: 1.4% faster per layer at batch 256 on an H100 (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LnVariant {
+    /// One warp per row, the row in registers (dim <= 64 per lane).
+    WarpPerRow = 0,
+    /// One block per row, one 16-byte vector per thread (dim <= 1024 vectors).
+    BlockPerRow = 1,
 }
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gpu({} {}, {})", self.ctx.ordinal(), self.name, self.arch)
+        write!(
+            f,
+            "Gpu({} {}, {})",
+            self.ctx.ordinal(),
+            self.name,
+            self.arch
+        )
     }
 }
 
@@ -73,7 +92,9 @@ impl Gpu {
     pub fn new(ordinal: usize) -> Result<Arc<Gpu>> {
         let unavailable = |reason: String| Error::CudaUnavailable { ordinal, reason };
         if !driver_present() {
-            return Err(unavailable("the CUDA driver library (libcuda.so.1) was not found".into()));
+            return Err(unavailable(
+                "the CUDA driver library (libcuda.so.1) was not found".into(),
+            ));
         }
         if !nvrtc::nvrtc_present() {
             return Err(unavailable(
@@ -82,10 +103,14 @@ impl Gpu {
         }
         // SAFETY: only tries to dlopen libcublas.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(unavailable("the cuBLAS library (libcublas.so.13) was not found".into()));
+            return Err(unavailable(
+                "the cuBLAS library (libcublas.so.13) was not found".into(),
+            ));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("{e:?}")))?;
-        let (maj, min) = ctx.compute_capability().map_err(drv("compute_capability"))?;
+        let (maj, min) = ctx
+            .compute_capability()
+            .map_err(drv("compute_capability"))?;
         let arch = nvrtc::arch_for(maj, min);
         let name = ctx.name().map_err(drv("device name"))?;
         let stream = ctx.default_stream();
@@ -105,6 +130,7 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             dummy_f32,
             dummy_u8,
+            ln_variant: std::sync::atomic::AtomicU8::new(LnVariant::BlockPerRow as u8),
         }))
     }
 
@@ -138,6 +164,7 @@ impl Gpu {
             fill_nan: load("fill_nan")?,
             broadcast: load("broadcast_rows")?,
             layernorm_warp: load("layernorm_warp")?,
+            layernorm_vec_block: load("layernorm_vec_block")?,
             bias_act_vec: load("bias_act_vec")?,
             attention_mma: if dt == DType::F32 {
                 None
@@ -147,6 +174,12 @@ impl Gpu {
         });
         cache.insert(dt, f.clone());
         Ok(f)
+    }
+
+    /// Chooses the LayerNorm launch shape for vectorisable rows.
+    pub fn set_ln_variant(&self, v: LnVariant) {
+        self.ln_variant
+            .store(v as u8, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Compiles and loads the module of `dt` now (keeps compile time out of timings).
@@ -189,7 +222,10 @@ impl Gpu {
     /// Repeats `src` ([per_window] elements) into every window of `out`.
     pub fn broadcast<T: Elem>(&self, src: &CudaSlice<T>, out: &mut CudaSlice<T>) -> Result<()> {
         if src.is_empty() || out.len() % src.len() != 0 {
-            return Err(crate::error::shape("out", "broadcast output is not a multiple of the source"));
+            return Err(crate::error::shape(
+                "out",
+                "broadcast output is not a multiple of the source",
+            ));
         }
         let f = self.funcs(T::DTYPE)?;
         let (per, n) = (src.len() as i64, out.len() as i64);
@@ -238,11 +274,21 @@ impl Gpu {
         out: &mut CudaSlice<T>,
     ) -> Result<()> {
         let bias_len = bias.map(|b| b.q.len().min(b.k.len()).min(b.v.len()));
-        p.validate(q.len(), k.len(), v.len(), out.len(), bias_len, key_mask.map(|m| m.len()))?;
+        p.validate(
+            q.len(),
+            k.len(),
+            v.len(),
+            out.len(),
+            bias_len,
+            key_mask.map(|m| m.len()),
+        )?;
         if p.head_dim > 128 || p.head_dim % 4 != 0 {
             return Err(crate::error::shape(
                 "head_dim",
-                format!("{} unsupported by the CUDA kernel (needs <= 128, multiple of 4)", p.head_dim),
+                format!(
+                    "{} unsupported by the CUDA kernel (needs <= 128, multiple of 4)",
+                    p.head_dim
+                ),
             ));
         }
         if p.batch == 0 || p.heads == 0 || p.q_len == 0 {
@@ -267,10 +313,11 @@ impl Gpu {
             p.slots_per_frame as i32,
             p.q_offset as i32,
         ];
-        let (bq, bk, bvv, has_bias): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>, i32) = match bias {
-            Some(b) => (b.q, b.k, b.v, 1),
-            None => (&self.dummy_f32, &self.dummy_f32, &self.dummy_f32, 0),
-        };
+        let (bq, bk, bvv, has_bias): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>, i32) =
+            match bias {
+                Some(b) => (b.q, b.k, b.v, 1),
+                None => (&self.dummy_f32, &self.dummy_f32, &self.dummy_f32, 0),
+            };
         let (mask, has_mask) = match key_mask {
             Some(m) => (m, 1i32),
             None => (&self.dummy_u8, 0),
@@ -300,14 +347,29 @@ impl Gpu {
         for i in &ints {
             b.arg(i);
         }
-        b.arg(&p.scale).arg(bq).arg(bk).arg(bvv).arg(&has_bias).arg(mask).arg(&has_mask).arg(&n_kf).arg(&o_len);
+        b.arg(&p.scale)
+            .arg(bq)
+            .arg(bk)
+            .arg(bvv)
+            .arg(&has_bias)
+            .arg(mask)
+            .arg(&has_mask)
+            .arg(&n_kf)
+            .arg(&o_len);
         let cfg = LaunchConfig {
-            grid_dim: (p.q_len.div_ceil(rows_per_block) as u32, p.heads as u32, p.batch as u32),
+            grid_dim: (
+                p.q_len.div_ceil(rows_per_block) as u32,
+                p.heads as u32,
+                p.batch as u32,
+            ),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         if p.batch > 65535 || p.heads > 65535 {
-            return Err(crate::error::shape("batch", "batch and heads must each be <= 65535"));
+            return Err(crate::error::shape(
+                "batch",
+                "batch and heads must each be <= 65535",
+            ));
         }
         // SAFETY: validate() proved every Q/K/V/O index the kernel forms (offset + strides over
         // batch, heads, rows < q_len/kv_len, d < head_dim) is inside its buffer; biases have
@@ -332,7 +394,16 @@ impl Gpu {
         dim: usize,
         eps: f32,
     ) -> Result<()> {
-        check_ln(x.len(), bias.map(|b| b.len()), residual.map(|r| r.len()), gamma.len(), beta.len(), out.len(), rows, dim)?;
+        check_ln(
+            x.len(),
+            bias.map(|b| b.len()),
+            residual.map(|r| r.len()),
+            gamma.len(),
+            beta.len(),
+            out.len(),
+            rows,
+            dim,
+        )?;
         if rows == 0 {
             return Ok(());
         }
@@ -349,17 +420,53 @@ impl Gpu {
         // One warp per row with 16-byte accesses when the row fits the registers (64 per lane).
         let per_vec = 16 / std::mem::size_of::<T>();
         let warp_ok = dim % per_vec == 0 && dim <= 64 * 32;
-        let (func, cfg) = if warp_ok {
-            (&f.layernorm_warp, LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+        let block_ok = dim % per_vec == 0 && dim <= 1024 * per_vec;
+        let variant = self.ln_variant.load(std::sync::atomic::Ordering::Relaxed);
+        let (func, cfg) = if block_ok && variant == LnVariant::BlockPerRow as u8 {
+            let threads = (dim / per_vec).div_ceil(32) * 32;
+            (
+                &f.layernorm_vec_block,
+                LaunchConfig {
+                    grid_dim: (rows as u32, 1, 1),
+                    block_dim: (threads as u32, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+            )
+        } else if warp_ok {
+            (
+                &f.layernorm_warp,
+                LaunchConfig {
+                    grid_dim: (rows.div_ceil(8) as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+            )
         } else {
-            (&f.layernorm, LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+            (
+                &f.layernorm,
+                LaunchConfig {
+                    grid_dim: (rows as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                },
+            )
         };
         let mut b = self.stream.launch_builder(func);
-        b.arg(x).arg(bias).arg(&hb).arg(res).arg(&hr).arg(gamma).arg(beta).arg(out).arg(&r32).arg(&d32).arg(&eps);
+        b.arg(x)
+            .arg(bias)
+            .arg(&hb)
+            .arg(res)
+            .arg(&hr)
+            .arg(gamma)
+            .arg(beta)
+            .arg(out)
+            .arg(&r32)
+            .arg(&d32)
+            .arg(&eps);
         // SAFETY: check_ln proved x/out/residual hold rows*dim, gamma/beta/bias dim elements,
-        // dim <= 8192 (the block kernel's shared row; the warp kernel only runs for dim <= 2048
-        // with dim a multiple of the 16-byte vector, so its vectors stay inside each row); both
-        // touch row r < rows, column < dim only. Buffers from cudarc are 256-byte aligned.
+        // dim <= 8192 (the block kernel's shared row; the vectorised kernels only run when dim
+        // is a multiple of the 16-byte vector, so vectors stay inside each row, with enough
+        // lanes/threads to cover dim); all touch row r < rows, column < dim only. Buffers from cudarc are 256-byte aligned.
         unsafe { b.launch(cfg) }.map_err(drv("layernorm launch"))?;
         Ok(())
     }
@@ -380,11 +487,17 @@ impl Gpu {
         let f = self.funcs(T::DTYPE)?;
         let (n, d, act) = (x.len() as i64, dim as i32, gelu as i32);
         let vec_ok = dim % (16 / std::mem::size_of::<T>()) == 0;
-        let mut b = self.stream.launch_builder(if vec_ok { &f.bias_act_vec } else { &f.bias_act });
+        let mut b = self
+            .stream
+            .launch_builder(if vec_ok { &f.bias_act_vec } else { &f.bias_act });
         b.arg(x).arg(bias).arg(out).arg(&n).arg(&d).arg(&act);
         let rows = (x.len() / dim).clamp(1, 1 << 20) as u32;
         let threads = if vec_ok { 128 } else { 256 };
-        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: rows r < n / dim and columns c < dim give indices < n = x.len() <= out.len();
         // bias index c < dim <= bias.len().
         unsafe { b.launch(cfg) }.map_err(drv("bias_act launch"))?;
@@ -427,11 +540,18 @@ impl Gpu {
         };
         // SAFETY: check_linear proved x holds rows*inp, w inp*outd and y rows*outd elements,
         // exactly the column-major extents cuBLAS reads and writes with these leading dims.
-        unsafe { self.blas.gemm(cfg, w, x, y) }.map_err(|e| Error::Blas { op: "gemm", msg: format!("{e:?}") })
+        unsafe { self.blas.gemm(cfg, w, x, y) }.map_err(|e| Error::Blas {
+            op: "gemm",
+            msg: format!("{e:?}"),
+        })
     }
 }
 
 fn grid_1d(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65535 * 8) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }

@@ -101,8 +101,15 @@ fn candidates() -> Vec<PathBuf> {
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     let script = "import site,sys\nfor p in site.getsitepackages()+[site.getusersitepackages()]+sys.path: print(p)";
-    if let Ok(o) = std::process::Command::new("python3").args(["-c", script]).output() {
-        dirs.extend(String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from));
+    if let Ok(o) = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+    {
+        dirs.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(PathBuf::from),
+        );
     }
     for d in dirs {
         let nv = d.join("nvidia");
