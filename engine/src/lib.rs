@@ -10,10 +10,14 @@ pub mod frame;
 pub mod model;
 pub mod queue;
 pub mod source;
+pub mod sync;
+pub mod window;
 
 pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
+pub use sync::{SyncConfig, SyncStats, Synchroniser};
+pub use window::WindowAssembler;
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
