@@ -6,6 +6,7 @@
 //! models are reached through small traits.
 
 pub mod config;
+pub mod config_load;
 pub mod frame;
 pub mod model;
 pub mod queue;
@@ -13,6 +14,8 @@ pub mod source;
 pub mod sync;
 pub mod window;
 
+pub use config::Config;
+pub use config_load::{ConfigError, ResolvedStream};
 pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
