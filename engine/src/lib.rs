@@ -8,8 +8,12 @@
 pub mod config;
 pub mod config_load;
 pub mod frame;
+pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod runtime;
+pub mod sink;
+mod stages;
 pub mod source;
 pub mod sync;
 pub mod window;
@@ -20,6 +24,8 @@ pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
+pub use runtime::{RunReport, Runtime, RuntimeError, Shutdown, StreamEnd, StreamReport};
+pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
 pub use window::WindowAssembler;
