@@ -124,6 +124,8 @@ pub(crate) fn sync_stage(
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
     let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
+    // Register the drop counter at zero so that "nothing dropped" is visible as such.
+    counter!(m::ITEMS_DROPPED, &labels).increment(0);
     let mut frames = Vec::new();
     let mut first_frame: Option<Instant> = None;
     let mut downstream_open = true;
