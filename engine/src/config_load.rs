@@ -15,10 +15,10 @@ use crate::sync::SyncConfig;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("{path}: cannot read config: {source}")]
+    #[error("{path}: cannot read config: {error}")]
     Read {
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not TOML.
     #[error("{origin}: malformed TOML at line {line}, column {column}: {message}")]
@@ -69,7 +69,8 @@ impl Config {
                 origin: origin.into(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                // One line: toml's message may span several.
+                message: e.message().trim().replace('\n', "; "),
             }
         })?;
         check_kinds(&table, origin)?;
@@ -86,9 +87,9 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_toml_str(&text, &path.display().to_string())
     }

@@ -11,10 +11,10 @@ use crate::frame::Window;
 
 /// Writing the output failed; `target` names the file (or `stdout`).
 #[derive(Debug, thiserror::Error)]
-#[error("output {target}: {source}")]
+#[error("output {target}: {error}")]
 pub struct SinkError {
     pub target: String,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// Where window records go.
@@ -41,9 +41,9 @@ impl JsonLinesSink {
         if path == "-" {
             return Ok(Self::new("stdout", Box::new(std::io::stdout())));
         }
-        let file = std::fs::File::create(path).map_err(|source| SinkError {
+        let file = std::fs::File::create(path).map_err(|error| SinkError {
             target: path.into(),
-            source,
+            error,
         })?;
         Ok(Self::new(path, Box::new(file)))
     }
@@ -56,9 +56,9 @@ impl WindowSink for JsonLinesSink {
         self.out
             .write_all(line.as_bytes())
             .and_then(|()| self.out.flush())
-            .map_err(|source| SinkError {
+            .map_err(|error| SinkError {
                 target: self.target.clone(),
-                source,
+                error,
             })
     }
 }

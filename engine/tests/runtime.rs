@@ -313,7 +313,7 @@ impl WindowSink for FailingSink {
         if *w >= self.ok {
             return Err(SinkError {
                 target: "out.jsonl".into(),
-                source: std::io::Error::other("disk full"),
+                error: std::io::Error::other("disk full"),
             });
         }
         *w += 1;
