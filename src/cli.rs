@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSource, UriSource};
-use sensorium_engine::config::{RtspSource, ReconnectConfig, RtspTransport};
+use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, Shutdown, StreamEnd};
 
 use crate::sources;
@@ -117,7 +117,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { code::USAGE } else { code::OK });
+            return ExitCode::from(if e.use_stderr() {
+                code::USAGE
+            } else {
+                code::OK
+            });
         }
     };
     match run(cli) {

@@ -23,22 +23,36 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn malformed_toml_exits_2_naming_file_and_line() {
     let d = tempfile::tempdir().unwrap();
-    let f = write(d.path(), "bad.toml", "[[stream]]\nname = \"a\"\nsource = { kind = \"test\" \n");
+    let f = write(
+        d.path(),
+        "bad.toml",
+        "[[stream]]\nname = \"a\"\nsource = { kind = \"test\" \n",
+    );
     let o = sensorium(&["run", "--config", &f]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.starts_with(&format!("sensorium: {f}: malformed TOML at line 3")), "{e}");
+    assert!(
+        e.starts_with(&format!("sensorium: {f}: malformed TOML at line 3")),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 #[test]
 fn unknown_source_kind_exits_2_naming_kind() {
     let d = tempfile::tempdir().unwrap();
-    let f = write(d.path(), "k.toml", "[[stream]]\nname = \"a\"\nsource = { kind = \"webcam\" }\n");
+    let f = write(
+        d.path(),
+        "k.toml",
+        "[[stream]]\nname = \"a\"\nsource = { kind = \"webcam\" }\n",
+    );
     let o = sensorium(&["check", &f]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("field `stream[0].source.kind`: unknown source kind \"webcam\""), "{e}");
+    assert!(
+        e.contains("field `stream[0].source.kind`: unknown source kind \"webcam\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -62,7 +76,11 @@ fn invalid_field_value_exits_2_naming_field() {
     );
     let o = sensorium(&["check", &f]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("field `stream[0].fps`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("field `stream[0].fps`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -80,7 +98,10 @@ fn check_prints_resolved_config_and_redacts_password() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(!out.contains("s3cret") && !out.contains("hunter2"), "{out}");
     assert!(out.contains("password = \"***\""), "{out}");
-    assert!(out.contains("url = \"rtsp://admin:***@10.0.0.9/live\""), "{out}");
+    assert!(
+        out.contains("url = \"rtsp://admin:***@10.0.0.9/live\""),
+        "{out}"
+    );
     // Defaults filled per stream: live rtsp -> realtime, file -> lossless, fps from engine.
     let back: toml::Value = toml::from_str(&out).unwrap();
     let streams = back["stream"].as_array().unwrap();
@@ -110,7 +131,13 @@ fn missing_input_file_exits_3_naming_it() {
 
 #[test]
 fn unwritable_output_exits_5_naming_it() {
-    let o = sensorium(&["run", "--source", "test:", "--output", "/nonexistent/dir/out.jsonl"]);
+    let o = sensorium(&[
+        "run",
+        "--source",
+        "test:",
+        "--output",
+        "/nonexistent/dir/out.jsonl",
+    ]);
     assert_eq!(o.status.code(), Some(5));
     assert!(
         stderr(&o).starts_with("sensorium: output /nonexistent/dir/out.jsonl: "),
@@ -126,7 +153,11 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
     let o = sensorium(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
     let help = String::from_utf8(o.stdout).unwrap();
-    for line in ["Exit codes:", "  3    source/input error", "  130  interrupted"] {
+    for line in [
+        "Exit codes:",
+        "  3    source/input error",
+        "  130  interrupted",
+    ] {
         assert!(help.contains(line), "{help}");
     }
 }

@@ -144,8 +144,15 @@ impl SourceConfig {
     }
 
     /// Every `kind` value, for error messages.
-    pub const KINDS: [&'static str; 7] =
-        ["test", "file", "uri", "rtsp", "camera", "microphone", "launch"];
+    pub const KINDS: [&'static str; 7] = [
+        "test",
+        "file",
+        "uri",
+        "rtsp",
+        "camera",
+        "microphone",
+        "launch",
+    ];
 
     pub fn kind(&self) -> &'static str {
         match self {

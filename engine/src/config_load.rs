@@ -16,10 +16,7 @@ use crate::sync::SyncConfig;
 pub enum ConfigError {
     /// The config file could not be read.
     #[error("{path}: cannot read config: {error}")]
-    Read {
-        path: String,
-        error: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
     /// The text is not TOML.
     #[error("{origin}: malformed TOML at line {line}, column {column}: {message}")]
     Syntax {
@@ -61,10 +58,7 @@ impl Config {
     /// Parses and validates TOML text; `origin` names it in errors (a path, or `<inline>`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError::Syntax {
                 origin: origin.into(),
                 line,
@@ -74,8 +68,8 @@ impl Config {
             }
         })?;
         check_kinds(&table, origin)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner().to_string();
                 field_error(origin, &path, &inner)
@@ -112,7 +106,10 @@ impl Config {
             return Err(err("engine.stride".into(), "must be at least 1".into()));
         }
         if e.queue_capacity < 1 {
-            return Err(err("engine.queue_capacity".into(), "must be at least 1".into()));
+            return Err(err(
+                "engine.queue_capacity".into(),
+                "must be at least 1".into(),
+            ));
         }
         if e.batch < 1 {
             return Err(err("engine.batch".into(), "must be at least 1".into()));
@@ -257,12 +254,14 @@ fn check_fps(fps: f64) -> Result<(), String> {
     if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
         Ok(())
     } else {
-        Err(format!("must be > 0 and <= 1000 frames per second, got {fps}"))
+        Err(format!(
+            "must be > 0 and <= 1000 frames per second, got {fps}"
+        ))
     }
 }
 
 fn check_dim(v: u32) -> Result<(), String> {
-    if v == 0 || v % 2 != 0 {
+    if v == 0 || v & 1 != 0 {
         Err(format!("must be even and > 0, got {v}"))
     } else {
         Ok(())
@@ -361,10 +360,7 @@ fn check_kinds(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
                 return Err(ConfigError::Field {
                     origin: origin.into(),
                     field,
-                    message: format!(
-                        "missing (one of: {})",
-                        SourceConfig::KINDS.join(", ")
-                    ),
+                    message: format!("missing (one of: {})", SourceConfig::KINDS.join(", ")),
                 })
             }
             Some(toml::Value::String(k)) if SourceConfig::KINDS.contains(&k.as_str()) => {}
@@ -445,18 +441,36 @@ mod tests {
                  [[stream]]\nname = \"b\"\nmode = \"realtime\"\nfps = 1\nsource = { kind = \"file\", path = \"y.mp4\" }\n";
         let c = Config::from_toml_str(t, "t.toml").unwrap();
         let r = c.resolved_streams();
-        assert_eq!((r[0].params.mode, r[0].params.fps), (QueueMode::Lossless, 4.0));
-        assert_eq!((r[1].params.mode, r[1].params.fps), (QueueMode::Realtime, 1.0));
+        assert_eq!(
+            (r[0].params.mode, r[0].params.fps),
+            (QueueMode::Lossless, 4.0)
+        );
+        assert_eq!(
+            (r[1].params.mode, r[1].params.fps),
+            (QueueMode::Realtime, 1.0)
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of(&format!("[engine]\nfps = 0\n{MIN}")), "engine.fps");
-        assert_eq!(field_of(&format!("[engine]\nwidth = 223\n{MIN}")), "engine.width");
-        assert_eq!(field_of(&format!("[engine]\nwindow = 0\n{MIN}")), "engine.window");
-        assert_eq!(field_of(&format!("[engine]\nstride = 0\n{MIN}")), "engine.stride");
+        assert_eq!(
+            field_of(&format!("[engine]\nwidth = 223\n{MIN}")),
+            "engine.width"
+        );
+        assert_eq!(
+            field_of(&format!("[engine]\nwindow = 0\n{MIN}")),
+            "engine.window"
+        );
+        assert_eq!(
+            field_of(&format!("[engine]\nstride = 0\n{MIN}")),
+            "engine.stride"
+        );
         assert_eq!(field_of(&format!("[engine]\nfsp = 2\n{MIN}")), "engine.fsp");
-        assert_eq!(field_of(&format!("[engine]\nfps = \"fast\"\n{MIN}")), "engine.fps");
+        assert_eq!(
+            field_of(&format!("[engine]\nfps = \"fast\"\n{MIN}")),
+            "engine.fps"
+        );
         assert_eq!(field_of("[engine]\nfps = 2\n"), "stream");
         assert_eq!(field_of(&format!("{MIN}{MIN}")), "stream[1].name");
         assert_eq!(
@@ -468,7 +482,9 @@ mod tests {
             "stream[0].source.path"
         );
         assert_eq!(
-            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"http://x\" }\n"),
+            field_of(
+                "[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"http://x\" }\n"
+            ),
             "stream[0].source.url"
         );
         assert_eq!(
@@ -481,7 +497,10 @@ mod tests {
     fn syntax_error_has_line() {
         let e = Config::from_toml_str("[engine\nfps = 2\n", "bad.toml").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("bad.toml: malformed TOML at line 1"), "{msg}");
+        assert!(
+            msg.starts_with("bad.toml: malformed TOML at line 1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub mod model;
 pub mod queue;
 pub mod runtime;
 pub mod sink;
-mod stages;
 pub mod source;
+mod stages;
 pub mod sync;
 pub mod window;
 
@@ -24,9 +24,9 @@ pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
+pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
 pub use runtime::{RunReport, Runtime, RuntimeError, Shutdown, StreamEnd, StreamReport};
 pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
-pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
+pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
 pub use window::WindowAssembler;
-pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};

@@ -78,7 +78,11 @@ pub fn install_prometheus(listen: &str) -> Result<SocketAddr, MetricsError> {
 
 /// Registers help texts and units (shown by the exporter).
 pub fn describe() {
-    describe_histogram!(STAGE_LATENCY, Unit::Seconds, "Time a stage spent per item or batch");
+    describe_histogram!(
+        STAGE_LATENCY,
+        Unit::Seconds,
+        "Time a stage spent per item or batch"
+    );
     describe_histogram!(
         WINDOW_LATENCY,
         Unit::Seconds,

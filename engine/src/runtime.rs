@@ -254,8 +254,11 @@ impl Runtime {
                 let (tx, rx) = bounded(cap, r.params.mode);
                 inputs.push((i, rx));
                 frame_dests.push(Some(FrameDest::Encoder(tx)));
-                let asm =
-                    WindowAssembler::new(r.config.name.as_str().into(), cfg.engine.window, cfg.engine.stride);
+                let asm = WindowAssembler::new(
+                    r.config.name.as_str().into(),
+                    cfg.engine.window,
+                    cfg.engine.stride,
+                );
                 assemblers.push((asm, dest));
             }
             let ctxs = ctxs.clone();
@@ -264,8 +267,11 @@ impl Runtime {
             }));
         } else {
             for (r, dest) in resolved.iter().zip(window_dests) {
-                let asm =
-                    WindowAssembler::new(r.config.name.as_str().into(), cfg.engine.window, cfg.engine.stride);
+                let asm = WindowAssembler::new(
+                    r.config.name.as_str().into(),
+                    cfg.engine.window,
+                    cfg.engine.stride,
+                );
                 frame_dests.push(Some(FrameDest::Local(asm, dest)));
             }
         }
@@ -295,7 +301,10 @@ impl Runtime {
             // Stage bodies catch model panics themselves; a panic here is an engine bug,
             // reported rather than propagated so the other streams' results survive.
             if let Err(p) = t.join() {
-                eprintln!("sensorium: stage thread panicked: {}", stages::panic_message(&*p));
+                eprintln!(
+                    "sensorium: stage thread panicked: {}",
+                    stages::panic_message(&*p)
+                );
             }
         }
         let streams = reports.iter().map(|r| r.lock().clone()).collect();
@@ -308,10 +317,7 @@ impl Runtime {
     }
 }
 
-fn spawn(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> std::thread::JoinHandle<()> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)

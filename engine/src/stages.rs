@@ -66,7 +66,12 @@ pub(crate) enum FrameDest {
 }
 
 /// Sends with the queue's policy, recording drops and depth for `stage` (the consumer).
-fn send<T>(tx: &QueueSender<T>, item: T, stage: &'static str, ctx: &StreamCtx) -> Result<(), Closed> {
+fn send<T>(
+    tx: &QueueSender<T>,
+    item: T,
+    stage: &'static str,
+    ctx: &StreamCtx,
+) -> Result<(), Closed> {
     let dropped = tx.send(item)?;
     let depth = tx.len();
     let labels = [("stage", stage.to_string()), ("stream", ctx.name.clone())];
@@ -340,7 +345,10 @@ pub(crate) fn encoder_stage(
             let secs = t.elapsed().as_secs_f64();
             for ((s, mut frame), res) in streams.into_iter().zip(frames).zip(results) {
                 let ctx = &ctxs[s];
-                let labels = [("stage", "encoder".to_string()), ("stream", ctx.name.clone())];
+                let labels = [
+                    ("stage", "encoder".to_string()),
+                    ("stream", ctx.name.clone()),
+                ];
                 counter!(m::ITEMS_IN, &labels).increment(1);
                 histogram!(m::STAGE_LATENCY, &labels).record(secs);
                 match res {

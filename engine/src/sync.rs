@@ -598,7 +598,10 @@ mod tests {
         s.push_audio(chunk(0, 0, 30_000), &mut out);
         assert!(s.stats().overflow_frames >= 2);
         s.finish(&mut out);
-        let total: usize = out.iter().map(|f| f.audio.iter().filter(|&&x| x != 0.0).count()).sum();
+        let total: usize = out
+            .iter()
+            .map(|f| f.audio.iter().filter(|&&x| x != 0.0).count())
+            .sum();
         assert_eq!(total, 29_999, "every sample but the 0.0 at index 0 kept");
         assert_eq!(s.stats().late_audio_samples, 0);
     }

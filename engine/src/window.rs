@@ -196,6 +196,9 @@ mod tests {
             a.push(frame(i), &mut out);
         }
         assert_eq!(starts(&out), vec![(0, 3), (3, 1), (4, 3)]);
-        assert_eq!(out.iter().map(|w| w.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            out.iter().map(|w| w.index).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
     }
 }

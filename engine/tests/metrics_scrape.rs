@@ -24,7 +24,11 @@ impl WindowModel for Echo {
 
 fn scrape(addr: std::net::SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).expect("exporter listens");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
@@ -45,11 +49,14 @@ fn scrape_returns_engine_metrics() {
         .with("cam", Script::frames(20))
         .with("mic", Script::frames(5));
     let sink = MemorySink::default();
-    let report = Runtime::new(config(&[("cam", "lossless"), ("mic", "realtime")], ""), Arc::new(factory))
-        .with_model(Box::new(Echo))
-        .with_sink(Box::new(sink.clone()))
-        .run()
-        .unwrap();
+    let report = Runtime::new(
+        config(&[("cam", "lossless"), ("mic", "realtime")], ""),
+        Arc::new(factory),
+    )
+    .with_model(Box::new(Echo))
+    .with_sink(Box::new(sink.clone()))
+    .run()
+    .unwrap();
     assert_eq!(report.stream("cam").unwrap().windows_written, 2);
 
     let body = scrape(addr);
@@ -57,10 +64,21 @@ fn scrape_returns_engine_metrics() {
     for name in metrics::ALL {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
-    assert!(body.contains(r#"sensorium_items_out_total{stage="sink",stream="cam"} 2"#), "{body}");
-    assert!(body.contains(r#"sensorium_items_in_total{stage="model",stream="mic"} 1"#), "{body}");
+    assert!(
+        body.contains(r#"sensorium_items_out_total{stage="sink",stream="cam"} 2"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"sensorium_items_in_total{stage="model",stream="mic"} 1"#),
+        "{body}"
+    );
     assert!(body.contains("sensorium_active_streams 0"), "{body}");
-    assert!(body.contains(r#"sensorium_stage_latency_seconds_bucket{stage="sync",stream="cam",le="0.0001"}"#), "{body}");
+    assert!(
+        body.contains(
+            r#"sensorium_stage_latency_seconds_bucket{stage="sync",stream="cam",le="0.0001"}"#
+        ),
+        "{body}"
+    );
 }
 
 #[test]
@@ -68,5 +86,9 @@ fn taken_port_is_reported() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let err = metrics::install_prometheus(&addr.to_string()).unwrap_err();
-    assert!(err.to_string().starts_with(&format!("metrics exporter on {addr}: ")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("metrics exporter on {addr}: ")),
+        "{err}"
+    );
 }

@@ -25,7 +25,10 @@ fn records_of(sink: &MemorySink, stream: &str) -> Vec<Value> {
 }
 
 fn indices(records: &[Value]) -> Vec<u64> {
-    records.iter().map(|r| r["index"].as_u64().unwrap()).collect()
+    records
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -40,15 +43,20 @@ fn failing_stream_does_not_stop_the_other() {
             },
         );
     let sink = MemorySink::default();
-    let report = Runtime::new(config(&[("good", "lossless"), ("bad", "lossless")], ""), Arc::new(factory))
-        .with_sink(Box::new(sink.clone()))
-        .run()
-        .unwrap();
+    let report = Runtime::new(
+        config(&[("good", "lossless"), ("bad", "lossless")], ""),
+        Arc::new(factory),
+    )
+    .with_sink(Box::new(sink.clone()))
+    .run()
+    .unwrap();
 
     let good = records_of(&sink, "good");
     assert_eq!(indices(&good), vec![0, 1, 2]);
     assert_eq!(
-        good.iter().map(|r| r["frames"].as_u64().unwrap()).collect::<Vec<_>>(),
+        good.iter()
+            .map(|r| r["frames"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         vec![10, 10, 3]
     );
     assert_eq!(good[2]["audio_samples"], 3 * 8000);
@@ -64,7 +72,9 @@ fn failing_stream_does_not_stop_the_other() {
 
     let b = report.stream("bad").unwrap();
     match &b.end {
-        StreamEnd::SourceFailed(m) => assert!(m.contains("synthetic decoder failure at frame 4"), "{m}"),
+        StreamEnd::SourceFailed(m) => {
+            assert!(m.contains("synthetic decoder failure at frame 4"), "{m}")
+        }
         other => panic!("bad stream ended {other:?}"),
     }
     // What arrived before the failure is flushed as a padded window.
@@ -76,20 +86,21 @@ fn failing_stream_does_not_stop_the_other() {
 
 #[test]
 fn start_failure_is_reported_and_others_run() {
-    let factory = SynthFactory::default()
-        .with("ok", Script::frames(10))
-        .with(
-            "missing",
-            Script {
-                start_error: Some("file 'nope.mp4' not found".into()),
-                ..Script::frames(1)
-            },
-        );
+    let factory = SynthFactory::default().with("ok", Script::frames(10)).with(
+        "missing",
+        Script {
+            start_error: Some("file 'nope.mp4' not found".into()),
+            ..Script::frames(1)
+        },
+    );
     let sink = MemorySink::default();
-    let report = Runtime::new(config(&[("ok", "lossless"), ("missing", "lossless")], ""), Arc::new(factory))
-        .with_sink(Box::new(sink.clone()))
-        .run()
-        .unwrap();
+    let report = Runtime::new(
+        config(&[("ok", "lossless"), ("missing", "lossless")], ""),
+        Arc::new(factory),
+    )
+    .with_sink(Box::new(sink.clone()))
+    .run()
+    .unwrap();
     assert_eq!(
         report.stream("missing").unwrap().end,
         StreamEnd::StartFailed("stream 'missing': file 'nope.mp4' not found".into())
@@ -114,7 +125,9 @@ impl WindowModel for GatedModel {
             for _ in 0..self.streams {
                 self.gate
                     .recv_timeout(Duration::from_secs(120))
-                    .map_err(|_| StageError::new("gated", "the source never finished: it was blocked"))?;
+                    .map_err(|_| {
+                        StageError::new("gated", "the source never finished: it was blocked")
+                    })?;
             }
             self.open = true;
         }
@@ -138,7 +151,10 @@ fn realtime_drops_instead_of_blocking_the_producer() {
     };
     let capacity = 4;
     let report = Runtime::new(
-        config(&[("cam", "realtime")], &format!("queue_capacity = {capacity}\nbatch = 1")),
+        config(
+            &[("cam", "realtime")],
+            &format!("queue_capacity = {capacity}\nbatch = 1"),
+        ),
         Arc::new(factory.clone()),
     )
     .with_model(Box::new(model))
@@ -147,7 +163,10 @@ fn realtime_drops_instead_of_blocking_the_producer() {
     .unwrap();
 
     let r = report.stream("cam").unwrap();
-    assert_eq!(r.model_error, None, "the producer had to wait for the model");
+    assert_eq!(
+        r.model_error, None,
+        "the producer had to wait for the model"
+    );
     let pushed = factory.pushed("cam");
     // 400 frames: 400 video + 400 * 5 audio chunks + EOS, each pushed by exactly one call
     // that returned at once.
@@ -159,10 +178,19 @@ fn realtime_drops_instead_of_blocking_the_producer() {
     // The model held its first window until all 40 windows were assembled: the model queue
     // (capacity 4) kept only the newest, the rest were dropped and counted.
     assert!(r.dropped > 0);
-    assert!(r.max_queue_depth <= capacity, "depth {} > {capacity}", r.max_queue_depth);
+    assert!(
+        r.max_queue_depth <= capacity,
+        "depth {} > {capacity}",
+        r.max_queue_depth
+    );
     let written = records_of(&sink, "cam");
     assert_eq!(written.len() as u64, r.windows_written);
-    assert!(r.windows_written < r.windows, "{} of {}", r.windows_written, r.windows);
+    assert!(
+        r.windows_written < r.windows,
+        "{} of {}",
+        r.windows_written,
+        r.windows
+    );
     // Drops are of whole items: every window that made it is complete and in order.
     let idx = indices(&written);
     assert!(idx.windows(2).all(|w| w[0] < w[1]), "{idx:?}");
@@ -189,12 +217,19 @@ impl WindowModel for SlowModel {
 
 #[test]
 fn lossless_keeps_every_window() {
-    let factory = SynthFactory::default()
-        .with("a", Script::frames(95))
-        .with("b", Script { chunk: 333, ..Script::frames(60) });
+    let factory = SynthFactory::default().with("a", Script::frames(95)).with(
+        "b",
+        Script {
+            chunk: 333,
+            ..Script::frames(60)
+        },
+    );
     let sink = MemorySink::default();
     let report = Runtime::new(
-        config(&[("a", "lossless"), ("b", "lossless")], "queue_capacity = 2\nbatch = 3"),
+        config(
+            &[("a", "lossless"), ("b", "lossless")],
+            "queue_capacity = 2\nbatch = 3",
+        ),
         Arc::new(factory),
     )
     .with_model(Box::new(SlowModel))
@@ -242,9 +277,14 @@ impl WindowModel for PanicOn {
                 let sums: Option<Vec<f64>> = w
                     .frames
                     .iter()
-                    .map(|f| f.features.as_ref().and_then(|x| x.downcast_ref::<f64>().copied()))
+                    .map(|f| {
+                        f.features
+                            .as_ref()
+                            .and_then(|x| x.downcast_ref::<f64>().copied())
+                    })
                     .collect();
-                let sums = sums.ok_or_else(|| StageError::new("fragile", "frame without features"))?;
+                let sums =
+                    sums.ok_or_else(|| StageError::new("fragile", "frame without features"))?;
                 let mut m = Map::new();
                 m.insert("audio_sum".into(), json!(sums.iter().sum::<f64>()));
                 Ok(m)
@@ -259,19 +299,25 @@ fn panicking_model_fails_only_its_stream_and_features_reach_windows() {
         .with("calm", Script::frames(30))
         .with("boom", Script::frames(30));
     let sink = MemorySink::default();
-    let report = Runtime::new(config(&[("calm", "lossless"), ("boom", "lossless")], "batch = 4"), Arc::new(factory))
-        .with_encoder(Box::new(SumEncoder))
-        .with_model(Box::new(PanicOn("boom")))
-        .with_sink(Box::new(sink.clone()))
-        .run()
-        .unwrap();
+    let report = Runtime::new(
+        config(&[("calm", "lossless"), ("boom", "lossless")], "batch = 4"),
+        Arc::new(factory),
+    )
+    .with_encoder(Box::new(SumEncoder))
+    .with_model(Box::new(PanicOn("boom")))
+    .with_sink(Box::new(sink.clone()))
+    .run()
+    .unwrap();
     let calm = records_of(&sink, "calm");
     assert_eq!(indices(&calm), vec![0, 1, 2]);
     // Window 0 holds samples valued 1..=80000: their sum, computed through the features.
     assert_eq!(calm[0]["audio_sum"], json!(80_000.0 * 80_001.0 / 2.0));
     let boom = report.stream("boom").unwrap();
     let err = boom.model_error.as_deref().unwrap();
-    assert!(err.contains("window model 'fragile': panicked: cannot handle window 1 of boom"), "{err}");
+    assert!(
+        err.contains("window model 'fragile': panicked: cannot handle window 1 of boom"),
+        "{err}"
+    );
     assert_eq!(indices(&records_of(&sink, "boom")), vec![0]);
     assert_eq!(report.stream("calm").unwrap().model_error, None);
 }
@@ -332,7 +378,10 @@ fn sink_failure_stops_the_run_and_is_reported() {
         }))
         .run()
         .unwrap();
-    assert_eq!(report.sink_error.as_deref(), Some("output out.jsonl: disk full"));
+    assert_eq!(
+        report.sink_error.as_deref(),
+        Some("output out.jsonl: disk full")
+    );
     assert_eq!(*written.lock(), 2);
     assert!(!report.interrupted);
     assert_eq!(report.stream("live").unwrap().windows_written, 2);

@@ -148,7 +148,11 @@ fn deliver(spec: &Spec, chunking: Chunking, order: Order, seed: u64) -> Vec<Sour
                 Order::VideoFirst => LATENESS,
                 Order::Shuffled => rng.random_range(0..=LATENESS),
             };
-            keyed.push((end + late, seq, SourceEvent::Audio(audio_chunk(spec, start, n, pts))));
+            keyed.push((
+                end + late,
+                seq,
+                SourceEvent::Audio(audio_chunk(spec, start, n, pts)),
+            ));
             seq += 1;
         }
     }
@@ -351,8 +355,15 @@ fn odd_rate_and_offset_start_tile_the_sample_axis() {
         s: 2,
         ..Spec::favor(0)
     };
-    check_all_orders(&spec, &[Chunking::Random(1, 10_000), Chunking::Fixed(333)], 2);
-    let r = run(&spec, deliver(&spec, Chunking::Fixed(333), Order::Interleaved, 0));
+    check_all_orders(
+        &spec,
+        &[Chunking::Random(1, 10_000), Chunking::Fixed(333)],
+        2,
+    );
+    let r = run(
+        &spec,
+        deliver(&spec, Chunking::Fixed(333), Order::Interleaved, 0),
+    );
     let lens: Vec<usize> = r.frames.iter().map(|f| f.audio.len()).collect();
     assert_eq!(&lens[..3], &[5333, 5334, 5333]);
     // The frames tile the sample axis: sample values run on without gap or repeat.
@@ -390,7 +401,12 @@ fn discontinuity_flushes_and_regrids() {
         t0: 10_100_000_000,
         ..Spec::favor(3)
     };
-    events.extend(deliver(&after, Chunking::Fixed(1000), Order::Interleaved, 0));
+    events.extend(deliver(
+        &after,
+        Chunking::Fixed(1000),
+        Order::Interleaved,
+        0,
+    ));
     let cfg = SyncConfig::new(2.0, true, true, MAX_LATENCY);
     let mut sync = Synchroniser::new("cam".into(), cfg);
     let mut frames = Vec::new();

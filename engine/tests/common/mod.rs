@@ -67,7 +67,11 @@ impl SynthFactory {
         self
     }
     pub fn pushed(&self, name: &str) -> Arc<Pushed> {
-        self.pushed.lock().get(name).cloned().expect("stream started")
+        self.pushed
+            .lock()
+            .get(name)
+            .cloned()
+            .expect("stream started")
     }
 }
 
@@ -112,10 +116,14 @@ impl SourceFactory for SynthFactory {
         _params: &SourceParams,
         out: QueueSender<SourceEvent>,
     ) -> Result<Box<dyn SourceHandle>, SourceStartError> {
-        let script = self.scripts.get(&stream.name).cloned().ok_or_else(|| SourceStartError {
-            stream: stream.name.clone(),
-            message: "no script".into(),
-        })?;
+        let script = self
+            .scripts
+            .get(&stream.name)
+            .cloned()
+            .ok_or_else(|| SourceStartError {
+                stream: stream.name.clone(),
+                message: "no script".into(),
+            })?;
         if let Some(message) = script.start_error.clone() {
             return Err(SourceStartError {
                 stream: stream.name.clone(),
@@ -123,7 +131,9 @@ impl SourceFactory for SynthFactory {
             });
         }
         let pushed = Arc::new(Pushed::default());
-        self.pushed.lock().insert(stream.name.clone(), pushed.clone());
+        self.pushed
+            .lock()
+            .insert(stream.name.clone(), pushed.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let done = self.on_done.clone();
