@@ -76,6 +76,9 @@ pub struct StreamReport {
     pub windows_written: u64,
     /// Items (events, frames, windows) dropped by realtime queues of this stream.
     pub dropped: u64,
+    /// The same drops by the stage the queue feeds (`sync`: source events, `encoder`:
+    /// frames, `model`: windows).
+    pub dropped_at: std::collections::BTreeMap<String, u64>,
     /// Deepest any queue of this stream was right after a send.
     pub max_queue_depth: usize,
     /// Source events the source queue accepted.
@@ -93,6 +96,7 @@ impl StreamReport {
             windows: 0,
             windows_written: 0,
             dropped: 0,
+            dropped_at: Default::default(),
             max_queue_depth: 0,
             events_sent: 0,
             sync: SyncStats::default(),

@@ -80,6 +80,7 @@ fn send<T>(
     if dropped > 0 {
         counter!(m::ITEMS_DROPPED, &labels).increment(dropped);
         r.dropped += dropped;
+        *r.dropped_at.entry(stage.to_string()).or_default() += dropped;
     }
     r.max_queue_depth = r.max_queue_depth.max(depth);
     Ok(())
@@ -186,6 +187,9 @@ pub(crate) fn sync_stage(
         r.sync = sync.stats().clone();
         r.events_sent = stats.sent();
         r.dropped += stats.dropped();
+        if stats.dropped() > 0 {
+            *r.dropped_at.entry("sync".into()).or_default() += stats.dropped();
+        }
     }
     if stats.dropped() > 0 {
         let l = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
