@@ -363,7 +363,11 @@ fn check_kinds(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
                     message: format!("missing (one of: {})", SourceConfig::KINDS.join(", ")),
                 })
             }
-            Some(toml::Value::String(k)) if SourceConfig::KINDS.contains(&k.as_str()) => {}
+            Some(toml::Value::String(k)) if SourceConfig::KINDS.contains(&k.as_str()) => {
+                let mut fields = src.clone();
+                fields.remove("kind");
+                check_source_fields(k, fields, &format!("stream[{i}].source"), origin)?;
+            }
             Some(other) => {
                 return Err(ConfigError::Field {
                     origin: origin.into(),
@@ -379,6 +383,46 @@ fn check_kinds(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Deserializes a source table as its kind's struct, so that errors inside it carry their
+/// key path (serde loses the path inside an internally tagged enum).
+fn check_source_fields(
+    kind: &str,
+    fields: toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    use crate::config::{
+        CameraSource, FileSource, LaunchSource, MicrophoneSource, RtspSource, TestSource, UriSource,
+    };
+    fn de<T: serde::de::DeserializeOwned>(
+        fields: toml::Table,
+        prefix: &str,
+        origin: &str,
+    ) -> Result<(), ConfigError> {
+        serde_path_to_error::deserialize::<_, T>(toml::Value::Table(fields))
+            .map(|_| ())
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." || path.is_empty() {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}.{path}")
+                };
+                field_error(origin, &path, &e.into_inner().to_string())
+            })
+    }
+    match kind {
+        "test" => de::<TestSource>(fields, prefix, origin),
+        "file" => de::<FileSource>(fields, prefix, origin),
+        "uri" => de::<UriSource>(fields, prefix, origin),
+        "rtsp" => de::<RtspSource>(fields, prefix, origin),
+        "camera" => de::<CameraSource>(fields, prefix, origin),
+        "microphone" => de::<MicrophoneSource>(fields, prefix, origin),
+        "launch" => de::<LaunchSource>(fields, prefix, origin),
+        _ => Ok(()),
+    }
+}
+
 /// Turns a serde error at `path` into a field error; unknown and missing fields are named
 /// by their own key, not their parent's.
 fn field_error(origin: &str, path: &str, message: &str) -> ConfigError {
@@ -392,10 +436,12 @@ fn field_error(origin: &str, path: &str, message: &str) -> ConfigError {
         (Some(c), p) => format!("{p}.{c}"),
         (None, p) => p.to_string(),
     };
+    // toml appends "in `key`" on a second line; the field is already named.
+    let message = message.lines().next().unwrap_or("").trim().to_string();
     ConfigError::Field {
         origin: origin.into(),
         field,
-        message: message.to_string(),
+        message,
     }
 }
 
@@ -486,6 +532,18 @@ mod tests {
                 "[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"http://x\" }\n"
             ),
             "stream[0].source.url"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"rtsp://x\", transport = \"quic\" }\n"),
+            "stream[0].source.transport"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"camera\", microphone = { backend = \"oss\" } }\n"),
+            "stream[0].source.microphone.backend"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"test\", colour = 1 }\n"),
+            "stream[0].source.colour"
         );
         assert_eq!(
             field_of(&format!("[metrics]\nlisten = \"nowhere\"\n{MIN}")),
