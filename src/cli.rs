@@ -310,3 +310,30 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
     config.validate("--source").map_err(|e| anyhow!(e))?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(uri: &str) -> SourceConfig {
+        config_for_source(uri).unwrap().streams.remove(0).source
+    }
+
+    #[test]
+    fn source_shorthand_picks_the_kind() {
+        assert!(matches!(kind_of("test:"), SourceConfig::Test(t) if t.pattern == "smpte"));
+        assert!(matches!(kind_of("test:ball"), SourceConfig::Test(t) if t.pattern == "ball"));
+        assert!(
+            matches!(kind_of("file:///data/a.mp4"), SourceConfig::File(f) if f.path == Path::new("/data/a.mp4"))
+        );
+        assert!(
+            matches!(kind_of("clip.mkv"), SourceConfig::File(f) if f.path == Path::new("clip.mkv"))
+        );
+        assert!(
+            matches!(kind_of("rtsp://cam:554/live"), SourceConfig::Rtsp(r) if r.url == "rtsp://cam:554/live")
+        );
+        assert!(
+            matches!(kind_of("https://x/y.webm"), SourceConfig::Uri(u) if u.uri == "https://x/y.webm")
+        );
+    }
+}

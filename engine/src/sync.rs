@@ -14,9 +14,12 @@
 //!   axis: no sample is lost or duplicated between frames.
 //! * **Audio placement trusts timestamps.** A chunk starts at sample
 //!   `round((pts − t0)·16000/1e9)`, whatever came before it; the samples inside a chunk are
-//!   contiguous. So drift between the sample count and the clock never accumulates: each
-//!   chunk is re-anchored on its own timestamp (alignment error ≤ 0.5 sample at the chunk
-//!   start). What drift costs instead: a gap between chunks is zeros, and a sample whose
+//!   contiguous. The tolerance is therefore half a sample: a chunk whose timestamp is within
+//!   ½ sample of where the previous chunk ended continues it seamlessly; beyond that it is
+//!   re-anchored on its own timestamp. So drift between the sample count and the clock never
+//!   accumulates (alignment error ≤ 0.5 sample at each chunk start, plus the drift inside one
+//!   chunk). A wider tolerance would be ambiguous: a chunk one sample after the frontier may
+//!   be drift, or the next chunk with a 1-sample chunk still in flight. What drift costs: a gap between chunks is zeros, and a sample whose
 //!   position is already filled is dropped (first writer wins) and counted in
 //!   [`SyncStats::overlap_audio_samples`]. Out-of-order chunks land where their pts says.
 //!   Audio for a frame that was already emitted is dropped and counted
