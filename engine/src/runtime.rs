@@ -294,9 +294,10 @@ impl Runtime {
             };
             let sync = Synchroniser::new(r.config.name.as_str().into(), r.sync.clone());
             let stop = stop.clone();
+            let mode = r.params.mode;
             let Some(dest) = dest else { continue };
             threads.push(spawn(&format!("sync-{}", r.config.name), move || {
-                stages::sync_stage(ctx, rx, handle, sync, dest, stop)
+                stages::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
             }));
         }
         drop(frame_dests);

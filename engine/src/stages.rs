@@ -127,6 +127,7 @@ pub(crate) fn sync_stage(
     mut sync: Synchroniser,
     mut dest: FrameDest,
     stop: Stop,
+    rx_mode: crate::queue::QueueMode,
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
     let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
@@ -135,13 +136,27 @@ pub(crate) fn sync_stage(
     let mut frames = Vec::new();
     let mut first_frame: Option<Instant> = None;
     let mut downstream_open = true;
+    // For live (realtime) streams, running time keeps going while a source is silent: after
+    // a quiet spell, advance the synchroniser by the wall time elapsed so that buffered
+    // frames still leave within the latency bound.
+    let live = matches!(rx_mode, crate::queue::QueueMode::Realtime);
+    let mut last_event = Instant::now();
+    let mut last_mark: Option<u64> = None;
     let end = loop {
         if stop.any() {
             break StreamEnd::Stopped;
         }
         let ev = match rx.recv_timeout(POLL) {
             Ok(ev) => ev,
-            Err(false) => continue,
+            Err(false) => {
+                if let (true, Some(mark)) = (live, last_mark) {
+                    let idle = last_event.elapsed().as_nanos() as u64;
+                    sync.advance_to(mark.saturating_add(idle), &mut frames);
+                    downstream_open &=
+                        forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+                }
+                continue;
+            }
             Err(true) => {
                 break StreamEnd::SourceFailed(format!(
                     "stream '{}': source stopped without end-of-stream",
@@ -157,6 +172,8 @@ pub(crate) fn sync_stage(
         };
         let t = Instant::now();
         sync.push_event(ev, &mut frames);
+        last_event = t;
+        last_mark = sync.watermark();
         histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
         downstream_open &= forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
         if let Some(end) = end {

@@ -229,6 +229,30 @@ impl Synchroniser {
         self.drain(out, false);
     }
 
+    /// The latest running time seen (end of an audio chunk, or a video pts), if any.
+    pub fn watermark(&self) -> Option<u64> {
+        self.watermark
+    }
+
+    /// Declares that the stream has reached running time `t` without data (a live source
+    /// gone quiet): frames that are `max_latency_ns` behind `t` are emitted with what they
+    /// have. The runtime calls this for realtime streams from wall time, so live latency
+    /// stays bounded even when a source stops delivering altogether.
+    pub fn advance_to(&mut self, t: u64, out: &mut Vec<SyncedFrame>) {
+        if self.watermark.is_none_or(|w| t <= w) {
+            return;
+        }
+        self.raise_watermark(t);
+        if self.t0.is_none() {
+            if let Some(min) = self.pending_min {
+                if t >= min.saturating_add(self.cfg.max_latency_ns) {
+                    self.anchor(min, out);
+                }
+            }
+        }
+        self.drain(out, false);
+    }
+
     /// Flushes the segment: every buffered frame goes out; the next data starts a new grid.
     pub fn discontinuity(&mut self, out: &mut Vec<SyncedFrame>) {
         self.stats.discontinuities += 1;
@@ -586,6 +610,26 @@ mod tests {
             out.iter().map(|f| f.has_video).collect::<Vec<_>>(),
             vec![true, false, true]
         );
+    }
+
+    #[test]
+    fn advancing_time_without_data_emits_stale_frames() {
+        let mut s = sync(true, true);
+        let mut out = Vec::new();
+        s.push_video(video(0), &mut out);
+        s.push_audio(chunk(0, 0, 4000), &mut out);
+        assert!(out.is_empty());
+        s.advance_to(900_000_000, &mut out);
+        assert!(out.is_empty(), "frame 0 ends at 0.5 s: not yet 0.5 s late");
+        s.advance_to(1_000_000_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].has_video && out[0].has_audio);
+        assert_eq!(out[0].audio[3999], 3999.0);
+        assert_eq!(out[0].audio[4000], 0.0);
+        assert_eq!(s.stats().forced_frames, 1);
+        // Nothing buffered any more: more time emits nothing.
+        s.advance_to(5_000_000_000, &mut out);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
