@@ -59,9 +59,16 @@ pub(crate) enum WindowDest {
     Sink(QueueSender<SinkItem>),
 }
 
+/// What the sync thread sends to the encoder stage.
+pub(crate) enum FrameMsg {
+    Frame(SyncedFrame),
+    /// A discontinuity: emit the padded partial window, start windows afresh.
+    Flush,
+}
+
 /// Where a stream's synced frames go.
 pub(crate) enum FrameDest {
-    Encoder(QueueSender<SyncedFrame>),
+    Encoder(QueueSender<FrameMsg>),
     Local(WindowAssembler, WindowDest),
 }
 
@@ -165,6 +172,7 @@ pub(crate) fn sync_stage(
             }
         };
         counter!(m::ITEMS_IN, &labels).increment(1);
+        let discontinuity = matches!(ev, SourceEvent::Discontinuity { .. });
         let end = match &ev {
             SourceEvent::Eos => Some(StreamEnd::Eos),
             SourceEvent::Error { message } => Some(StreamEnd::SourceFailed(message.clone())),
@@ -176,6 +184,10 @@ pub(crate) fn sync_stage(
         last_mark = sync.watermark();
         histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
         downstream_open &= forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+        if discontinuity {
+            // No window straddles a discontinuity: the partial one goes out padded.
+            downstream_open &= flush_windows(&ctx, &mut dest);
+        }
         if let Some(end) = end {
             break end;
         }
@@ -191,12 +203,8 @@ pub(crate) fn sync_stage(
     handle.stop();
     sync.finish(&mut frames);
     forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
-    if let FrameDest::Local(asm, wdest) = &mut dest {
-        let mut windows = Vec::new();
-        asm.flush(&mut windows);
-        for w in windows {
-            let _ = wdest.send(w, &ctx);
-        }
+    if let FrameDest::Local(..) = dest {
+        flush_windows(&ctx, &mut dest);
     }
     {
         let mut r = ctx.report.lock();
@@ -213,6 +221,18 @@ pub(crate) fn sync_stage(
         counter!(m::ITEMS_DROPPED, &l).increment(stats.dropped());
     }
     gauge!(m::ACTIVE_STREAMS).decrement(1.0);
+}
+
+/// Emits the padded partial window (directly, or through the encoder stage's queue).
+fn flush_windows(ctx: &StreamCtx, dest: &mut FrameDest) -> bool {
+    match dest {
+        FrameDest::Encoder(tx) => send(tx, FrameMsg::Flush, "encoder", ctx).is_ok(),
+        FrameDest::Local(asm, wdest) => {
+            let mut windows = Vec::new();
+            asm.flush(&mut windows);
+            windows.into_iter().all(|w| wdest.send(w, ctx).is_ok())
+        }
+    }
 }
 
 /// Hands synced frames on; `false` once the next stage is gone.
@@ -237,7 +257,7 @@ fn forward(
         }
         counter!(m::ITEMS_OUT, labels).increment(1);
         match dest {
-            FrameDest::Encoder(tx) => open &= send(tx, f, "encoder", ctx).is_ok(),
+            FrameDest::Encoder(tx) => open &= send(tx, FrameMsg::Frame(f), "encoder", ctx).is_ok(),
             FrameDest::Local(asm, wdest) => {
                 let mut windows = Vec::new();
                 asm.push(f, &mut windows);
@@ -340,7 +360,7 @@ fn isolate<I, O>(
 /// Encodes frames (batched across streams), attaches features, assembles windows.
 pub(crate) fn encoder_stage(
     mut encoder: Box<dyn FrameEncoder>,
-    inputs: Vec<(usize, QueueReceiver<SyncedFrame>)>,
+    inputs: Vec<(usize, QueueReceiver<FrameMsg>)>,
     mut assemblers: Vec<(WindowAssembler, WindowDest)>,
     ctxs: Vec<Arc<StreamCtx>>,
     batch: usize,
@@ -352,52 +372,80 @@ pub(crate) fn encoder_stage(
     };
     let mut dests: Vec<Option<(WindowAssembler, WindowDest)>> =
         assemblers.drain(..).map(Some).collect();
+    let assemble = |dests: &mut Vec<Option<(WindowAssembler, WindowDest)>>,
+                    s: usize,
+                    frame: Option<SyncedFrame>| {
+        if let Some((asm, dest)) = &mut dests[s] {
+            let mut windows = Vec::new();
+            match frame {
+                Some(f) => asm.push(f, &mut windows),
+                None => asm.flush(&mut windows),
+            }
+            for w in windows {
+                let _ = dest.send(w, &ctxs[s]);
+            }
+        }
+    };
     loop {
         let (items, closed) = inputs.gather(batch);
-        let (streams, frames): (Vec<usize>, Vec<SyncedFrame>) = items
+        let items: Vec<(usize, FrameMsg)> = items
             .into_iter()
             .filter(|(s, _)| ctxs[*s].report.lock().model_error.is_none())
-            .unzip();
-        if !frames.is_empty() {
-            let t = Instant::now();
-            let results = isolate(&frames, |refs| {
-                encoder.encode(refs).map_err(|e| e.to_string())
-            });
-            let secs = t.elapsed().as_secs_f64();
-            for ((s, mut frame), res) in streams.into_iter().zip(frames).zip(results) {
-                let ctx = &ctxs[s];
-                let labels = [
-                    ("stage", "encoder".to_string()),
-                    ("stream", ctx.name.clone()),
-                ];
-                counter!(m::ITEMS_IN, &labels).increment(1);
-                histogram!(m::STAGE_LATENCY, &labels).record(secs);
-                match res {
-                    Ok(features) => {
-                        frame.features = Some(features);
-                        counter!(m::ITEMS_OUT, &labels).increment(1);
-                        if let Some((asm, dest)) = &mut dests[s] {
-                            let mut windows = Vec::new();
-                            asm.push(frame, &mut windows);
-                            for w in windows {
-                                let _ = dest.send(w, ctx);
-                            }
-                        }
+            .collect();
+        // Encode the batch's frames together, then assemble in arrival order (a flush
+        // marker sits between the frames it separates).
+        let frames: Vec<&SyncedFrame> = items
+            .iter()
+            .filter_map(|(_, m)| match m {
+                FrameMsg::Frame(f) => Some(f),
+                FrameMsg::Flush => None,
+            })
+            .collect();
+        let t = Instant::now();
+        let mut results = if frames.is_empty() {
+            Vec::new()
+        } else {
+            isolate(&frames, |refs| {
+                let refs: Vec<&SyncedFrame> = refs.iter().map(|f| **f).collect();
+                encoder.encode(&refs).map_err(|e| e.to_string())
+            })
+        }
+        .into_iter();
+        let secs = t.elapsed().as_secs_f64();
+        for (s, msg) in items {
+            let mut frame = match msg {
+                FrameMsg::Flush => {
+                    if ctxs[s].report.lock().model_error.is_none() {
+                        assemble(&mut dests, s, None);
                     }
-                    Err(e) => fail_stream(ctx, format!("frame encoder '{name}': {e}")),
+                    continue;
                 }
+                FrameMsg::Frame(f) => f,
+            };
+            let ctx = &ctxs[s];
+            let labels = [
+                ("stage", "encoder".to_string()),
+                ("stream", ctx.name.clone()),
+            ];
+            counter!(m::ITEMS_IN, &labels).increment(1);
+            histogram!(m::STAGE_LATENCY, &labels).record(secs);
+            match results.next() {
+                Some(Ok(features)) => {
+                    counter!(m::ITEMS_OUT, &labels).increment(1);
+                    if ctx.report.lock().model_error.is_none() {
+                        frame.features = Some(features);
+                        assemble(&mut dests, s, Some(frame));
+                    }
+                }
+                Some(Err(e)) => fail_stream(ctx, format!("frame encoder '{name}': {e}")),
+                None => fail_stream(ctx, format!("frame encoder '{name}': no result")),
             }
         }
         for s in closed {
-            if let Some((mut asm, dest)) = dests[s].take() {
-                if ctxs[s].report.lock().model_error.is_none() {
-                    let mut windows = Vec::new();
-                    asm.flush(&mut windows);
-                    for w in windows {
-                        let _ = dest.send(w, &ctxs[s]);
-                    }
-                }
+            if ctxs[s].report.lock().model_error.is_none() {
+                assemble(&mut dests, s, None);
             }
+            dests[s] = None;
         }
         if inputs.list.is_empty() {
             break;

@@ -385,3 +385,29 @@ fn sink_failure_stops_the_run_and_is_reported() {
     assert!(!report.interrupted);
     assert_eq!(report.stream("live").unwrap().windows_written, 2);
 }
+
+#[test]
+fn discontinuity_closes_the_window_with_and_without_encoder() {
+    for encoder in [false, true] {
+        let script = Script {
+            disc_at: Some(5),
+            ..Script::frames(23)
+        };
+        let factory = SynthFactory::default().with("cam", script);
+        let sink = MemorySink::default();
+        let mut rt = Runtime::new(config(&[("cam", "lossless")], ""), Arc::new(factory))
+            .with_sink(Box::new(sink.clone()));
+        if encoder {
+            rt = rt.with_encoder(Box::new(SumEncoder));
+        }
+        let report = rt.run().unwrap();
+        let recs = records_of(&sink, "cam");
+        let frames: Vec<u64> = recs.iter().map(|r| r["frames"].as_u64().unwrap()).collect();
+        assert_eq!(frames, vec![5, 10, 8], "encoder: {encoder}");
+        assert_eq!(indices(&recs), vec![0, 1, 2]);
+        assert_eq!(recs[1]["t_start"], 2_500_000_000u64);
+        let r = report.stream("cam").unwrap();
+        assert_eq!(r.sync.discontinuities, 1);
+        assert_eq!(r.frames, 23);
+    }
+}

@@ -26,6 +26,8 @@ pub struct Script {
     pub fail_at: Option<u64>,
     /// Refuse to start.
     pub start_error: Option<String>,
+    /// Send a `Discontinuity` before frame `n` (time runs on, as after a re-base).
+    pub disc_at: Option<u64>,
 }
 
 impl Script {
@@ -35,6 +37,7 @@ impl Script {
             chunk: 1600,
             fail_at: None,
             start_error: None,
+            disc_at: None,
         }
     }
     pub fn endless() -> Self {
@@ -162,6 +165,13 @@ impl SourceFactory for SynthFactory {
                         message: format!("stream '{name}': synthetic decoder failure at frame {i}"),
                     });
                     break;
+                }
+                if script.disc_at == Some(i)
+                    && !send(SourceEvent::Discontinuity {
+                        reason: "synthetic reconnect".into(),
+                    })
+                {
+                    return;
                 }
                 if !send(video(i)) {
                     return;
