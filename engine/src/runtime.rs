@@ -130,6 +130,9 @@ pub enum RuntimeError {
     /// The output could not be opened.
     #[error(transparent)]
     Output(#[from] SinkError),
+    /// The operating system refused a thread.
+    #[error("cannot start stage thread {name}: {error}")]
+    Thread { name: String, error: std::io::Error },
 }
 
 /// A configured engine. Build with [`Runtime::new`], add the optional stages, then
@@ -213,7 +216,7 @@ impl Runtime {
             let sink_error = sink_error.clone();
             threads.push(spawn("sink", move || {
                 stages::sink_stage(sink, sink_rx, reports, stop, sink_error)
-            }));
+            })?);
         }
 
         // Per-stream queues into the shared stages, created up front so the stage threads
@@ -246,7 +249,7 @@ impl Runtime {
             let sink_tx = sink_tx.clone();
             threads.push(spawn("model", move || {
                 stages::model_stage(model, model_inputs, ctxs, sink_tx, batch)
-            }));
+            })?);
         }
         drop(sink_tx);
 
@@ -268,7 +271,7 @@ impl Runtime {
             let ctxs = ctxs.clone();
             threads.push(spawn("encoder", move || {
                 stages::encoder_stage(encoder, inputs, assemblers, ctxs, batch)
-            }));
+            })?);
         } else {
             for (r, dest) in resolved.iter().zip(window_dests) {
                 let asm = WindowAssembler::new(
@@ -298,7 +301,7 @@ impl Runtime {
             let Some(dest) = dest else { continue };
             threads.push(spawn(&format!("sync-{}", r.config.name), move || {
                 stages::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
-            }));
+            })?);
         }
         drop(frame_dests);
 
@@ -322,9 +325,15 @@ impl Runtime {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .unwrap_or_else(|e| panic!("cannot spawn thread {name}: {e}"))
+        .map_err(|error| RuntimeError::Thread {
+            name: name.into(),
+            error,
+        })
 }
