@@ -540,7 +540,9 @@ proptest! {
         let eps = ppm as f64 * 1e-6;
         let mut rng = StdRng::seed_from_u64(seed);
         let max_chunk = 2000u64;
-        let events: Vec<SourceEvent> = chunks(&spec, Chunking::Random(1, max_chunk), &mut rng)
+        let cut = chunks(&spec, Chunking::Random(1, max_chunk), &mut rng);
+        let n_chunks = cut.len();
+        let events: Vec<SourceEvent> = cut
             .into_iter()
             .map(|(s, n)| {
                 let pts = (s as f64 * NS_PER_SAMPLE as f64 * (1.0 + eps)).round() as u64;
@@ -560,6 +562,13 @@ proptest! {
         prop_assert_eq!(st.audio_samples_placed + st.overlap_audio_samples + st.late_audio_samples,
             spec.total_samples());
         prop_assert_eq!(st.audio_samples_placed as usize, pos.len());
-        prop_assert_eq!(st.late_audio_samples, 0);
+        // Drift loses samples only where a chunk's timestamp puts it over the previous
+        // chunk's end (counted as overlap, or late when that frame already left): at most
+        // the drift of one chunk plus rounding, per chunk.
+        let per_chunk = 1 + (max_chunk as f64 * eps.abs()).ceil() as u64;
+        prop_assert!(st.overlap_audio_samples + st.late_audio_samples <= n_chunks as u64 * per_chunk);
+        if ppm >= 0 {
+            prop_assert_eq!(st.overlap_audio_samples + st.late_audio_samples, 0);
+        }
     }
 }
