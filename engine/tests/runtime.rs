@@ -411,3 +411,59 @@ fn discontinuity_closes_the_window_with_and_without_encoder() {
         assert_eq!(r.frames, 23);
     }
 }
+
+/// One expectation, every code path: the runtime (with and without a frame encoder) writes
+/// exactly the windows that the synchroniser and assembler make directly of the same events.
+#[test]
+fn runtime_writes_the_same_windows_as_the_direct_path() {
+    use sensorium_engine::sink::window_record;
+    use sensorium_engine::{SyncConfig, Synchroniser, WindowAssembler};
+
+    let script = Script {
+        chunk: 777,
+        disc_at: Some(13),
+        ..Script::frames(41)
+    };
+    let mut sync = Synchroniser::new("cam".into(), SyncConfig::new(2.0, true, true, 500_000_000));
+    let mut asm = WindowAssembler::new("cam".into(), 4, 3);
+    let (mut frames, mut windows) = (Vec::new(), Vec::new());
+    for ev in common::events(&script, "cam") {
+        let disc = matches!(ev, sensorium_engine::SourceEvent::Discontinuity { .. });
+        sync.push_event(ev, &mut frames);
+        for f in frames.drain(..) {
+            asm.push(f, &mut windows);
+        }
+        if disc {
+            asm.flush(&mut windows);
+        }
+    }
+    asm.flush(&mut windows);
+    let want: Vec<Value> = windows
+        .iter()
+        .map(|w| Value::Object(window_record(w)))
+        .collect();
+    // 13 frames: windows at 0, 3, 6, 9; then 28 frames: windows at 0, 3, .., 24.
+    assert_eq!(want.len(), 4 + 9);
+
+    for encoder in [false, true] {
+        let factory = SynthFactory::default().with("cam", script.clone());
+        let sink = MemorySink::default();
+        let mut rt = Runtime::new(
+            config(&[("cam", "lossless")], "window = 4\nstride = 3\nbatch = 5"),
+            Arc::new(factory),
+        )
+        .with_sink(Box::new(sink.clone()));
+        if encoder {
+            rt = rt.with_encoder(Box::new(SumEncoder));
+        }
+        rt.run().unwrap();
+        let got: Vec<Value> = records_of(&sink, "cam")
+            .into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("latency_ms");
+                r
+            })
+            .collect();
+        assert_eq!(got, want, "encoder: {encoder}");
+    }
+}

@@ -150,46 +150,14 @@ impl SourceFactory for SynthFactory {
                 }
                 ok
             };
-            let mut i = 0u64;
-            let mut sample = 0usize;
-            loop {
+            for ev in events(&script, &name) {
                 if stop2.load(Ordering::Acquire) {
                     return;
                 }
-                if script.frames.is_some_and(|n| i >= n) {
-                    send(SourceEvent::Eos);
-                    break;
-                }
-                if script.fail_at == Some(i) {
-                    send(SourceEvent::Error {
-                        message: format!("stream '{name}': synthetic decoder failure at frame {i}"),
-                    });
-                    break;
-                }
-                if script.disc_at == Some(i)
-                    && !send(SourceEvent::Discontinuity {
-                        reason: "synthetic reconnect".into(),
-                    })
-                {
+                let last = matches!(ev, SourceEvent::Eos | SourceEvent::Error { .. });
+                if !send(ev) && !last {
                     return;
                 }
-                if !send(video(i)) {
-                    return;
-                }
-                let end = (i as usize + 1) * FRAME_SAMPLES;
-                while sample < end {
-                    let n = script.chunk.min(end - sample);
-                    let ev = SourceEvent::Audio(AudioChunk {
-                        pts: sample as u64 * 62_500,
-                        samples: (sample..sample + n).map(|v| (v + 1) as f32).collect(),
-                        captured: Instant::now(),
-                    });
-                    if !send(ev) {
-                        return;
-                    }
-                    sample += n;
-                }
-                i += 1;
             }
             pushed.done.store(true, Ordering::Release);
             if let Some(d) = done {
@@ -212,4 +180,48 @@ pub fn config(streams: &[(&str, &str)], extra_engine: &str) -> Config {
         ));
     }
     Config::from_toml_str(&t, "<test>").expect("valid test config")
+}
+
+/// The events a script plays, in order (endless scripts never end).
+pub fn events(script: &Script, name: &str) -> impl Iterator<Item = SourceEvent> + Send {
+    let script = script.clone();
+    let name = name.to_string();
+    let mut i = 0u64;
+    let mut sample = 0usize;
+    let mut queue: std::collections::VecDeque<SourceEvent> = Default::default();
+    let mut finished = false;
+    std::iter::from_fn(move || {
+        while queue.is_empty() && !finished {
+            if script.frames.is_some_and(|n| i >= n) {
+                queue.push_back(SourceEvent::Eos);
+                finished = true;
+                break;
+            }
+            if script.fail_at == Some(i) {
+                queue.push_back(SourceEvent::Error {
+                    message: format!("stream '{name}': synthetic decoder failure at frame {i}"),
+                });
+                finished = true;
+                break;
+            }
+            if script.disc_at == Some(i) {
+                queue.push_back(SourceEvent::Discontinuity {
+                    reason: "synthetic reconnect".into(),
+                });
+            }
+            queue.push_back(video(i));
+            let end = (i as usize + 1) * FRAME_SAMPLES;
+            while sample < end {
+                let n = script.chunk.min(end - sample);
+                queue.push_back(SourceEvent::Audio(AudioChunk {
+                    pts: sample as u64 * 62_500,
+                    samples: (sample..sample + n).map(|v| (v + 1) as f32).collect(),
+                    captured: Instant::now(),
+                }));
+                sample += n;
+            }
+            i += 1;
+        }
+        queue.pop_front()
+    })
 }
