@@ -1,6 +1,9 @@
 //! The `sensorium` command line: parses, builds the engine from a config, maps errors to
-//! exit codes. All behaviour lives in the library crates.
+//! exit codes. All behaviour lives in the library crates; `cli.rs` holds the glue.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod cli;
+mod sources;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

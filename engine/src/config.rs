@@ -40,6 +40,12 @@ pub struct EngineConfig {
     pub stride: usize,
     /// Capacity of every inter-stage queue.
     pub queue_capacity: usize,
+    /// Synchroniser latency bound, ms of running time: a frame whose audio or video is still
+    /// missing this long after its end is emitted with what it has (zeros for missing
+    /// audio). Must cover the source's audio chunk length plus its jitter.
+    pub latency_ms: u64,
+    /// Most items a model stage takes in one batch (across streams).
+    pub batch: usize,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +57,8 @@ impl Default for EngineConfig {
             window: 10,
             stride: 10,
             queue_capacity: 32,
+            latency_ms: 500,
+            batch: 8,
         }
     }
 }
@@ -120,6 +128,31 @@ impl SourceConfig {
             SourceConfig::Rtsp(_) | SourceConfig::Camera(_) | SourceConfig::Microphone(_) => true,
         }
     }
+
+    /// Which media the source is configured to deliver: (video, audio). The synchroniser
+    /// waits (within the latency bound) only for media a stream is expected to have.
+    pub fn expects(&self) -> (bool, bool) {
+        match self {
+            SourceConfig::Test(t) => (t.video, t.audio),
+            SourceConfig::File(f) => (f.video, f.audio),
+            SourceConfig::Uri(u) => (u.video, u.audio),
+            SourceConfig::Rtsp(r) => (r.video, r.audio),
+            SourceConfig::Camera(c) => (true, c.microphone.is_some()),
+            SourceConfig::Microphone(_) => (false, true),
+            SourceConfig::Launch(_) => (true, true),
+        }
+    }
+
+    /// Every `kind` value, for error messages.
+    pub const KINDS: [&'static str; 7] = [
+        "test",
+        "file",
+        "uri",
+        "rtsp",
+        "camera",
+        "microphone",
+        "launch",
+    ];
 
     pub fn kind(&self) -> &'static str {
         match self {

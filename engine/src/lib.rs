@@ -6,14 +6,27 @@
 //! models are reached through small traits.
 
 pub mod config;
+pub mod config_load;
 pub mod frame;
+pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod runtime;
+pub mod sink;
 pub mod source;
+mod stages;
+pub mod sync;
+pub mod window;
 
+pub use config::Config;
+pub use config_load::{ConfigError, ResolvedStream};
 pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
+pub use runtime::{RunReport, Runtime, RuntimeError, Shutdown, StreamEnd, StreamReport};
+pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
+pub use sync::{SyncConfig, SyncStats, Synchroniser};
+pub use window::WindowAssembler;

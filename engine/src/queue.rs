@@ -195,6 +195,19 @@ impl<T> QueueReceiver<T> {
         }
     }
 
+    /// Non-blocking receive that tells an empty queue (`Ok(None)`) from one whose senders are
+    /// all gone (`Err(Closed)`), so a stage can notice that an input stream ended.
+    pub fn try_recv_or_closed(&self) -> Result<Option<T>, Closed> {
+        match self.rx.try_recv() {
+            Ok(item) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(item))
+            }
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(Closed),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.rx.len()
     }

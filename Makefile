@@ -1,0 +1,41 @@
+# sensorium: `make run` runs the default pipeline, `make test` runs every test.
+# System packages (GStreamer) are installed by `make deps` only when missing.
+
+DEB_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+CONFIG ?= pipelines/configs/test.toml
+
+.PHONY: deps build run test bench check
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "GStreamer packages present"; \
+	fi
+
+build: deps
+	$(CARGO) build --release --workspace
+
+run: build
+	$(CARGO) run --release -p sensorium -- run --config $(CONFIG)
+
+test: deps
+	$(CARGO) test --workspace
+
+bench:
+	$(CARGO) bench -p sensorium-engine --bench sync_window
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,581 @@
+//! Loading and validating a [`Config`]: every error names the file and the field (TOML key
+//! path such as `stream[1].source.kind`), and the resolved form fills each stream's defaults
+//! so that `sensorium check` can show exactly what will run.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::config::{Config, SourceConfig, StreamConfig};
+use crate::source::SourceParams;
+use crate::sync::SyncConfig;
+
+/// Why a config was rejected. Every variant names the file (or `<inline>`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{path}: cannot read config: {error}")]
+    Read { path: String, error: std::io::Error },
+    /// The text is not TOML.
+    #[error("{origin}: malformed TOML at line {line}, column {column}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A field is unknown, missing, of the wrong type or has an invalid value.
+    #[error("{origin}: field `{field}`: {message}")]
+    Field {
+        origin: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The offending field's key path, when the error is about one field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// One stream with every default filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedStream {
+    /// The stream's config with `mode`, `fps`, `width`, `height` set.
+    pub config: StreamConfig,
+    pub params: SourceParams,
+    /// Synchroniser settings derived from the engine config and the source.
+    pub sync: SyncConfig,
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors (a path, or `<inline>`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Syntax {
+                origin: origin.into(),
+                line,
+                column,
+                // One line: toml's message may span several.
+                message: e.message().trim().replace('\n', "; "),
+            }
+        })?;
+        check_kinds(&table, origin)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                field_error(origin, &path, &inner)
+            })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Semantic checks that the schema cannot express.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError::Field {
+            origin: origin.into(),
+            field,
+            message,
+        };
+        let e = &self.engine;
+        check_fps(e.fps).map_err(|m| err("engine.fps".into(), m))?;
+        check_dim(e.width).map_err(|m| err("engine.width".into(), m))?;
+        check_dim(e.height).map_err(|m| err("engine.height".into(), m))?;
+        if e.window < 1 {
+            return Err(err("engine.window".into(), "must be at least 1".into()));
+        }
+        if e.stride < 1 {
+            return Err(err("engine.stride".into(), "must be at least 1".into()));
+        }
+        if e.queue_capacity < 1 {
+            return Err(err(
+                "engine.queue_capacity".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if e.batch < 1 {
+            return Err(err("engine.batch".into(), "must be at least 1".into()));
+        }
+        if self.output.path.trim().is_empty() {
+            return Err(err(
+                "output.path".into(),
+                "must not be empty (use \"-\" for stdout)".into(),
+            ));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            parse_listen(listen).map_err(|m| err("metrics.listen".into(), m))?;
+        }
+        if self.streams.is_empty() {
+            return Err(err(
+                "stream".into(),
+                "at least one [[stream]] is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let f = |name: &str| format!("stream[{i}].{name}");
+            if s.name.trim().is_empty() {
+                return Err(err(f("name"), "must not be empty".into()));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(err(
+                    f("name"),
+                    format!("duplicate stream name '{}'", s.name),
+                ));
+            }
+            if let Some(fps) = s.fps {
+                check_fps(fps).map_err(|m| err(f("fps"), m))?;
+            }
+            if let Some(w) = s.width {
+                check_dim(w).map_err(|m| err(f("width"), m))?;
+            }
+            if let Some(h) = s.height {
+                check_dim(h).map_err(|m| err(f("height"), m))?;
+            }
+            check_source(&s.source).map_err(|(k, m)| err(f(&format!("source.{k}")), m))?;
+        }
+        Ok(())
+    }
+
+    /// Source parameters of one stream: engine defaults merged with its overrides.
+    pub fn params(&self, stream: &StreamConfig) -> SourceParams {
+        let mode = stream.mode.unwrap_or(if stream.source.is_live() {
+            crate::queue::QueueMode::Realtime
+        } else {
+            crate::queue::QueueMode::Lossless
+        });
+        SourceParams {
+            fps: stream.fps.unwrap_or(self.engine.fps),
+            width: stream.width.unwrap_or(self.engine.width),
+            height: stream.height.unwrap_or(self.engine.height),
+            mode,
+        }
+    }
+
+    /// Every stream with its defaults filled in.
+    pub fn resolved_streams(&self) -> Vec<ResolvedStream> {
+        self.streams
+            .iter()
+            .map(|s| {
+                let params = self.params(s);
+                let (video, audio) = s.source.expects();
+                let mut config = s.clone();
+                config.mode = Some(params.mode);
+                config.fps = Some(params.fps);
+                config.width = Some(params.width);
+                config.height = Some(params.height);
+                let sync =
+                    SyncConfig::new(params.fps, video, audio, self.engine.latency_ms * 1_000_000);
+                ResolvedStream {
+                    config,
+                    params,
+                    sync,
+                }
+            })
+            .collect()
+    }
+
+    /// The config with every stream's defaults filled in (what `sensorium check` prints).
+    pub fn resolved(&self) -> Config {
+        let mut c = self.clone();
+        c.streams = self
+            .resolved_streams()
+            .into_iter()
+            .map(|r| r.config)
+            .collect();
+        c
+    }
+
+    /// TOML text with secrets redacted (passwords, credentials inside URLs).
+    pub fn to_toml_redacted(&self) -> String {
+        let mut c = self.clone();
+        for s in &mut c.streams {
+            match &mut s.source {
+                SourceConfig::Rtsp(r) => r.url = redact_url(&r.url),
+                SourceConfig::Uri(u) => u.uri = redact_url(&u.uri),
+                _ => {}
+            }
+        }
+        // Serializing plain data (no maps with non-string keys) cannot fail.
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// `host:port`, or just a port (`9464`, `:9464`) meaning 127.0.0.1.
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
+    let l = listen.trim();
+    let full = if let Ok(port) = l.trim_start_matches(':').parse::<u16>() {
+        format!("127.0.0.1:{port}")
+    } else {
+        l.to_string()
+    };
+    full.parse::<SocketAddr>()
+        .map_err(|_| format!("'{listen}' is not host:port (e.g. 127.0.0.1:9464)"))
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..auth_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    if userinfo.contains(':') {
+        format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
+    } else {
+        url.to_string()
+    }
+}
+
+fn check_fps(fps: f64) -> Result<(), String> {
+    if fps.is_finite() && fps > 0.0 && fps <= 1000.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be > 0 and <= 1000 frames per second, got {fps}"
+        ))
+    }
+}
+
+fn check_dim(v: u32) -> Result<(), String> {
+    if v == 0 || v & 1 != 0 {
+        Err(format!("must be even and > 0, got {v}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
+    match s {
+        SourceConfig::Test(t) => {
+            if !(0.0..=1.0).contains(&t.volume) {
+                return Err(("volume", format!("must be within 0..1, got {}", t.volume)));
+            }
+            if !(t.freq.is_finite() && t.freq > 0.0) {
+                return Err(("freq", format!("must be > 0 Hz, got {}", t.freq)));
+            }
+            if let Some(d) = t.duration_s {
+                if !(d.is_finite() && d > 0.0) {
+                    return Err(("duration_s", format!("must be > 0 seconds, got {d}")));
+                }
+            }
+            if !t.video && !t.audio {
+                return Err(("video", "a test source needs video or audio".into()));
+            }
+        }
+        SourceConfig::File(f) => {
+            if f.path.as_os_str().is_empty() {
+                return Err(("path", "must not be empty".into()));
+            }
+            if !f.video && !f.audio {
+                return Err(("video", "a stream needs video or audio".into()));
+            }
+        }
+        SourceConfig::Uri(u) => {
+            if !u.uri.contains("://") {
+                return Err(("uri", format!("'{}' is not a URI (scheme://...)", u.uri)));
+            }
+            if !u.video && !u.audio {
+                return Err(("video", "a stream needs video or audio".into()));
+            }
+        }
+        SourceConfig::Rtsp(r) => {
+            let lower = r.url.to_ascii_lowercase();
+            if !(lower.starts_with("rtsp://")
+                || lower.starts_with("rtsps://")
+                || lower.starts_with("rtspt://"))
+            {
+                return Err((
+                    "url",
+                    format!("'{}' is not an rtsp:// URL", redact_url(&r.url)),
+                ));
+            }
+            if r.reconnect.initial_ms == 0 || r.reconnect.initial_ms > r.reconnect.max_ms {
+                return Err((
+                    "reconnect.initial_ms",
+                    format!(
+                        "must be > 0 and <= reconnect.max_ms ({}), got {}",
+                        r.reconnect.max_ms, r.reconnect.initial_ms
+                    ),
+                ));
+            }
+            if !r.video && !r.audio {
+                return Err(("video", "a stream needs video or audio".into()));
+            }
+        }
+        SourceConfig::Camera(c) => {
+            if c.device.trim().is_empty() {
+                return Err(("device", "must not be empty".into()));
+            }
+        }
+        SourceConfig::Microphone(_) => {}
+        SourceConfig::Launch(l) => {
+            if !(l.pipeline.contains("name=video") || l.pipeline.contains("name=audio")) {
+                return Err((
+                    "pipeline",
+                    "must contain an appsink named `video` and/or `audio`".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unknown `kind` values get their own message naming the key: serde's "unknown variant"
+/// for an internally tagged enum would point at `source`, not at `kind`.
+fn check_kinds(table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
+    let Some(toml::Value::Array(streams)) = table.get("stream") else {
+        return Ok(());
+    };
+    for (i, s) in streams.iter().enumerate() {
+        let Some(toml::Value::Table(src)) = s.get("source") else {
+            continue;
+        };
+        let field = format!("stream[{i}].source.kind");
+        match src.get("kind") {
+            None => {
+                return Err(ConfigError::Field {
+                    origin: origin.into(),
+                    field,
+                    message: format!("missing (one of: {})", SourceConfig::KINDS.join(", ")),
+                })
+            }
+            Some(toml::Value::String(k)) if SourceConfig::KINDS.contains(&k.as_str()) => {
+                let mut fields = src.clone();
+                fields.remove("kind");
+                check_source_fields(k, fields, &format!("stream[{i}].source"), origin)?;
+            }
+            Some(other) => {
+                return Err(ConfigError::Field {
+                    origin: origin.into(),
+                    field,
+                    message: format!(
+                        "unknown source kind {other} (expected one of: {})",
+                        SourceConfig::KINDS.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes a source table as its kind's struct, so that errors inside it carry their
+/// key path (serde loses the path inside an internally tagged enum).
+fn check_source_fields(
+    kind: &str,
+    fields: toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    use crate::config::{
+        CameraSource, FileSource, LaunchSource, MicrophoneSource, RtspSource, TestSource, UriSource,
+    };
+    fn de<T: serde::de::DeserializeOwned>(
+        fields: toml::Table,
+        prefix: &str,
+        origin: &str,
+    ) -> Result<(), ConfigError> {
+        serde_path_to_error::deserialize::<_, T>(toml::Value::Table(fields))
+            .map(|_| ())
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let path = if path == "." || path.is_empty() {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}.{path}")
+                };
+                field_error(origin, &path, &e.into_inner().to_string())
+            })
+    }
+    match kind {
+        "test" => de::<TestSource>(fields, prefix, origin),
+        "file" => de::<FileSource>(fields, prefix, origin),
+        "uri" => de::<UriSource>(fields, prefix, origin),
+        "rtsp" => de::<RtspSource>(fields, prefix, origin),
+        "camera" => de::<CameraSource>(fields, prefix, origin),
+        "microphone" => de::<MicrophoneSource>(fields, prefix, origin),
+        "launch" => de::<LaunchSource>(fields, prefix, origin),
+        _ => Ok(()),
+    }
+}
+
+/// Turns a serde error at `path` into a field error; unknown and missing fields are named
+/// by their own key, not their parent's.
+fn field_error(origin: &str, path: &str, message: &str) -> ConfigError {
+    let child = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    let field = match (child, path) {
+        (Some(c), "." | "") => c.to_string(),
+        (Some(c), p) if p == c || p.ends_with(&format!(".{c}")) => p.to_string(),
+        (Some(c), p) => format!("{p}.{c}"),
+        (None, p) => p.to_string(),
+    };
+    // toml appends "in `key`" on a second line; the field is already named.
+    let message = message.lines().next().unwrap_or("").trim().to_string();
+    ConfigError::Field {
+        origin: origin.into(),
+        field,
+        message,
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueMode;
+
+    const MIN: &str = "[[stream]]\nname = \"cam\"\nsource = { kind = \"test\" }\n";
+
+    fn field_of(text: &str) -> String {
+        match Config::from_toml_str(text, "t.toml") {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("t.toml: "), "{msg}");
+                e.field().unwrap_or("<none>").to_string()
+            }
+            Ok(_) => panic!("accepted: {text}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_resolves_defaults() {
+        let c = Config::from_toml_str(MIN, "t.toml").unwrap();
+        let r = c.resolved_streams();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].params.fps, 2.0);
+        assert_eq!(r[0].params.mode, QueueMode::Realtime, "test source is live");
+        assert_eq!(r[0].config.width, Some(224));
+        assert_eq!(r[0].sync.max_latency_ns, 500_000_000);
+    }
+
+    #[test]
+    fn file_defaults_to_lossless_and_override_wins() {
+        let t = "[engine]\nfps = 4\n[[stream]]\nname = \"a\"\nsource = { kind = \"file\", path = \"x.mp4\" }\n\
+                 [[stream]]\nname = \"b\"\nmode = \"realtime\"\nfps = 1\nsource = { kind = \"file\", path = \"y.mp4\" }\n";
+        let c = Config::from_toml_str(t, "t.toml").unwrap();
+        let r = c.resolved_streams();
+        assert_eq!(
+            (r[0].params.mode, r[0].params.fps),
+            (QueueMode::Lossless, 4.0)
+        );
+        assert_eq!(
+            (r[1].params.mode, r[1].params.fps),
+            (QueueMode::Realtime, 1.0)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(&format!("[engine]\nfps = 0\n{MIN}")), "engine.fps");
+        assert_eq!(
+            field_of(&format!("[engine]\nwidth = 223\n{MIN}")),
+            "engine.width"
+        );
+        assert_eq!(
+            field_of(&format!("[engine]\nwindow = 0\n{MIN}")),
+            "engine.window"
+        );
+        assert_eq!(
+            field_of(&format!("[engine]\nstride = 0\n{MIN}")),
+            "engine.stride"
+        );
+        assert_eq!(field_of(&format!("[engine]\nfsp = 2\n{MIN}")), "engine.fsp");
+        assert_eq!(
+            field_of(&format!("[engine]\nfps = \"fast\"\n{MIN}")),
+            "engine.fps"
+        );
+        assert_eq!(field_of("[engine]\nfps = 2\n"), "stream");
+        assert_eq!(field_of(&format!("{MIN}{MIN}")), "stream[1].name");
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"webcam\" }\n"),
+            "stream[0].source.kind"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"file\" }\n"),
+            "stream[0].source.path"
+        );
+        assert_eq!(
+            field_of(
+                "[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"http://x\" }\n"
+            ),
+            "stream[0].source.url"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"rtsp\", url = \"rtsp://x\", transport = \"quic\" }\n"),
+            "stream[0].source.transport"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"camera\", microphone = { backend = \"oss\" } }\n"),
+            "stream[0].source.microphone.backend"
+        );
+        assert_eq!(
+            field_of("[[stream]]\nname = \"c\"\nsource = { kind = \"test\", colour = 1 }\n"),
+            "stream[0].source.colour"
+        );
+        assert_eq!(
+            field_of(&format!("[metrics]\nlisten = \"nowhere\"\n{MIN}")),
+            "metrics.listen"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = Config::from_toml_str("[engine\nfps = 2\n", "bad.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("bad.toml: malformed TOML at line 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        let t = "[[stream]]\nname = \"door\"\nsource = { kind = \"rtsp\", url = \"rtsp://admin:hunter2@cam/live\", user = \"admin\", password = \"s3cret\" }\n";
+        let c = Config::from_toml_str(t, "t.toml").unwrap();
+        let out = c.resolved().to_toml_redacted();
+        assert!(!out.contains("hunter2") && !out.contains("s3cret"), "{out}");
+        assert!(out.contains("rtsp://admin:***@cam/live"), "{out}");
+        assert!(out.contains("password = \"***\""), "{out}");
+        assert!(out.contains("fps = 2.0"), "{out}");
+    }
+
+    #[test]
+    fn listen_port_only_means_localhost() {
+        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_listen(":9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_listen("0.0.0.0:1").unwrap().to_string(), "0.0.0.0:1");
+    }
+}

@@ -1,0 +1,97 @@
+//! Metric names and the Prometheus exporter. Stages record through the `metrics` facade
+//! (a no-op until a recorder is installed), so the engine and its tests run the same code
+//! whether or not anything scrapes it.
+//!
+//! Labels: `stage` (`source`, `sync`, `encoder`, `model`, `sink`) and `stream`.
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Histogram: time a stage spent on one item or batch, seconds (`stage`, `stream`).
+pub const STAGE_LATENCY: &str = "sensorium_stage_latency_seconds";
+/// Histogram: capture of a window's newest data to the window's output line, seconds.
+pub const WINDOW_LATENCY: &str = "sensorium_window_latency_seconds";
+/// Gauge: items waiting in the queue in front of a stage (`stage`, `stream`).
+pub const QUEUE_DEPTH: &str = "sensorium_queue_depth";
+/// Counter: items a stage took in (`stage`, `stream`).
+pub const ITEMS_IN: &str = "sensorium_items_in_total";
+/// Counter: items a stage handed on (`stage`, `stream`).
+pub const ITEMS_OUT: &str = "sensorium_items_out_total";
+/// Counter: items dropped in front of a stage by a realtime queue, or late data dropped by
+/// the synchroniser (`stage`, `stream`).
+pub const ITEMS_DROPPED: &str = "sensorium_items_dropped_total";
+/// Gauge: synced frames per second of wall time (`stream`).
+pub const STREAM_FPS: &str = "sensorium_stream_fps";
+/// Gauge: streams currently running.
+pub const ACTIVE_STREAMS: &str = "sensorium_active_streams";
+
+/// Every metric name, for docs and tests.
+pub const ALL: [&str; 8] = [
+    STAGE_LATENCY,
+    WINDOW_LATENCY,
+    QUEUE_DEPTH,
+    ITEMS_IN,
+    ITEMS_OUT,
+    ITEMS_DROPPED,
+    STREAM_FPS,
+    ACTIVE_STREAMS,
+];
+
+/// The exporter could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// `[metrics] listen` is not an address.
+    #[error("metrics.listen: {0}")]
+    Address(String),
+    /// Binding the port or installing the global recorder failed.
+    #[error("metrics exporter on {addr}: {message}")]
+    Install { addr: SocketAddr, message: String },
+}
+
+/// Latency buckets, seconds: 100 µs .. 30 s.
+const BUCKETS: [f64; 14] = [
+    1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// Starts the Prometheus exporter (HTTP, `GET /metrics`) on `listen` (`host:port`, or a
+/// port alone for 127.0.0.1) and installs it as the global recorder. Once per process.
+pub fn install_prometheus(listen: &str) -> Result<SocketAddr, MetricsError> {
+    let addr = crate::config_load::parse_listen(listen).map_err(MetricsError::Address)?;
+    let install_err = |e: &dyn std::fmt::Display| MetricsError::Install {
+        addr,
+        message: e.to_string(),
+    };
+    // Bind first so that a taken port is reported here rather than inside the exporter's
+    // background thread, where it would only be logged.
+    drop(std::net::TcpListener::bind(addr).map_err(|e| install_err(&e))?);
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&BUCKETS)
+        .map_err(|e| install_err(&e))?
+        .install()
+        .map_err(|e| install_err(&e))?;
+    describe();
+    Ok(addr)
+}
+
+/// Registers help texts and units (shown by the exporter).
+pub fn describe() {
+    describe_histogram!(
+        STAGE_LATENCY,
+        Unit::Seconds,
+        "Time a stage spent per item or batch"
+    );
+    describe_histogram!(
+        WINDOW_LATENCY,
+        Unit::Seconds,
+        "Capture of a window's newest data to its output line"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Items waiting in front of a stage");
+    describe_counter!(ITEMS_IN, "Items taken in by a stage");
+    describe_counter!(ITEMS_OUT, "Items handed on by a stage");
+    describe_counter!(ITEMS_DROPPED, "Items dropped in front of a stage");
+    describe_gauge!(STREAM_FPS, "Synced frames per second of wall time");
+    describe_gauge!(ACTIVE_STREAMS, "Streams currently running");
+}

@@ -1,0 +1,339 @@
+//! The runtime: starts every stream's source and the stage threads, joined by bounded
+//! queues, runs until every stream has ended (EOS, error) or shutdown is requested, and
+//! returns what happened to each stream.
+//!
+//! ```text
+//! source ──q(stream mode)──▶ sync thread (per stream) ─┬─ no encoder: window assembler ─┐
+//!                                                     └─q─▶ encoder stage (all streams,  │
+//!                                                           batched) + assemblers ───────┤
+//!                                   ┌─────────────────────────────────────────────────────┘
+//!                                   ├─ no model ───────────────────────▶ sink ── JSON lines
+//!                                   └─q─▶ model stage (all streams, batched) ─▶ sink
+//! ```
+//! Every queue but the sink's is per stream and uses the stream's mode (realtime: drop the
+//! oldest, never block; lossless: back-pressure), so streams are isolated: a stream that
+//! ends, fails or is slowed down by its own data does not hold up another. A model that
+//! errors or panics fails only the streams whose windows it failed on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::config_load::ConfigError;
+use crate::model::{FrameEncoder, WindowModel};
+use crate::queue::{bounded, QueueMode};
+use crate::sink::{JsonLinesSink, SinkError, WindowSink};
+use crate::source::SourceFactory;
+use crate::stages::{self, FrameDest, StreamCtx, WindowDest};
+use crate::sync::{SyncStats, Synchroniser};
+use crate::window::WindowAssembler;
+
+/// Asks a running [`Runtime`] to stop: sources are stopped, buffered frames flushed and the
+/// padded last windows written. Cloneable; cheap to check.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// How a stream's source side ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Still running (only seen while the runtime runs).
+    Running,
+    /// The source reached end of stream.
+    Eos,
+    /// Shutdown was requested.
+    Stopped,
+    /// The factory could not start the source; the message names the input.
+    StartFailed(String),
+    /// The source failed while running.
+    SourceFailed(String),
+}
+
+/// What happened to one stream.
+#[derive(Clone, Debug)]
+pub struct StreamReport {
+    pub name: String,
+    pub end: StreamEnd,
+    /// The frame encoder or window model failed on this stream's data (its windows stop).
+    pub model_error: Option<String>,
+    pub frames: u64,
+    /// Windows assembled.
+    pub windows: u64,
+    /// Windows written by the sink.
+    pub windows_written: u64,
+    /// Items (events, frames, windows) dropped by realtime queues of this stream.
+    pub dropped: u64,
+    /// The same drops by the stage the queue feeds (`sync`: source events, `encoder`:
+    /// frames, `model`: windows).
+    pub dropped_at: std::collections::BTreeMap<String, u64>,
+    /// Deepest any queue of this stream was right after a send.
+    pub max_queue_depth: usize,
+    /// Source events the source queue accepted.
+    pub events_sent: u64,
+    pub sync: SyncStats,
+}
+
+impl StreamReport {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            end: StreamEnd::Running,
+            model_error: None,
+            frames: 0,
+            windows: 0,
+            windows_written: 0,
+            dropped: 0,
+            dropped_at: Default::default(),
+            max_queue_depth: 0,
+            events_sent: 0,
+            sync: SyncStats::default(),
+        }
+    }
+}
+
+/// The outcome of [`Runtime::run`].
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub streams: Vec<StreamReport>,
+    /// Writing the output failed (the run stopped there).
+    pub sink_error: Option<String>,
+    /// Shutdown was requested through the [`Shutdown`] token.
+    pub interrupted: bool,
+}
+
+impl RunReport {
+    pub fn stream(&self, name: &str) -> Option<&StreamReport> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The output could not be opened.
+    #[error(transparent)]
+    Output(#[from] SinkError),
+    /// The operating system refused a thread.
+    #[error("cannot start stage thread {name}: {error}")]
+    Thread { name: String, error: std::io::Error },
+}
+
+/// A configured engine. Build with [`Runtime::new`], add the optional stages, then
+/// [`run`](Runtime::run) (blocks until every stream ended or shutdown).
+pub struct Runtime {
+    config: Config,
+    factory: Arc<dyn SourceFactory>,
+    encoder: Option<Box<dyn FrameEncoder>>,
+    model: Option<Box<dyn WindowModel>>,
+    sink: Option<Box<dyn WindowSink>>,
+    shutdown: Shutdown,
+}
+
+impl Runtime {
+    pub fn new(config: Config, factory: Arc<dyn SourceFactory>) -> Self {
+        Self {
+            config,
+            factory,
+            encoder: None,
+            model: None,
+            sink: None,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Runs `encoder` once per synced frame, batched across streams.
+    pub fn with_encoder(mut self, encoder: Box<dyn FrameEncoder>) -> Self {
+        self.encoder = Some(encoder);
+        self
+    }
+
+    /// Runs `model` once per window, batched across streams.
+    pub fn with_model(mut self, model: Box<dyn WindowModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Writes records here instead of `[output] path`.
+    pub fn with_sink(mut self, sink: Box<dyn WindowSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// The token that stops this runtime.
+    pub fn shutdown_token(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Runs every stream to its end. Per-stream failures are in the report, not errors.
+    pub fn run(self) -> Result<RunReport, RuntimeError> {
+        self.config.validate("<config>")?;
+        let sink = match self.sink {
+            Some(s) => s,
+            None => Box::new(JsonLinesSink::open(&self.config.output.path)?),
+        };
+        let cfg = &self.config;
+        let cap = cfg.engine.queue_capacity;
+        let batch = cfg.engine.batch;
+        let stop = stages::Stop {
+            user: self.shutdown.clone(),
+            sink_failed: Arc::new(AtomicBool::new(false)),
+        };
+        let resolved = cfg.resolved_streams();
+        let reports: Vec<Arc<Mutex<StreamReport>>> = resolved
+            .iter()
+            .map(|r| Arc::new(Mutex::new(StreamReport::new(&r.config.name))))
+            .collect();
+
+        let n = resolved.len().max(1);
+        let (sink_tx, sink_rx) = bounded(cap * n, QueueMode::Lossless);
+        let sink_error = Arc::new(Mutex::new(None));
+        let mut threads = Vec::new();
+        {
+            let reports = reports.clone();
+            let stop = stop.clone();
+            let sink_error = sink_error.clone();
+            threads.push(spawn("sink", move || {
+                stages::sink_stage(sink, sink_rx, reports, stop, sink_error)
+            })?);
+        }
+
+        // Per-stream queues into the shared stages, created up front so the stage threads
+        // know all their inputs.
+        let mut model_inputs = Vec::new();
+        let mut window_dests = Vec::new();
+        for (i, r) in resolved.iter().enumerate() {
+            if self.model.is_some() {
+                let (tx, rx) = bounded(cap, r.params.mode);
+                model_inputs.push((i, rx));
+                window_dests.push(WindowDest::Model(tx));
+            } else {
+                window_dests.push(WindowDest::Sink(sink_tx.clone()));
+            }
+        }
+        let ctxs: Vec<Arc<StreamCtx>> = resolved
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Arc::new(StreamCtx {
+                    index: i,
+                    name: r.config.name.clone(),
+                    report: reports[i].clone(),
+                })
+            })
+            .collect();
+
+        if let Some(model) = self.model {
+            let ctxs = ctxs.clone();
+            let sink_tx = sink_tx.clone();
+            threads.push(spawn("model", move || {
+                stages::model_stage(model, model_inputs, ctxs, sink_tx, batch)
+            })?);
+        }
+        drop(sink_tx);
+
+        let mut frame_dests = Vec::new();
+        if let Some(encoder) = self.encoder {
+            let mut inputs = Vec::new();
+            let mut assemblers = Vec::new();
+            for (i, (r, dest)) in resolved.iter().zip(window_dests).enumerate() {
+                let (tx, rx) = bounded(cap, r.params.mode);
+                inputs.push((i, rx));
+                frame_dests.push(Some(FrameDest::Encoder(tx)));
+                let asm = WindowAssembler::new(
+                    r.config.name.as_str().into(),
+                    cfg.engine.window,
+                    cfg.engine.stride,
+                );
+                assemblers.push((asm, dest));
+            }
+            let ctxs = ctxs.clone();
+            threads.push(spawn("encoder", move || {
+                stages::encoder_stage(encoder, inputs, assemblers, ctxs, batch)
+            })?);
+        } else {
+            for (r, dest) in resolved.iter().zip(window_dests) {
+                let asm = WindowAssembler::new(
+                    r.config.name.as_str().into(),
+                    cfg.engine.window,
+                    cfg.engine.stride,
+                );
+                frame_dests.push(Some(FrameDest::Local(asm, dest)));
+            }
+        }
+
+        for (i, r) in resolved.iter().enumerate() {
+            let ctx = ctxs[i].clone();
+            let dest = frame_dests[i].take();
+            let (tx, rx) = bounded(cap, r.params.mode);
+            let handle = match self.factory.start(&r.config, &r.params, tx) {
+                Ok(h) => h,
+                Err(e) => {
+                    ctx.report.lock().end = StreamEnd::StartFailed(e.to_string());
+                    // Dropping `dest` closes this stream's stage inputs.
+                    continue;
+                }
+            };
+            let sync = Synchroniser::new(r.config.name.as_str().into(), r.sync.clone());
+            let stop = stop.clone();
+            let mode = r.params.mode;
+            let Some(dest) = dest else { continue };
+            threads.push(spawn(&format!("sync-{}", r.config.name), move || {
+                stages::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
+            })?);
+        }
+        drop(frame_dests);
+
+        for t in threads {
+            // Stage bodies catch model panics themselves; a panic here is an engine bug,
+            // reported rather than propagated so the other streams' results survive.
+            if let Err(p) = t.join() {
+                eprintln!(
+                    "sensorium: stage thread panicked: {}",
+                    stages::panic_message(&*p)
+                );
+            }
+        }
+        let streams = reports.iter().map(|r| r.lock().clone()).collect();
+        let sink_error = sink_error.lock().take();
+        Ok(RunReport {
+            streams,
+            sink_error,
+            interrupted: self.shutdown.is_triggered(),
+        })
+    }
+}
+
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|error| RuntimeError::Thread {
+            name: name.into(),
+            error,
+        })
+}

@@ -1,0 +1,555 @@
+//! The bodies of the runtime's stage threads: per-stream sync (+ assembly), the batched
+//! encoder and model stages, and the sink. Kept apart from `runtime.rs`, which only wires
+//! them together.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Select;
+use metrics::{counter, gauge, histogram};
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+use crate::frame::{SourceEvent, SyncedFrame, Window};
+use crate::metrics as m;
+use crate::model::{FrameEncoder, WindowModel};
+use crate::queue::{Closed, QueueReceiver, QueueSender};
+use crate::runtime::{StreamEnd, StreamReport};
+use crate::sink::{merge_fields, window_record, WindowSink};
+use crate::source::SourceHandle;
+use crate::sync::Synchroniser;
+use crate::window::WindowAssembler;
+
+/// How often blocked stage threads look at the stop flags.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Why stages should stop early.
+#[derive(Clone)]
+pub(crate) struct Stop {
+    pub user: crate::runtime::Shutdown,
+    pub sink_failed: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn any(&self) -> bool {
+        self.user.is_triggered() || self.sink_failed.load(Ordering::Acquire)
+    }
+}
+
+/// One stream as the stages see it.
+pub(crate) struct StreamCtx {
+    pub index: usize,
+    pub name: String,
+    pub report: Arc<Mutex<StreamReport>>,
+}
+
+/// A window's output line on its way to the sink.
+pub(crate) struct SinkItem {
+    pub stream: usize,
+    pub record: Map<String, Value>,
+    /// Capture time of the window's newest data.
+    pub captured: Option<Instant>,
+}
+
+/// Where a stream's windows go.
+pub(crate) enum WindowDest {
+    Model(QueueSender<Window>),
+    Sink(QueueSender<SinkItem>),
+}
+
+/// What the sync thread sends to the encoder stage.
+pub(crate) enum FrameMsg {
+    Frame(SyncedFrame),
+    /// A discontinuity: emit the padded partial window, start windows afresh.
+    Flush,
+}
+
+/// Where a stream's synced frames go.
+pub(crate) enum FrameDest {
+    Encoder(QueueSender<FrameMsg>),
+    Local(WindowAssembler, WindowDest),
+}
+
+/// Sends with the queue's policy, recording drops and depth for `stage` (the consumer).
+fn send<T>(
+    tx: &QueueSender<T>,
+    item: T,
+    stage: &'static str,
+    ctx: &StreamCtx,
+) -> Result<(), Closed> {
+    let dropped = tx.send(item)?;
+    let depth = tx.len();
+    let labels = [("stage", stage.to_string()), ("stream", ctx.name.clone())];
+    gauge!(m::QUEUE_DEPTH, &labels).set(depth as f64);
+    let mut r = ctx.report.lock();
+    if dropped > 0 {
+        counter!(m::ITEMS_DROPPED, &labels).increment(dropped);
+        r.dropped += dropped;
+        *r.dropped_at.entry(stage.to_string()).or_default() += dropped;
+    }
+    r.max_queue_depth = r.max_queue_depth.max(depth);
+    Ok(())
+}
+
+fn newest_capture(w: &Window) -> Option<Instant> {
+    w.frames
+        .iter()
+        .zip(&w.valid)
+        .filter(|(_, v)| **v)
+        .filter_map(|(f, _)| f.captured)
+        .max()
+}
+
+impl WindowDest {
+    fn send(&self, w: Window, ctx: &StreamCtx) -> Result<(), Closed> {
+        ctx.report.lock().windows += 1;
+        match self {
+            WindowDest::Model(tx) => send(tx, w, "model", ctx),
+            WindowDest::Sink(tx) => {
+                let item = SinkItem {
+                    stream: ctx.index,
+                    captured: newest_capture(&w),
+                    record: window_record(&w),
+                };
+                send(tx, item, "sink", ctx)
+            }
+        }
+    }
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Per stream: source events -> synchroniser -> (encoder queue | assembler -> windows).
+pub(crate) fn sync_stage(
+    ctx: Arc<StreamCtx>,
+    rx: QueueReceiver<SourceEvent>,
+    mut handle: Box<dyn SourceHandle>,
+    mut sync: Synchroniser,
+    mut dest: FrameDest,
+    stop: Stop,
+    rx_mode: crate::queue::QueueMode,
+) {
+    gauge!(m::ACTIVE_STREAMS).increment(1.0);
+    let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
+    // Register the drop counter at zero so that "nothing dropped" is visible as such.
+    counter!(m::ITEMS_DROPPED, &labels).increment(0);
+    let mut frames = Vec::new();
+    let mut first_frame: Option<Instant> = None;
+    let mut downstream_open = true;
+    // For live (realtime) streams, running time keeps going while a source is silent: after
+    // a quiet spell, advance the synchroniser by the wall time elapsed so that buffered
+    // frames still leave within the latency bound.
+    let live = matches!(rx_mode, crate::queue::QueueMode::Realtime);
+    let mut last_event = Instant::now();
+    let mut last_mark: Option<u64> = None;
+    let end = loop {
+        if stop.any() {
+            break StreamEnd::Stopped;
+        }
+        let ev = match rx.recv_timeout(POLL) {
+            Ok(ev) => ev,
+            Err(false) => {
+                if let (true, Some(mark)) = (live, last_mark) {
+                    let idle = last_event.elapsed().as_nanos() as u64;
+                    sync.advance_to(mark.saturating_add(idle), &mut frames);
+                    downstream_open &=
+                        forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+                }
+                continue;
+            }
+            Err(true) => {
+                break StreamEnd::SourceFailed(format!(
+                    "stream '{}': source stopped without end-of-stream",
+                    ctx.name
+                ))
+            }
+        };
+        counter!(m::ITEMS_IN, &labels).increment(1);
+        let discontinuity = matches!(ev, SourceEvent::Discontinuity { .. });
+        let end = match &ev {
+            SourceEvent::Eos => Some(StreamEnd::Eos),
+            SourceEvent::Error { message } => Some(StreamEnd::SourceFailed(message.clone())),
+            _ => None,
+        };
+        let t = Instant::now();
+        sync.push_event(ev, &mut frames);
+        last_event = t;
+        last_mark = sync.watermark();
+        histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
+        downstream_open &= forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+        if discontinuity {
+            // No window straddles a discontinuity: the partial one goes out padded.
+            downstream_open &= flush_windows(&ctx, &mut dest);
+        }
+        if let Some(end) = end {
+            break end;
+        }
+        if !downstream_open {
+            // Every consumer is gone (sink failed): nothing left to do for this stream.
+            break StreamEnd::Stopped;
+        }
+    };
+    // Close the source queue before stopping the source, so that a source blocked on a full
+    // lossless queue wakes up (its send fails) instead of holding up `stop`.
+    let stats = rx.stats().clone();
+    drop(rx);
+    handle.stop();
+    sync.finish(&mut frames);
+    forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+    if let FrameDest::Local(..) = dest {
+        flush_windows(&ctx, &mut dest);
+    }
+    {
+        let mut r = ctx.report.lock();
+        r.end = end;
+        r.sync = sync.stats().clone();
+        r.events_sent = stats.sent();
+        r.dropped += stats.dropped();
+        if stats.dropped() > 0 {
+            *r.dropped_at.entry("sync".into()).or_default() += stats.dropped();
+        }
+    }
+    if stats.dropped() > 0 {
+        let l = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
+        counter!(m::ITEMS_DROPPED, &l).increment(stats.dropped());
+    }
+    gauge!(m::ACTIVE_STREAMS).decrement(1.0);
+}
+
+/// Emits the padded partial window (directly, or through the encoder stage's queue).
+fn flush_windows(ctx: &StreamCtx, dest: &mut FrameDest) -> bool {
+    match dest {
+        FrameDest::Encoder(tx) => send(tx, FrameMsg::Flush, "encoder", ctx).is_ok(),
+        FrameDest::Local(asm, wdest) => {
+            let mut windows = Vec::new();
+            asm.flush(&mut windows);
+            windows.into_iter().all(|w| wdest.send(w, ctx).is_ok())
+        }
+    }
+}
+
+/// Hands synced frames on; `false` once the next stage is gone.
+fn forward(
+    ctx: &StreamCtx,
+    frames: &mut Vec<SyncedFrame>,
+    dest: &mut FrameDest,
+    labels: &[(&'static str, String); 2],
+    first: &mut Option<Instant>,
+) -> bool {
+    let mut open = true;
+    for f in frames.drain(..) {
+        let n = {
+            let mut r = ctx.report.lock();
+            r.frames += 1;
+            r.frames
+        };
+        let start = *first.get_or_insert_with(Instant::now);
+        let secs = start.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            gauge!(m::STREAM_FPS, "stream" => ctx.name.clone()).set(n as f64 / secs);
+        }
+        counter!(m::ITEMS_OUT, labels).increment(1);
+        match dest {
+            FrameDest::Encoder(tx) => open &= send(tx, FrameMsg::Frame(f), "encoder", ctx).is_ok(),
+            FrameDest::Local(asm, wdest) => {
+                let mut windows = Vec::new();
+                asm.push(f, &mut windows);
+                for w in windows {
+                    open &= wdest.send(w, ctx).is_ok();
+                }
+            }
+        }
+    }
+    open
+}
+
+/// Per-stream inputs of a shared stage, polled round-robin.
+struct Inputs<T> {
+    list: Vec<(usize, QueueReceiver<T>)>,
+    next: usize,
+}
+
+impl<T> Inputs<T> {
+    /// Up to `max` items across inputs (round-robin, each input in order), and the streams
+    /// whose input closed. Blocks up to one poll interval when nothing is ready.
+    fn gather(&mut self, max: usize) -> (Vec<(usize, T)>, Vec<usize>) {
+        let mut items = Vec::new();
+        let mut closed = Vec::new();
+        for attempt in 0..2 {
+            let mut progress = true;
+            while items.len() < max && progress && !self.list.is_empty() {
+                progress = false;
+                for _ in 0..self.list.len() {
+                    if items.len() >= max {
+                        break;
+                    }
+                    let k = self.next % self.list.len();
+                    self.next = self.next.wrapping_add(1);
+                    match self.list[k].1.try_recv_or_closed() {
+                        Ok(Some(item)) => {
+                            items.push((self.list[k].0, item));
+                            progress = true;
+                        }
+                        Ok(None) => {}
+                        Err(Closed) => {
+                            closed.push(self.list[k].0);
+                            self.list.remove(k);
+                            progress = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !items.is_empty() || !closed.is_empty() || self.list.is_empty() || attempt == 1 {
+                break;
+            }
+            let mut sel = Select::new();
+            for (_, rx) in &self.list {
+                sel.recv(rx.as_crossbeam());
+            }
+            let _ = sel.ready_timeout(POLL);
+        }
+        (items, closed)
+    }
+}
+
+fn fail_stream(ctx: &StreamCtx, message: String) {
+    eprintln!("sensorium: stream '{}': {message}", ctx.name);
+    let mut r = ctx.report.lock();
+    if r.model_error.is_none() {
+        r.model_error = Some(message);
+    }
+}
+
+/// Runs `f` on the whole batch; if it errors or panics, on each item alone, so that only
+/// the streams whose data fails are failed. Returns one result per item.
+fn isolate<I, O>(
+    items: &[I],
+    mut f: impl FnMut(&[&I]) -> Result<Vec<O>, String>,
+) -> Vec<Result<O, String>> {
+    let refs: Vec<&I> = items.iter().collect();
+    let mut call = |refs: &[&I]| -> Result<Vec<O>, String> {
+        match catch_unwind(AssertUnwindSafe(|| f(refs))) {
+            Ok(Ok(out)) if out.len() == refs.len() => Ok(out),
+            Ok(Ok(out)) => Err(format!(
+                "returned {} results for {} inputs",
+                out.len(),
+                refs.len()
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+        }
+    };
+    match call(&refs) {
+        Ok(out) => out.into_iter().map(Ok).collect(),
+        Err(e) if refs.len() == 1 => vec![Err(e)],
+        Err(_) => refs
+            .iter()
+            .map(|r| call(std::slice::from_ref(r)).map(|mut v| v.remove(0)))
+            .collect(),
+    }
+}
+
+/// Encodes frames (batched across streams), attaches features, assembles windows.
+pub(crate) fn encoder_stage(
+    mut encoder: Box<dyn FrameEncoder>,
+    inputs: Vec<(usize, QueueReceiver<FrameMsg>)>,
+    mut assemblers: Vec<(WindowAssembler, WindowDest)>,
+    ctxs: Vec<Arc<StreamCtx>>,
+    batch: usize,
+) {
+    let name = encoder.name().to_string();
+    let mut inputs = Inputs {
+        list: inputs,
+        next: 0,
+    };
+    let mut dests: Vec<Option<(WindowAssembler, WindowDest)>> =
+        assemblers.drain(..).map(Some).collect();
+    let assemble = |dests: &mut Vec<Option<(WindowAssembler, WindowDest)>>,
+                    s: usize,
+                    frame: Option<SyncedFrame>| {
+        if let Some((asm, dest)) = &mut dests[s] {
+            let mut windows = Vec::new();
+            match frame {
+                Some(f) => asm.push(f, &mut windows),
+                None => asm.flush(&mut windows),
+            }
+            for w in windows {
+                let _ = dest.send(w, &ctxs[s]);
+            }
+        }
+    };
+    loop {
+        let (items, closed) = inputs.gather(batch);
+        let items: Vec<(usize, FrameMsg)> = items
+            .into_iter()
+            .filter(|(s, _)| ctxs[*s].report.lock().model_error.is_none())
+            .collect();
+        // Encode the batch's frames together, then assemble in arrival order (a flush
+        // marker sits between the frames it separates).
+        let frames: Vec<&SyncedFrame> = items
+            .iter()
+            .filter_map(|(_, m)| match m {
+                FrameMsg::Frame(f) => Some(f),
+                FrameMsg::Flush => None,
+            })
+            .collect();
+        let t = Instant::now();
+        let mut results = if frames.is_empty() {
+            Vec::new()
+        } else {
+            isolate(&frames, |refs| {
+                let refs: Vec<&SyncedFrame> = refs.iter().map(|f| **f).collect();
+                encoder.encode(&refs).map_err(|e| e.to_string())
+            })
+        }
+        .into_iter();
+        let secs = t.elapsed().as_secs_f64();
+        for (s, msg) in items {
+            let mut frame = match msg {
+                FrameMsg::Flush => {
+                    if ctxs[s].report.lock().model_error.is_none() {
+                        assemble(&mut dests, s, None);
+                    }
+                    continue;
+                }
+                FrameMsg::Frame(f) => f,
+            };
+            let ctx = &ctxs[s];
+            let labels = [
+                ("stage", "encoder".to_string()),
+                ("stream", ctx.name.clone()),
+            ];
+            counter!(m::ITEMS_IN, &labels).increment(1);
+            histogram!(m::STAGE_LATENCY, &labels).record(secs);
+            match results.next() {
+                Some(Ok(features)) => {
+                    counter!(m::ITEMS_OUT, &labels).increment(1);
+                    if ctx.report.lock().model_error.is_none() {
+                        frame.features = Some(features);
+                        assemble(&mut dests, s, Some(frame));
+                    }
+                }
+                Some(Err(e)) => fail_stream(ctx, format!("frame encoder '{name}': {e}")),
+                None => fail_stream(ctx, format!("frame encoder '{name}': no result")),
+            }
+        }
+        for s in closed {
+            if ctxs[s].report.lock().model_error.is_none() {
+                assemble(&mut dests, s, None);
+            }
+            dests[s] = None;
+        }
+        if inputs.list.is_empty() {
+            break;
+        }
+    }
+}
+
+/// Runs the window model (batched across streams) and hands records to the sink.
+pub(crate) fn model_stage(
+    mut model: Box<dyn WindowModel>,
+    inputs: Vec<(usize, QueueReceiver<Window>)>,
+    ctxs: Vec<Arc<StreamCtx>>,
+    sink: QueueSender<SinkItem>,
+    batch: usize,
+) {
+    let name = model.name().to_string();
+    let mut inputs = Inputs {
+        list: inputs,
+        next: 0,
+    };
+    loop {
+        let (items, closed) = inputs.gather(batch);
+        let (streams, windows): (Vec<usize>, Vec<Window>) = items
+            .into_iter()
+            .filter(|(s, _)| ctxs[*s].report.lock().model_error.is_none())
+            .unzip();
+        if !windows.is_empty() {
+            let t = Instant::now();
+            let results = isolate(&windows, |refs| {
+                model.process(refs).map_err(|e| e.to_string())
+            });
+            let secs = t.elapsed().as_secs_f64();
+            for ((s, w), res) in streams.into_iter().zip(windows).zip(results) {
+                let ctx = &ctxs[s];
+                let labels = [("stage", "model".to_string()), ("stream", ctx.name.clone())];
+                counter!(m::ITEMS_IN, &labels).increment(1);
+                histogram!(m::STAGE_LATENCY, &labels).record(secs);
+                match res {
+                    Ok(extra) => {
+                        counter!(m::ITEMS_OUT, &labels).increment(1);
+                        let mut record = window_record(&w);
+                        merge_fields(&mut record, extra);
+                        let item = SinkItem {
+                            stream: s,
+                            captured: newest_capture(&w),
+                            record,
+                        };
+                        let _ = send(&sink, item, "sink", ctx);
+                    }
+                    Err(e) => {
+                        fail_stream(ctx, format!("window model '{name}': {e}"));
+                        let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&ctx.name)));
+                    }
+                }
+            }
+        }
+        for s in closed {
+            let stream = ctxs[s].name.clone();
+            let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&stream)));
+        }
+        if inputs.list.is_empty() {
+            break;
+        }
+    }
+}
+
+/// Writes records; on a write error stops the run and discards the rest.
+pub(crate) fn sink_stage(
+    mut sink: Box<dyn WindowSink>,
+    rx: QueueReceiver<SinkItem>,
+    reports: Vec<Arc<Mutex<StreamReport>>>,
+    stop: Stop,
+    error: Arc<Mutex<Option<String>>>,
+) {
+    while let Some(mut item) = rx.recv() {
+        if stop.sink_failed.load(Ordering::Acquire) {
+            continue;
+        }
+        let Some(report) = reports.get(item.stream) else {
+            continue;
+        };
+        let name = report.lock().name.clone();
+        let latency = item.captured.map(|c| c.elapsed().as_secs_f64());
+        let latency_ms = latency.map_or(Value::Null, |s| {
+            serde_json::Number::from_f64((s * 1e3 * 1000.0).round() / 1000.0)
+                .map_or(Value::Null, Value::Number)
+        });
+        item.record.insert("latency_ms".into(), latency_ms);
+        let labels = [("stage", "sink".to_string()), ("stream", name)];
+        counter!(m::ITEMS_IN, &labels).increment(1);
+        let t = Instant::now();
+        match sink.write(&Value::Object(item.record)) {
+            Ok(()) => {
+                histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
+                if let Some(s) = latency {
+                    histogram!(m::WINDOW_LATENCY, "stream" => labels[1].1.clone()).record(s);
+                }
+                counter!(m::ITEMS_OUT, &labels).increment(1);
+                report.lock().windows_written += 1;
+            }
+            Err(e) => {
+                *error.lock() = Some(e.to_string());
+                stop.sink_failed.store(true, Ordering::Release);
+            }
+        }
+    }
+}
