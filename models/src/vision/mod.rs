@@ -164,7 +164,7 @@ pub struct VisionEncoder {
 
 impl VisionEncoder {
     /// Loads a CLIP or SigLIP checkpoint directory (`config.json`, `*.safetensors`,
-    /// optionally `preprocessor_config.json`). Tensors under `vision_model.`.
+    /// optionally `preprocessor_config.json`). Tensors under `vision_model.` or bare.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config = VisionConfig::load(dir)?;
         let act = Activation::from_hf(&config.hidden_act).ok_or_else(|| {
@@ -175,7 +175,19 @@ impl VisionEncoder {
         })?;
         let preprocess = load_preprocess(dir, &config)?;
         let vb = Weights::from_dir(dir, device)?;
-        let tower = VisionTransformer::new(&config, act, &vb.pp("vision_model"))?;
+        // CLIPModel / SiglipModel and older vision-only saves use `vision_model.`; newer
+        // transformers save vision-only models without the prefix.
+        let vb = if vb.contains("vision_model.embeddings.patch_embedding.weight") {
+            vb.pp("vision_model")
+        } else if vb.contains("embeddings.patch_embedding.weight") {
+            vb
+        } else {
+            return Err(ModelError::MissingTensor {
+                path: vb.file(),
+                tensor: "vision_model.embeddings.patch_embedding.weight".into(),
+            });
+        };
+        let tower = VisionTransformer::new(&config, act, &vb)?;
         Ok(Self {
             config,
             preprocess,
