@@ -5,10 +5,10 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// Additive mask value for disallowed attention entries. Finite (not -inf) so that a row
-/// whose keys are all masked gives a uniform softmax instead of NaN, as HF's
-/// `invert_attention_mask` (which uses the dtype's most negative value) does.
-pub const MASK_NEG: f32 = -1e9;
+/// Additive mask value for disallowed attention entries: the most negative f32, as HF's
+/// `invert_attention_mask` uses. Finite (not -inf) so that a row whose keys are all masked
+/// gives a uniform softmax instead of NaN, exactly like HF.
+pub const MASK_NEG: f32 = f32::MIN;
 
 /// `x W^T + b` over the last axis of `x` (any rank >= 2).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
