@@ -84,12 +84,11 @@ impl Weights {
     pub fn from_files(files: &[PathBuf], device: &Device) -> Result<Self> {
         let mut tensors = HashMap::new();
         for (i, f) in files.iter().enumerate() {
-            let map = candle_core::safetensors::load(f, device).map_err(|e| {
-                ModelError::MissingFile {
+            let map =
+                candle_core::safetensors::load(f, device).map_err(|e| ModelError::MissingFile {
                     path: f.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             for (k, v) in map {
                 tensors.insert(k, (v, i));
             }

@@ -110,7 +110,10 @@ impl FrameEncoder for AvFrameEncoder {
         &self.name
     }
 
-    fn encode(&mut self, frames: &[&SyncedFrame]) -> std::result::Result<Vec<Features>, StageError> {
+    fn encode(
+        &mut self,
+        frames: &[&SyncedFrame],
+    ) -> std::result::Result<Vec<Features>, StageError> {
         let enc = self
             .encode_frames(frames)
             .map_err(|e| StageError::new(&self.name, e))?;
@@ -208,7 +211,10 @@ impl QFormerWindowModel {
             let frames = self.frames_of(w)?;
             let st = self.streams.entry(w.stream.clone()).or_default();
             kvs.push(st.window(&self.qformer, &frames).map_err(|e| {
-                StageError::new("qformer", format!("stream {} window {}: {e}", w.stream, w.index))
+                StageError::new(
+                    "qformer",
+                    format!("stream {} window {}: {e}", w.stream, w.index),
+                )
             })?);
         }
         record(&self.name, "slots", start, windows.len());

@@ -71,7 +71,11 @@ fn whisper_batches_and_pads_slots() {
     let half: Vec<f32> = wav.iter().map(|x| x * 0.5).collect();
     let batch = enc.encode(&[&wav, &half]).unwrap();
     let one = enc.encode(&[&half]).unwrap();
-    let e = max_rel_err(&flat(&batch.get(1).unwrap()), &flat(&one.get(0).unwrap()), 1e-6);
+    let e = max_rel_err(
+        &flat(&batch.get(1).unwrap()),
+        &flat(&one.get(0).unwrap()),
+        1e-6,
+    );
     assert!(e <= 1e-5, "batched vs single rel err {e}");
     // FAVOR: 25 Whisper frames per 0.5 s frame, zero-padded to 32 slots.
     let slots = enc.encode_slots(&[&wav], SlotMode::Pad(32)).unwrap();

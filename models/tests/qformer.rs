@@ -38,7 +38,11 @@ fn fixture() -> Fixture {
 }
 
 fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &str, tol: f32) {
-    let e = max_rel_err(&flat(&out.hidden), &flat(&io.io[&format!("{case}.hidden")]), 1e-6);
+    let e = max_rel_err(
+        &flat(&out.hidden),
+        &flat(&io.io[&format!("{case}.hidden")]),
+        1e-6,
+    );
     assert!(e <= tol, "{case} hidden rel err {e}");
     let e = max_rel_err(
         &flat(&out.projected),
@@ -54,9 +58,24 @@ fn matches_pytorch_reference_all_mask_modes() {
     let mut qf = QFormer::load(&dir(), &Device::Cpu).unwrap();
     for (case, used, mask, ctx) in [
         ("past_window", 5, MaskDirection::Past, SlotContext::Window),
-        ("future_window", 5, MaskDirection::Future, SlotContext::Window),
-        ("past_lookback", 9, MaskDirection::Past, SlotContext::Lookback),
-        ("past_lookback_pad", 9, MaskDirection::Past, SlotContext::Lookback),
+        (
+            "future_window",
+            5,
+            MaskDirection::Future,
+            SlotContext::Window,
+        ),
+        (
+            "past_lookback",
+            9,
+            MaskDirection::Past,
+            SlotContext::Lookback,
+        ),
+        (
+            "past_lookback_pad",
+            9,
+            MaskDirection::Past,
+            SlotContext::Lookback,
+        ),
     ] {
         qf.cfg.mask = mask;
         qf.cfg.context = ctx;
@@ -98,7 +117,10 @@ fn streaming_matches_pytorch_reference() {
         let w = st.window(&qf, &frames).unwrap();
         last = Some(qf.query_batch(&[w]).unwrap());
     }
-    assert_eq!(st.frames_computed, 9, "each frame pushed through the slot layers once");
+    assert_eq!(
+        st.frames_computed, 9,
+        "each frame pushed through the slot layers once"
+    );
     check(&last.unwrap(), &fx, "past_lookback", 1e-4);
 }
 
@@ -124,8 +146,12 @@ fn tiny_cfg() -> QFormerConfig {
 
 fn frame_input(i: usize) -> FrameInput {
     let dev = Device::Cpu;
-    let a: Vec<f32> = (0..2 * 6).map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin()).collect();
-    let v: Vec<f32> = (0..2 * 4).map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos()).collect();
+    let a: Vec<f32> = (0..2 * 6)
+        .map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin())
+        .collect();
+    let v: Vec<f32> = (0..2 * 4)
+        .map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos())
+        .collect();
     FrameInput {
         audio: (i % 7 != 3).then(|| Tensor::from_vec(a, (2, 6), &dev).unwrap()),
         visual: (i % 5 != 2).then(|| Tensor::from_vec(v, (2, 4), &dev).unwrap()),
@@ -147,21 +173,25 @@ fn incremental_equals_full_recompute_over_many_slides() {
                 .map(|i| StreamFrame {
                     index: i as u64,
                     valid: i < n_frames,
-                    input: if i < n_frames { inputs[i].clone() } else { FrameInput::default() },
+                    input: if i < n_frames {
+                        inputs[i].clone()
+                    } else {
+                        FrameInput::default()
+                    },
                 })
                 .collect();
             let w = st.window(&qf, &frames).unwrap();
             let inc = qf.query_batch(&[w]).unwrap();
-            let all: Vec<FrameInput> = frames
-                .iter()
-                .map(|f| f.input.clone())
-                .collect::<Vec<_>>();
+            let all: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect::<Vec<_>>();
             let mut seq: Vec<FrameInput> = inputs[..start.min(n_frames)].to_vec();
             seq.extend(all);
             let valid: Vec<bool> = (0..start + k).map(|i| i < n_frames).collect();
             let full = qf.forward_sequence(&seq, &valid, 0, k).unwrap();
             let e = max_rel_err(&flat(&inc.projected), &flat(&full.projected), 1e-6);
-            assert!(e <= 1e-5, "k={k} stride={stride} window at {start}: rel err {e}");
+            assert!(
+                e <= 1e-5,
+                "k={k} stride={stride} window at {start}: rel err {e}"
+            );
             if start >= 4 && start + k <= n_frames {
                 // The earlier frames matter: without them the result is measurably different,
                 // so the equality above is not vacuous.
@@ -179,7 +209,11 @@ fn incremental_equals_full_recompute_over_many_slides() {
             start += stride;
         }
         assert!(windows >= 9);
-        assert_eq!(st.frames_computed as usize, start + k, "each frame computed once");
+        assert_eq!(
+            st.frames_computed as usize,
+            start + k,
+            "each frame computed once"
+        );
     }
 }
 
@@ -207,7 +241,11 @@ fn batched_windows_equal_single_windows() {
     );
     assert!(e <= 1e-5, "batched vs single rel err {e}");
     let one = qf.query_batch(&[w1]).unwrap();
-    let e = max_rel_err(&flat(&both.projected.get(0).unwrap()), &flat(&one.projected), 1e-6);
+    let e = max_rel_err(
+        &flat(&both.projected.get(0).unwrap()),
+        &flat(&one.projected),
+        1e-6,
+    );
     assert!(e <= 1e-5);
 }
 

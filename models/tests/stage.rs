@@ -26,7 +26,9 @@ fn frame(stream: &StreamId, i: u64) -> SyncedFrame {
     let audio: Vec<f32> = (0..8000)
         .map(|n| 0.3 * ((n as f32 + i as f32 * 8000.0) * 0.05).sin())
         .collect();
-    let rgb: Vec<u8> = (0..40 * 30 * 3).map(|n| ((n as u64 * 7 + i * 13) % 251) as u8).collect();
+    let rgb: Vec<u8> = (0..40 * 30 * 3)
+        .map(|n| ((n as u64 * 7 + i * 13) % 251) as u8)
+        .collect();
     let has_video = i != 2;
     SyncedFrame {
         stream: stream.clone(),
@@ -83,10 +85,23 @@ fn encoder_and_qformer_stages_end_to_end() {
     for (f, x) in frames.iter_mut().zip(feats) {
         f.features = Some(x);
     }
-    let e2 = frames[2].features.as_ref().unwrap().downcast_ref::<EncodedFrame>().unwrap();
-    assert!(e2.visual.is_none(), "frame without video has no visual tokens");
+    let e2 = frames[2]
+        .features
+        .as_ref()
+        .unwrap()
+        .downcast_ref::<EncodedFrame>()
+        .unwrap();
+    assert!(
+        e2.visual.is_none(),
+        "frame without video has no visual tokens"
+    );
     assert_eq!(e2.audio.as_ref().unwrap().dims(), &[25, 32]);
-    let e4 = frames[4].features.as_ref().unwrap().downcast_ref::<EncodedFrame>().unwrap();
+    let e4 = frames[4]
+        .features
+        .as_ref()
+        .unwrap()
+        .downcast_ref::<EncodedFrame>()
+        .unwrap();
     assert!(e4.audio.is_none());
     assert_eq!(e4.visual.as_ref().unwrap().dims(), &[4, 32]);
 
@@ -134,8 +149,16 @@ fn encoder_and_qformer_stages_end_to_end() {
     let inputs: Vec<FrameInput> = frames
         .iter()
         .map(|f| {
-            let e = f.features.as_ref().unwrap().downcast_ref::<EncodedFrame>().unwrap();
-            FrameInput { audio: e.audio.clone(), visual: e.visual.clone() }
+            let e = f
+                .features
+                .as_ref()
+                .unwrap()
+                .downcast_ref::<EncodedFrame>()
+                .unwrap();
+            FrameInput {
+                audio: e.audio.clone(),
+                visual: e.visual.clone(),
+            }
         })
         .collect();
     let delivered = got.lock().unwrap();
@@ -143,8 +166,18 @@ fn encoder_and_qformer_stages_end_to_end() {
     assert_eq!(delivered[2].window, 2);
     assert_eq!(delivered[2].tokens.dims(), &[3, 12]);
     let full = qf.forward_sequence(&inputs[..7], &[true; 7], 0, 3).unwrap();
-    let a = delivered[2].tokens.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = full.projected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = delivered[2]
+        .tokens
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = full
+        .projected
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let e = max_rel_err(&a, &b, 1e-6);
     assert!(e <= 1e-5, "stage tokens vs direct rel err {e}");
     drop(delivered);
@@ -168,5 +201,8 @@ fn window_without_features_names_stream_and_frame() {
         valid: vec![true, true],
     };
     let msg = model.process(&[&w]).unwrap_err().to_string();
-    assert!(msg.contains("stream mic7 frame 0") && msg.contains("no encoder features"), "{msg}");
+    assert!(
+        msg.contains("stream mic7 frame 0") && msg.contains("no encoder features"),
+        "{msg}"
+    );
 }

@@ -55,7 +55,11 @@ impl AudioEncoder {
             }
             data.extend(self.mel.compute(c)?);
         }
-        let mel = Tensor::from_vec(data, (chunks.len(), n_mels, LogMel::frames(n)), &self.device)?;
+        let mel = Tensor::from_vec(
+            data,
+            (chunks.len(), n_mels, LogMel::frames(n)),
+            &self.device,
+        )?;
         self.encoder.forward(&mel)
     }
 

@@ -98,7 +98,9 @@ impl EncoderLayer {
             .forward(&self.self_attn_layer_norm.forward(x)?)?;
         let x = (x + h)?;
         let h = self.final_layer_norm.forward(&x)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
         x + h
     }
 }
@@ -172,7 +174,10 @@ impl WhisperEncoder {
         let act = Activation::from_hf(&cfg.activation_function).ok_or_else(|| {
             ModelError::InvalidConfig {
                 path: config_path.to_path_buf(),
-                message: format!("unsupported activation_function {:?}", cfg.activation_function),
+                message: format!(
+                    "unsupported activation_function {:?}",
+                    cfg.activation_function
+                ),
             }
         })?;
         let d = cfg.d_model;

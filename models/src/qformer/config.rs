@@ -125,11 +125,13 @@ impl QFormerConfig {
     pub fn validate(&self) -> Result<(), String> {
         let chk = |ok: bool, m: &str| if ok { Ok(()) } else { Err(m.to_string()) };
         chk(
-            self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size must be a multiple of num_attention_heads",
         )?;
         chk(
-            self.slot_attention_heads > 0 && self.slot_width() % self.slot_attention_heads == 0,
+            self.slot_attention_heads > 0
+                && self.slot_width().is_multiple_of(self.slot_attention_heads),
             "audio_slot_width + visual_slot_width must be a multiple of slot_attention_heads",
         )?;
         chk(

@@ -96,10 +96,20 @@ fn layout(cfg: &QFormerConfig) -> Vec<(String, Vec<usize>, Init)> {
         Normal,
     ));
     if cfg.audio_proj {
-        lin(&mut v, "speech_pre_qformer_proj", cfg.audio_slot_width, cfg.audio_width);
+        lin(
+            &mut v,
+            "speech_pre_qformer_proj",
+            cfg.audio_slot_width,
+            cfg.audio_width,
+        );
     }
     if cfg.visual_proj {
-        lin(&mut v, "visual_pre_qformer_proj", cfg.visual_slot_width, cfg.visual_width);
+        lin(
+            &mut v,
+            "visual_pre_qformer_proj",
+            cfg.visual_slot_width,
+            cfg.visual_width,
+        );
     }
     for l in 0..cfg.num_hidden_layers {
         let p = format!("video_Qformer.bert.encoder.layer.{l}");
@@ -201,10 +211,11 @@ impl QFormer {
             });
         }
         let cfg: QFormerConfig = checkpoint::parse_config(&path, &value)?;
-        cfg.validate().map_err(|message| ModelError::InvalidConfig {
-            path: path.clone(),
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|message| ModelError::InvalidConfig {
+                path: path.clone(),
+                message,
+            })?;
         Self::from_weights(cfg, &Weights::from_dir(dir, device)?)
     }
 
@@ -225,7 +236,8 @@ impl QFormer {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut v = serde_json::to_value(cfg).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+        let mut v =
+            serde_json::to_value(cfg).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
         v["model_type"] = "causal_qformer".into();
         std::fs::write(dir.join("config.json"), v.to_string()).map_err(io)?;
         candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
@@ -324,7 +336,10 @@ impl QFormer {
             return Ok(Tensor::zeros((s, slot_width), DType::F32, &self.device)?);
         };
         let (_, w) = x.dims2().map_err(|_| {
-            ModelError::InvalidInput(format!("{what} tokens must be [tokens, width], got {:?}", x.dims()))
+            ModelError::InvalidInput(format!(
+                "{what} tokens must be [tokens, width], got {:?}",
+                x.dims()
+            ))
         })?;
         if w != width {
             return Err(ModelError::InvalidInput(format!(
@@ -395,8 +410,8 @@ impl QFormer {
         let (n, s) = (valid.len(), self.cfg.slots_per_frame);
         let mut m = vec![0f32; n * s * n * s];
         for i in 0..n {
-            for j in 0..n {
-                if self.frame_allowed(i, j) && valid[j] {
+            for (j, vj) in valid.iter().enumerate() {
+                if self.frame_allowed(i, j) && *vj {
                     continue;
                 }
                 for a in 0..s {
@@ -415,13 +430,21 @@ impl QFormer {
             .iter()
             .flat_map(|v| std::iter::repeat_n(if *v { 0.0 } else { MASK_NEG }, s))
             .collect();
-        Ok(Tensor::from_vec(m, (1, 1, 1, valid.len() * s), &self.device)?)
+        Ok(Tensor::from_vec(
+            m,
+            (1, 1, 1, valid.len() * s),
+            &self.device,
+        )?)
     }
 
     /// The query side for a batch of windows. `cross_kv[l]` holds, per layer, the
     /// head-split cross-attention keys/values of each window's slot states
     /// (`[B, heads, k*S, dh]`); `mask` is `[B, 1, 1, k*S]`.
-    pub fn query_forward(&self, cross_kv: &[(Tensor, Tensor)], mask: &Tensor) -> Result<QFormerOutput> {
+    pub fn query_forward(
+        &self,
+        cross_kv: &[(Tensor, Tensor)],
+        mask: &Tensor,
+    ) -> Result<QFormerOutput> {
         let b = mask.dim(0)?;
         let q = self.query_ln.forward(&self.query_tokens)?;
         let mut x = q.repeat((b, 1, 1))?;

@@ -99,14 +99,21 @@ impl QFormerStream {
                     let mut vs = Vec::with_capacity(prev.len() + 1);
                     for p in &prev {
                         let Some((pk, pv)) = &p.layers[l].self_kv else {
-                            return Err(ModelError::InvalidInput("slot cache is inconsistent".into()));
+                            return Err(ModelError::InvalidInput(
+                                "slot cache is inconsistent".into(),
+                            ));
                         };
                         ks.push(pk);
                         vs.push(pv);
                     }
                     ks.push(&k);
                     vs.push(&v);
-                    x = c.attend(&x, &Tensor::cat(&ks, 2)?, &Tensor::cat(&vs, 2)?, Some(&kmask))?;
+                    x = c.attend(
+                        &x,
+                        &Tensor::cat(&ks, 2)?,
+                        &Tensor::cat(&vs, 2)?,
+                        Some(&kmask),
+                    )?;
                     Some((k, v))
                 }
                 None => None,
@@ -143,7 +150,11 @@ impl QFormerStream {
             self.frames_computed += k as u64;
             return qf.window_kv_full(&inputs, &valid, frames[0].index, k);
         }
-        if self.frames.back().is_some_and(|b| b.index + 1 < frames[0].index) {
+        if self
+            .frames
+            .back()
+            .is_some_and(|b| b.index + 1 < frames[0].index)
+        {
             self.frames.clear();
         }
         for f in frames {

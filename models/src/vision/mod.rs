@@ -119,7 +119,8 @@ fn load_preprocess(dir: &Path, cfg: &VisionConfig) -> Result<Preprocess> {
         message: m,
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let get = |o: &serde_json::Value, k: &str| o.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let get =
+        |o: &serde_json::Value, k: &str| o.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
     if let Some(size) = v.get("size") {
         if let Some(s) = get(size, "shortest_edge") {
             p.shortest_edge = Some(s);
@@ -146,7 +147,10 @@ fn load_preprocess(dir: &Path, cfg: &VisionConfig) -> Result<Preprocess> {
     for (key, dst) in [("image_mean", &mut p.mean), ("image_std", &mut p.std)] {
         if let Some(arr) = v.get(key).and_then(|x| x.as_array()) {
             for (d, s) in dst.iter_mut().zip(arr) {
-                *d = s.as_f64().ok_or_else(|| bad(format!("{key} must be numbers")))? as f32;
+                *d = s
+                    .as_f64()
+                    .ok_or_else(|| bad(format!("{key} must be numbers")))?
+                    as f32;
             }
         }
     }
@@ -167,12 +171,11 @@ impl VisionEncoder {
     /// optionally `preprocessor_config.json`). Tensors under `vision_model.` or bare.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config = VisionConfig::load(dir)?;
-        let act = Activation::from_hf(&config.hidden_act).ok_or_else(|| {
-            ModelError::InvalidConfig {
+        let act =
+            Activation::from_hf(&config.hidden_act).ok_or_else(|| ModelError::InvalidConfig {
                 path: dir.join("config.json"),
                 message: format!("unsupported hidden_act {:?}", config.hidden_act),
-            }
-        })?;
+            })?;
         let preprocess = load_preprocess(dir, &config)?;
         let vb = Weights::from_dir(dir, device)?;
         // CLIPModel / SiglipModel and older vision-only saves use `vision_model.`; newer
@@ -213,7 +216,11 @@ impl VisionEncoder {
             }
             data.extend(self.preprocess.apply(rgb, *w, *h)?);
         }
-        Ok(Tensor::from_vec(data, (frames.len(), 3, s, s), &self.device)?)
+        Ok(Tensor::from_vec(
+            data,
+            (frames.len(), 3, s, s),
+            &self.device,
+        )?)
     }
 
     /// Runs the tower on pixels: (`last_hidden_state`, pooled CLS for CLIP).

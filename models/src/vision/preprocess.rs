@@ -102,14 +102,7 @@ fn clip8(v: i64) -> u8 {
 
 /// Resizes packed RGB8 `w x h` to `ow x oh` exactly as Pillow's `Image.resize`
 /// (horizontal pass then vertical pass, each skipped when that size is unchanged).
-pub fn resize_rgb8(
-    rgb: &[u8],
-    w: usize,
-    h: usize,
-    ow: usize,
-    oh: usize,
-    f: Resample,
-) -> Vec<u8> {
+pub fn resize_rgb8(rgb: &[u8], w: usize, h: usize, ow: usize, oh: usize, f: Resample) -> Vec<u8> {
     let mut cur = rgb.to_vec();
     let mut cw = w;
     if ow != w {
@@ -171,6 +164,8 @@ impl Preprocess {
             crop: Some((size, size)),
             resample: Resample::Bicubic,
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            // HF's OPENAI_CLIP_STD digits, rounded to f32 by the compiler.
+            #[allow(clippy::excessive_precision)]
             std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
         }
     }

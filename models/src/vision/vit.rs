@@ -75,7 +75,9 @@ impl EncoderLayer {
         let h = self.self_attn.forward(&self.layer_norm1.forward(x)?)?;
         let x = (x + h)?;
         let h = self.layer_norm2.forward(&x)?;
-        let h = self.fc2.forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
         x + h
     }
 }
@@ -156,7 +158,9 @@ impl VisionTransformer {
         }
         match self.family {
             Family::Clip => {
-                let cls = self.post_layernorm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+                let cls = self
+                    .post_layernorm
+                    .forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
                 Ok((x, Some(cls)))
             }
             Family::Siglip => Ok((self.post_layernorm.forward(&x)?, None)),
