@@ -7,7 +7,7 @@ Generates random real-shape checkpoints at bench time into a temporary directory
 eager with the same thread count, and prints both with the ratio (PyTorch / Rust; > 1 means
 Rust is faster). Medians of N runs after 2 warm-ups on both sides.
 
-Usage (repository root): python3 tools/bench_encoders.py [--threads 2] [--iters 10]
+Usage (repository root): python3 tools/bench_encoders.py [--threads 2] [--iters 10] [--rust-bin B]
 Needs CARGO_TARGET_DIR as usual for cargo. Nothing is downloaded.
 """
 import argparse
@@ -110,39 +110,62 @@ def torch_bench(d, wcfg, q, iters):
     return out
 
 
+def run_rust(cmd, env):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"rust bench failed:\n{r.stderr[-4000:]}")
+    out = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            _, name, ms = line.split()
+            out[name] = float(ms)
+    return out
+
+
+def med(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count() or 1)))
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate Rust and PyTorch this many times (a shared machine's load "
+                         "drifts; each ratio pairs runs taken back to back)")
+    ap.add_argument("--rust-bin", help="prebuilt bench binary (else `cargo bench` builds it)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     d = tempfile.mkdtemp(prefix="sensorium-bench-")
+    rust, pt = [], []
     try:
         wcfg, q = make_models(d)
         env = dict(os.environ, SENSORIUM_BENCH_DIR=d, SENSORIUM_BENCH_ITERS=str(a.iters),
                    RAYON_NUM_THREADS=str(a.threads))
-        r = subprocess.run(["cargo", "bench", "-q", "-p", "sensorium-models", "--bench", "encoders"],
-                           env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            sys.exit(f"cargo bench failed:\n{r.stderr[-4000:]}")
-        rust = {}
-        for line in r.stdout.splitlines():
-            if line.startswith("RESULT "):
-                _, name, ms = line.split()
-                rust[name] = float(ms)
-        pt = torch_bench(d, wcfg, q, a.iters)
+        cmd = [a.rust_bin] if a.rust_bin else ["cargo", "bench", "-q", "-p", "sensorium-models",
+                                               "--bench", "encoders"]
+        for _ in range(a.rounds):
+            rust.append(run_rust(cmd, env))
+            pt.append(torch_bench(d, wcfg, q, a.iters))
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    print(f"threads={a.threads} iters={a.iters} (median ms; ratio = pytorch / rust)")
-    print(f"{'case':40s} {'rust':>10s} {'pytorch':>10s} {'ratio':>7s}")
-    for name, ms in rust.items():
-        p = pt.get(name)
-        ps = f"{p:10.3f}" if p is not None else f"{'-':>10s}"
-        ratio = f"{p / ms:7.2f}" if p is not None else f"{'-':>7s}"
-        print(f"{name:40s} {ms:10.3f} {ps} {ratio}")
-    inc, full = rust.get("qformer_window_incremental_stride1"), pt.get("qformer_window_full")
-    if inc and full:
-        print(f"{'incremental rust vs full-window pytorch':40s} {inc:10.3f} {full:10.3f} {full / inc:7.2f}")
+    print(f"threads={a.threads} iters={a.iters} rounds={a.rounds} "
+          "(median ms over rounds; ratio = median over rounds of pytorch / rust)")
+    print(f"{'case':40s} {'rust':>10s} {'pytorch':>10s} {'ratio':>7s}  per-round ratios")
+    for name in rust[0]:
+        r = med([x[name] for x in rust])
+        if name in pt[0]:
+            p = med([x[name] for x in pt])
+            ratios = [y[name] / x[name] for x, y in zip(rust, pt)]
+            print(f"{name:40s} {r:10.3f} {p:10.3f} {med(ratios):7.2f}  "
+                  + " ".join(f"{v:.2f}" for v in ratios))
+        else:
+            print(f"{name:40s} {r:10.3f} {'-':>10s} {'-':>7s}")
+    key_i, key_f = "qformer_window_incremental_stride1", "qformer_window_full"
+    ratios = [y[key_f] / x[key_i] for x, y in zip(rust, pt)]
+    print(f"{'incremental rust vs full-window pytorch':40s} {med([x[key_i] for x in rust]):10.3f} "
+          f"{med([y[key_f] for y in pt]):10.3f} {med(ratios):7.2f}  " + " ".join(f"{v:.2f}" for v in ratios))
 
 
 if __name__ == "__main__":
