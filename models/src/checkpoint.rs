@@ -1,0 +1,231 @@
+//! Reading Hugging Face checkpoint directories (`config.json` + `*.safetensors`) with
+//! errors that name the file and tensor at fault.
+//!
+//! We do not use `candle_nn::VarBuilder` for loading because its shape errors do not name
+//! the file; [`Weights`] is the same idea (`pp` for path prefixes mirroring HF tensor
+//! names) but checks name, shape and dtype itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// Reads and parses `dir/config.json`.
+pub fn read_config(dir: &Path) -> Result<(PathBuf, serde_json::Value)> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::MissingFile {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let value = serde_json::from_str(&text).map_err(|e| ModelError::InvalidConfig {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((path, value))
+}
+
+/// Deserialises a config struct from a JSON value, naming the file on failure.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    value: &serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(value.clone()).map_err(|e| ModelError::InvalidConfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The `model_type` field of a config (empty when absent).
+pub fn model_type(value: &serde_json::Value) -> &str {
+    value
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+}
+
+struct Store {
+    tensors: HashMap<String, (Tensor, usize)>,
+    files: Vec<PathBuf>,
+}
+
+/// All tensors of a checkpoint plus a name prefix; cheap to clone.
+#[derive(Clone)]
+pub struct Weights {
+    store: Arc<Store>,
+    prefix: String,
+    device: Device,
+}
+
+impl Weights {
+    /// Loads every `*.safetensors` file of `dir` (sharded checkpoints included).
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::MissingFile {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ModelError::MissingFile {
+                path: dir.join("model.safetensors"),
+                message: "no *.safetensors file in the checkpoint directory".into(),
+            });
+        }
+        Self::from_files(&files, device)
+    }
+
+    /// Loads the given safetensors files.
+    pub fn from_files(files: &[PathBuf], device: &Device) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            let map =
+                candle_core::safetensors::load(f, device).map_err(|e| ModelError::MissingFile {
+                    path: f.clone(),
+                    message: e.to_string(),
+                })?;
+            for (k, v) in map {
+                tensors.insert(k, (v, i));
+            }
+        }
+        Ok(Self {
+            store: Arc::new(Store {
+                tensors,
+                files: files.to_vec(),
+            }),
+            prefix: String::new(),
+            device: device.clone(),
+        })
+    }
+
+    /// Builds weights from in-memory tensors (e.g. random init); `origin` names them in errors.
+    pub fn from_tensors(tensors: HashMap<String, Tensor>, origin: &Path, device: &Device) -> Self {
+        Self {
+            store: Arc::new(Store {
+                tensors: tensors.into_iter().map(|(k, v)| (k, (v, 0))).collect(),
+                files: vec![origin.to_path_buf()],
+            }),
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// A view with `name` appended to the prefix (like `VarBuilder::pp`).
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        };
+        Self {
+            store: self.store.clone(),
+            prefix,
+            device: self.device.clone(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
+    }
+
+    /// The file that errors about this checkpoint name (the first shard when unknown).
+    pub fn file(&self) -> PathBuf {
+        self.store.files.first().cloned().unwrap_or_default()
+    }
+
+    /// Whether `name` (under the prefix) exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.tensors.contains_key(&self.full(name))
+    }
+
+    /// The tensor `name` under the prefix, checked against `shape`, converted to f32.
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        let full = self.full(name);
+        let Some((t, file)) = self.store.tensors.get(&full) else {
+            return Err(ModelError::MissingTensor {
+                path: self.file(),
+                tensor: full,
+            });
+        };
+        let path = self.store.files[*file].clone();
+        if t.dims() != shape {
+            return Err(ModelError::TensorShape {
+                path,
+                tensor: full,
+                found: t.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        match t.dtype() {
+            DType::F32 => Ok(t.clone()),
+            DType::F16 | DType::BF16 | DType::F64 => Ok(t.to_dtype(DType::F32)?),
+            other => Err(ModelError::TensorDtype {
+                path,
+                tensor: full,
+                found: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// A linear layer `name.weight` `[out, in]` (+ `name.bias` `[out]` when `bias`).
+    pub fn linear(&self, in_dim: usize, out_dim: usize, bias: bool, name: &str) -> Result<Linear> {
+        let vb = self.pp(name);
+        let weight = vb.get(&[out_dim, in_dim], "weight")?;
+        let bias = if bias {
+            Some(vb.get(&[out_dim], "bias")?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A LayerNorm `name.weight`, `name.bias` of width `dim`.
+    pub fn layer_norm(&self, dim: usize, eps: f64, name: &str) -> Result<LayerNorm> {
+        let vb = self.pp(name);
+        Ok(LayerNorm {
+            weight: vb.get(&[dim], "weight")?,
+            bias: vb.get(&[dim], "bias")?,
+            eps,
+        })
+    }
+}
+
+/// `y = x W^T + b` on the last axis.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// LayerNorm over the last axis.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}

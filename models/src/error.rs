@@ -1,0 +1,50 @@
+//! The one error type of `sensorium-models`: every failure names the file, tensor or field
+//! at fault so a user can fix a checkpoint or config without reading the code.
+
+use std::path::PathBuf;
+
+/// Errors from loading and running models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A file the model needs is not there (or cannot be read).
+    #[error("{path}: cannot read: {message}")]
+    MissingFile { path: PathBuf, message: String },
+    /// `config.json` is not valid JSON or lacks a field.
+    #[error("{path}: invalid config: {message}")]
+    InvalidConfig { path: PathBuf, message: String },
+    /// `config.json` names an architecture this loader does not know.
+    #[error("{path}: unknown model_type {found:?} (expected one of: {expected})")]
+    UnknownArchitecture {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    /// A tensor the architecture needs is absent from the checkpoint.
+    #[error("{path}: missing tensor {tensor:?}")]
+    MissingTensor { path: PathBuf, tensor: String },
+    /// A tensor has the wrong shape for the config.
+    #[error("{path}: tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        tensor: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// A tensor has a dtype we cannot use.
+    #[error("{path}: tensor {tensor:?} has dtype {found}, expected a float dtype")]
+    TensorDtype {
+        path: PathBuf,
+        tensor: String,
+        found: String,
+    },
+    /// Input data (audio, image, slots) does not fit the model.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An error from the tensor library while running a model.
+    #[error("tensor op failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,129 @@
+//! The numeric building blocks shared by every model here (linear, LayerNorm, GELU
+//! variants, multi-head attention with an additive mask), written once with the exact
+//! math that the CUDA kernels in crate `kernels` implement, so that a kernel can replace
+//! one function without changing results beyond float rounding.
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Additive mask value for disallowed attention entries: the most negative f32, as HF's
+/// `invert_attention_mask` uses. Finite (not -inf) so that a row whose keys are all masked
+/// gives a uniform softmax instead of NaN, exactly like HF.
+pub const MASK_NEG: f32 = f32::MIN;
+
+/// `x W^T + b` over the last axis of `x` (any rank >= 2).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims();
+    let last = dims[dims.len() - 1];
+    let rows = x.elem_count() / last.max(1);
+    let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = dims.to_vec();
+    let n = out.len();
+    out[n - 1] = w.dim(0)?;
+    y.reshape(out)
+}
+
+/// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * w + b`, biased variance,
+/// accumulated in f32.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    y.broadcast_mul(w)?.broadcast_add(b)?.to_dtype(dt)
+}
+
+/// Exact GELU `x * Phi(x)` (PyTorch `gelu`, HF `"gelu"`).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// Tanh-approximated GELU (HF `"gelu_pytorch_tanh"`, `"gelu_new"`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    x.gelu()
+}
+
+/// CLIP's `x * sigmoid(1.702 x)` (HF `"quick_gelu"`).
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}
+
+/// An activation named as in HF configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    GeluErf,
+    GeluTanh,
+    QuickGelu,
+}
+
+impl Activation {
+    /// Parses HF `hidden_act` / `activation_function` values.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::GeluErf),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Self::GeluTanh),
+            "quick_gelu" => Some(Self::QuickGelu),
+            _ => None,
+        }
+    }
+
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::GeluErf => gelu_erf(x),
+            Self::GeluTanh => gelu_tanh(x),
+            Self::QuickGelu => quick_gelu(x),
+        }
+    }
+}
+
+/// Splits `[B, T, H*Dh]` into heads `[B, H, T, Dh]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    x.reshape((b, t, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Merges heads `[B, H, T, Dh]` back into `[B, T, H*Dh]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, dh) = x.dims4()?;
+    x.transpose(1, 2)?.contiguous()?.reshape((b, t, h * dh))
+}
+
+/// Scaled dot-product attention on head-split tensors: `softmax(q k^T * scale + mask) v`.
+/// `q`: `[B, H, Tq, Dh]`, `k`, `v`: `[B, H, Tk, Dh]`, `mask` broadcastable to
+/// `[B, H, Tq, Tk]` with 0 for allowed and [`MASK_NEG`] for disallowed entries.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+    p.matmul(&v.contiguous()?)
+}
+
+/// Relative error `max|a - b| / max(max|b|, floor)` used by every fixture comparison.
+pub fn max_rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let den = b.iter().map(|y| y.abs()).fold(0f32, f32::max).max(floor);
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    num / den
+}

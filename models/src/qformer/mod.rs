@@ -1,0 +1,13 @@
+//! Causal Q-Former after FAVOR (`BriansIDP/AudioVisualLLM`, `model/Qformer.py` and
+//! `model/openllama.py`): per-frame slots `[audio ; visual]`, block-causal slot
+//! self-attention over frames, learned queries cross-attending to the window's slots, and a
+//! projection to the LLM width; plus incremental streaming with per-layer caches.
+
+pub mod blocks;
+pub mod config;
+pub mod model;
+pub mod stream;
+
+pub use config::{MaskDirection, PositionMode, QFormerConfig, SlotContext};
+pub use model::{FrameInput, QFormer, QFormerOutput, WindowKv};
+pub use stream::{QFormerStream, StreamFrame};

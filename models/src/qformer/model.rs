@@ -1,0 +1,562 @@
+//! The causal Q-Former model: slot assembly, slot embedding, the layer stack and the LLM
+//! projection, plus the checkpoint layout (see `models/QFORMER_LAYOUT.md`) and seeded random
+//! initialisation.
+//!
+//! Structure follows FAVOR (`BriansIDP/AudioVisualLLM`, `model/openllama.py`
+//! `encode_video`/`init_video_Qformer`, and its BLIP-2-derived `model/Qformer.py`):
+//! `ln_video` on the slots, then `+ video_frame_position_embedding(position_ids)`, then the
+//! BERT Q-Former with `video_query_tokens` (through `bert.embeddings.LayerNorm`), then
+//! `llama_proj`.
+//!
+//! # Safetensors layout (`model.safetensors`, f32/f16/bf16; `Ws = audio_slot_width +
+//! visual_slot_width`, `H = hidden_size`, `I = intermediate_size`, `Q = num_query_tokens`,
+//! `P = max_slot_positions`, `i` = layer)
+//! ```text
+//! video_query_tokens                                              [1, Q, H]
+//! video_Qformer.bert.embeddings.LayerNorm.{weight,bias}           [H]
+//! ln_video.{weight,bias}                                          [Ws]
+//! video_frame_position_embedding.weight                           [P, Ws]
+//! speech_pre_qformer_proj.{weight [Was, audio_width], bias [Was]}   (if audio_proj)
+//! visual_pre_qformer_proj.{weight [Wvs, visual_width], bias [Wvs]}  (if visual_proj)
+//! video_Qformer.bert.encoder.layer.{i}.causal_attention.self.{query,key,value}.weight [Ws, Ws]
+//!     .causal_attention.self.{query,key,value}.bias [Ws]              (if causal_slots)
+//!     .causal_attention.output.dense.{weight [Ws, Ws], bias [Ws]}
+//!     .causal_attention.output.LayerNorm.{weight,bias} [Ws]
+//!     .attention.self.{query,key,value}.{weight [H, H], bias [H]}
+//!     .attention.output.dense.{weight [H, H], bias [H]}, .attention.output.LayerNorm [H]
+//!     .crossattention.self.query.{weight [H, H], bias [H]}
+//!     .crossattention.self.{key,value}.{weight [H, Ws], bias [H]}
+//!     .crossattention.output.dense.{weight [H, H], bias [H]}, .crossattention.output.LayerNorm [H]
+//!     .intermediate_query.dense.{weight [I, H], bias [I]}
+//!     .output_query.dense.{weight [H, I], bias [H]}, .output_query.LayerNorm [H]
+//! llama_proj.{weight [llm_hidden_size, H], bias [llm_hidden_size]}
+//! ```
+//! All names except `causal_attention` and `visual_pre_qformer_proj` are FAVOR's own
+//! state-dict names, so FAVOR-style weights load as they are.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::{self, LayerNorm, Linear, Weights};
+use crate::error::{ModelError, Result};
+use crate::ops::{Activation, MASK_NEG};
+use crate::tokens::{self, SlotMode};
+
+use super::blocks::{BertAttention, QFormerLayer, QueryFfn};
+use super::config::{MaskDirection, PositionMode, QFormerConfig, SlotContext};
+
+/// One frame's encoder outputs as the Q-Former takes them. `None` = modality missing for
+/// this frame (its half of every slot is zero, FAVOR's 0/1 modality mask).
+#[derive(Clone, Debug, Default)]
+pub struct FrameInput {
+    /// Audio tokens `[T_a, audio_width]` (e.g. 25 Whisper frames per 0.5 s).
+    pub audio: Option<Tensor>,
+    /// Visual tokens `[T_v, visual_width]`.
+    pub visual: Option<Tensor>,
+}
+
+/// Per-window Q-Former output.
+#[derive(Clone, Debug)]
+pub struct QFormerOutput {
+    /// Query states after the last layer `[B, Q, H]`.
+    pub hidden: Tensor,
+    /// `llama_proj(hidden)` `[B, Q, llm_hidden_size]`: the LLM input tokens.
+    pub projected: Tensor,
+}
+
+/// How a tensor of the layout is initialised by [`QFormer::random`].
+#[derive(Clone, Copy, Debug)]
+enum Init {
+    Normal,
+    LnWeight,
+}
+
+/// Every tensor of the layout with its shape, in a fixed order.
+fn layout(cfg: &QFormerConfig) -> Vec<(String, Vec<usize>, Init)> {
+    use Init::*;
+    let (h, i, q) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_query_tokens);
+    let ws = cfg.slot_width();
+    let mut v: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let lin = |v: &mut Vec<_>, name: &str, out: usize, inp: usize| {
+        v.push((format!("{name}.weight"), vec![out, inp], Normal));
+        v.push((format!("{name}.bias"), vec![out], Normal));
+    };
+    let ln = |v: &mut Vec<(String, Vec<usize>, Init)>, name: &str, d: usize| {
+        v.push((format!("{name}.weight"), vec![d], LnWeight));
+        v.push((format!("{name}.bias"), vec![d], Normal));
+    };
+    v.push(("video_query_tokens".into(), vec![1, q, h], Normal));
+    ln(&mut v, "video_Qformer.bert.embeddings.LayerNorm", h);
+    ln(&mut v, "ln_video", ws);
+    v.push((
+        "video_frame_position_embedding.weight".into(),
+        vec![cfg.max_slot_positions, ws],
+        Normal,
+    ));
+    if cfg.audio_proj {
+        lin(
+            &mut v,
+            "speech_pre_qformer_proj",
+            cfg.audio_slot_width,
+            cfg.audio_width,
+        );
+    }
+    if cfg.visual_proj {
+        lin(
+            &mut v,
+            "visual_pre_qformer_proj",
+            cfg.visual_slot_width,
+            cfg.visual_width,
+        );
+    }
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("video_Qformer.bert.encoder.layer.{l}");
+        let attn = |v: &mut Vec<_>, name: &str, w: usize, kv: usize| {
+            lin(v, &format!("{p}.{name}.self.query"), w, w);
+            lin(v, &format!("{p}.{name}.self.key"), w, kv);
+            lin(v, &format!("{p}.{name}.self.value"), w, kv);
+            lin(v, &format!("{p}.{name}.output.dense"), w, w);
+            ln(v, &format!("{p}.{name}.output.LayerNorm"), w);
+        };
+        if cfg.causal_slots {
+            attn(&mut v, "causal_attention", ws, ws);
+        }
+        attn(&mut v, "attention", h, h);
+        attn(&mut v, "crossattention", h, ws);
+        lin(&mut v, &format!("{p}.intermediate_query.dense"), i, h);
+        lin(&mut v, &format!("{p}.output_query.dense"), h, i);
+        ln(&mut v, &format!("{p}.output_query.LayerNorm"), h);
+    }
+    lin(&mut v, "llama_proj", cfg.llm_hidden_size, h);
+    v
+}
+
+/// SplitMix64: a tiny seeded generator so random weights are identical on every machine.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}
+
+/// Seeded random tensors for every name of the layout: N(0, std) (BERT's
+/// initializer_range is 0.02); LayerNorm weights 1 + N(0, std).
+pub fn random_tensors(
+    cfg: &QFormerConfig,
+    seed: u64,
+    std: f32,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let mut rng = SplitMix(seed);
+    let mut out = HashMap::new();
+    for (name, shape, init) in layout(cfg) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                let x = std * rng.normal();
+                match init {
+                    Init::Normal => x,
+                    Init::LnWeight => 1.0 + x,
+                }
+            })
+            .collect();
+        out.insert(name, Tensor::from_vec(data, shape, device)?);
+    }
+    Ok(out)
+}
+
+/// The causal Q-Former.
+#[derive(Debug)]
+pub struct QFormer {
+    pub cfg: QFormerConfig,
+    query_tokens: Tensor,
+    query_ln: LayerNorm,
+    ln_video: LayerNorm,
+    position_embedding: Tensor,
+    audio_proj: Option<Linear>,
+    visual_proj: Option<Linear>,
+    pub(crate) layers: Vec<QFormerLayer>,
+    llama_proj: Linear,
+    device: Device,
+}
+
+impl QFormer {
+    /// Loads `dir/config.json` (a [`QFormerConfig`], `model_type = "causal_qformer"`) and
+    /// `dir/*.safetensors` in the layout above.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let (path, value) = checkpoint::read_config(dir)?;
+        let mt = checkpoint::model_type(&value);
+        if mt != "causal_qformer" {
+            return Err(ModelError::UnknownArchitecture {
+                path,
+                found: mt.to_string(),
+                expected: "causal_qformer".into(),
+            });
+        }
+        let cfg: QFormerConfig = checkpoint::parse_config(&path, &value)?;
+        cfg.validate()
+            .map_err(|message| ModelError::InvalidConfig {
+                path: path.clone(),
+                message,
+            })?;
+        Self::from_weights(cfg, &Weights::from_dir(dir, device)?)
+    }
+
+    /// Seeded random weights N(0, `std`) (deterministic across machines; 0.02 is BERT's
+    /// initializer_range, tests use larger values so that every path visibly matters).
+    pub fn random(cfg: QFormerConfig, seed: u64, std: f32, device: &Device) -> Result<Self> {
+        cfg.validate().map_err(ModelError::InvalidInput)?;
+        let t = random_tensors(&cfg, seed, std, device)?;
+        let origin = Path::new("<random qformer>");
+        Self::from_weights(cfg, &Weights::from_tensors(t, origin, device))
+    }
+
+    /// Writes `config.json` and `model.safetensors` of seeded random weights to `dir`.
+    pub fn save_random(cfg: &QFormerConfig, seed: u64, std: f32, dir: &Path) -> Result<()> {
+        let t = random_tensors(cfg, seed, std, &Device::Cpu)?;
+        let io = |e: std::io::Error| ModelError::MissingFile {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut v =
+            serde_json::to_value(cfg).map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+        v["model_type"] = "causal_qformer".into();
+        std::fs::write(dir.join("config.json"), v.to_string()).map_err(io)?;
+        candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
+        Ok(())
+    }
+
+    /// Builds from weights in the documented layout.
+    pub fn from_weights(cfg: QFormerConfig, vb: &Weights) -> Result<Self> {
+        let act = Activation::from_hf(&cfg.hidden_act).ok_or_else(|| {
+            ModelError::InvalidInput(format!("unsupported hidden_act {:?}", cfg.hidden_act))
+        })?;
+        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let ws = cfg.slot_width();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let lv = vb.pp("video_Qformer.bert.encoder.layer").pp(l);
+                Ok(QFormerLayer {
+                    causal: if cfg.causal_slots {
+                        Some(BertAttention::new(
+                            &lv.pp("causal_attention"),
+                            ws,
+                            ws,
+                            cfg.slot_attention_heads,
+                            eps,
+                        )?)
+                    } else {
+                        None
+                    },
+                    attention: BertAttention::new(
+                        &lv.pp("attention"),
+                        h,
+                        h,
+                        cfg.num_attention_heads,
+                        eps,
+                    )?,
+                    cross: BertAttention::new(
+                        &lv.pp("crossattention"),
+                        h,
+                        ws,
+                        cfg.num_attention_heads,
+                        eps,
+                    )?,
+                    ffn: QueryFfn::new(&lv, h, cfg.intermediate_size, eps, act)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            query_tokens: vb.get(&[1, cfg.num_query_tokens, h], "video_query_tokens")?,
+            query_ln: vb.layer_norm(h, eps, "video_Qformer.bert.embeddings.LayerNorm")?,
+            ln_video: vb.layer_norm(ws, eps, "ln_video")?,
+            position_embedding: vb.get(
+                &[cfg.max_slot_positions, ws],
+                "video_frame_position_embedding.weight",
+            )?,
+            audio_proj: if cfg.audio_proj {
+                Some(vb.linear(
+                    cfg.audio_width,
+                    cfg.audio_slot_width,
+                    true,
+                    "speech_pre_qformer_proj",
+                )?)
+            } else {
+                None
+            },
+            visual_proj: if cfg.visual_proj {
+                Some(vb.linear(
+                    cfg.visual_width,
+                    cfg.visual_slot_width,
+                    true,
+                    "visual_pre_qformer_proj",
+                )?)
+            } else {
+                None
+            },
+            layers,
+            llama_proj: vb.linear(h, cfg.llm_hidden_size, true, "llama_proj")?,
+            device: vb.device().clone(),
+            cfg,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn part(
+        &self,
+        x: Option<&Tensor>,
+        width: usize,
+        slot_width: usize,
+        proj: Option<&Linear>,
+        what: &str,
+    ) -> Result<Tensor> {
+        let s = self.cfg.slots_per_frame;
+        let Some(x) = x else {
+            return Ok(Tensor::zeros((s, slot_width), DType::F32, &self.device)?);
+        };
+        let (_, w) = x.dims2().map_err(|_| {
+            ModelError::InvalidInput(format!(
+                "{what} tokens must be [tokens, width], got {:?}",
+                x.dims()
+            ))
+        })?;
+        if w != width {
+            return Err(ModelError::InvalidInput(format!(
+                "{what} tokens have width {w}, the Q-Former expects {width}"
+            )));
+        }
+        let x = x.to_dtype(DType::F32)?;
+        // Project before padding (FAVOR projects Whisper's 25 frames, then zero-pads to 32).
+        let x = match proj {
+            Some(p) => p.forward(&x)?,
+            None => x,
+        };
+        Ok(tokens::to_slots(&x.unsqueeze(0)?, None, SlotMode::Pad(s))?.squeeze(0)?)
+    }
+
+    /// One frame's raw slots `[S, Ws]` = `[audio ; visual]` on the feature axis.
+    pub fn assemble(&self, f: &FrameInput) -> Result<Tensor> {
+        let c = &self.cfg;
+        let a = self.part(
+            f.audio.as_ref(),
+            c.audio_width,
+            c.audio_slot_width,
+            self.audio_proj.as_ref(),
+            "audio",
+        )?;
+        let v = self.part(
+            f.visual.as_ref(),
+            c.visual_width,
+            c.visual_slot_width,
+            self.visual_proj.as_ref(),
+            "visual",
+        )?;
+        Ok(Tensor::cat(&[&a, &v], 1)?)
+    }
+
+    /// Position id of slot 0 of a frame whose position index is `p` (see [`PositionMode`]).
+    pub fn position_base(&self, p: u64) -> usize {
+        let period = self.cfg.position_period() as u64;
+        (p % period) as usize * self.cfg.slots_per_frame
+    }
+
+    /// `ln_video(raw) + position_embedding[ids]` for frames with the given position indices;
+    /// `raw` is `[n * S, Ws]`, result `[1, n * S, Ws]`.
+    pub fn embed(&self, raw: &Tensor, positions: &[u64]) -> Result<Tensor> {
+        let s = self.cfg.slots_per_frame;
+        let pos = positions
+            .iter()
+            .map(|p| self.position_embedding.narrow(0, self.position_base(*p), s))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let pos = Tensor::cat(&pos, 0)?;
+        Ok(self.ln_video.forward(raw)?.add(&pos)?.unsqueeze(0)?)
+    }
+
+    /// Whether slot row frame `i` may attend key frame `j` (sequence-local indices).
+    pub fn frame_allowed(&self, i: usize, j: usize) -> bool {
+        let band = match self.cfg.context {
+            SlotContext::Lookback => self.cfg.lookback,
+            SlotContext::Window => usize::MAX,
+        };
+        match self.cfg.mask {
+            MaskDirection::Past => j <= i && i - j < band,
+            MaskDirection::Future => j >= i && j - i < band,
+        }
+    }
+
+    /// Additive block mask `[n*S, n*S]` for a frame sequence with validity flags.
+    pub fn slot_mask(&self, valid: &[bool]) -> Result<Tensor> {
+        let (n, s) = (valid.len(), self.cfg.slots_per_frame);
+        let mut m = vec![0f32; n * s * n * s];
+        for i in 0..n {
+            for (j, vj) in valid.iter().enumerate() {
+                if self.frame_allowed(i, j) && *vj {
+                    continue;
+                }
+                for a in 0..s {
+                    let row = (i * s + a) * n * s + j * s;
+                    m[row..row + s].fill(MASK_NEG);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (n * s, n * s), &self.device)?)
+    }
+
+    /// Additive key mask `[1, 1, 1, n*S]` from frame validity.
+    pub fn key_mask(&self, valid: &[bool]) -> Result<Tensor> {
+        let s = self.cfg.slots_per_frame;
+        let m: Vec<f32> = valid
+            .iter()
+            .flat_map(|v| std::iter::repeat_n(if *v { 0.0 } else { MASK_NEG }, s))
+            .collect();
+        Ok(Tensor::from_vec(
+            m,
+            (1, 1, 1, valid.len() * s),
+            &self.device,
+        )?)
+    }
+
+    /// The query side for a batch of windows. `cross_kv[l]` holds, per layer, the
+    /// head-split cross-attention keys/values of each window's slot states
+    /// (`[B, heads, k*S, dh]`); `mask` is `[B, 1, 1, k*S]`.
+    pub fn query_forward(
+        &self,
+        cross_kv: &[(Tensor, Tensor)],
+        mask: &Tensor,
+    ) -> Result<QFormerOutput> {
+        let b = mask.dim(0)?;
+        let q = self.query_ln.forward(&self.query_tokens)?;
+        let mut x = q.repeat((b, 1, 1))?;
+        for (layer, (k, v)) in self.layers.iter().zip(cross_kv) {
+            x = layer.attention.forward(&x, &x, None)?;
+            x = layer.cross.attend(&x, k, v, Some(mask))?;
+            x = layer.ffn.forward(&x)?;
+        }
+        let projected = self.llama_proj.forward(&x)?;
+        Ok(QFormerOutput {
+            hidden: x,
+            projected,
+        })
+    }
+
+    /// Reference (non-incremental) computation: pushes `frames` (a contiguous run of one
+    /// stream; `first_index` = stream index of `frames[0]`) through the slot layers at once
+    /// and runs the queries over the last `k` frames. With `SlotContext::Window` only the
+    /// last `k` frames are used at all (FAVOR); with `Lookback`, give the frames from the
+    /// stream start (or at least `layers * (lookback - 1)` frames before the window) to get
+    /// exactly what streaming computes.
+    pub fn forward_sequence(
+        &self,
+        frames: &[FrameInput],
+        valid: &[bool],
+        first_index: u64,
+        k: usize,
+    ) -> Result<QFormerOutput> {
+        let w = self.window_kv_full(frames, valid, first_index, k)?;
+        self.query_forward(&w.kv, &w.mask)
+    }
+
+    /// The slot side of [`Self::forward_sequence`]: per-layer cross K/V of the last `k`
+    /// frames and their key mask.
+    pub fn window_kv_full(
+        &self,
+        frames: &[FrameInput],
+        valid: &[bool],
+        first_index: u64,
+        k: usize,
+    ) -> Result<WindowKv> {
+        let n = frames.len();
+        if n == 0 || k == 0 || k > n || valid.len() != n {
+            return Err(ModelError::InvalidInput(format!(
+                "forward_sequence needs 1 <= k <= frames ({k}, {n}) and one flag per frame ({})",
+                valid.len()
+            )));
+        }
+        let start = if self.cfg.context == SlotContext::Window {
+            n - k
+        } else {
+            0
+        };
+        let (frames, valid) = (&frames[start..], &valid[start..]);
+        let first = first_index + start as u64;
+        let n = frames.len();
+        let positions: Vec<u64> = (0..n as u64)
+            .map(|i| match self.cfg.positions {
+                PositionMode::Absolute => first + i,
+                PositionMode::Window => i.saturating_sub((n - k) as u64),
+            })
+            .collect();
+        let raw = frames
+            .iter()
+            .map(|f| self.assemble(f))
+            .collect::<Result<Vec<_>>>()?;
+        let mut x = self.embed(&Tensor::cat(&raw, 0)?, &positions)?;
+        let mask = self.slot_mask(valid)?;
+        let s = self.cfg.slots_per_frame;
+        let mut kv = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            if let Some(c) = &layer.causal {
+                x = c.forward(&x, &x, Some(&mask))?;
+            }
+            let win = x.narrow(1, (n - k) * s, k * s)?;
+            kv.push(layer.cross.kv(&win)?);
+        }
+        Ok(WindowKv {
+            kv,
+            mask: self.key_mask(&valid[n - k..])?,
+        })
+    }
+
+    /// Runs the queries for several windows at once (e.g. one per stream); all windows
+    /// must have the same number of frames.
+    pub fn query_batch(&self, windows: &[WindowKv]) -> Result<QFormerOutput> {
+        let Some(first) = windows.first() else {
+            return Err(ModelError::InvalidInput("no windows to run".into()));
+        };
+        let len = first.mask.dim(3)?;
+        if let Some(w) = windows.iter().find(|w| w.mask.dim(3).ok() != Some(len)) {
+            return Err(ModelError::InvalidInput(format!(
+                "windows in one batch must have equal length ({} vs {len} slots)",
+                w.mask.dim(3)?
+            )));
+        }
+        let kv = (0..self.layers.len())
+            .map(|l| {
+                let ks: Vec<&Tensor> = windows.iter().map(|w| &w.kv[l].0).collect();
+                let vs: Vec<&Tensor> = windows.iter().map(|w| &w.kv[l].1).collect();
+                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let masks: Vec<&Tensor> = windows.iter().map(|w| &w.mask).collect();
+        self.query_forward(&kv, &Tensor::cat(&masks, 0)?)
+    }
+}
+
+/// A window's slot side, ready for the queries: per layer the head-split cross-attention
+/// keys and values `[1, heads, k*S, dh]`, and the key mask `[1, 1, 1, k*S]`.
+#[derive(Clone, Debug)]
+pub struct WindowKv {
+    pub kv: Vec<(Tensor, Tensor)>,
+    pub mask: Tensor,
+}

@@ -1,0 +1,270 @@
+//! Adapters from the models to the engine's stage traits: [`AvFrameEncoder`] (Whisper on a
+//! synced frame's audio, CLIP/SigLIP on its RGB frame, batched across frames and streams,
+//! each frame encoded once) and [`QFormerWindowModel`] (the causal Q-Former per window with
+//! per-stream incremental caches; the projected LLM tokens go to an [`AvTokenSink`]).
+//!
+//! Metrics (the `metrics` facade): `sensorium_model_seconds{stage, part}` histogram per
+//! batch, `sensorium_model_items_total{stage, part}` counter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use sensorium_engine::frame::{Features, StreamId, SyncedFrame, Window};
+use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
+
+use crate::audio::AudioEncoder;
+use crate::error::Result;
+use crate::qformer::{FrameInput, QFormer, QFormerStream, StreamFrame, WindowKv};
+use crate::tokens::{self, SlotMode};
+use crate::vision::VisionEncoder;
+
+/// What [`AvFrameEncoder`] attaches to each frame (inside [`Features`]).
+#[derive(Clone, Debug, Default)]
+pub struct EncodedFrame {
+    /// Audio tokens `[T_a, d_audio]` (25 Whisper frames per 0.5 s); `None` without audio.
+    pub audio: Option<Tensor>,
+    /// Visual tokens `[slots, d_visual]`; `None` without a video frame.
+    pub visual: Option<Tensor>,
+}
+
+fn record(stage: &str, part: &'static str, start: Instant, items: usize) {
+    let labels = [("stage", stage.to_string()), ("part", part.to_string())];
+    metrics::histogram!("sensorium_model_seconds", &labels).record(start.elapsed().as_secs_f64());
+    metrics::counter!("sensorium_model_items_total", &labels).increment(items as u64);
+}
+
+/// Frame encoder: Whisper and/or a vision tower.
+pub struct AvFrameEncoder {
+    name: String,
+    audio: Option<AudioEncoder>,
+    vision: Option<VisionEncoder>,
+    visual_slots: SlotMode,
+}
+
+impl AvFrameEncoder {
+    /// `visual_slots` picks the per-frame visual tokens (e.g. `SlotMode::Pool(32)` for
+    /// FAVOR's 32 slots, `All` for every patch, `Cls`). Audio keeps all Whisper frames; the
+    /// Q-Former projects and pads them to its slot count.
+    pub fn new(
+        audio: Option<AudioEncoder>,
+        vision: Option<VisionEncoder>,
+        visual_slots: SlotMode,
+    ) -> Self {
+        Self {
+            name: "encoder".into(),
+            audio,
+            vision,
+            visual_slots,
+        }
+    }
+
+    /// Encodes frames into per-frame [`EncodedFrame`]s (same order).
+    pub fn encode_frames(&self, frames: &[&SyncedFrame]) -> Result<Vec<EncodedFrame>> {
+        let mut out = vec![EncodedFrame::default(); frames.len()];
+        if let Some(enc) = &self.audio {
+            let start = Instant::now();
+            // Batch frames whose audio has the same length (normally all of them).
+            let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+            for (i, f) in frames.iter().enumerate() {
+                if f.has_audio && f.audio.len() > crate::audio::mel::N_FFT / 2 {
+                    groups.entry(f.audio.len()).or_default().push(i);
+                }
+            }
+            let mut n = 0;
+            for idx in groups.values() {
+                let chunks: Vec<&[f32]> = idx.iter().map(|i| &frames[*i].audio[..]).collect();
+                let x = enc.encode(&chunks)?;
+                for (b, i) in idx.iter().enumerate() {
+                    out[*i].audio = Some(x.get(b)?);
+                }
+                n += idx.len();
+            }
+            record(&self.name, "audio", start, n);
+        }
+        if let Some(enc) = &self.vision {
+            let start = Instant::now();
+            let idx: Vec<usize> = (0..frames.len())
+                .filter(|i| frames[*i].has_video && frames[*i].video.is_some())
+                .collect();
+            let imgs: Vec<(&[u8], usize, usize)> = idx
+                .iter()
+                .filter_map(|i| frames[*i].video.as_ref())
+                .map(|v| (&v.rgb[..], v.width as usize, v.height as usize))
+                .collect();
+            if !imgs.is_empty() {
+                let x = enc.encode_slots(&imgs, self.visual_slots)?;
+                for (b, i) in idx.iter().enumerate() {
+                    out[*i].visual = Some(x.get(b)?);
+                }
+            }
+            record(&self.name, "vision", start, imgs.len());
+        }
+        Ok(out)
+    }
+}
+
+impl FrameEncoder for AvFrameEncoder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn encode(
+        &mut self,
+        frames: &[&SyncedFrame],
+    ) -> std::result::Result<Vec<Features>, StageError> {
+        let enc = self
+            .encode_frames(frames)
+            .map_err(|e| StageError::new(&self.name, e))?;
+        Ok(enc.into_iter().map(Features::new).collect())
+    }
+}
+
+/// One window's projected AV tokens, as the LLM receives them.
+#[derive(Clone, Debug)]
+pub struct AvTokens {
+    pub stream: StreamId,
+    pub window: u64,
+    /// Running time of the window, ns.
+    pub t_start: u64,
+    pub t_end: u64,
+    /// `[num_query_tokens, llm_hidden_size]`: to be placed at the prompt's AV placeholder.
+    pub tokens: Tensor,
+}
+
+/// Receives each window's projected tokens (e.g. the LLM stage's input queue).
+pub trait AvTokenSink: Send + Sync {
+    fn deliver(&self, tokens: AvTokens);
+}
+
+impl<F: Fn(AvTokens) + Send + Sync> AvTokenSink for F {
+    fn deliver(&self, tokens: AvTokens) {
+        self(tokens)
+    }
+}
+
+/// The causal Q-Former as a window stage, with one incremental cache per stream.
+pub struct QFormerWindowModel {
+    name: String,
+    qformer: Arc<QFormer>,
+    streams: HashMap<StreamId, QFormerStream>,
+    sink: Option<Arc<dyn AvTokenSink>>,
+}
+
+impl QFormerWindowModel {
+    pub fn new(qformer: Arc<QFormer>, sink: Option<Arc<dyn AvTokenSink>>) -> Self {
+        Self {
+            name: "qformer".into(),
+            qformer,
+            streams: HashMap::new(),
+            sink,
+        }
+    }
+
+    /// Number of streams with cached state.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn frames_of(&self, w: &Window) -> std::result::Result<Vec<StreamFrame>, StageError> {
+        w.frames
+            .iter()
+            .zip(&w.valid)
+            .map(|(f, valid)| {
+                let input = if !*valid {
+                    FrameInput::default()
+                } else {
+                    let enc = f
+                        .features
+                        .as_ref()
+                        .and_then(|x| x.downcast_ref::<EncodedFrame>())
+                        .ok_or_else(|| {
+                            StageError::new(
+                                &self.name,
+                                format!(
+                                    "stream {} frame {}: no encoder features (is an AvFrameEncoder configured?)",
+                                    w.stream, f.index
+                                ),
+                            )
+                        })?;
+                    FrameInput {
+                        audio: enc.audio.clone(),
+                        visual: enc.visual.clone(),
+                    }
+                };
+                Ok(StreamFrame {
+                    index: f.index,
+                    valid: *valid,
+                    input,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs windows (any streams) and returns the projected tokens `[B, Q, llm]`.
+    pub fn run(&mut self, windows: &[&Window]) -> std::result::Result<Tensor, StageError> {
+        let err = |e: crate::error::ModelError| StageError::new("qformer", e);
+        let start = Instant::now();
+        let mut kvs: Vec<WindowKv> = Vec::with_capacity(windows.len());
+        for w in windows {
+            let frames = self.frames_of(w)?;
+            let st = self.streams.entry(w.stream.clone()).or_default();
+            kvs.push(st.window(&self.qformer, &frames).map_err(|e| {
+                StageError::new(
+                    "qformer",
+                    format!("stream {} window {}: {e}", w.stream, w.index),
+                )
+            })?);
+        }
+        record(&self.name, "slots", start, windows.len());
+        let start = Instant::now();
+        let out = self.qformer.query_batch(&kvs).map_err(err)?;
+        record(&self.name, "queries", start, windows.len());
+        Ok(out.projected)
+    }
+}
+
+impl WindowModel for QFormerWindowModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(
+        &mut self,
+        windows: &[&Window],
+    ) -> std::result::Result<Vec<serde_json::Map<String, serde_json::Value>>, StageError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let projected = self.run(windows)?;
+        let err = |e: candle_core::Error| StageError::new("qformer", e);
+        let mut out = Vec::with_capacity(windows.len());
+        for (b, w) in windows.iter().enumerate() {
+            let tokens = projected.get(b).map_err(err)?;
+            let (q, d) = tokens.dims2().map_err(err)?;
+            let norm = tokens::mean_norm(&tokens).map_err(|e| StageError::new("qformer", e))?;
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "qformer".into(),
+                serde_json::json!({ "tokens": q, "dim": d, "norm": norm,
+                                    "valid_frames": w.valid_frames() }),
+            );
+            out.push(m);
+            if let Some(sink) = &self.sink {
+                sink.deliver(AvTokens {
+                    stream: w.stream.clone(),
+                    window: w.index,
+                    t_start: w.t_start,
+                    t_end: w.t_end,
+                    tokens,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn end_stream(&mut self, stream: &str) {
+        self.streams.remove(stream);
+    }
+}

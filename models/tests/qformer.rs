@@ -1,0 +1,271 @@
+//! Causal Q-Former against the PyTorch reference (tools/qformer_reference.py) in both mask
+//! directions and both slot contexts, and incremental streaming against full recomputation
+//! over many slides. Relative error is `max|a - b| / max|b|` (`ops::max_rel_err`).
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use sensorium_models::ops::max_rel_err;
+use sensorium_models::qformer::{
+    model::random_tensors, FrameInput, MaskDirection, QFormer, QFormerConfig, QFormerStream,
+    SlotContext, StreamFrame,
+};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qformer")
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+struct Fixture {
+    io: std::collections::HashMap<String, Tensor>,
+    frames: Vec<FrameInput>,
+}
+
+fn fixture() -> Fixture {
+    let io = candle_core::safetensors::load(dir().join("io.safetensors"), &Device::Cpu).unwrap();
+    let ha = flat(&io["has_audio"]);
+    let hv = flat(&io["has_video"]);
+    let frames = (0..9)
+        .map(|i| FrameInput {
+            audio: (ha[i] > 0.5).then(|| io["audio"].get(i).unwrap()),
+            visual: (hv[i] > 0.5).then(|| io["visual"].get(i).unwrap()),
+        })
+        .collect();
+    Fixture { io, frames }
+}
+
+fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &str, tol: f32) {
+    let e = max_rel_err(
+        &flat(&out.hidden),
+        &flat(&io.io[&format!("{case}.hidden")]),
+        1e-6,
+    );
+    assert!(e <= tol, "{case} hidden rel err {e}");
+    let e = max_rel_err(
+        &flat(&out.projected),
+        &flat(&io.io[&format!("{case}.projected")]),
+        1e-6,
+    );
+    assert!(e <= tol, "{case} projected rel err {e}");
+}
+
+#[test]
+fn matches_pytorch_reference_all_mask_modes() {
+    let fx = fixture();
+    let mut qf = QFormer::load(&dir(), &Device::Cpu).unwrap();
+    for (case, used, mask, ctx) in [
+        ("past_window", 5, MaskDirection::Past, SlotContext::Window),
+        (
+            "future_window",
+            5,
+            MaskDirection::Future,
+            SlotContext::Window,
+        ),
+        (
+            "past_lookback",
+            9,
+            MaskDirection::Past,
+            SlotContext::Lookback,
+        ),
+        (
+            "past_lookback_pad",
+            9,
+            MaskDirection::Past,
+            SlotContext::Lookback,
+        ),
+    ] {
+        qf.cfg.mask = mask;
+        qf.cfg.context = ctx;
+        let valid: Vec<bool> = flat(&fx.io[&format!("{case}.valid")])
+            .iter()
+            .map(|v| *v > 0.5)
+            .collect();
+        let out = qf
+            .forward_sequence(&fx.frames[9 - used..], &valid, 9 - used as u64, 5)
+            .unwrap();
+        assert_eq!(out.hidden.dims(), &[1, 4, 32]);
+        assert_eq!(out.projected.dims(), &[1, 4, 24]);
+        check(&out, &fx, case, 1e-4);
+        eprintln!("{case}: ok");
+    }
+    // The two mask directions really differ on the same input.
+    let a = flat(&fx.io["past_window.hidden"]);
+    let b = flat(&fx.io["future_window.hidden"]);
+    let d = max_rel_err(&a, &b, 1e-6);
+    assert!(d > 1e-2, "past and future masks differ by only {d}");
+}
+
+#[test]
+fn streaming_matches_pytorch_reference() {
+    let fx = fixture();
+    let mut qf = QFormer::load(&dir(), &Device::Cpu).unwrap();
+    qf.cfg.context = SlotContext::Lookback;
+    assert!(qf.cfg.incremental());
+    let mut st = QFormerStream::new();
+    let mut last = None;
+    for start in [0u64, 2, 4] {
+        let frames: Vec<StreamFrame> = (start..start + 5)
+            .map(|i| StreamFrame {
+                index: i,
+                valid: true,
+                input: fx.frames[i as usize].clone(),
+            })
+            .collect();
+        let w = st.window(&qf, &frames).unwrap();
+        last = Some(qf.query_batch(&[w]).unwrap());
+    }
+    assert_eq!(
+        st.frames_computed, 9,
+        "each frame pushed through the slot layers once"
+    );
+    check(&last.unwrap(), &fx, "past_lookback", 1e-4);
+}
+
+fn tiny_cfg() -> QFormerConfig {
+    QFormerConfig {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        num_query_tokens: 3,
+        slots_per_frame: 2,
+        audio_width: 6,
+        audio_slot_width: 4,
+        visual_width: 4,
+        visual_slot_width: 4,
+        max_slot_positions: 30, // period 15 frames: the run below wraps positions twice
+        slot_attention_heads: 2,
+        lookback: 4,
+        llm_hidden_size: 10,
+        ..QFormerConfig::default()
+    }
+}
+
+fn frame_input(i: usize) -> FrameInput {
+    let dev = Device::Cpu;
+    let a: Vec<f32> = (0..2 * 6)
+        .map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin())
+        .collect();
+    let v: Vec<f32> = (0..2 * 4)
+        .map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos())
+        .collect();
+    FrameInput {
+        audio: (i % 7 != 3).then(|| Tensor::from_vec(a, (2, 6), &dev).unwrap()),
+        visual: (i % 5 != 2).then(|| Tensor::from_vec(v, (2, 4), &dev).unwrap()),
+    }
+}
+
+#[test]
+fn incremental_equals_full_recompute_over_many_slides() {
+    let qf = QFormer::random(tiny_cfg(), 42, 0.2, &Device::Cpu).unwrap();
+    let n_frames = 40usize;
+    let inputs: Vec<FrameInput> = (0..n_frames).map(frame_input).collect();
+    for (k, stride) in [(5usize, 1usize), (5, 2), (6, 4), (4, 3)] {
+        let mut st = QFormerStream::new();
+        let mut windows = 0;
+        let mut start = 0usize;
+        loop {
+            // The last window is padded past the end of the stream, as the engine does.
+            let frames: Vec<StreamFrame> = (start..start + k)
+                .map(|i| StreamFrame {
+                    index: i as u64,
+                    valid: i < n_frames,
+                    input: if i < n_frames {
+                        inputs[i].clone()
+                    } else {
+                        FrameInput::default()
+                    },
+                })
+                .collect();
+            let w = st.window(&qf, &frames).unwrap();
+            let inc = qf.query_batch(&[w]).unwrap();
+            let all: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect::<Vec<_>>();
+            let mut seq: Vec<FrameInput> = inputs[..start.min(n_frames)].to_vec();
+            seq.extend(all);
+            let valid: Vec<bool> = (0..start + k).map(|i| i < n_frames).collect();
+            let full = qf.forward_sequence(&seq, &valid, 0, k).unwrap();
+            let e = max_rel_err(&flat(&inc.projected), &flat(&full.projected), 1e-6);
+            assert!(
+                e <= 1e-5,
+                "k={k} stride={stride} window at {start}: rel err {e}"
+            );
+            if start >= 4 && start + k <= n_frames {
+                // The earlier frames matter: without them the result is measurably different,
+                // so the equality above is not vacuous.
+                let alone = qf
+                    .forward_sequence(&inputs[start..start + k], &valid[start..], start as u64, k)
+                    .unwrap();
+                let d = max_rel_err(&flat(&alone.projected), &flat(&full.projected), 1e-6);
+                assert!(d > 1e-4, "context made no difference ({d})");
+            }
+            assert!(st.cached() <= k.max(4));
+            windows += 1;
+            if start + k >= n_frames {
+                break;
+            }
+            start += stride;
+        }
+        assert!(windows >= 9);
+        assert_eq!(
+            st.frames_computed as usize,
+            start + k,
+            "each frame computed once"
+        );
+    }
+}
+
+#[test]
+fn batched_windows_equal_single_windows() {
+    let qf = QFormer::random(tiny_cfg(), 5, 0.2, &Device::Cpu).unwrap();
+    let mk = |off: usize| -> Vec<StreamFrame> {
+        (0..5)
+            .map(|i| StreamFrame {
+                index: i as u64,
+                valid: true,
+                input: frame_input(i + off),
+            })
+            .collect()
+    };
+    let (mut s1, mut s2) = (QFormerStream::new(), QFormerStream::new());
+    let w1 = s1.window(&qf, &mk(0)).unwrap();
+    let w2 = s2.window(&qf, &mk(11)).unwrap();
+    let both = qf.query_batch(&[w1.clone(), w2.clone()]).unwrap();
+    let one = qf.query_batch(&[w2]).unwrap();
+    let e = max_rel_err(
+        &flat(&both.projected.get(1).unwrap()),
+        &flat(&one.projected.get(0).unwrap()),
+        1e-6,
+    );
+    assert!(e <= 1e-5, "batched vs single rel err {e}");
+    let one = qf.query_batch(&[w1]).unwrap();
+    let e = max_rel_err(
+        &flat(&both.projected.get(0).unwrap()),
+        &flat(&one.projected),
+        1e-6,
+    );
+    assert!(e <= 1e-5);
+}
+
+#[test]
+fn random_init_is_seeded_and_matches_reference_layout() {
+    let cfg = tiny_cfg();
+    let a = random_tensors(&cfg, 1, 0.02, &Device::Cpu).unwrap();
+    let b = random_tensors(&cfg, 1, 0.02, &Device::Cpu).unwrap();
+    let c = random_tensors(&cfg, 2, 0.02, &Device::Cpu).unwrap();
+    let name = "video_Qformer.bert.encoder.layer.1.crossattention.self.key.weight";
+    assert_eq!(flat(&a[name]), flat(&b[name]));
+    assert_ne!(flat(&a[name]), flat(&c[name]));
+    // Same names and shapes as the PyTorch reference module's state_dict.
+    let (path, v) = sensorium_models::checkpoint::read_config(&dir()).unwrap();
+    let fcfg: QFormerConfig = sensorium_models::checkpoint::parse_config(&path, &v).unwrap();
+    let ours = random_tensors(&fcfg, 0, 0.02, &Device::Cpu).unwrap();
+    let theirs =
+        candle_core::safetensors::load(dir().join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (k, t) in &theirs {
+        assert_eq!(ours[k].dims(), t.dims(), "{k}");
+    }
+}
