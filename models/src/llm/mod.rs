@@ -1,0 +1,1 @@
+//! LLM decoding with audio-visual tokens.
