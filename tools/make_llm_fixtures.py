@@ -45,6 +45,7 @@ CORPUS = [
 ] * 20
 PROMPT = "<|im_start|>user\nWhat is happening in the video?<|im_end|>\n<|im_start|>assistant\n"
 N_NEW = 32
+SCALE = float(os.environ.get("FIXTURE_SCALE", "0.12"))
 
 
 def build_tokenizer():
@@ -74,6 +75,45 @@ def scale_init(model, std):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
             else:  # RMSNorm weights around 1
                 p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
+
+
+def dequantized_reference(model_cls, cfg, path, ids, n_head, n_kv):
+    """Reference for a GGUF file: transformers run on the file's dequantised weights (q/k rows
+    un-permuted for llama arch), so quantisation of the weights is not counted as a mismatch."""
+    inv = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+    per = {
+        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+    }
+    r = gguf.GGUFReader(path)
+    sd = {}
+    for t in r.tensors:
+        p = t.name.split(".")
+        name = (f"model.layers.{p[1]}.{per[p[2]]}.{p[3]}" if p[0] == "blk"
+                else inv[p[0]] + "." + p[1])
+        w = gguf.quants.dequantize(t.data, t.tensor_type).copy()
+        if model_cls is LlamaForCausalLM and name.endswith(("q_proj.weight", "k_proj.weight")):
+            h = n_head if "q_proj" in name else n_kv
+            w = w.reshape(h, w.shape[0] // h // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        sd[name] = torch.tensor(w)
+    if "lm_head.weight" not in sd:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    m = model_cls(cfg).float()
+    m.load_state_dict(sd)
+    m.eval()
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        logits = m(x).logits[0].float().contiguous()
+        out = m.generate(x, do_sample=False, max_new_tokens=N_NEW, min_new_tokens=N_NEW,
+                         eos_token_id=None, pad_token_id=0)
+    greedy = out[0, len(ids):].tolist()
+    stem = path[: -len(".gguf")]
+    save_file({"logits": logits}, stem + ".reference.safetensors")
+    with open(stem + ".reference.json", "w") as f:
+        json.dump({"prompt": PROMPT, "prompt_ids": ids, "greedy": greedy}, f, indent=1)
+    print(os.path.basename(path), "dequantised greedy", greedy)
 
 
 def reference(model, ids, name):
@@ -135,7 +175,7 @@ def write_gguf(path, arch, cfg, sd, tok, qtype, permute):
     special = {a["id"] for a in tj["added_tokens"]}
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2" if arch == "qwen2" else "llama-bpe")
+    w.add_tokenizer_pre("gpt-2")  # the fixture tokenizer uses the GPT-2 regex
     w.add_token_list(tokens)
     w.add_token_types([3 if i in special else 1 for i in range(VOCAB)])
     w.add_token_merges(merges)
@@ -197,7 +237,7 @@ def main():
         use_sliding_window=False, torch_dtype="float32",
     )
     qwen = Qwen2ForCausalLM(qcfg).float()
-    scale_init(qwen, 0.25)
+    scale_init(qwen, SCALE)
     qwen.tie_weights()
     d = os.path.join(OUT, "qwen2")
     qwen.save_pretrained(d, safe_serialization=True)
@@ -211,7 +251,9 @@ def main():
     qwen_bf = qwen_bf.to(torch.bfloat16)
     qwen_bf.save_pretrained(d, safe_serialization=True)
     shutil.copy(os.path.join(OUT, "tokenizer.json"), d)
-    reference(qwen_bf.float(), ids, "qwen2_bf16")
+    qwen_ref = Qwen2ForCausalLM(qcfg).float()
+    qwen_ref.load_state_dict({k: v.float() for k, v in qwen_bf.state_dict().items()})
+    reference(qwen_ref, ids, "qwen2_bf16")
 
     torch.manual_seed(1)
     lcfg = LlamaConfig(
@@ -222,7 +264,7 @@ def main():
         eos_token_id=tok.token_to_id("<|eot_id|>"), torch_dtype="float32",
     )
     llama = LlamaForCausalLM(lcfg).float()
-    scale_init(llama, 0.25)
+    scale_init(llama, SCALE)
     d = os.path.join(OUT, "llama")
     llama.save_pretrained(d, safe_serialization=True)
     shutil.copy(os.path.join(OUT, "tokenizer.json"), d)
@@ -234,6 +276,9 @@ def main():
     write_gguf(os.path.join(OUT, "qwen2-q4_0.gguf"), "qwen2", qcfg, qsd, tok, Q.Q4_0, False)
     write_gguf(os.path.join(OUT, "llama-q8_0.gguf"), "llama", lcfg, llama.state_dict(), tok,
                Q.Q8_0, True)
+    dequantized_reference(Qwen2ForCausalLM, qcfg, os.path.join(OUT, "qwen2-q8_0.gguf"), ids, 4, 2)
+    dequantized_reference(Qwen2ForCausalLM, qcfg, os.path.join(OUT, "qwen2-q4_0.gguf"), ids, 4, 2)
+    dequantized_reference(LlamaForCausalLM, lcfg, os.path.join(OUT, "llama-q8_0.gguf"), ids, 4, 2)
     for root, _, files in os.walk(OUT):
         for f in sorted(files):
             p = os.path.join(root, f)
