@@ -2,16 +2,28 @@
 //! and GGUF), tokenizers, prompt templates with an AV placeholder, sampling, per-stream bounded
 //! context, the answer service with its question scheduler, and the stdin/HTTP question inputs.
 
+pub mod answerer;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod hf_config;
 pub mod kv_cache;
 pub mod loader;
 pub mod model;
+pub mod sampling;
+pub mod schedule;
+pub mod settings;
+pub mod template;
 pub mod tokenizer;
 
+pub use answerer::{Answer, AnswerRecord, Answerer, WindowMeta};
 pub use error::LlmError;
+pub use generate::{CancelToken, Engine, Finish, GenParams, Generated, Segment, TokenEvent};
 pub use hf_config::{Arch, DecoderConfig, RopeStyle};
 pub use loader::{load_model, load_model_with, ComputeDtype, LoadedModel};
 pub use model::{argmax, Decoder};
+pub use sampling::{Sampler, SamplingConfig};
+pub use schedule::QuestionScheduler;
+pub use settings::{HttpConfig, LlmConfig, ScheduledQuestion};
+pub use template::{Layout, TemplateConfig, TemplateKind, TokenLayout, AV_PLACEHOLDER};
 pub use tokenizer::LlmTokenizer;
