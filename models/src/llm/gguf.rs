@@ -134,7 +134,7 @@ impl GgufFile {
             .uint(&k("attention.head_count_kv"))
             .map(|v| v as usize)
             .unwrap_or(heads);
-        if heads == 0 || kv == 0 || heads % kv != 0 || hidden % heads != 0 {
+        if heads.checked_rem(kv) != Some(0) || hidden.checked_rem(heads) != Some(0) {
             return Err(self.missing(
                 &k("attention.head_count"),
                 &format!("({heads} heads, {kv} kv heads, width {hidden}) is inconsistent"),

@@ -130,7 +130,7 @@ impl DecoderConfig {
                 "sliding-window attention is not supported".into(),
             ));
         }
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.hidden_size.checked_rem(raw.num_attention_heads) != Some(0) {
             return Err(bad(
                 "num_attention_heads",
                 format!(
@@ -140,7 +140,7 @@ impl DecoderConfig {
             ));
         }
         let kv = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if kv == 0 || raw.num_attention_heads % kv != 0 {
+        if raw.num_attention_heads.checked_rem(kv) != Some(0) {
             return Err(bad(
                 "num_key_value_heads",
                 format!(

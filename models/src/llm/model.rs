@@ -153,6 +153,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// Assembles a decoder from loaded parts; `cache_cap` positions of KV are preallocated.
+    #[allow(clippy::too_many_arguments)] // one argument per part of the checkpoint
     pub(crate) fn from_parts(
         cfg: DecoderConfig,
         embed: Tensor,

@@ -26,7 +26,7 @@ impl QuestionScheduler {
     pub fn due(&mut self, meta: &WindowMeta) -> Vec<String> {
         let mut out = Vec::new();
         for (i, q) in self.questions.iter().enumerate() {
-            if !q.streams.is_empty() && !q.streams.iter().any(|s| *s == meta.stream) {
+            if !q.streams.is_empty() && !q.streams.contains(&meta.stream) {
                 continue;
             }
             let (seen, last) = self.state.entry((meta.stream.clone(), i)).or_default();

@@ -129,13 +129,13 @@ impl LlmConfig {
             return bad("max_context_tokens", "must exceed max_tokens");
         }
         let s = &self.sampling;
-        if !(s.temperature >= 0.0) {
+        if s.temperature.is_nan() || s.temperature < 0.0 {
             return bad("sampling.temperature", "must be >= 0");
         }
-        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        if !(s.top_p > 0.0 && s.top_p <= 1.0) || s.top_p.is_nan() {
             return bad("sampling.top_p", "must be in (0, 1]");
         }
-        if !(s.repetition_penalty > 0.0) {
+        if s.repetition_penalty.is_nan() || s.repetition_penalty <= 0.0 {
             return bad("sampling.repetition_penalty", "must be > 0");
         }
         for (i, q) in self.questions.iter().enumerate() {
@@ -146,7 +146,9 @@ impl LlmConfig {
             match (q.every_windows, q.every_s) {
                 (Some(_), Some(_)) => return bad(&field, "set every_windows or every_s, not both"),
                 (Some(0), None) => return bad(&field, "every_windows must be >= 1"),
-                (None, Some(s)) if !(s > 0.0) => return bad(&field, "every_s must be > 0"),
+                (None, Some(s)) if s.is_nan() || s <= 0.0 => {
+                    return bad(&field, "every_s must be > 0")
+                }
                 _ => {}
             }
         }
