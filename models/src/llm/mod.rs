@@ -15,6 +15,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod service;
 pub mod settings;
+pub mod synth;
 pub mod template;
 pub mod tokenizer;
 
