@@ -1,6 +1,21 @@
 //! LLM decoding with audio-visual tokens: decoders (Qwen2/Qwen2.5, LLaMA family; safetensors
 //! and GGUF), tokenizers, prompt templates with an AV placeholder, sampling, per-stream bounded
 //! context, the answer service with its question scheduler, and the stdin/HTTP question inputs.
+//!
+//! How the engine uses it (per window, after the Q-Former):
+//! ```text
+//! let answerer = Answerer::from_config(&cfg.llm, &device)?;          // [llm] section
+//! let svc = AnswerService::spawn(answerer, 32, Box::new(|out| match out {
+//!     ServiceOutput::Answer(rec) => sink.write_json_line(&rec),       // one line per answer
+//!     ServiceOutput::Token { .. } | ServiceOutput::Error { .. } => ..,
+//! }));
+//! let http = cfg.llm.http.listen.map(|a| HttpEndpoint::start(&a, svc.handle()));
+//! if cfg.llm.stdin { spawn_line_questions(std::io::stdin().lock(), svc.handle(), print)?; }
+//! // per window: Q-Former output [32, hidden] as AV tokens
+//! svc.handle().push_window(WindowMeta::from_window(&window), qformer_tokens)?;
+//! // stream ended
+//! svc.handle().end_stream(&name)?;
+//! ```
 
 pub mod answerer;
 pub mod error;

@@ -185,3 +185,57 @@ impl TokenLayout {
         self.window_before.len() + self.window_after.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_lay_out_the_prompt() {
+        let v = TemplateConfig {
+            kind: TemplateKind::Vicuna,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        // FAVOR: [BOS] "USER: <Img>" <AV> "</Img> {prompt}\nASSISTANT:"
+        assert!(v.bos);
+        let one_window = format!(
+            "{}{}<AV>{}{}",
+            v.prefix, v.window_before, v.window_after, v.question
+        );
+        assert_eq!(one_window, "USER: <Img><AV></Img> {question}\nASSISTANT:");
+        let l3 = TemplateConfig {
+            kind: TemplateKind::Llama3,
+            system: Some("S".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            l3.prefix,
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+        );
+        assert!(l3.stop.contains(&"<|eot_id|>".to_string()));
+        let c = TemplateConfig {
+            window: Some("[clip]<AV>[/clip]".into()),
+            stop: vec!["###".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(!c.bos);
+        assert_eq!(
+            (c.window_before.as_str(), c.window_after.as_str()),
+            ("[clip]", "[/clip]")
+        );
+        assert_eq!(c.stop, vec!["<|im_end|>", "<|endoftext|>", "###"]);
+        let err = TemplateConfig {
+            question: Some("no placeholder".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("`question`"), "{err}");
+    }
+}
