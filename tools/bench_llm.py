@@ -46,6 +46,15 @@ def run_sensorium(binary, model, n_prompt, n_gen, threads):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def last_logits(llm):
+    # Llama.scores is only filled with logits_all=True (which would compute the vocabulary
+    # projection for every prompt position); read the last position's logits directly.
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+
+
 def run_llama_cpp(model, n_prompt, n_gen, threads):
     from llama_cpp import Llama
 
@@ -56,17 +65,19 @@ def run_llama_cpp(model, n_prompt, n_gen, threads):
     ids = prompt_ids(n_prompt)
     t0 = time.perf_counter()
     llm.eval(ids)
-    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    first = np.array(last_logits(llm))
+    nxt = int(np.argmax(first))
     ttft = time.perf_counter() - t0
     out = [nxt]
     t1 = time.perf_counter()
     for _ in range(1, n_gen):
         llm.eval([nxt])
-        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        nxt = int(np.argmax(last_logits(llm)))
         out.append(nxt)
     dt = time.perf_counter() - t1
     return {"engine": "llama.cpp", "model": model, "load_s": load_s, "ttft_ms": ttft * 1e3,
-            "decode_tok_s": (n_gen - 1) / dt, "tokens": out}
+            "decode_tok_s": (n_gen - 1) / dt, "tokens": out,
+            "first_logits_head": first[:16].tolist()}
 
 
 def main():
@@ -75,11 +86,13 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--bin", help="prebuilt llm_bench binary (default: cargo build --release)")
     args = ap.parse_args()
 
-    binary = cargo_bin()
+    binary = args.bin or cargo_bin()
     if not os.path.exists(os.path.join(args.dir, "q4_0.gguf")):
-        subprocess.run([binary, "gen", args.dir], check=True)
+        tok = os.path.join("models", "tests", "fixtures", "llm", "tokenizer.json")
+        subprocess.run([binary, "gen", args.dir, "--tokenizer", tok], check=True)
     hf = os.path.join(args.dir, "hf")
     f32 = os.path.join(args.dir, "f32.gguf")
     q40 = os.path.join(args.dir, "q4_0.gguf")

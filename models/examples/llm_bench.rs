@@ -1,7 +1,8 @@
 //! CPU benchmark driver for the LLM decoder, used by tools/bench_llm.py to compare with
 //! llama.cpp on the same GGUF file.
 //!
-//!   llm_bench gen <dir> [--layers N]     random Qwen2.5-0.5B-shaped model: <dir>/hf (f32
+//!   llm_bench gen <dir> [--layers N] [--tokenizer tokenizer.json]
+//!                                        random Qwen2.5-0.5B-shaped model: <dir>/hf (f32
 //!                                        safetensors), <dir>/f32.gguf, <dir>/q4_0.gguf
 //!   llm_bench run <model> [--prompt N] [--gen M]
 //!                                        greedy decode; prints one JSON line with load time,
@@ -63,7 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut dec = m.decoder;
             let t0 = Instant::now();
             let l = dec.forward_tokens(&prompt, 0, false)?;
-            let mut next = argmax(&l.squeeze(0)?.to_vec1::<f32>()?);
+            let first_logits = l.squeeze(0)?.to_vec1::<f32>()?;
+            let mut next = argmax(&first_logits);
             let ttft = t0.elapsed().as_secs_f64();
             let mut out = vec![next];
             let t1 = Instant::now();
@@ -85,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "ttft_ms": ttft * 1e3,
                     "decode_tok_s": (n_gen - 1) as f64 / dt,
                     "tokens": out,
+                    "first_logits_head": &first_logits[..16],
                 })
             );
         }
