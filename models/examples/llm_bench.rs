@@ -33,8 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dir = PathBuf::from(args.get(2).ok_or("gen <dir>")?);
             let mut spec = SynthSpec::qwen2_5_0_5b();
             spec.num_hidden_layers = arg(&args, "--layers", spec.num_hidden_layers);
-            let tok =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/tokenizer.json");
+            let tok = args
+                .iter()
+                .position(|a| a == "--tokenizer")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/tokenizer.json")
+                });
             let t = Instant::now();
             let w = spec.weights()?;
             eprintln!("weights generated in {:.1}s", t.elapsed().as_secs_f64());
