@@ -144,8 +144,7 @@ impl SynthSpec {
         let map: HashMap<String, Tensor> = weights.iter().cloned().collect();
         candle_core::safetensors::save(&map, dir.join("model.safetensors"))
             .ctx(|| format!("writing {}", dir.join("model.safetensors").display()))?;
-        let tok = dir.join("tokenizer.json");
-        std::fs::copy(tokenizer_json, &tok).map_err(io(&tok))?;
+        std::fs::copy(tokenizer_json, dir.join("tokenizer.json")).map_err(io(tokenizer_json))?;
         Ok(())
     }
 
