@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::answerer::{AnswerRecord, Answerer, WindowMeta};
 use super::error::LlmError;
-use super::generate::{CancelToken, TokenEvent};
+use super::generate::{CancelToken, Finish, TokenEvent};
 use super::schedule::QuestionScheduler;
 
 /// What a live question gets back, in order: tokens, then `Done` or `Error`.
@@ -204,6 +204,8 @@ fn serve(
                         let superseded = s.latest.get(&stream).is_some_and(|&l| l > meta.index);
                         if superseded && a.config().cancel_stale {
                             s.stale += 1;
+                            metrics::counter!("llm_stale_answers_total", "stream" => stream.clone())
+                                .increment(1);
                             continue;
                         }
                         s.inflight.insert(stream.clone(), cancel.clone());
@@ -218,12 +220,17 @@ fn serve(
                     });
                     if let Ok(mut s) = shared.lock() {
                         s.inflight.remove(&stream);
-                        if cancel.is_cancelled() {
+                        // Only answers that actually stopped early count: a cancel that lands
+                        // after the last token leaves a complete answer.
+                        if matches!(&res, Ok(ans) if ans.finish == Finish::Cancelled) {
                             s.stale += 1;
                         }
                     }
                     match res {
-                        Ok(ans) => out(ServiceOutput::Answer(ans.record())),
+                        Ok(ans) => {
+                            record_metrics(&ans, "scheduled");
+                            out(ServiceOutput::Answer(ans.record()))
+                        }
                         Err(e) => out(ServiceOutput::Error {
                             stream: stream.clone(),
                             message: e.to_string(),
@@ -251,7 +258,10 @@ fn serve(
                     }
                 });
                 let _ = events.send(match res {
-                    Ok(ans) => LiveEvent::Done(ans.record()),
+                    Ok(ans) => {
+                        record_metrics(&ans, "live");
+                        LiveEvent::Done(ans.record())
+                    }
                     Err(e @ LlmError::UnknownStream(_)) => LiveEvent::Error {
                         status: 404,
                         message: e.to_string(),
@@ -269,6 +279,27 @@ fn serve(
                     last_stream = None;
                 }
             }
+        }
+    }
+}
+
+/// Per-answer metrics (`metrics` facade; the engine installs the Prometheus exporter).
+fn record_metrics(ans: &super::answerer::Answer, kind: &'static str) {
+    let stream = ans.stream.clone();
+    metrics::counter!("llm_answers_total", "stream" => stream.clone(), "kind" => kind).increment(1);
+    metrics::counter!("llm_answer_tokens_total", "stream" => stream.clone())
+        .increment(ans.tokens as u64);
+    if ans.finish == Finish::Cancelled {
+        metrics::counter!("llm_stale_answers_total", "stream" => stream.clone()).increment(1);
+    }
+    if let Some(d) = ans.capture_to_first_token {
+        metrics::histogram!("llm_capture_to_first_token_seconds", "stream" => stream.clone())
+            .record(d.as_secs_f64());
+    }
+    if let (Some(a), Some(b)) = (ans.first_token_at, ans.last_token_at) {
+        if ans.tokens > 1 {
+            let per_token = b.saturating_duration_since(a).as_secs_f64() / (ans.tokens - 1) as f64;
+            metrics::histogram!("llm_seconds_per_token", "stream" => stream).record(per_token);
         }
     }
 }
