@@ -270,6 +270,21 @@ def main():
     shutil.copy(os.path.join(OUT, "tokenizer.json"), d)
     reference(llama, ids, "llama")
 
+    # LLaMA 3.1 rope scaling on the same weights (config + reference only; the Rust test takes
+    # model.safetensors from llama/). original_max_position_embeddings = 64 makes the scaled,
+    # smoothed and untouched frequency bands all occur with head_dim 16.
+    l3cfg = LlamaConfig(**{k: v for k, v in lcfg.to_dict().items()
+                           if k not in ("rope_parameters", "rope_scaling", "rope_theta")})
+    l3cfg.rope_parameters = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 64}
+    llama3 = LlamaForCausalLM(l3cfg).float()
+    llama3.load_state_dict(llama.state_dict())
+    d = os.path.join(OUT, "llama_rope_llama3")
+    llama3.save_pretrained(d, safe_serialization=True)
+    os.remove(os.path.join(d, "model.safetensors"))
+    reference(llama3, ids, "llama_rope_llama3")
+
     Q = gguf.GGMLQuantizationType
     qsd = qwen.state_dict()
     write_gguf(os.path.join(OUT, "qwen2-q8_0.gguf"), "qwen2", qcfg, qsd, tok, Q.Q8_0, False)

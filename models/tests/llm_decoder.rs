@@ -326,3 +326,25 @@ fn unsupported_model_type_is_named() {
         "{msg}"
     );
 }
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    // Same weights as `llama`, config with rope_type "llama3" (LLaMA 3.1 frequency scaling).
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("llama_rope_llama3");
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("llama").join(f), dir.path().join(f)).unwrap();
+    }
+    let r = reference("llama_rope_llama3");
+    assert_ne!(r.greedy, reference("llama").greedy);
+    let mut dec = load_model(dir.path(), None, ComputeDtype::F32, 128, &Device::Cpu)
+        .unwrap()
+        .decoder;
+    assert!(dec.config().rope_scaling.is_some());
+    let logits = dec.forward_tokens(&r.prompt_ids, 0, true).unwrap();
+    let err = rel_err(&logits.to_vec2::<f32>().unwrap(), &r.logits);
+    assert!(err < 1e-4, "llama3 rope: logits relative error {err}");
+    dec.truncate_cache(0);
+    assert_eq!(greedy(&mut dec, &r.prompt_ids, 32), r.greedy);
+}
