@@ -348,3 +348,44 @@ fn llama3_rope_scaling_matches_transformers() {
     dec.truncate_cache(0);
     assert_eq!(greedy(&mut dec, &r.prompt_ids, 32), r.greedy);
 }
+
+#[test]
+fn long_quantised_prefill_uses_dequantised_gemm() {
+    // From 32 prompt positions on, quantised layers dequantise once and run one f32 GEMM:
+    // the logits then equal a model loaded with dequantised weights; single-token decoding
+    // keeps the q8 kernel (activations rounded to q8), close but not equal.
+    let prompt: Vec<u32> = (0..40).map(|i| 10 + (i * 13) % 480).collect();
+    let path = fixtures().join("qwen2-q8_0.gguf");
+    let mut q = load_model(&path, None, ComputeDtype::F32, 64, &Device::Cpu)
+        .unwrap()
+        .decoder;
+    let mut dq = load_model_with(&path, None, ComputeDtype::F32, true, 64, &Device::Cpu)
+        .unwrap()
+        .decoder;
+    let a = q
+        .forward_tokens(&prompt, 0, true)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let b = dq
+        .forward_tokens(&prompt, 0, true)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!(
+        rel_err(&a, &b) < 1e-5,
+        "prefill vs dequantised {}",
+        rel_err(&a, &b)
+    );
+    q.truncate_cache(0);
+    let mut rows = Vec::new();
+    for (i, &t) in prompt.iter().enumerate() {
+        let l = q.forward_tokens(&[t], i, false).unwrap();
+        rows.push(l.squeeze(0).unwrap().to_vec1::<f32>().unwrap());
+    }
+    let err = rel_err(&rows, &b);
+    assert!(
+        err > 1e-5 && err < 5e-2,
+        "q8 kernel decode vs dequantised {err}"
+    );
+}

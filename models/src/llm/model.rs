@@ -15,6 +15,9 @@ use super::error::{CandleCtx, LlmError};
 use super::hf_config::{DecoderConfig, RopeStyle};
 use super::kv_cache::KvCache;
 
+/// Rows (prompt positions) from which a quantised layer dequantises its weight for one GEMM.
+const PREFILL_DEQUANT_ROWS: usize = 32;
+
 /// A linear layer whose weight is dense or quantised; `y = x W^T + b`.
 #[derive(Debug)]
 pub(crate) struct Lin {
@@ -41,7 +44,18 @@ impl Lin {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.w.forward(x)?;
+        let y = match &self.w {
+            // Long prompts: candle's quantised CPU matmul is a per-row vec-dot (and rounds the
+            // activations to q8); dequantising the weight once per call and running one f32
+            // GEMM is several times faster for prefill. Decoding (one row) keeps the kernel.
+            QMatMul::QTensor(q)
+                if x.dims().iter().rev().nth(1).copied().unwrap_or(1) >= PREFILL_DEQUANT_ROWS =>
+            {
+                let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
+                x.broadcast_matmul(&w.t()?)?
+            }
+            _ => self.w.forward(x)?,
+        };
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
