@@ -1,0 +1,315 @@
+//! Loading GGUF files (llama.cpp's format; q4_0, q4_k, q8_0, ... and f32/f16) into the shared
+//! [`Decoder`], and rebuilding the byte-level BPE tokenizer from `tokenizer.ggml.*` metadata.
+//!
+//! Tensor names and metadata keys follow llama.cpp (`blk.N.attn_q.weight`, `qwen2.block_count`),
+//! as read by candle-transformers 0.11.1 `models/quantized_qwen2.rs` / `quantized_llama.rs`.
+//! llama-arch files store q/k rows permuted for interleaved RoPE, qwen2-arch files do not.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device};
+
+use super::error::LlmError;
+use super::hf_config::{Arch, DecoderConfig, RopeStyle};
+use super::model::{Attention, Block, Decoder, Lin, Mlp};
+
+/// An opened GGUF file: metadata and tensor index (tensor data is read on demand).
+pub struct GgufFile {
+    path: std::path::PathBuf,
+    content: gguf_file::Content,
+    file: std::fs::File,
+    /// Dequantise weights to f32 at load (exact f32 matmuls; more memory, no quantised
+    /// kernels). Off by default: candle's quantised CPU matmul also rounds activations to q8.
+    pub dequantize: bool,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, LlmError> {
+        let mut file = std::fs::File::open(path).map_err(|source| LlmError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| LlmError::Checkpoint {
+            path: path.to_owned(),
+            message: format!("not a readable GGUF file: {e}"),
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            content,
+            file,
+            dequantize: false,
+        })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
+        &self.content.metadata
+    }
+
+    fn missing(&self, key: &str, what: &str) -> LlmError {
+        LlmError::Checkpoint {
+            path: self.path.clone(),
+            message: format!("metadata `{key}` {what}"),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&gguf_file::Value, LlmError> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| self.missing(key, "is missing"))
+    }
+
+    /// Any integer-typed metadata value as u64.
+    fn uint(&self, key: &str) -> Result<u64, LlmError> {
+        use gguf_file::Value as V;
+        match self.get(key)? {
+            V::U8(v) => Ok(*v as u64),
+            V::U16(v) => Ok(*v as u64),
+            V::U32(v) => Ok(*v as u64),
+            V::U64(v) => Ok(*v),
+            V::I32(v) if *v >= 0 => Ok(*v as u64),
+            V::I64(v) if *v >= 0 => Ok(*v as u64),
+            _ => Err(self.missing(key, "is not a non-negative integer")),
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<f64, LlmError> {
+        use gguf_file::Value as V;
+        match self.get(key)? {
+            V::F32(v) => Ok(*v as f64),
+            V::F64(v) => Ok(*v),
+            _ => Err(self.missing(key, "is not a float")),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<&str, LlmError> {
+        match self.get(key)? {
+            gguf_file::Value::String(s) => Ok(s),
+            _ => Err(self.missing(key, "is not a string")),
+        }
+    }
+
+    fn qtensor(
+        &mut self,
+        name: &str,
+        device: &Device,
+    ) -> Result<candle_core::quantized::QTensor, LlmError> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Err(LlmError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor `{name}` is missing"),
+            });
+        }
+        self.content
+            .tensor(&mut self.file, name, device)
+            .map_err(|e| LlmError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor `{name}`: {e}"),
+            })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// The decoder shape from `{arch}.*` metadata and the embedding tensor.
+    pub fn decoder_config(&self) -> Result<DecoderConfig, LlmError> {
+        let arch_name = self.string("general.architecture")?.to_owned();
+        let arch = match arch_name.as_str() {
+            "qwen2" => Arch::Qwen2,
+            "llama" => Arch::Llama,
+            other => {
+                return Err(self.missing(
+                    "general.architecture",
+                    &format!("is `{other}`; supported: qwen2, llama"),
+                ))
+            }
+        };
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let hidden = self.uint(&k("embedding_length"))? as usize;
+        let heads = self.uint(&k("attention.head_count"))? as usize;
+        let kv = self
+            .uint(&k("attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(heads);
+        if heads.checked_rem(kv) != Some(0) || hidden.checked_rem(heads) != Some(0) {
+            return Err(self.missing(
+                &k("attention.head_count"),
+                &format!("({heads} heads, {kv} kv heads, width {hidden}) is inconsistent"),
+            ));
+        }
+        let head_dim = self
+            .uint(&k("rope.dimension_count"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden / heads);
+        let vocab = match self.content.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims()[0],
+            None => {
+                return Err(LlmError::Checkpoint {
+                    path: self.path.clone(),
+                    message: "tensor `token_embd.weight` is missing".into(),
+                })
+            }
+        };
+        let eos = self
+            .uint("tokenizer.ggml.eos_token_id")
+            .ok()
+            .map(|v| v as u32);
+        Ok(DecoderConfig {
+            arch,
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: self.uint(&k("feed_forward_length"))? as usize,
+            num_hidden_layers: self.uint(&k("block_count"))? as usize,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            head_dim,
+            rms_norm_eps: self.float(&k("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: self.float(&k("rope.freq_base")).unwrap_or(10_000.0) as f32,
+            rope_scaling: None,
+            rope_style: match arch {
+                Arch::Qwen2 => RopeStyle::Halves,
+                Arch::Llama => RopeStyle::Interleaved,
+            },
+            max_position_embeddings: self.uint(&k("context_length"))? as usize,
+            tie_word_embeddings: !self.has("output.weight"),
+            attention_bias: self.has("blk.0.attn_q.bias"),
+            bos_token_id: self
+                .uint("tokenizer.ggml.bos_token_id")
+                .ok()
+                .map(|v| v as u32),
+            eos_token_ids: eos.into_iter().collect(),
+        })
+    }
+
+    fn lin(&mut self, name: &str, bias: bool, device: &Device) -> Result<Lin, LlmError> {
+        let w = if self.dequantize {
+            QMatMul::Tensor(self.dense(&format!("{name}.weight"), device)?)
+        } else {
+            let w = self.qtensor(&format!("{name}.weight"), device)?;
+            QMatMul::from_qtensor(w).map_err(|e| LlmError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor `{name}.weight`: {e}"),
+            })?
+        };
+        let b = if bias {
+            Some(self.dense(&format!("{name}.bias"), device)?)
+        } else {
+            None
+        };
+        Ok(Lin::new(w, b))
+    }
+
+    fn dense(&mut self, name: &str, device: &Device) -> Result<candle_core::Tensor, LlmError> {
+        let path = self.path.clone();
+        self.qtensor(name, device)?
+            .dequantize(device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| LlmError::Checkpoint {
+                path,
+                message: format!("tensor `{name}`: {e}"),
+            })
+    }
+
+    /// Loads the whole decoder; activations and KV cache are f32.
+    pub fn load_decoder(&mut self, cache_cap: usize, device: &Device) -> Result<Decoder, LlmError> {
+        let cfg = self.decoder_config()?;
+        let embed = self.dense("token_embd.weight", device)?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        let bias = cfg.attention_bias;
+        for l in 0..cfg.num_hidden_layers {
+            let p = |s: &str| format!("blk.{l}.{s}");
+            let attn = Attention {
+                q: self.lin(&p("attn_q"), bias, device)?,
+                k: self.lin(&p("attn_k"), bias, device)?,
+                v: self.lin(&p("attn_v"), bias, device)?,
+                o: self.lin(&p("attn_output"), false, device)?,
+            };
+            let mlp = Mlp {
+                gate: self.lin(&p("ffn_gate"), false, device)?,
+                up: self.lin(&p("ffn_up"), false, device)?,
+                down: self.lin(&p("ffn_down"), false, device)?,
+            };
+            blocks.push(Block {
+                attn,
+                mlp,
+                input_norm: self.dense(&p("attn_norm.weight"), device)?,
+                post_norm: self.dense(&p("ffn_norm.weight"), device)?,
+            });
+        }
+        let norm = self.dense("output_norm.weight", device)?;
+        let head_name = if cfg.tie_word_embeddings {
+            "token_embd"
+        } else {
+            "output"
+        };
+        let lm_head = self.lin(head_name, false, device)?;
+        let path = self.path.clone();
+        Decoder::from_parts(
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cache_cap,
+            DType::F32,
+            device,
+        )
+        .map_err(|e| LlmError::Checkpoint {
+            path,
+            message: format!("building the decoder: {e}"),
+        })
+    }
+
+    /// `tokenizer.ggml.*` pieces for [`super::tokenizer::LlmTokenizer::from_gguf_metadata`]:
+    pub(crate) fn tokenizer_parts(&self) -> Result<GgufTokenizerParts, LlmError> {
+        let model = self.string("tokenizer.ggml.model")?.to_owned();
+        let strings = |key: &str| -> Result<Vec<String>, LlmError> {
+            let v = self
+                .get(key)?
+                .to_vec()
+                .map_err(|_| self.missing(key, "is not an array"))?;
+            v.iter()
+                .map(|x| match x {
+                    gguf_file::Value::String(s) => Ok(s.clone()),
+                    _ => Err(self.missing(key, "holds a non-string")),
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = if self.content.metadata.contains_key("tokenizer.ggml.merges") {
+            strings("tokenizer.ggml.merges")?
+        } else {
+            vec![]
+        };
+        let types = match self.content.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|_| self.missing("tokenizer.ggml.token_type", "is not an array"))?
+                .iter()
+                .map(|x| x.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        Ok(GgufTokenizerParts {
+            source: self.path.display().to_string(),
+            model,
+            tokens,
+            types,
+            merges,
+            pre: self.string("tokenizer.ggml.pre").ok().map(str::to_owned),
+        })
+    }
+}
+
+/// What the tokenizer needs from GGUF metadata.
+pub(crate) struct GgufTokenizerParts {
+    pub source: String,
+    pub model: String,
+    pub tokens: Vec<String>,
+    pub types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub pre: Option<String>,
+}

@@ -1,0 +1,441 @@
+//! The decoder-only transformer shared by Qwen2/Qwen2.5 and LLaMA-family checkpoints, dense
+//! (safetensors f32/bf16) or quantised (GGUF), taking input *embeddings* so that audio-visual
+//! tokens can stand in for text tokens.
+//!
+//! Follows candle-transformers 0.11.1 `models/qwen2.rs` and `models/quantized_qwen2.rs` (same
+//! block structure and HF tensor names through `vb.pp`), rewritten because those take token
+//! ids only and keep a growing, non-truncatable cache. Here the KV cache is preallocated
+//! ([`KvCache`]) and truncating it restores a cached prefix.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use super::error::{CandleCtx, LlmError};
+use super::hf_config::{DecoderConfig, RopeStyle};
+use super::kv_cache::KvCache;
+
+/// Rows (prompt positions) from which a quantised layer dequantises its weight for one GEMM.
+const PREFILL_DEQUANT_ROWS: usize = 32;
+
+/// A linear layer whose weight is dense or quantised; `y = x W^T + b`.
+#[derive(Debug)]
+pub(crate) struct Lin {
+    w: QMatMul,
+    b: Option<Tensor>,
+}
+
+impl Lin {
+    pub(crate) fn new(w: QMatMul, b: Option<Tensor>) -> Self {
+        Self { w, b }
+    }
+
+    fn dense(vb: &VarBuilder, out: usize, inp: usize, bias: bool) -> candle_core::Result<Self> {
+        let w = vb.get((out, inp), "weight")?;
+        let b = if bias {
+            Some(vb.get(out, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w: QMatMul::Tensor(w),
+            b,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = match &self.w {
+            // Long prompts: candle's quantised CPU matmul is a per-row vec-dot (and rounds the
+            // activations to q8); dequantising the weight once per call and running one f32
+            // GEMM is several times faster for prefill. Decoding (one row) keeps the kernel.
+            QMatMul::QTensor(q)
+                if x.dims().iter().rev().nth(1).copied().unwrap_or(1) >= PREFILL_DEQUANT_ROWS =>
+            {
+                let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
+                x.broadcast_matmul(&w.t()?)?
+            }
+            _ => self.w.forward(x)?,
+        };
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Self-attention with grouped KV heads (`self_attn.{q,k,v,o}_proj`).
+#[derive(Debug)]
+pub(crate) struct Attention {
+    pub(crate) q: Lin,
+    pub(crate) k: Lin,
+    pub(crate) v: Lin,
+    pub(crate) o: Lin,
+}
+
+/// SwiGLU MLP (`mlp.{gate,up,down}_proj`).
+#[derive(Debug)]
+pub(crate) struct Mlp {
+    pub(crate) gate: Lin,
+    pub(crate) up: Lin,
+    pub(crate) down: Lin,
+}
+
+/// One decoder layer (`model.layers.N`).
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub(crate) attn: Attention,
+    pub(crate) mlp: Mlp,
+    pub(crate) input_norm: Tensor,
+    pub(crate) post_norm: Tensor,
+}
+
+/// Precomputed rotary tables, `[positions, head_dim / 2]`.
+#[derive(Debug)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl Rope {
+    fn new(
+        cfg: &DecoderConfig,
+        positions: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
+        let d = cfg.head_dim;
+        let mut inv: Vec<f32> = (0..d / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / d as f32))
+            .collect();
+        if let Some(s) = &cfg.rope_scaling {
+            // LLaMA 3.1 frequency scaling, as in candle-transformers models/llama.rs.
+            let low = s.original_max_position_embeddings as f32 / s.low_freq_factor;
+            let high = s.original_max_position_embeddings as f32 / s.high_freq_factor;
+            for f in inv.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                if wavelen < high {
+                    continue;
+                }
+                if wavelen > low {
+                    *f /= s.factor;
+                } else {
+                    let smooth = (s.original_max_position_embeddings as f32 / wavelen
+                        - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        let inv = Tensor::from_vec(inv, (1, d / 2), dev)?;
+        let t = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv)?;
+        Ok(Self {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            style: cfg.rope_style,
+        })
+    }
+
+    fn apply(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        let seq = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        match self.style {
+            RopeStyle::Halves => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin),
+        }
+    }
+}
+
+/// A loaded decoder with its KV cache: one type for every supported format.
+#[derive(Debug)]
+pub struct Decoder {
+    cfg: DecoderConfig,
+    /// `[vocab, hidden]`, dense (GGUF embeddings are dequantised at load).
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Lin,
+    rope: Rope,
+    cache: KvCache,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Assembles a decoder from loaded parts; `cache_cap` positions of KV are preallocated.
+    #[allow(clippy::too_many_arguments)] // one argument per part of the checkpoint
+    pub(crate) fn from_parts(
+        cfg: DecoderConfig,
+        embed: Tensor,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Lin,
+        cache_cap: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        // Positions never pass the cache capacity: the cache is the whole context.
+        let rope = Rope::new(&cfg, cache_cap, dtype, device)?;
+        let cache = KvCache::new(
+            cfg.num_hidden_layers,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            cache_cap,
+            dtype,
+            device,
+        )?;
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+            cache,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads HF safetensors (HF tensor names) with `vb` at compute dtype `vb.dtype()`.
+    pub fn from_var_builder(
+        cfg: DecoderConfig,
+        vb: VarBuilder,
+        cache_cap: usize,
+    ) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let m = vb.pp("model");
+        let embed = m.get((cfg.vocab_size, h), "embed_tokens.weight")?;
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let b = m.pp(format!("layers.{l}"));
+            let a = b.pp("self_attn");
+            let bias = cfg.attention_bias;
+            let attn = Attention {
+                q: Lin::dense(&a.pp("q_proj"), nh * hd, h, bias)?,
+                k: Lin::dense(&a.pp("k_proj"), nkv * hd, h, bias)?,
+                v: Lin::dense(&a.pp("v_proj"), nkv * hd, h, bias)?,
+                o: Lin::dense(&a.pp("o_proj"), h, nh * hd, false)?,
+            };
+            let p = b.pp("mlp");
+            let mlp = Mlp {
+                gate: Lin::dense(&p.pp("gate_proj"), i, h, false)?,
+                up: Lin::dense(&p.pp("up_proj"), i, h, false)?,
+                down: Lin::dense(&p.pp("down_proj"), h, i, false)?,
+            };
+            blocks.push(Block {
+                attn,
+                mlp,
+                input_norm: b.get(h, "input_layernorm.weight")?,
+                post_norm: b.get(h, "post_attention_layernorm.weight")?,
+            });
+        }
+        let norm = m.get(h, "norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            Lin::new(QMatMul::Tensor(embed.clone()), None)
+        } else {
+            Lin::dense(&vb.pp("lm_head"), cfg.vocab_size, h, false)?
+        };
+        let dtype = vb.dtype();
+        let device = vb.device().clone();
+        Self::from_parts(cfg, embed, blocks, norm, lm_head, cache_cap, dtype, &device)
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// dtype of activations, embeddings and the KV cache.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    /// Positions held in the KV cache now.
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Fixed KV capacity (positions).
+    pub fn cache_capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Bytes of the preallocated KV buffers.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Forgets cached positions from `len` on (restores a cached prefix of length `len`).
+    pub fn truncate_cache(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+
+    /// Embedding rows of `tokens`: `[n, hidden]` in the compute dtype.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor, LlmError> {
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(LlmError::Tokenizer {
+                source_name: "decoder".into(),
+                message: format!("token id {bad} >= vocab_size {}", self.cfg.vocab_size),
+            });
+        }
+        let ids = Tensor::new(tokens, &self.device).ctx(|| "token ids".into())?;
+        self.embed
+            .index_select(&ids, 0)
+            .ctx(|| "embedding lookup".into())
+    }
+
+    /// Runs `embeds` (`[seq, hidden]`) at positions `pos..pos + seq`, appending to the KV
+    /// cache (which is first truncated to `pos`), and returns f32 logits `[seq, vocab]` when
+    /// `all_logits`, else `[1, vocab]` for the last position only.
+    pub fn forward_embeds(
+        &mut self,
+        embeds: &Tensor,
+        pos: usize,
+        all_logits: bool,
+    ) -> Result<Tensor, LlmError> {
+        if pos > self.cache.len() {
+            return Err(LlmError::Candle {
+                context: "decoder forward".into(),
+                source: candle_core::Error::Msg(format!(
+                    "position {pos} is past the cached {} positions",
+                    self.cache.len()
+                )),
+            });
+        }
+        self.cache.truncate(pos);
+        let (seq, h) = embeds
+            .dims2()
+            .ctx(|| "input embeddings must be [seq, hidden]".into())?;
+        if h != self.cfg.hidden_size {
+            return Err(LlmError::Candle {
+                context: "decoder forward".into(),
+                source: candle_core::Error::Msg(format!(
+                    "input embeddings have width {h}, the model's hidden_size is {}",
+                    self.cfg.hidden_size
+                )),
+            });
+        }
+        self.forward_inner(embeds, pos, seq, all_logits)
+            .ctx(|| format!("decoder forward of {seq} positions at {pos}"))
+    }
+
+    /// Token-id convenience over [`Decoder::forward_embeds`].
+    pub fn forward_tokens(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+        all_logits: bool,
+    ) -> Result<Tensor, LlmError> {
+        let e = self.embed(tokens)?;
+        self.forward_embeds(&e, pos, all_logits)
+    }
+
+    fn forward_inner(
+        &mut self,
+        embeds: &Tensor,
+        pos: usize,
+        seq: usize,
+        all_logits: bool,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let eps = cfg.rms_norm_eps as f32;
+        let mut x = embeds.to_dtype(self.dtype)?.unsqueeze(0)?;
+        let total = pos + seq;
+        let mask = if seq > 1 {
+            // Causal over the new positions; all cached positions are visible.
+            let m: Vec<f32> = (0..seq)
+                .flat_map(|i| {
+                    (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (1, 1, seq, total), &self.device)?.to_dtype(self.dtype)?)
+        } else {
+            None
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let residual = &x;
+            let hs = candle_nn::ops::rms_norm(&x, &blk.input_norm, eps)?;
+            let q = blk.attn.q.forward(&hs)?;
+            let k = blk.attn.k.forward(&hs)?;
+            let v = blk.attn.v.forward(&hs)?;
+            let q = q.reshape((1, seq, nh, hd))?.transpose(1, 2)?;
+            let k = k.reshape((1, seq, nkv, hd))?.transpose(1, 2)?;
+            let v = v
+                .reshape((1, seq, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = self.rope.apply(&q, pos)?;
+            let k = self.rope.apply(&k, pos)?;
+            let (k, v) = self.cache.append(l, &k, &v)?;
+            // Grouped-query attention: fold the query heads of a group into the sequence axis
+            // so one matmul per KV head serves the whole group without copying K/V.
+            let groups = nh / nkv;
+            let q = q.reshape((1, nkv, groups * seq, hd))?;
+            let att = (q.matmul(&k.t()?)? * scale)?;
+            let att = att.reshape((1, nkv * groups, seq, total))?;
+            let att = match &mask {
+                Some(m) => att.broadcast_add(m)?,
+                None => att,
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att.to_dtype(DType::F32)?)?
+                .to_dtype(self.dtype)?;
+            let att = att.reshape((1, nkv, groups * seq, total))?;
+            let y = att.matmul(&v)?.reshape((1, nh, seq, hd))?;
+            let y = y.transpose(1, 2)?.reshape((1, seq, nh * hd))?;
+            let y = blk.attn.o.forward(&y)?;
+            let x1 = (residual + y)?;
+            let hs = candle_nn::ops::rms_norm(&x1, &blk.post_norm, eps)?;
+            let g = candle_nn::ops::silu(&blk.mlp.gate.forward(&hs)?)?;
+            let u = blk.mlp.up.forward(&hs)?;
+            let y = blk.mlp.down.forward(&(g * u)?)?;
+            x = (x1 + y)?;
+        }
+        self.cache.advance(seq);
+        let x = if all_logits {
+            x
+        } else {
+            x.narrow(1, seq - 1, 1)?
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+    }
+}
+
+/// Index of the largest logit (ties: the first), like `torch.argmax`.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// `[n, vocab]` f32 logits to rows.
+pub fn logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>, LlmError> {
+    logits.to_vec2::<f32>().ctx(|| "logits".into())
+}
