@@ -116,7 +116,7 @@ impl Default for DistillConfig {
             direction: Direction::VisualToAudio,
             temperature: 2.0,
             confidence_gate: 0.5,
-            lr: 0.01,
+            lr: 0.03,
             weight_decay: 1e-4,
             replay_size: 512,
             batch_size: 32,
