@@ -49,7 +49,12 @@ fn visual_teacher_teaches_audio_student_to_90_percent_within_bound() {
     for c in &test {
         let x = vfeat(c);
         assert_eq!(teacher.logits(&x).unwrap(), fitted.logits(&x).unwrap());
-        assert_eq!(argmax(&teacher.logits(&x).unwrap()).0, c.class, "teacher on clip {c:?}", c = (c.class, c.index));
+        assert_eq!(
+            argmax(&teacher.logits(&x).unwrap()).0,
+            c.class,
+            "teacher on clip {c:?}",
+            c = (c.class, c.index)
+        );
     }
 
     let pairs: Vec<Pair> = train
@@ -72,7 +77,11 @@ fn visual_teacher_teaches_audio_student_to_90_percent_within_bound() {
     let mut trainer = DistillTrainer::new(&cfg, audio_dim).unwrap();
     let before = student_accuracy(&trainer.snapshot().unwrap(), &test_ref, k, &hard).unwrap();
     // Chance is 1/8; a near-zero random head predicts one or two classes everywhere.
-    assert!(before.overall <= 0.3, "untrained student should be near chance (1/8), got {}", before.overall);
+    assert!(
+        before.overall <= 0.3,
+        "untrained student should be near chance (1/8), got {}",
+        before.overall
+    );
 
     let mut reached = None;
     let mut i = 0;
@@ -95,7 +104,11 @@ fn visual_teacher_teaches_audio_student_to_90_percent_within_bound() {
         acc.overall, acc.hard, before.overall
     );
     assert!(steps <= UPDATE_BOUND);
-    assert_eq!(trainer.counters().gated, 0, "a confident teacher is never gated");
+    assert_eq!(
+        trainer.counters().gated,
+        0,
+        "a confident teacher is never gated"
+    );
 }
 
 #[test]
@@ -139,14 +152,19 @@ fn audio_teacher_teaches_visual_student() {
             argmax(&student.logits(&x).unwrap()).0 == c.class
         })
         .count();
-    assert!(correct * 10 >= test.len() * 9, "visual student: {correct}/{} after 200 updates", test.len());
+    assert!(
+        correct * 10 >= test.len() * 9,
+        "visual student: {correct}/{} after 200 updates",
+        test.len()
+    );
     let _ = aud.name();
 }
 
 #[test]
 fn eval_reports_before_after_and_ablation_deterministically() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = sensorium_models::distill::synth::SynthSpec::new(dir.path().join("media"), 12, -20.0);
+    let spec =
+        sensorium_models::distill::synth::SynthSpec::new(dir.path().join("media"), 12, -20.0);
     let cfg = EvalConfig {
         distill: config_for(&spec),
         synth: spec,

@@ -218,3 +218,14 @@ impl DistillTrainer {
         self.student.snapshot(self.step)
     }
 }
+
+impl std::fmt::Debug for DistillTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistillTrainer")
+            .field("arch", &self.student.arch)
+            .field("step", &self.step)
+            .field("replay", &self.replay.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
