@@ -88,7 +88,7 @@ fn visual_teacher_teaches_audio_student_to_90_percent_within_bound() {
     while trainer.step() < UPDATE_BOUND {
         let updated = trainer.observe(pairs[i % pairs.len()].clone()).unwrap();
         i += 1;
-        if updated.is_some() && trainer.step() % 10 == 0 {
+        if updated.is_some() && trainer.step().is_multiple_of(10) {
             let acc = student_accuracy(&trainer.snapshot().unwrap(), &test_ref, k, &hard).unwrap();
             if acc.overall >= 0.9 {
                 reached = Some((trainer.step(), acc));

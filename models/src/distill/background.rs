@@ -146,7 +146,7 @@ impl BackgroundTrainer {
                         stats2.updates.fetch_add(1, Ordering::Relaxed);
                         publish(&trainer, &stats2, &cfg.classes);
                         if let Some(path) = &cfg.checkpoint {
-                            if every > 0 && trainer.step() % every == 0 {
+                            if every > 0 && trainer.step().is_multiple_of(every) {
                                 trainer.save_checkpoint(path)?;
                                 stats2.checkpoints.fetch_add(1, Ordering::Relaxed);
                             }

@@ -39,7 +39,7 @@ pub(crate) fn to_bytes(tensors: &[StTensor], metadata: &BTreeMap<String, String>
         offset = end;
     }
     let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);

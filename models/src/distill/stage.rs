@@ -40,6 +40,13 @@ pub struct WindowPrediction {
     pub submitted: bool,
 }
 
+/// Pooled features of one window (`None`: that modality is absent).
+struct WindowFeatures {
+    audio: Option<Vec<f32>>,
+    visual: Option<Vec<f32>>,
+    snr_db: f32,
+}
+
 /// Online cross-modal distillation as a [`WindowModel`].
 pub struct DistillStage {
     cfg: DistillConfig,
@@ -128,10 +135,7 @@ impl DistillStage {
     }
 
     /// Pooled (audio, visual) features of a window's valid frames, and the audio SNR.
-    fn window_features(
-        &self,
-        w: &Window,
-    ) -> Result<(Option<Vec<f32>>, Option<Vec<f32>>, f32), DistillError> {
+    fn window_features(&self, w: &Window) -> Result<WindowFeatures, DistillError> {
         let mut audio = Vec::new();
         let mut visual = Vec::new();
         let mut samples = Vec::new();
@@ -148,7 +152,11 @@ impl DistillStage {
             }
         }
         let snr = audio_stats(&samples).snr_db;
-        Ok((mean_pool(&audio), mean_pool(&visual), snr))
+        Ok(WindowFeatures {
+            audio: mean_pool(&audio),
+            visual: mean_pool(&visual),
+            snr_db: snr,
+        })
     }
 
     fn class_prob(&self, logits: &[f32]) -> ClassProb {
@@ -162,7 +170,11 @@ impl DistillStage {
 
     /// Predict one window with the current student and queue it for training.
     pub fn predict(&self, w: &Window) -> Result<WindowPrediction, DistillError> {
-        let (audio, visual, snr_db) = self.window_features(w)?;
+        let WindowFeatures {
+            audio,
+            visual,
+            snr_db,
+        } = self.window_features(w)?;
         let (teacher_x, student_x) = match self.cfg.direction {
             Direction::VisualToAudio => (visual, audio),
             Direction::AudioToVisual => (audio, visual),
