@@ -23,14 +23,14 @@ fn config_reads_the_distill_section_and_names_bad_fields() {
         temperature = 3.0
         checkpoint = "/tmp/s.safetensors"
         [distill.difficulty]
-        selection = "weighted"
+        selection = "hard"
         threshold = 0.6
     "#;
     let c = DistillConfig::from_toml_str(text, "test.toml").unwrap();
     assert_eq!(c.classes, ["dog", "car", "rain"]);
     assert_eq!(c.direction, Direction::AudioToVisual);
     assert_eq!(c.temperature, 3.0);
-    assert_eq!(c.difficulty.selection, Selection::Weighted);
+    assert_eq!(c.difficulty.selection, Selection::Hard);
     assert_eq!(c.difficulty.threshold, 0.6);
     assert_eq!(c.batch_size, 32, "unset fields keep defaults");
 

@@ -26,10 +26,12 @@ pub enum Direction {
 #[serde(rename_all = "lowercase")]
 pub enum Selection {
     /// Only pairs whose (teacher) class is predicted hard are drawn into batches; when no
-    /// class is predicted hard, batches are drawn uniformly.
-    #[default]
+    /// class is predicted hard, batches are drawn uniformly. (The paper's choice; with a
+    /// small student it forgets the classes it stops seeing, see the eval numbers.)
     Hard,
-    /// Pairs are drawn with probability proportional to `floor + difficulty(class)`.
+    /// Pairs are drawn with probability proportional to `floor + difficulty(class)` (the
+    /// default: it beat both `hard` and `uniform` on hard classes in our ablation).
+    #[default]
     Weighted,
     /// Every pair in the replay buffer is equally likely (the ablation baseline).
     Uniform,
@@ -61,7 +63,7 @@ pub struct DifficultyConfig {
 impl Default for DifficultyConfig {
     fn default() -> Self {
         Self {
-            selection: Selection::Hard,
+            selection: Selection::Weighted,
             ema: 0.1,
             threshold: 0.5,
             floor: 0.1,

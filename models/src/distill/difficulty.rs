@@ -42,6 +42,10 @@ impl DifficultyModel {
         }
     }
 
+    pub(crate) fn set_selection(&mut self, selection: Selection) {
+        self.cfg.selection = selection;
+    }
+
     pub fn num_classes(&self) -> usize {
         self.count.len()
     }

@@ -23,7 +23,7 @@ use super::trainer::DistillTrainer;
 #[derive(Clone, Debug)]
 pub struct EvalConfig {
     /// The `[distill]` settings; `classes` must equal the scene class names. Its
-    /// `difficulty.selection` is the difficulty-aware arm (`uniform` there means `hard`).
+    /// `difficulty.selection` is the difficulty-aware arm (`uniform` there means `weighted`).
     pub distill: DistillConfig,
     /// The labelled clips (synthetic GStreamer scenes).
     pub synth: SynthSpec,
@@ -33,7 +33,10 @@ pub struct EvalConfig {
     pub teacher_frames_per_class: usize,
     /// A teacher file (see [`Teacher::load`]) to use instead of fitting one.
     pub teacher: Option<PathBuf>,
-    /// Updates per run (equal for both arms).
+    /// Updates with uniform selection before the arms split, standing in for a pretrained
+    /// student (0: both arms start from the untrained student).
+    pub warmup: u64,
+    /// Updates per arm after the warm-up (equal for both arms).
     pub budget: u64,
     /// One run per seed (student init and batch sampling); results are averaged.
     pub seeds: Vec<u64>,
@@ -63,6 +66,9 @@ pub struct EvalReport {
     pub teacher: Accuracy,
     /// The untrained student.
     pub before: Accuracy,
+    pub warmup: u64,
+    /// The student after the uniform warm-up, where both arms start (= `before` without one).
+    pub warm: Accuracy,
     /// After `budget` updates with difficulty-aware selection.
     pub after_difficulty: Accuracy,
     pub difficulty_selection: Selection,
@@ -148,26 +154,33 @@ pub fn student_accuracy(
     Ok(accuracy(preds.into_iter(), k, hard))
 }
 
-/// Train one student from the stream `pairs` (cycled in order) for exactly `budget` updates.
+/// Train one student from the stream `pairs` (cycled in order): `warmup` updates with
+/// uniform selection, then `cfg`'s selection until the step reaches `warmup + budget`.
 pub fn train_for_budget(
     cfg: &DistillConfig,
     in_dim: usize,
     pairs: &[Pair],
+    warmup: u64,
     budget: u64,
 ) -> Result<DistillTrainer, DistillError> {
     let mut trainer = DistillTrainer::new(cfg, in_dim)?;
+    trainer.set_selection(Selection::Uniform);
+    let total = warmup + budget;
     if pairs.is_empty() {
         return Err(DistillError::input("eval", "no training clips"));
     }
     // A stream whose every pair is gated would never reach the budget: bound the passes.
-    let max_offers = (budget as usize + cfg.batch_size) * cfg.update_interval * 50 + pairs.len();
+    let max_offers = (total as usize + cfg.batch_size) * cfg.update_interval * 50 + pairs.len();
     let mut offered = 0;
-    while trainer.step() < budget {
+    while trainer.step() < total {
+        if trainer.step() == warmup {
+            trainer.set_selection(cfg.difficulty.selection);
+        }
         if offered >= max_offers {
             return Err(DistillError::input(
                 "eval",
                 format!(
-                    "only {} of {budget} updates after {offered} pairs ({} gated by confidence_gate)",
+                    "only {} of {total} updates after {offered} pairs ({} gated by confidence_gate)",
                     trainer.step(),
                     trainer.counters().gated
                 ),
@@ -267,10 +280,11 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
     let test_ref: Vec<(usize, &[f32])> = test_x.iter().map(|(c, x)| (*c, x.as_slice())).collect();
 
     let aware = match cfg.distill.difficulty.selection {
-        Selection::Uniform => Selection::Hard,
+        Selection::Uniform => Selection::Weighted,
         s => s,
     };
     let (mut before, mut after_d, mut after_u) = (Vec::new(), Vec::new(), Vec::new());
+    let mut warm = Vec::new();
     let mut predicted = Vec::new();
     for (si, seed) in cfg.seeds.iter().enumerate() {
         // The same shuffled stream for both arms of this seed.
@@ -299,9 +313,16 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
             k,
             &hard,
         )?);
+        let warm_trainer = train_for_budget(&dcfg, student_dim, &pairs, cfg.warmup, 0)?;
+        warm.push(student_accuracy(
+            &warm_trainer.snapshot()?,
+            &test_ref,
+            k,
+            &hard,
+        )?);
         for (sel, out) in [(aware, &mut after_d), (Selection::Uniform, &mut after_u)] {
             dcfg.difficulty.selection = sel;
-            let trainer = train_for_budget(&dcfg, student_dim, &pairs, cfg.budget)?;
+            let trainer = train_for_budget(&dcfg, student_dim, &pairs, cfg.warmup, cfg.budget)?;
             out.push(student_accuracy(&trainer.snapshot()?, &test_ref, k, &hard)?);
             if si == 0 && sel == aware {
                 predicted = trainer.difficulty().difficulties();
@@ -318,6 +339,8 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
         seeds: cfg.seeds.len(),
         teacher: teacher_acc,
         before: mean_accuracy(&before),
+        warmup: cfg.warmup,
+        warm: mean_accuracy(&warm),
         after_difficulty: mean_accuracy(&after_d),
         difficulty_selection: aware,
         after_uniform: mean_accuracy(&after_u),
@@ -329,18 +352,18 @@ impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "distill-eval: {:?}, {} train / {} held-out clips, {} updates per run, {} seed(s)",
-            self.direction, self.train_clips, self.test_clips, self.budget, self.seeds
+            "distill-eval: {:?}, {} train / {} held-out clips, {} uniform warm-up updates, then {} updates per arm, {} seed(s)",
+            self.direction, self.train_clips, self.test_clips, self.warmup, self.budget, self.seeds
         )?;
         writeln!(
             f,
-            "{:<12} {:>5} {:>8} {:>8} {:>10} {:>8} {:>10}",
-            "class", "hard", "teacher", "before", "after-diff", "after-uni", "pred-diff"
+            "{:<12} {:>5} {:>8} {:>8} {:>8} {:>10} {:>9} {:>10}",
+            "class", "hard", "teacher", "before", "warm", "after-diff", "after-uni", "pred-diff"
         )?;
         for (c, name) in self.classes.iter().enumerate() {
             writeln!(
                 f,
-                "{:<12} {:>5} {:>8.3} {:>8.3} {:>10.3} {:>8.3} {:>10.3}",
+                "{:<12} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>10.3} {:>9.3} {:>10.3}",
                 name,
                 if self.hard_classes.contains(name) {
                     "yes"
@@ -349,6 +372,7 @@ impl fmt::Display for EvalReport {
                 },
                 self.teacher.per_class[c],
                 self.before.per_class[c],
+                self.warm.per_class[c],
                 self.after_difficulty.per_class[c],
                 self.after_uniform.per_class[c],
                 self.predicted_difficulty
@@ -359,20 +383,22 @@ impl fmt::Display for EvalReport {
         }
         writeln!(
             f,
-            "overall      {:>5} {:>8.3} {:>8.3} {:>10.3} {:>8.3}",
+            "overall      {:>5} {:>8.3} {:>8.3} {:>8.3} {:>10.3} {:>9.3}",
             "",
             self.teacher.overall,
             self.before.overall,
+            self.warm.overall,
             self.after_difficulty.overall,
             self.after_uniform.overall
         )?;
         write!(
             f,
-            "hard classes: {:?}-selection {:.3} vs uniform {:.3} (before {:.3})",
+            "hard classes: {:?}-selection {:.3} vs uniform {:.3} (before {:.3}, warm {:.3})",
             self.difficulty_selection,
             self.after_difficulty.hard,
             self.after_uniform.hard,
-            self.before.hard
+            self.before.hard,
+            self.warm.hard
         )
     }
 }

@@ -117,6 +117,11 @@ impl DistillTrainer {
     pub fn difficulty(&self) -> &DifficultyModel {
         &self.difficulty
     }
+    /// Switch the batch selection (e.g. after a uniform warm-up); the statistics are kept.
+    pub fn set_selection(&mut self, selection: super::config::Selection) {
+        self.cfg.difficulty.selection = selection;
+        self.difficulty.set_selection(selection);
+    }
     pub fn replay_len(&self) -> usize {
         self.replay.len()
     }
