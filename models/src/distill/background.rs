@@ -52,6 +52,8 @@ pub struct TrainerStats {
     started: Instant,
     /// Last loss, per-class difficulty and agreement (after the last update).
     pub last: Mutex<TrainerView>,
+    /// Why training stopped early (inference goes on with the last student).
+    pub error: Mutex<Option<String>>,
 }
 
 /// A copy of the trainer's view after an update.
@@ -73,6 +75,7 @@ impl TrainerStats {
             checkpoints: AtomicU64::new(0),
             started: Instant::now(),
             last: Mutex::new(TrainerView::default()),
+            error: Mutex::new(None),
         }
     }
     /// Updates per second since the trainer started.
@@ -127,6 +130,40 @@ fn publish(trainer: &DistillTrainer, stats: &TrainerStats, classes: &[String]) {
     };
 }
 
+/// The trainer thread's body: train on every pair until the queue closes, then checkpoint.
+fn train_loop(
+    mut trainer: DistillTrainer,
+    rx: &crossbeam_channel::Receiver<Pair>,
+    slot: &StudentSlot,
+    stats: &TrainerStats,
+    cfg: &super::config::DistillConfig,
+) -> Result<TrainerSummary, DistillError> {
+    let every = cfg.checkpoint_every;
+    for pair in rx.iter() {
+        if trainer.observe(pair)?.is_some() {
+            slot.store(Arc::new(trainer.snapshot()?));
+            stats.updates.fetch_add(1, Ordering::Relaxed);
+            publish(&trainer, stats, &cfg.classes);
+            if let Some(path) = &cfg.checkpoint {
+                if every > 0 && trainer.step().is_multiple_of(every) {
+                    trainer.save_checkpoint(path)?;
+                    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if let Some(path) = &cfg.checkpoint {
+        trainer.save_checkpoint(path)?;
+        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(TrainerSummary {
+        step: trainer.step(),
+        pairs: trainer.counters().pairs,
+        gated: trainer.counters().gated,
+        checkpoint: cfg.checkpoint.clone(),
+    })
+}
+
 impl BackgroundTrainer {
     /// Start `trainer` on a thread; its current weights go into the slot at once.
     pub fn spawn(trainer: DistillTrainer) -> Result<Self, DistillError> {
@@ -138,31 +175,12 @@ impl BackgroundTrainer {
         let handle = std::thread::Builder::new()
             .name("distill-trainer".into())
             .spawn(move || {
-                let mut trainer = trainer;
-                let every = cfg.checkpoint_every;
-                for pair in rx.iter() {
-                    if trainer.observe(pair)?.is_some() {
-                        slot2.store(Arc::new(trainer.snapshot()?));
-                        stats2.updates.fetch_add(1, Ordering::Relaxed);
-                        publish(&trainer, &stats2, &cfg.classes);
-                        if let Some(path) = &cfg.checkpoint {
-                            if every > 0 && trainer.step().is_multiple_of(every) {
-                                trainer.save_checkpoint(path)?;
-                                stats2.checkpoints.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
+                let result = train_loop(trainer, &rx, &slot2, &stats2, &cfg);
+                if let Err(e) = &result {
+                    *stats2.error.lock() = Some(e.to_string());
+                    metrics::counter!("distill_trainer_errors_total").increment(1);
                 }
-                if let Some(path) = &cfg.checkpoint {
-                    trainer.save_checkpoint(path)?;
-                    stats2.checkpoints.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(TrainerSummary {
-                    step: trainer.step(),
-                    pairs: trainer.counters().pairs,
-                    gated: trainer.counters().gated,
-                    checkpoint: cfg.checkpoint.clone(),
-                })
+                result
             })
             .map_err(|e| DistillError::Trainer(format!("cannot start thread: {e}")))?;
         Ok(Self {

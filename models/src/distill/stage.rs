@@ -198,6 +198,8 @@ impl DistillStage {
                 snr_db,
             });
         }
+        metrics::counter!("distill_windows_total").increment(1);
+        metrics::gauge!("distill_student_version").set(student_model.version as f64);
         Ok(WindowPrediction {
             student,
             teacher,
