@@ -5,10 +5,12 @@
 //! metadata `format = sensorium-distill`, `format_version = 1`, `step`, `classes` (JSON list),
 //! `direction`, `in_dim`, `hidden`. The AdamW moment estimates are *not* saved: candle_nn's
 //! `AdamW` keeps them private, so a resumed run restarts them (and its bias correction).
+//! Nor is the replay buffer (recent pairs; it refills within `replay_size` accepted pairs).
 //!
-//! Rotation: saving `dir/name.safetensors` first moves a valid existing file to
-//! `dir/name.prev.safetensors` (a corrupt one is not rotated, so a good `.prev` is never
-//! replaced by garbage), then writes the new one through a temporary file and a rename.
+//! Rotation: saving `dir/name.safetensors` writes and syncs `name.safetensors.tmp`, then makes
+//! `dir/name.prev.safetensors` a copy (hard link) of a valid existing file (a corrupt one is
+//! not rotated, so a good `.prev` is never replaced by garbage), then renames the new file
+//! into place. A process killed at any moment leaves a complete `name.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,12 +81,14 @@ impl DistillTrainer {
         );
         meta.insert("in_dim".into(), arch.in_dim.to_string());
         meta.insert("hidden".into(), arch.hidden.to_string());
-        let bytes = st::to_bytes(&tensors, &meta);
+        // Order matters for a kill at any point: the new file is complete before anything
+        // is touched, `.prev` is replaced atomically by a link to the current file, and the
+        // current file is replaced by one rename, so `path` always holds a whole checkpoint.
+        let tmp = st::write_tmp(path, &st::to_bytes(&tensors, &meta))?;
         if path.exists() && StFile::read(path).is_ok() {
-            let prev = prev_path(path);
-            std::fs::rename(path, &prev).map_err(|e| DistillError::io(&prev, e))?;
+            st::atomic_copy(path, &prev_path(path))?;
         }
-        st::write_atomic(path, &bytes)
+        st::commit(&tmp, path)
     }
 
     /// Resume exactly from `path` for `cfg` and `in_dim`; a file that is unreadable or does

@@ -2,7 +2,37 @@
 //! loss, the optimizer, the replay buffer, checkpoints and the difficulty model.
 //!
 //! Field names are the TOML keys. `validate` turns every bad value into one error naming the
-//! field, so a typo in a config never reaches the trainer.
+//! field, so a typo in a config never reaches the trainer. Example (defaults shown):
+//!
+//! ```toml
+//! [distill]
+//! classes = ["dog", "car", "rain"]     # required, >= 2, unique
+//! direction = "visual_to_audio"        # or "audio_to_visual"
+//! temperature = 2.0                    # KL(teacher_T || student_T) * T^2
+//! confidence_gate = 0.5                # skip pairs whose teacher top p (T = 1) is lower
+//! lr = 0.03
+//! weight_decay = 1e-4
+//! replay_size = 512
+//! batch_size = 32
+//! update_interval = 1                  # one update per accepted pair
+//! queue_capacity = 256                 # live path -> trainer; overflow dropped and counted
+//! student_hidden = 0                   # 0: linear head, else MLP width
+//! checkpoint = "state/student.safetensors"
+//! checkpoint_every = 100
+//! seed = 0
+//! [distill.difficulty]
+//! selection = "weighted"               # "hard" | "weighted" | "uniform"
+//! ema = 0.1
+//! threshold = 0.5
+//! floor = 0.1
+//! bias = -2.0
+//! w_disagreement = 4.0
+//! w_entropy = 1.5
+//! w_teacher_confidence = 1.0
+//! w_snr = 0.5
+//! snr_ref_db = 20.0
+//! snr_scale_db = 10.0
+//! ```
 
 use std::path::PathBuf;
 

@@ -254,12 +254,15 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
                 .iter()
                 .filter(|(_, c)| c.index < cfg.teacher_frames_per_class)
             {
+                let short = || DistillError::input("clip", format!("clip {} is empty", clip.index));
                 let x = match cfg.distill.direction {
                     Direction::VisualToAudio => {
-                        ex.visual
-                            .extract(&clip.frames[0], clip.width, clip.height)?
+                        let first = clip.frames.first().ok_or_else(short)?;
+                        ex.visual.extract(first, clip.width, clip.height)?
                     }
-                    Direction::AudioToVisual => ex.audio.extract(&clip.audio[..spf])?,
+                    Direction::AudioToVisual => {
+                        ex.audio.extract(clip.audio.get(..spf).ok_or_else(short)?)?
+                    }
                 };
                 xs.push(x);
                 ys.push(clip.class);

@@ -55,12 +55,33 @@ pub(crate) fn to_bytes(tensors: &[StTensor], metadata: &BTreeMap<String, String>
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DistillError> {
+    let tmp = write_tmp(path, bytes)?;
+    commit(&tmp, path)
+}
+
+/// First half of an atomic write: `<path>.tmp`, fully written and synced.
+pub(crate) fn write_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf, DistillError> {
     let tmp = tmp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(|e| DistillError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| DistillError::io(&tmp, e))?;
     f.sync_all().map_err(|e| DistillError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| DistillError::io(path, e))
+    Ok(tmp)
+}
+
+/// Second half: rename the synced temporary file over `path` (atomic on POSIX).
+pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<(), DistillError> {
+    std::fs::rename(tmp, path).map_err(|e| DistillError::io(path, e))
+}
+
+/// Make `to` an atomic copy of `from` (hard link, or copy where links are not supported),
+/// leaving `from` in place.
+pub(crate) fn atomic_copy(from: &Path, to: &Path) -> Result<(), DistillError> {
+    let tmp = tmp_path(to);
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(from, &tmp).is_err() {
+        std::fs::copy(from, &tmp).map_err(|e| DistillError::io(&tmp, e))?;
+    }
+    commit(&tmp, to)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
