@@ -11,6 +11,7 @@
 
 pub mod background;
 pub mod checkpoint;
+pub mod clip_text;
 pub mod config;
 pub mod difficulty;
 pub mod error;

@@ -89,6 +89,53 @@ impl Teacher {
         })
     }
 
+    /// A zero-shot teacher from class embeddings `text` [K, E] (row-major, any norm), an
+    /// optional projection [E, in_dim] of the features, and the log `logit_scale`.
+    pub fn zero_shot(
+        mut text: Vec<f32>,
+        num_classes: usize,
+        projection: Option<Vec<f32>>,
+        logit_scale: f32,
+        in_dim: usize,
+    ) -> Result<Self, DistillError> {
+        let bad = |m: String| DistillError::input("zero-shot teacher", m);
+        if num_classes < 2 || text.is_empty() || !text.len().is_multiple_of(num_classes) {
+            return Err(bad(format!(
+                "{} values for {num_classes} classes",
+                text.len()
+            )));
+        }
+        let embed_dim = text.len() / num_classes;
+        match &projection {
+            Some(p) if p.len() != embed_dim * in_dim => {
+                return Err(bad(format!(
+                    "projection has {} values, expected {embed_dim} x {in_dim}",
+                    p.len()
+                )))
+            }
+            None if embed_dim != in_dim => {
+                return Err(bad(format!(
+                    "embedding width {embed_dim} != feature width {in_dim} and no projection"
+                )))
+            }
+            _ => {}
+        }
+        if !logit_scale.is_finite() {
+            return Err(bad("logit_scale is not finite".into()));
+        }
+        normalise_rows(&mut text, embed_dim);
+        Ok(Self {
+            kind: Kind::ZeroShot {
+                text,
+                embed_dim,
+                projection,
+                scale: logit_scale.exp(),
+            },
+            num_classes,
+            in_dim,
+        })
+    }
+
     /// Load a teacher for `num_classes` classes over `in_dim` features from `path`; the kind
     /// is zero-shot when the file has `text_embeds`, a linear head otherwise.
     pub fn load(path: &Path, num_classes: usize, in_dim: usize) -> Result<Self, DistillError> {
