@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use distill_common::*;
 use sensorium_engine::model::WindowModel;
-use sensorium_models::distill::{prev_path, DistillError, DistillStage, Extractors};
+use sensorium_models::distill::{
+    audio_stats, prev_path, DistillError, DistillStage, Extractors, FrameFeatures,
+};
 
 #[test]
 fn stage_resumes_from_checkpoint_and_falls_back_to_previous() {
@@ -116,4 +118,83 @@ fn training_failure_does_not_stop_inference() {
     assert!(err.to_string().contains("s.safetensors.tmp"), "{err}");
     let recorded = stats.error.lock().clone().unwrap();
     assert_eq!(recorded, err.to_string());
+}
+
+/// Frames 0..8 of one stream, from 4 clips of 2 frames.
+fn stream_frames(
+    clips: &[sensorium_models::distill::synth::Clip],
+    stream: &Arc<str>,
+    spf: usize,
+) -> Vec<sensorium_engine::frame::SyncedFrame> {
+    clips[..4]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| clip_window(c, stream, i as u64, spf).frames)
+        .collect()
+}
+
+fn window_of(
+    frames: &[sensorium_engine::frame::SyncedFrame],
+    index: u64,
+) -> sensorium_engine::frame::Window {
+    sensorium_engine::frame::Window {
+        stream: frames[0].stream.clone(),
+        index,
+        t_start: frames[0].t,
+        t_end: frames[frames.len() - 1].t + frames[frames.len() - 1].duration,
+        valid: vec![true; frames.len()],
+        frames: frames.to_vec(),
+    }
+}
+
+#[test]
+fn overlapping_windows_encode_each_frame_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, clips) = scenes(dir.path(), 2, 0.0);
+    let teacher = fit_visual_teacher(&clips, spec.classes.len(), 2);
+    let mut cfg = config_for(&spec);
+    cfg.update_interval = 1_000_000; // keep the student fixed: outputs comparable
+    let mut stage = DistillStage::new(cfg, teacher, Extractors::stand_in()).unwrap();
+    let stream: Arc<str> = Arc::from("live");
+    let frames = stream_frames(&clips, &stream, spec.samples_per_frame());
+    assert_eq!(frames.len(), 8);
+    // Window 4, stride 2: frames [0..4), [2..6), [4..8).
+    let windows: Vec<_> = (0..3)
+        .map(|i| window_of(&frames[2 * i..2 * i + 4], i as u64))
+        .collect();
+    let first: Vec<_> = windows.iter().map(|w| stage.predict(w).unwrap()).collect();
+    assert_eq!(
+        stage.frames_encoded(),
+        8,
+        "12 frame slots, 8 distinct frames"
+    );
+    // Ending the stream drops its cached frames.
+    stage.end_stream("live");
+    stage.predict(&windows[0]).unwrap();
+    assert_eq!(stage.frames_encoded(), 12);
+
+    // Features attached upstream are used as they are: nothing is encoded, same answers.
+    let ex = Extractors::stand_in();
+    let upstream: Vec<_> = frames
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            let v = f.video.as_ref().unwrap();
+            f.features = Some(sensorium_engine::frame::Features::new(FrameFeatures {
+                audio: Some(ex.audio.extract(&f.audio).unwrap()),
+                visual: Some(ex.visual.extract(&v.rgb, v.width, v.height).unwrap()),
+                snr_db: audio_stats(&f.audio).snr_db,
+            }));
+            f.index += 100; // not in the cache
+            f
+        })
+        .collect();
+    for (i, want) in first.iter().enumerate() {
+        let got = stage
+            .predict(&window_of(&upstream[2 * i..2 * i + 4], 10 + i as u64))
+            .unwrap();
+        assert_eq!(got.student, want.student);
+        assert_eq!(got.teacher, want.teacher);
+    }
+    assert_eq!(stage.frames_encoded(), 12);
 }

@@ -89,19 +89,22 @@ struct ClipFeatures {
 fn clip_features(clip: &Clip, ex: &Extractors, spf: usize) -> Result<ClipFeatures, DistillError> {
     let mut audio = Vec::new();
     let mut visual = Vec::new();
+    let mut snr = 0.0;
     for (i, f) in clip.frames.iter().enumerate() {
         visual.push(ex.visual.extract(f, clip.width, clip.height)?);
         let a = clip.audio.get(i * spf..(i + 1) * spf).ok_or_else(|| {
             DistillError::input("clip audio", format!("clip {} too short", clip.index))
         })?;
         audio.push(ex.audio.extract(a)?);
+        // Mean per-frame SNR, as the stage computes it.
+        snr += audio_stats(a).snr_db / clip.frames.len() as f32;
     }
     let empty = || DistillError::input("clip", format!("clip {} has no frames", clip.index));
     Ok(ClipFeatures {
         class: clip.class,
         audio: mean_pool(&audio).ok_or_else(empty)?,
         visual: mean_pool(&visual).ok_or_else(empty)?,
-        snr_db: audio_stats(&clip.audio).snr_db,
+        snr_db: snr,
     })
 }
 

@@ -331,6 +331,18 @@ impl Extractors {
     }
 }
 
+/// Features of one synced frame, as the stage uses them. An upstream frame encoder may
+/// attach this type as `SyncedFrame::features` (`Features::new(FrameFeatures { .. })`); the
+/// stage then uses it instead of running its own extractors. Otherwise the stage computes it
+/// once per frame and caches it, so overlapping windows (stride < window) reuse it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameFeatures {
+    pub audio: Option<Vec<f32>>,
+    pub visual: Option<Vec<f32>>,
+    /// [`AudioStats::snr_db`] of the frame's audio (0 without audio).
+    pub snr_db: f32,
+}
+
 /// Element-wise mean of equally long vectors (pooling frames of a window); `None` if empty.
 pub fn mean_pool(vectors: &[Vec<f32>]) -> Option<Vec<f32>> {
     let first = vectors.first()?;

@@ -32,7 +32,7 @@ pub use difficulty::DifficultyModel;
 pub use error::DistillError;
 pub use eval::{EvalConfig, EvalReport};
 pub use features::{
-    audio_stats, AudioFeatureExtractor, AudioStats, Extractors, GridVisualFeatures,
+    audio_stats, AudioFeatureExtractor, AudioStats, Extractors, FrameFeatures, GridVisualFeatures,
     SpectralAudioFeatures, VisualFeatureExtractor,
 };
 pub use replay::Pair;

@@ -4,9 +4,11 @@
 //! and the teacher's top class, and hands the (student features, teacher logits) pair to the
 //! background trainer without waiting. Inference always uses the latest swapped-in student.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use sensorium_engine::frame::Window;
+use parking_lot::Mutex;
+use sensorium_engine::frame::{SyncedFrame, Window};
 use sensorium_engine::model::{StageError, WindowModel};
 use serde_json::{json, Map, Value};
 
@@ -14,7 +16,7 @@ use super::background::{BackgroundTrainer, StudentSlot, TrainerStats, TrainerSum
 use super::checkpoint::ResumeInfo;
 use super::config::{Direction, DistillConfig};
 use super::error::DistillError;
-use super::features::{audio_stats, mean_pool, Extractors};
+use super::features::{audio_stats, mean_pool, Extractors, FrameFeatures};
 use super::replay::Pair;
 use super::teacher::{argmax, softmax, Teacher};
 use super::trainer::DistillTrainer;
@@ -55,6 +57,39 @@ pub struct DistillStage {
     slot: Arc<StudentSlot>,
     trainer: Option<BackgroundTrainer>,
     resume: ResumeInfo,
+    cache: Mutex<FrameCache>,
+}
+
+/// Bounded cache of per-frame features keyed by (stream, frame index), oldest evicted first.
+struct FrameCache {
+    cap: usize,
+    map: HashMap<(Arc<str>, u64), Arc<FrameFeatures>>,
+    order: VecDeque<(Arc<str>, u64)>,
+    /// Frames whose features were computed (not found in the cache or upstream).
+    computed: u64,
+}
+
+impl FrameCache {
+    fn get(&self, key: &(Arc<str>, u64)) -> Option<Arc<FrameFeatures>> {
+        self.map.get(key).cloned()
+    }
+    fn put(&mut self, key: (Arc<str>, u64), value: Arc<FrameFeatures>) {
+        if self.cap == 0 {
+            return;
+        }
+        while self.order.len() >= self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+    }
+    fn drop_stream(&mut self, stream: &str) {
+        self.order.retain(|(s, _)| &**s != stream);
+        self.map.retain(|(s, _), _| &**s != stream);
+    }
 }
 
 impl DistillStage {
@@ -102,6 +137,7 @@ impl DistillStage {
             ),
         };
         let trainer = BackgroundTrainer::spawn(trainer)?;
+        let cfg_cache = cfg.frame_cache;
         Ok(Self {
             slot: trainer.slot(),
             trainer: Some(trainer),
@@ -109,6 +145,12 @@ impl DistillStage {
             extractors,
             teacher: Arc::new(teacher),
             resume,
+            cache: Mutex::new(FrameCache {
+                cap: cfg_cache,
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                computed: 0,
+            }),
         })
     }
 
@@ -134,28 +176,70 @@ impl DistillStage {
         }
     }
 
-    /// Pooled (audio, visual) features of a window's valid frames, and the audio SNR.
+    /// Frames whose features this stage computed itself (the rest came from the cache or
+    /// from an upstream encoder).
+    pub fn frames_encoded(&self) -> u64 {
+        self.cache.lock().computed
+    }
+
+    /// Features of one frame: upstream, cached, or computed now (and cached).
+    fn frame_features(&self, f: &SyncedFrame) -> Result<Arc<FrameFeatures>, DistillError> {
+        if let Some(ff) = f
+            .features
+            .as_ref()
+            .and_then(|x| x.downcast_ref::<FrameFeatures>())
+        {
+            return Ok(Arc::new(ff.clone()));
+        }
+        let key = (f.stream.clone(), f.index);
+        if let Some(ff) = self.cache.lock().get(&key) {
+            return Ok(ff);
+        }
+        let has_audio = f.has_audio && !f.audio.is_empty();
+        let ff = Arc::new(FrameFeatures {
+            audio: if has_audio {
+                Some(self.extractors.audio.extract(&f.audio)?)
+            } else {
+                None
+            },
+            visual: match &f.video {
+                Some(v) => Some(self.extractors.visual.extract(&v.rgb, v.width, v.height)?),
+                None => None,
+            },
+            snr_db: if has_audio {
+                audio_stats(&f.audio).snr_db
+            } else {
+                0.0
+            },
+        });
+        let mut cache = self.cache.lock();
+        cache.computed += 1;
+        cache.put(key, ff.clone());
+        Ok(ff)
+    }
+
+    /// Pooled (audio, visual) features of a window's valid frames, and the mean audio SNR.
     fn window_features(&self, w: &Window) -> Result<WindowFeatures, DistillError> {
         let mut audio = Vec::new();
         let mut visual = Vec::new();
-        let mut samples = Vec::new();
+        let mut snr = Vec::new();
         for (f, valid) in w.frames.iter().zip(&w.valid) {
             if !valid {
                 continue;
             }
-            if f.has_audio && !f.audio.is_empty() {
-                audio.push(self.extractors.audio.extract(&f.audio)?);
-                samples.extend_from_slice(&f.audio);
+            let ff = self.frame_features(f)?;
+            if let Some(a) = &ff.audio {
+                audio.push(a.clone());
+                snr.push(ff.snr_db);
             }
-            if let Some(v) = &f.video {
-                visual.push(self.extractors.visual.extract(&v.rgb, v.width, v.height)?);
+            if let Some(v) = &ff.visual {
+                visual.push(v.clone());
             }
         }
-        let snr = audio_stats(&samples).snr_db;
         Ok(WindowFeatures {
             audio: mean_pool(&audio),
             visual: mean_pool(&visual),
-            snr_db: snr,
+            snr_db: snr.iter().sum::<f32>() / snr.len().max(1) as f32,
         })
     }
 
@@ -240,5 +324,9 @@ impl WindowModel for DistillStage {
                 Ok(m)
             })
             .collect()
+    }
+
+    fn end_stream(&mut self, stream: &str) {
+        self.cache.lock().drop_stream(stream);
     }
 }
