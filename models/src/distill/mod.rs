@@ -7,7 +7,12 @@
 //! stand-in encoders), [`teacher`] (zero-shot or linear head), [`student`], [`difficulty`]
 //! (the heuristic model), [`trainer`] (KL * T^2, AdamW, replay), [`checkpoint`],
 //! [`background`] (trainer thread + atomic student swap), [`stage`] (the engine's
-//! `WindowModel`), [`synth`] (GStreamer test scenes) and [`eval`] (before/after and ablation).
+//! `WindowModel`), [`synth`] (GStreamer test scenes), [`eval`] (before/after and ablation)
+//! and [`clip_text`] (class embeddings for the zero-shot teacher from a CLIP text tower).
+//!
+//! The extractors in [`features`] are stand-ins until the Whisper / CLIP encoders implement
+//! the same traits. Ablation: `cargo run -p sensorium-models --example distill_eval --
+//! --selection weighted --warmup 100 --budget 200 --seeds 10`.
 
 pub mod background;
 pub mod checkpoint;
