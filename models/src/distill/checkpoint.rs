@@ -1,7 +1,7 @@
 //! Student checkpoints: weights, optimizer step and difficulty state in one safetensors file,
 //! written atomically, rotated so the previous good one survives, and validated on load.
 //!
-//! Layout: tensors `student.<param>` (see [`super::student`]) and `difficulty.<stat>` [K];
+//! Layout: tensors `student.<param>` (see [`super::student`]) and `difficulty.<stat>` `[K]`;
 //! metadata `format = sensorium-distill`, `format_version = 1`, `step`, `classes` (JSON list),
 //! `direction`, `in_dim`, `hidden`. The AdamW moment estimates are *not* saved: candle_nn's
 //! `AdamW` keeps them private, so a resumed run restarts them (and its bias correction).

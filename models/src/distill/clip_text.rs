@@ -177,7 +177,7 @@ impl ClipTextEmbedder {
         Ok(v)
     }
 
-    /// Row-major [K, E] embeddings of `template` (with `{}` replaced by the class) per class.
+    /// Row-major `[K, E]` embeddings of `template` (with `{}` replaced by the class) per class.
     pub fn class_embeddings(
         &self,
         classes: &[String],
@@ -202,7 +202,7 @@ impl ClipTextEmbedder {
     }
 }
 
-/// Write a zero-shot teacher file: `text_embeds` [K, E] and `logit_scale` [1] (log scale).
+/// Write a zero-shot teacher file: `text_embeds` `[K, E]` and `logit_scale` `[1]` (log scale).
 pub fn save_class_embeddings(
     path: &Path,
     embeds: &[f32],

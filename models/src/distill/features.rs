@@ -217,7 +217,7 @@ impl AudioFeatureExtractor for SpectralAudioFeatures {
 
 /// Stand-in visual encoder: a `grid x grid` colour thumbnail plus colour and texture statistics.
 ///
-/// Output (dim = 3 * grid^2 + 8), all in [0, 1]: per cell the mean R, G, B; per channel the
+/// Output (dim = 3 * grid^2 + 8), all in `[0, 1]`: per cell the mean R, G, B; per channel the
 /// frame mean and standard deviation; the mean absolute horizontal and vertical differences
 /// of neighbouring pixels' luma (texture: high for snow and checkers, zero for solid colour).
 pub struct GridVisualFeatures {

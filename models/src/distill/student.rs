@@ -1,8 +1,8 @@
 //! The student: a linear or one-hidden-layer MLP head over pooled features of the student
 //! modality, trained online, and the immutable snapshots of it that inference reads.
 //!
-//! Tensor names (also the checkpoint's, under `student.`): `fc1.weight` [H, D], `fc1.bias`
-//! [H] (MLP only), `classifier.weight` [K, H or D], `classifier.bias` [K].
+//! Tensor names (also the checkpoint's, under `student.`): `fc1.weight` `[H, D]`, `fc1.bias`
+//! `[H]` (MLP only), `classifier.weight` `[K, H or D]`, `classifier.bias` `[K]`.
 
 use candle_core::{Device, Tensor, Var};
 
@@ -88,7 +88,7 @@ impl StudentArch {
     }
 }
 
-/// Logits of the head `params` (in `StudentArch::params` order) for a batch `x` [N, D].
+/// Logits of the head `params` (in `StudentArch::params` order) for a batch `x` `[N, D]`.
 pub(crate) fn forward(params: &[Tensor], x: &Tensor) -> candle_core::Result<Tensor> {
     let lin = |x: &Tensor, w: &Tensor, b: &Tensor| x.matmul(&w.t()?)?.broadcast_add(b);
     match params {

@@ -1,12 +1,12 @@
 //! The teacher: posteriors over the K sound-source classes from one modality's features.
 //!
 //! Two kinds, chosen by the tensors in its safetensors file:
-//! - zero-shot (CLIP-style): `text_embeds` [K, E] are the text-tower embeddings of one prompt
+//! - zero-shot (CLIP-style): `text_embeds` `[K, E]` are the text-tower embeddings of one prompt
 //!   per class ("a photo of a {class}"); logits = exp(`logit_scale`) * cos(image, text), with
-//!   an optional `visual_projection.weight` [E, D] (the HF CLIP name) mapping pooled vision
+//!   an optional `visual_projection.weight` `[E, D]` (the HF CLIP name) mapping pooled vision
 //!   features into the joint space. Computing `text_embeds` from a CLIP text tower inside
 //!   sensorium is not implemented yet: the file is produced offline.
-//! - linear head: `classifier.weight` [K, D] and `classifier.bias` [K], e.g. fitted on a few
+//! - linear head: `classifier.weight` `[K, D]` and `classifier.bias` `[K]`, e.g. fitted on a few
 //!   labelled frames with [`Teacher::fit_linear`].
 //!
 //! The teacher never trains online, so it is plain f32 math shared by `Arc` between threads.
@@ -24,15 +24,15 @@ use super::student::SplitMix;
 #[derive(Clone, Debug)]
 enum Kind {
     Linear {
-        /// Row-major [K, D].
+        /// Row-major `[K, D]`.
         weight: Vec<f32>,
         bias: Vec<f32>,
     },
     ZeroShot {
-        /// Unit-norm rows, [K, E].
+        /// Unit-norm rows, `[K, E]`.
         text: Vec<f32>,
         embed_dim: usize,
-        /// Optional [E, D] projection of the input features.
+        /// Optional `[E, D]` projection of the input features.
         projection: Option<Vec<f32>>,
         scale: f32,
     },
@@ -70,7 +70,7 @@ fn take(file: &StFile, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f
 }
 
 impl Teacher {
-    /// A linear head from row-major `weight` [K, D] and `bias` [K].
+    /// A linear head from row-major `weight` `[K, D]` and `bias` `[K]`.
     pub fn linear(weight: Vec<f32>, bias: Vec<f32>, in_dim: usize) -> Result<Self, DistillError> {
         let k = bias.len();
         if k < 2 || in_dim == 0 || weight.len() != k * in_dim {
@@ -89,7 +89,7 @@ impl Teacher {
         })
     }
 
-    /// A zero-shot teacher from class embeddings `text` [K, E] (row-major, any norm), an
+    /// A zero-shot teacher from class embeddings `text` `[K, E]` (row-major, any norm), an
     /// optional projection [E, in_dim] of the features, and the log `logit_scale`.
     pub fn zero_shot(
         mut text: Vec<f32>,

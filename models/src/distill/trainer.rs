@@ -16,7 +16,7 @@ use super::student::{SplitMix, StudentArch, StudentSnapshot, TrainableStudent};
 use super::teacher::{argmax, softmax};
 
 /// Temperature-scaled distillation loss, mean over the batch:
-/// `T^2 * KL(softmax(t / T) || softmax(s / T))`, for logits `student`, `teacher` [N, K].
+/// `T^2 * KL(softmax(t / T) || softmax(s / T))`, for logits `student`, `teacher` `[N, K]`.
 pub fn distillation_loss(
     student: &Tensor,
     teacher: &Tensor,
