@@ -240,3 +240,36 @@ fn background_trainer_checkpoints_at_shutdown_and_stage_state_resumes() {
         last.values().unwrap()
     );
 }
+
+#[test]
+fn mlp_student_learns_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let mut c = cfg(Some(&path));
+    c.student_hidden = 16;
+    let mut t = DistillTrainer::new(&c, DIM).unwrap();
+    assert_eq!(t.arch().hidden, 16);
+    let mut next = 0;
+    train_to(&mut t, 150, &mut next);
+    let s = t.snapshot().unwrap();
+    // Held-out pairs (indices never trained on): the teacher's class is the argmax.
+    let correct = (100_000..100_200)
+        .filter(|i| {
+            let p = pair(*i);
+            let l = s.logits(&p.student_features).unwrap();
+            sensorium_models::distill::teacher::argmax(&l).0 == i % 4
+        })
+        .count();
+    assert!(correct >= 180, "MLP student: {correct}/200");
+    t.save_checkpoint(&path).unwrap();
+    let r = DistillTrainer::resume(&c, DIM, &path).unwrap();
+    assert_eq!(r.snapshot().unwrap().values().unwrap(), s.values().unwrap());
+    // A linear-head config refuses the MLP checkpoint, naming the missing tensor.
+    let msg = DistillTrainer::resume(&cfg(Some(&path)), DIM, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tensor `student.classifier.weight` has shape [4, 16], expected [4, 6]"),
+        "{msg}"
+    );
+}
