@@ -1,0 +1,259 @@
+//! Synthetic audio-visual scenes from GStreamer test sources, for tests and the eval command.
+//!
+//! Each class pairs a `videotestsrc` pattern with its own `audiotestsrc` sound (ball <-> ticks,
+//! snow <-> white noise, ...). Some classes are made hard for an audio student by mixing white
+//! noise into their sound at a low SNR (done here in Rust, seeded). Media is produced by
+//! running `gst-launch-1.0` as a subprocess (so nothing here links GStreamer), once per class,
+//! into raw files cached in `cache_dir`; clips are consecutive cuts of those streams:
+//!
+//! ```text
+//! gst-launch-1.0 -q videotestsrc pattern=ball num-buffers=N \
+//!   ! video/x-raw,width=64,height=64,framerate=2/1,format=RGB ! filesink location=ball.rgb
+//! gst-launch-1.0 -q audiotestsrc wave=ticks freq=440 volume=0.5 samplesperbuffer=8000 \
+//!   num-buffers=N ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! filesink location=ticks.f32
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::error::DistillError;
+use super::student::SplitMix;
+
+/// One scene class: what is seen and what is heard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SceneClass {
+    pub name: String,
+    /// `videotestsrc pattern` nick.
+    pub pattern: String,
+    /// `audiotestsrc wave` nick, its frequency (Hz) and volume.
+    pub wave: String,
+    pub freq: f64,
+    pub volume: f64,
+    /// White noise mixed in at this SNR (dB) relative to the clip's sound; `None`: clean.
+    pub snr_db: Option<f64>,
+}
+
+impl SceneClass {
+    pub fn new(name: &str, pattern: &str, wave: &str, freq: f64, volume: f64) -> Self {
+        Self {
+            name: name.into(),
+            pattern: pattern.into(),
+            wave: wave.into(),
+            freq,
+            volume,
+            snr_db: None,
+        }
+    }
+    pub fn with_snr(mut self, snr_db: f64) -> Self {
+        self.snr_db = Some(snr_db);
+        self
+    }
+}
+
+/// The default 8-class scene set; the last three are hard (sound buried in noise at
+/// `hard_snr_db`).
+pub fn default_classes(hard_snr_db: f64) -> Vec<SceneClass> {
+    vec![
+        SceneClass::new("ball", "ball", "ticks", 1000.0, 0.5),
+        SceneClass::new("snow", "snow", "white-noise", 440.0, 0.3),
+        SceneClass::new("smpte", "smpte", "sine", 440.0, 0.5),
+        SceneClass::new("checkers", "checkers-8", "square", 220.0, 0.4),
+        SceneClass::new("red", "red", "pink-noise", 440.0, 0.3),
+        SceneClass::new("circular", "circular", "triangle", 1000.0, 0.5).with_snr(hard_snr_db),
+        SceneClass::new("pinwheel", "pinwheel", "saw", 660.0, 0.5).with_snr(hard_snr_db),
+        SceneClass::new("zone-plate", "zone-plate", "sine", 2500.0, 0.5).with_snr(hard_snr_db),
+    ]
+}
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthSpec {
+    /// Raw media is cached here (created if missing) and reused by later calls.
+    pub cache_dir: PathBuf,
+    pub classes: Vec<SceneClass>,
+    pub clips_per_class: usize,
+    pub frames_per_clip: usize,
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second; each frame carries 16000 / fps samples of audio.
+    pub fps: u32,
+    /// Seed of the per-clip gain and noise.
+    pub seed: u64,
+}
+
+impl SynthSpec {
+    /// 64x64 at 2 fps, 2 frames (1 s) per clip, the default classes.
+    pub fn new(cache_dir: impl Into<PathBuf>, clips_per_class: usize, hard_snr_db: f64) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            classes: default_classes(hard_snr_db),
+            clips_per_class,
+            frames_per_clip: 2,
+            width: 64,
+            height: 64,
+            fps: 2,
+            seed: 7,
+        }
+    }
+    pub fn samples_per_frame(&self) -> usize {
+        16_000 / self.fps.max(1) as usize
+    }
+}
+
+/// One labelled clip: `frames_per_clip` RGB frames and their audio.
+#[derive(Clone, Debug)]
+pub struct Clip {
+    /// Index into `SynthSpec::classes`.
+    pub class: usize,
+    /// Index of the clip within its class.
+    pub index: usize,
+    pub width: u32,
+    pub height: u32,
+    pub frames: Vec<Vec<u8>>,
+    /// `samples_per_frame` samples per frame, frame after frame.
+    pub audio: Vec<f32>,
+}
+
+fn run_gst(args: &[String], out: &Path) -> Result<(), DistillError> {
+    let output = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(args)
+        .output()
+        .map_err(|e| DistillError::Tool {
+            tool: "gst-launch-1.0".into(),
+            message: format!("cannot run (is GStreamer installed?): {e}"),
+        })?;
+    if !output.status.success() {
+        return Err(DistillError::Tool {
+            tool: "gst-launch-1.0".into(),
+            message: format!(
+                "{} failed ({}): {}",
+                out.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Produce `path` (of `len` bytes) with a gst-launch line unless a complete copy is cached.
+fn cached(
+    path: &Path,
+    len: usize,
+    make: impl Fn(&Path) -> Vec<String>,
+) -> Result<Vec<u8>, DistillError> {
+    if let Ok(bytes) = std::fs::read(path) {
+        if bytes.len() == len {
+            return Ok(bytes);
+        }
+    }
+    // Unique temporary name: parallel test processes may fill the same cache.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    run_gst(&make(&tmp), path)?;
+    let bytes = std::fs::read(&tmp).map_err(|e| DistillError::io(&tmp, e))?;
+    if bytes.len() != len {
+        return Err(DistillError::Tool {
+            tool: "gst-launch-1.0".into(),
+            message: format!(
+                "{}: produced {} bytes, expected {len}",
+                path.display(),
+                bytes.len()
+            ),
+        });
+    }
+    std::fs::rename(&tmp, path).map_err(|e| DistillError::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Generate (or load from the cache) every clip of `spec`, class after class.
+pub fn generate(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+    std::fs::create_dir_all(&spec.cache_dir).map_err(|e| DistillError::io(&spec.cache_dir, e))?;
+    let n_frames = spec.clips_per_class * spec.frames_per_clip;
+    let spf = spec.samples_per_frame();
+    let frame_bytes = (spec.width * spec.height * 3) as usize;
+    let mut clips = Vec::new();
+    for (ci, class) in spec.classes.iter().enumerate() {
+        let vpath = spec.cache_dir.join(format!(
+            "{}-{}x{}-{}fps-{}.rgb",
+            class.pattern, spec.width, spec.height, spec.fps, n_frames
+        ));
+        let video = cached(&vpath, n_frames * frame_bytes, |out| {
+            vec![
+                "videotestsrc".into(),
+                format!("pattern={}", class.pattern),
+                format!("num-buffers={n_frames}"),
+                "!".into(),
+                format!(
+                    "video/x-raw,width={},height={},framerate={}/1,format=RGB",
+                    spec.width, spec.height, spec.fps
+                ),
+                "!".into(),
+                "filesink".into(),
+                format!("location={}", out.display()),
+            ]
+        })?;
+        let apath = spec.cache_dir.join(format!(
+            "{}-{}hz-v{}-{}x{}.f32",
+            class.wave, class.freq, class.volume, n_frames, spf
+        ));
+        let audio = cached(&apath, n_frames * spf * 4, |out| {
+            vec![
+                "audiotestsrc".into(),
+                format!("wave={}", class.wave),
+                format!("freq={}", class.freq),
+                format!("volume={}", class.volume),
+                format!("samplesperbuffer={spf}"),
+                format!("num-buffers={n_frames}"),
+                "!".into(),
+                "audio/x-raw,format=F32LE,rate=16000,channels=1".into(),
+                "!".into(),
+                "filesink".into(),
+                format!("location={}", out.display()),
+            ]
+        })?;
+        let samples: Vec<f32> = audio
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let clip_samples = spec.frames_per_clip * spf;
+        for k in 0..spec.clips_per_class {
+            let mut rng =
+                SplitMix(spec.seed ^ ((ci as u64) << 32) ^ (k as u64).wrapping_mul(0x9E37_79B9));
+            let frames = (0..spec.frames_per_clip)
+                .map(|f| {
+                    let i = k * spec.frames_per_clip + f;
+                    video[i * frame_bytes..(i + 1) * frame_bytes].to_vec()
+                })
+                .collect();
+            let gain = 0.5 + rng.unit() as f32;
+            let mut a: Vec<f32> = samples[k * clip_samples..(k + 1) * clip_samples]
+                .iter()
+                .map(|x| x * gain)
+                .collect();
+            mix_noise(&mut a, class.snr_db, &mut rng);
+            clips.push(Clip {
+                class: ci,
+                index: k,
+                width: spec.width,
+                height: spec.height,
+                frames,
+                audio: a,
+            });
+        }
+    }
+    Ok(clips)
+}
+
+/// Add white Gaussian noise at `snr_db` below the signal's power (if given), plus a -80 dB
+/// floor so no clip is digitally silent.
+pub fn mix_noise(samples: &mut [f32], snr_db: Option<f64>, rng: &mut SplitMix) {
+    let power = samples.iter().map(|x| x * x).sum::<f32>() / samples.len().max(1) as f32;
+    let sigma = match snr_db {
+        Some(s) => (power / 10f32.powf(s as f32 / 10.0)).sqrt(),
+        None => 0.0,
+    } + 1e-4;
+    for x in samples.iter_mut() {
+        *x += sigma * rng.normal();
+    }
+}
