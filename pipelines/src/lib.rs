@@ -78,6 +78,8 @@ mod rtsp;
 mod runner;
 mod sink;
 mod sources;
+#[cfg(feature = "testutil")]
+pub mod testutil;
 
 use gstreamer as gst;
 
