@@ -213,7 +213,7 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
                 continue;
             }
             StreamEnd::SourceFailed(m) => {
-                eprintln!("sensorium: {m}");
+                eprintln!("sensorium: stream '{}': {m}", s.name);
                 raise(code::SOURCE);
             }
             _ => {}

@@ -10,6 +10,7 @@ use sensorium_engine::config::{SourceConfig, StreamConfig};
 use sensorium_engine::{bounded, QueueMode, QueueReceiver, SourceEvent, SourceParams};
 use sensorium_pipelines::{GstSourceFactory, GstSourceHandle, PipelineError};
 
+#[allow(unused_imports)]
 pub use sensorium_pipelines::testutil::*;
 
 /// Only a guard against hangs; tests never assert on time.
