@@ -176,7 +176,10 @@ fn non_media_file_exits_3_naming_it() {
     let errors = error_lines(&o);
     assert_eq!(errors.len(), 1, "{}", stderr(&o));
     assert!(
-        errors[0].starts_with(&format!("sensorium: stream 'source': {}: ", notes.display())),
+        errors[0].starts_with(&format!(
+            "sensorium: stream 'source': {}: ",
+            notes.display()
+        )),
         "{}",
         errors[0]
     );
@@ -195,13 +198,24 @@ fn truncated_file_writes_the_decodable_windows() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let errors = error_lines(&o);
     assert_eq!(errors.len(), 1, "{}", stderr(&o));
-    let prefix = format!("sensorium: stream 'clip': {}: truncated: media ends at ", cut.display());
+    let prefix = format!(
+        "sensorium: stream 'clip': {}: truncated: media ends at ",
+        cut.display()
+    );
     assert!(errors[0].starts_with(&prefix), "{}", errors[0]);
-    assert!(errors[0].ends_with(" s of its 5.000 s duration"), "{}", errors[0]);
+    assert!(
+        errors[0].ends_with(" s of its 5.000 s duration"),
+        "{}",
+        errors[0]
+    );
     // ... and what decoded before it is written: every line is valid JSON, windows are in
     // order on the 1 s grid, and some but not all of the 10 frames made it.
     let lines = lines_of(&o);
-    assert!(!lines.is_empty() && lines.len() < 5, "{} windows", lines.len());
+    assert!(
+        !lines.is_empty() && lines.len() < 5,
+        "{} windows",
+        lines.len()
+    );
     for (i, w) in lines.iter().enumerate() {
         assert_eq!(u(&w["index"]), i as u64);
         assert_eq!(u(&w["t_start"]), i as u64 * SEC);
@@ -224,7 +238,11 @@ fn unknown_source_kind_and_malformed_toml_exit_2() {
              (expected one of: test, file, uri, rtsp, camera, microphone, launch)\n"
         )
     );
-    let bad = write(&dir, "bad.toml", "[engine]\nfps = 2.0\n[[stream]\nname = \"a\"\n");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[engine]\nfps = 2.0\n[[stream]\nname = \"a\"\n",
+    );
     let o = sensorium(&["run", "--config", &bad]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
@@ -246,9 +264,18 @@ fn probe_describes_the_file_and_names_a_missing_one() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("container: Matroska"), "{text}");
     assert!(text.contains("duration:  4.000 s"), "{text}");
-    let video = text.lines().find(|l| l.starts_with("video #0:")).expect(&text);
-    assert!(video.contains("H.264") && video.contains("320x240"), "{video}");
-    let audio = text.lines().find(|l| l.starts_with("audio #0:")).expect(&text);
+    let video = text
+        .lines()
+        .find(|l| l.starts_with("video #0:"))
+        .expect(&text);
+    assert!(
+        video.contains("H.264") && video.contains("320x240"),
+        "{video}"
+    );
+    let audio = text
+        .lines()
+        .find(|l| l.starts_with("audio #0:"))
+        .expect(&text);
     assert!(audio.contains("Opus 48000 Hz, 1 channel"), "{audio}");
 
     let gone = dir.join("gone.mkv");

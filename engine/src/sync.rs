@@ -372,8 +372,8 @@ impl Synchroniser {
             .iter()
             .filter(|p| matches!(p, Pending::Video(_)))
             .count();
-        let full = self.pending_samples >= self.ring.capacity().get()
-            || pending_video > self.video_cap();
+        let full =
+            self.pending_samples >= self.ring.capacity().get() || pending_video > self.video_cap();
         if full
             || self
                 .decided_mark()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use sensorium_pipelines::testutil::*;
 
 /// Only a guard against hangs; tests never assert on time.
@@ -56,7 +57,10 @@ pub fn error_lines(o: &Output) -> Vec<String> {
 pub fn summary(o: &Output, stream: &str) -> String {
     stderr(o)
         .lines()
-        .find(|l| l.starts_with(&format!("sensorium: stream '{stream}': ")) && l.contains(" windows written, "))
+        .find(|l| {
+            l.starts_with(&format!("sensorium: stream '{stream}': "))
+                && l.contains(" windows written, ")
+        })
         .unwrap_or_else(|| panic!("no summary for {stream}: {}", stderr(o)))
         .to_owned()
 }
