@@ -151,6 +151,35 @@ fn one_bad_stream_does_not_stop_the_good_one() {
 }
 
 #[test]
+fn a_missing_file_fails_only_its_stream() {
+    // Checked when its stream starts, not up front: the other stream runs to its end.
+    let (_d, dir) = tmp();
+    let av = dir.join("av.mkv");
+    make_av_mkv(&av, 5);
+    let gone = dir.join("removed.mkv");
+    let cfg = config(
+        &dir,
+        "fps = 2.0\nwindow = 4\nstride = 4",
+        &[("gone", file_source(&gone)), ("good", file_source(&av))],
+    );
+    let o = sensorium(&["run", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        error_lines(&o),
+        vec![format!(
+            "sensorium: stream 'gone': media file {} does not exist or is not a file",
+            gone.display()
+        )]
+    );
+    let lines = lines_of(&o);
+    assert_eq!(lines.len(), 3);
+    check_window(&lines[0], 0, 0, 4, true, true);
+    check_window(&lines[1], 1, 2 * SEC, 4, true, true);
+    check_window(&lines[2], 2, 4 * SEC, 2, true, true);
+    assert!(lines.iter().all(|l| l["stream"] == "good"));
+}
+
+#[test]
 fn missing_file_exits_3_naming_it() {
     let (_d, dir) = tmp();
     let gone = dir.join("gone.mkv");
@@ -159,7 +188,7 @@ fn missing_file_exits_3_naming_it() {
     assert_eq!(
         stderr(&o),
         format!(
-            "sensorium: stream 'clip': input file '{}' not found\n",
+            "sensorium: stream 'clip': media file {} does not exist or is not a file\n",
             gone.display()
         )
     );

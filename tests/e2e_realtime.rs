@@ -108,11 +108,13 @@ fn slow_model_drops_windows_and_never_blocks_capture() {
     assert_eq!(r.model_error, None, "the source waited for the model");
     assert_eq!(r.end, StreamEnd::Eos);
     // Capture kept up: the source reached its end while the model was held (else the
-    // model would have timed out above), and the grid has all 20 frames of the 5 s. On a
+    // model would have timed out above), and the grid has all frames of the 5 s. On a
     // loaded machine the realtime source queue may itself drop a burst: every video frame
     // either reached the synchroniser or is counted as dropped there.
-    assert_eq!(r.frames, 20, "{:?}", r.sync);
-    assert_eq!(r.windows, 20);
+    // The grid starts at the first picture, which a live source stamps a few ms after its
+    // first audio, so the last audio may open a 21st frame.
+    assert!(r.frames == 20 || r.frames == 21, "{:?}", r.sync);
+    assert_eq!(r.windows, r.frames);
     let sync_drops = r.dropped_at.get("sync").copied().unwrap_or(0);
     assert!(
         r.sync.video_in + sync_drops >= 20,
