@@ -164,7 +164,6 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         config.metrics.listen = Some(m);
     }
     config.validate("<command line>").code(code::USAGE)?;
-    check_inputs(&config).code(code::SOURCE)?;
     if let Some(listen) = &config.metrics.listen {
         let addr = metrics::install_prometheus(listen).code(code::USAGE)?;
         eprintln!("sensorium: metrics on http://{addr}/metrics");
@@ -213,7 +212,7 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
                 continue;
             }
             StreamEnd::SourceFailed(m) => {
-                eprintln!("sensorium: {m}");
+                eprintln!("sensorium: stream '{}': {m}", s.name);
                 raise(code::SOURCE);
             }
             _ => {}
@@ -235,22 +234,6 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         raise(code::INTERRUPTED);
     }
     Ok(exit)
-}
-
-/// Inputs that can be checked before starting anything: local files must exist.
-fn check_inputs(config: &Config) -> anyhow::Result<()> {
-    for s in &config.streams {
-        if let SourceConfig::File(f) = &s.source {
-            if !f.path.is_file() {
-                return Err(anyhow!(
-                    "stream '{}': input file '{}' not found",
-                    s.name,
-                    f.path.display()
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A one-stream config for `run --source URI`.

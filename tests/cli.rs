@@ -125,7 +125,7 @@ fn missing_input_file_exits_3_naming_it() {
     assert_eq!(o.status.code(), Some(3));
     assert_eq!(
         stderr(&o).trim(),
-        "sensorium: stream 'source': input file '/nonexistent/clip.mp4' not found"
+        "sensorium: stream 'source': media file /nonexistent/clip.mp4 does not exist or is not a file"
     );
 }
 

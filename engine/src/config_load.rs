@@ -182,8 +182,11 @@ impl Config {
                 config.fps = Some(params.fps);
                 config.width = Some(params.width);
                 config.height = Some(params.height);
-                let sync =
+                let mut sync =
                     SyncConfig::new(params.fps, video, audio, self.engine.latency_ms * 1_000_000);
+                if !s.source.is_live() {
+                    sync = sync.non_live();
+                }
                 ResolvedStream {
                     config,
                     params,

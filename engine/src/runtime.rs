@@ -58,7 +58,7 @@ pub enum StreamEnd {
     Stopped,
     /// The factory could not start the source; the message names the input.
     StartFailed(String),
-    /// The source failed while running.
+    /// The source failed while running; the message names the input (not the stream).
     SourceFailed(String),
 }
 

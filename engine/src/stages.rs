@@ -165,10 +165,7 @@ pub(crate) fn sync_stage(
                 continue;
             }
             Err(true) => {
-                break StreamEnd::SourceFailed(format!(
-                    "stream '{}': source stopped without end-of-stream",
-                    ctx.name
-                ))
+                break StreamEnd::SourceFailed("source stopped without end-of-stream".into())
             }
         };
         counter!(m::ITEMS_IN, &labels).increment(1);

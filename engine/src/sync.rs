@@ -38,6 +38,15 @@
 //!   `max_latency_ns` behind the watermark is therefore never lost. The audio ring holds at
 //!   most [`SyncConfig::ring_samples`]; a chunk that would overflow it forces the oldest
 //!   frames out first, so memory stays bounded whatever the source does.
+//! * **Non-live sources** ([`SyncConfig::non_live`]: files, URIs). Their running time is
+//!   not wall time, and decoders and queues let one modality run seconds ahead of the
+//!   other, so the latency bound is measured against the *slowest* expected modality: a
+//!   frame is forced out only once every expected modality has passed its end by
+//!   `max_latency_ns` (an expected modality that has delivered nothing never forces). Memory
+//!   stays bounded by the (larger) audio ring, a cap on buffered video frames of the same
+//!   duration, and a cap on data waiting for the grid's anchor: when a modality the config
+//!   expects is absent from the input (a video-only file with `audio = true`), frames go out
+//!   through these caps, with `has_audio`/`has_video` false for what is missing.
 //! * **Discontinuity / EOS.** Everything buffered is emitted (partial last frame padded with
 //!   zeros) and the segment ends; after a discontinuity the next data anchors a new grid.
 
@@ -67,6 +76,10 @@ pub struct SyncConfig {
     pub max_latency_ns: u64,
     /// Capacity of the audio ring, samples.
     pub ring_samples: usize,
+    /// A live source (running time follows the wall clock): the latency bound is measured
+    /// against the latest data of any modality. `false` ([`SyncConfig::non_live`]): against
+    /// the slowest expected modality.
+    pub live: bool,
 }
 
 impl SyncConfig {
@@ -80,9 +93,23 @@ impl SyncConfig {
             expect_audio,
             max_latency_ns,
             ring_samples: latency_samples + 2 * frame_samples + AUDIO_RATE as usize,
+            live: true,
         }
     }
+
+    /// The same for a non-live source (file, URI): waits for the slowest modality, with an
+    /// audio ring [`NON_LIVE_EXTRA_RING_S`] seconds longer to absorb the skew between
+    /// modalities that decoders and queues introduce.
+    pub fn non_live(mut self) -> Self {
+        self.live = false;
+        self.ring_samples += NON_LIVE_EXTRA_RING_S * AUDIO_RATE as usize;
+        self
+    }
 }
+
+/// Extra seconds of audio ring for non-live sources (1.25 MB per stream at 16 kHz): how far
+/// one modality may run ahead of the other before frames are forced out incomplete.
+pub const NON_LIVE_EXTRA_RING_S: usize = 10;
 
 /// What the synchroniser did with its input, for metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -139,6 +166,11 @@ pub struct Synchroniser {
     /// (start, end) sample positions of buffered chunks with their capture time.
     captures: Vec<(u64, u64, Instant)>,
     watermark: Option<u64>,
+    /// Latest running time per modality (non-live streams decide on the slower one).
+    video_mark: Option<u64>,
+    audio_mark: Option<u64>,
+    /// Audio samples waiting in `pending` for the anchor.
+    pending_samples: usize,
     stats: SyncStats,
 }
 
@@ -169,6 +201,9 @@ impl Synchroniser {
             max_video_slot: None,
             captures: Vec::new(),
             watermark: None,
+            video_mark: None,
+            audio_mark: None,
+            pending_samples: 0,
             stats: SyncStats::default(),
         }
     }
@@ -204,6 +239,7 @@ impl Synchroniser {
     pub fn push_video(&mut self, frame: VideoFrame, out: &mut Vec<SyncedFrame>) {
         self.stats.video_in += 1;
         self.raise_watermark(frame.pts);
+        self.video_mark = Some(self.video_mark.map_or(frame.pts, |m| m.max(frame.pts)));
         if self.t0.is_none() {
             if self.cfg.expect_video {
                 let pts = frame.pts;
@@ -215,12 +251,38 @@ impl Synchroniser {
         }
         self.place_video(frame);
         self.drain(out, false);
+        // Non-live memory bound: video buffered for frames whose audio never comes.
+        while self.video.len() > self.video_cap() {
+            self.force_one(out);
+        }
+    }
+
+    /// Most video frames buffered: as many as the audio ring's duration covers.
+    fn video_cap(&self) -> usize {
+        ((self.ring.capacity().get() as f64 / self.samples_per_frame).ceil() as usize).max(2)
+    }
+
+    /// The running time that decides lateness: the latest data of any modality (live), or of
+    /// the slowest expected modality (non-live; `None` until each has delivered something).
+    fn decided_mark(&self) -> Option<u64> {
+        if self.cfg.live {
+            return self.watermark;
+        }
+        let v = self.cfg.expect_video.then_some(self.video_mark);
+        let a = self.cfg.expect_audio.then_some(self.audio_mark);
+        match (v, a) {
+            (Some(v), Some(a)) => v.zip(a).map(|(v, a)| v.min(a)),
+            (Some(v), None) => v,
+            (None, Some(a)) => a,
+            (None, None) => self.watermark,
+        }
     }
 
     pub fn push_audio(&mut self, chunk: AudioChunk, out: &mut Vec<SyncedFrame>) {
         self.stats.audio_samples_in += chunk.samples.len() as u64;
         let end = chunk.pts + (chunk.samples.len() as f64 * NS / AUDIO_RATE as f64) as u64;
         self.raise_watermark(end);
+        self.audio_mark = Some(self.audio_mark.map_or(end, |m| m.max(end)));
         if self.t0.is_none() {
             self.pend(chunk.pts, Pending::Audio(chunk), out);
             return;
@@ -239,7 +301,7 @@ impl Synchroniser {
     /// have. The runtime calls this for realtime streams from wall time, so live latency
     /// stays bounded even when a source stops delivering altogether.
     pub fn advance_to(&mut self, t: u64, out: &mut Vec<SyncedFrame>) {
-        if self.watermark.is_none_or(|w| t <= w) {
+        if !self.cfg.live || self.watermark.is_none_or(|w| t <= w) {
             return;
         }
         self.raise_watermark(t);
@@ -276,7 +338,10 @@ impl Synchroniser {
         self.t0 = None;
         self.pending.clear();
         self.pending_min = None;
+        self.pending_samples = 0;
         self.watermark = None;
+        self.video_mark = None;
+        self.audio_mark = None;
         self.reset_buffers();
     }
 
@@ -294,13 +359,25 @@ impl Synchroniser {
     }
 
     fn pend(&mut self, pts: u64, item: Pending, out: &mut Vec<SyncedFrame>) {
+        if let Pending::Audio(c) = &item {
+            self.pending_samples += c.samples.len();
+        }
         self.pending.push(item);
         let min = self.pending_min.map_or(pts, |m| m.min(pts));
         self.pending_min = Some(min);
-        // Anchor on the earliest data once nothing earlier can still come within the bound.
-        if self
-            .watermark
-            .is_some_and(|w| w >= min.saturating_add(self.cfg.max_latency_ns))
+        // Anchor on the earliest data once nothing earlier can still come within the bound,
+        // or (non-live, an expected modality absent) once the waiting data fills the ring.
+        let pending_video = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Video(_)))
+            .count();
+        let full =
+            self.pending_samples >= self.ring.capacity().get() || pending_video > self.video_cap();
+        if full
+            || self
+                .decided_mark()
+                .is_some_and(|w| w >= min.saturating_add(self.cfg.max_latency_ns))
         {
             self.anchor(min, out);
             self.drain(out, false);
@@ -313,6 +390,7 @@ impl Synchroniser {
         self.seg_base = self.next_index;
         self.reset_buffers();
         self.pending_min = None;
+        self.pending_samples = 0;
         for item in std::mem::take(&mut self.pending) {
             match item {
                 Pending::Video(f) => self.place_video(f),
@@ -451,7 +529,7 @@ impl Synchroniser {
                 break;
             }
             let complete = audio_ok && video_ok;
-            let late = self.watermark.is_some_and(|w| {
+            let late = self.decided_mark().is_some_and(|w| {
                 w >= self
                     .frame_time(slot + 1)
                     .saturating_add(self.cfg.max_latency_ns)
@@ -651,5 +729,57 @@ mod tests {
             .sum();
         assert_eq!(total, 29_999, "every sample but the 0.0 at index 0 kept");
         assert_eq!(s.stats().late_audio_samples, 0);
+    }
+
+    /// Non-live: audio 3 s ahead of video (decoder skew in a file) still gives every frame
+    /// its picture; the same input to a live synchroniser forces frames out without it.
+    #[test]
+    fn non_live_waits_for_the_slower_modality() {
+        let feed = |s: &mut Synchroniser| {
+            let mut out = Vec::new();
+            s.push_video(video(0), &mut out);
+            // 4 s of audio in 20 ms chunks, then the rest of the video.
+            for i in 0..200u32 {
+                s.push_audio(chunk(i as u64 * 20_000_000, i * 320, 320), &mut out);
+            }
+            for i in 1..8u64 {
+                s.push_video(video(i * 500_000_000), &mut out);
+            }
+            s.finish(&mut out);
+            out
+        };
+        let cfg = SyncConfig::new(2.0, true, true, 500_000_000);
+        let mut s = Synchroniser::new("s".into(), cfg.clone().non_live());
+        let out = feed(&mut s);
+        assert_eq!(out.len(), 8);
+        assert!(out.iter().all(|f| f.has_video && f.has_audio));
+        assert_eq!(s.stats().forced_frames, 0);
+        assert_eq!(s.stats().audio_samples_placed, 64_000);
+
+        let mut live = Synchroniser::new("s".into(), cfg);
+        let out = feed(&mut live);
+        assert_eq!(out.len(), 8);
+        assert!(out.iter().filter(|f| !f.has_video).count() >= 5);
+    }
+
+    /// Non-live, audio expected but absent (a video-only file): frames still go out, with
+    /// buffered video bounded by the ring's duration.
+    #[test]
+    fn non_live_absent_modality_stays_bounded() {
+        let mut s = Synchroniser::new(
+            "s".into(),
+            SyncConfig::new(2.0, true, true, 500_000_000).non_live(),
+        );
+        let cap = s.video_cap();
+        let mut out = Vec::new();
+        for i in 0..100u64 {
+            s.push_video(video(i * 500_000_000), &mut out);
+            assert!(s.video.len() <= cap);
+        }
+        assert_eq!(out.len(), 100 - cap);
+        s.finish(&mut out);
+        assert_eq!(out.len(), 100);
+        assert!(out.iter().all(|f| f.has_video && !f.has_audio));
+        assert!(out.windows(2).all(|w| w[1].t > w[0].t));
     }
 }

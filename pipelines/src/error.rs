@@ -49,6 +49,14 @@ pub enum PipelineError {
         element: String,
         message: String,
     },
+    /// A finite input ended (EOS) well before the duration its container declares: the
+    /// file is cut short (an interrupted download or copy).
+    #[error("{input}: truncated: media ends at {at_s:.3} s of its {duration_s:.3} s duration")]
+    Truncated {
+        input: String,
+        at_s: f64,
+        duration_s: f64,
+    },
     /// The input has neither a usable video nor a usable audio stream.
     #[error("{input}: no usable stream (wanted {wanted})")]
     NoStreams { input: String, wanted: String },

@@ -49,7 +49,10 @@
 //! - [`GstSourceFactory::check`]: the up-front checks of `start` without starting anything;
 //! - [`probe`]: container, duration and streams of a path or URI ([`ProbeInfo`] prints as
 //!   text with `Display` and as JSON with serde);
-//! - [`redact::strip_userinfo`]: a URL as it may be shown to a user.
+//! - [`redact::strip_userinfo`]: a URL as it may be shown to a user;
+//! - `testutil` (feature `testutil`, tests only): media files made with GStreamer and an
+//!   in-process RTSP server, shared by this crate's tests and the workspace's end-to-end
+//!   tests.
 //!
 //! Example configs for every kind live in `pipelines/configs/*.toml`.
 //!
@@ -78,6 +81,8 @@ mod rtsp;
 mod runner;
 mod sink;
 mod sources;
+#[cfg(feature = "testutil")]
+pub mod testutil;
 
 use gstreamer as gst;
 

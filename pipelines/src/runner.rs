@@ -22,6 +22,10 @@ use crate::sink::{Emitter, StopSignal, WAKE_MESSAGE};
 /// How long the bus loop sleeps between checks of its stop flag and the stall watchdog.
 const BUS_POLL: Duration = Duration::from_millis(250);
 
+/// How far before its declared duration a finite input may end without being called
+/// truncated (containers round durations; the last frame's slot may be cut by `videorate`).
+const TRUNCATION_SLACK: Duration = Duration::from_secs(1);
+
 /// A reconnecting source that produced nothing for this long is treated as disconnected
 /// (a camera that stops sending without closing the connection never posts an error).
 pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +38,10 @@ pub(crate) type BuildFn =
 pub(crate) enum OnEnd {
     /// Report EOS / the error and finish.
     Finish,
+    /// A finite media input (file, URI, not looping): as `Finish`, but an EOS that comes
+    /// well before the duration the container declares is a truncated input, reported as
+    /// an error naming it (the data before the cut has been delivered).
+    FinishMedia,
     /// At EOS seek back to the start (running time keeps increasing); errors finish.
     Loop,
     /// After EOS, an error or a stall, connect again with backoff.
@@ -167,19 +175,30 @@ impl Run {
                         }
                     }
                 }
+                (Outcome::Eos, OnEnd::FinishMedia) => {
+                    let truncated = self.truncation(&pipeline);
+                    self.teardown(pipeline);
+                    self.emitter.send_final(match truncated {
+                        Some(e) => SourceEvent::Error {
+                            message: e.to_string(),
+                        },
+                        None => SourceEvent::Eos,
+                    });
+                    None
+                }
                 (Outcome::Eos, OnEnd::Finish | OnEnd::Loop) => {
                     self.teardown(pipeline);
                     self.emitter.send_final(SourceEvent::Eos);
                     None
                 }
-                (Outcome::Error(e), OnEnd::Finish | OnEnd::Loop) => {
+                (Outcome::Error(e), OnEnd::Finish | OnEnd::FinishMedia | OnEnd::Loop) => {
                     self.teardown(pipeline);
                     self.emitter.send_final(SourceEvent::Error {
                         message: e.to_string(),
                     });
                     None
                 }
-                (Outcome::Stalled, OnEnd::Finish | OnEnd::Loop) => {
+                (Outcome::Stalled, OnEnd::Finish | OnEnd::FinishMedia | OnEnd::Loop) => {
                     // Only reconnecting sources run the watchdog.
                     Some(pipeline)
                 }
@@ -191,6 +210,20 @@ impl Run {
             };
         }
         self.stop.set_bus(None);
+    }
+
+    /// At EOS of a finite input: `Some` when the data ended more than
+    /// [`TRUNCATION_SLACK`] (or two frames, if longer) before the container's declared
+    /// duration. Inputs without a known duration are never called truncated.
+    fn truncation(&self, pipeline: &gst::Pipeline) -> Option<PipelineError> {
+        let duration = pipeline.query_duration::<gst::ClockTime>()?.nseconds();
+        let end = self.emitter.last_end();
+        let slack = (TRUNCATION_SLACK.as_nanos() as u64).max(2 * self.emitter.frame_ns());
+        (end.saturating_add(slack) < duration).then(|| PipelineError::Truncated {
+            input: self.spec.input.clone(),
+            at_s: end as f64 / 1e9,
+            duration_s: duration as f64 / 1e9,
+        })
     }
 
     /// Stops a session: a lossless send waiting for room gives up, then the pipeline

@@ -215,6 +215,16 @@ impl Emitter {
         self.abort.store(on, Ordering::Release);
     }
 
+    /// Running time of the end of the latest data emitted (ns).
+    pub(crate) fn last_end(&self) -> u64 {
+        self.timeline().last_end
+    }
+
+    /// Length of one video frame at the stream's rate (ns).
+    pub(crate) fn frame_ns(&self) -> u64 {
+        self.frame_ns
+    }
+
     /// Samples emitted since the last [`rebase`](Self::rebase).
     pub(crate) fn session_samples(&self) -> u64 {
         self.timeline().session_samples

@@ -297,7 +297,11 @@ fn decode_spec(
         input,
         redactor,
         build: Box::new(build),
-        on_end: if looping { OnEnd::Loop } else { OnEnd::Finish },
+        on_end: if looping {
+            OnEnd::Loop
+        } else {
+            OnEnd::FinishMedia
+        },
     })
 }
 

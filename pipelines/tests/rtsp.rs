@@ -5,96 +5,12 @@
 
 mod common;
 
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use gstreamer::glib;
-use gstreamer_rtsp_server as rtsp_server;
-use gstreamer_rtsp_server::prelude::*;
 use sensorium_engine::frame::NS_PER_SEC;
 use sensorium_engine::{QueueMode, QueueReceiver, SourceEvent};
 
 use common::*;
-
-/// A test RTSP server serving H.264 video + Opus audio at `/cam`, on its own main loop.
-struct Server {
-    server: rtsp_server::RTSPServer,
-    main_loop: glib::MainLoop,
-    ctx: glib::MainContext,
-    source: Option<glib::SourceId>,
-    thread: Option<JoinHandle<()>>,
-    port: u16,
-}
-
-impl Server {
-    /// `port` 0 picks a free one.
-    fn start(port: u16) -> Server {
-        init();
-        let ctx = glib::MainContext::new();
-        let main_loop = glib::MainLoop::new(Some(&ctx), false);
-        let server = rtsp_server::RTSPServer::new();
-        server.set_address("127.0.0.1");
-        server.set_service(&port.to_string());
-        let factory = rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(
-            "( videotestsrc is-live=true pattern=ball \
-               ! video/x-raw,width=160,height=120,framerate=10/1 \
-               ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=5 \
-               ! rtph264pay name=pay0 pt=96 \
-               audiotestsrc is-live=true wave=sine freq=440 \
-               ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay name=pay1 pt=97 )",
-        );
-        factory.set_shared(true);
-        server.mount_points().unwrap().add_factory("/cam", factory);
-        let source = server.attach(Some(&ctx)).expect("rtsp server attach");
-        let port = server.bound_port() as u16;
-        let (ml, c) = (main_loop.clone(), ctx.clone());
-        let thread = std::thread::spawn(move || {
-            c.with_thread_default(|| ml.run()).unwrap();
-        });
-        Server {
-            server,
-            main_loop,
-            ctx,
-            source: Some(source),
-            thread: Some(thread),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/cam", self.port)
-    }
-
-    /// Disconnects every client, removes the mount, closes the listening socket.
-    fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(m) = self.server.mount_points() {
-            m.remove_factory("/cam");
-        }
-        self.server
-            .client_filter(Some(&mut |_, _| rtsp_server::RTSPFilterResult::Remove));
-        if let Some(id) = self.source.take() {
-            // The listening socket is a source on our own context, not the default one.
-            if let Some(src) = self.ctx.find_source_by_id(&id) {
-                src.destroy();
-            }
-        }
-        self.main_loop.quit();
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
 
 fn next_event(rx: &QueueReceiver<SourceEvent>, deadline: Instant) -> SourceEvent {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -107,8 +23,8 @@ fn next_event(rx: &QueueReceiver<SourceEvent>, deadline: Instant) -> SourceEvent
 
 #[test]
 fn reconnects_with_discontinuity_and_monotonic_time() {
-    let server = Server::start(0);
-    let port = server.port;
+    let server = RtspServer::start(0);
+    let port = server.port();
     let fps = 5.0;
     let s = stream(&format!(
         "kind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
@@ -133,8 +49,8 @@ fn reconnects_with_discontinuity_and_monotonic_time() {
     }
     // Phase 2: the server goes away and comes back on the same port.
     server.stop();
-    let server = Server::start(port);
-    assert_eq!(server.port, port);
+    let server = RtspServer::start(port);
+    assert_eq!(server.port(), port);
     let mut after_disc = None;
     loop {
         let ev = next_event(&rx, deadline);
@@ -215,12 +131,6 @@ fn reconnects_with_discontinuity_and_monotonic_time() {
     }
 }
 
-/// A port nobody listens on: bind, read the port, close.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn unreachable_gives_up_naming_url_without_credentials() {
     let port = closed_port();
@@ -298,7 +208,7 @@ fn stop_during_backoff_is_prompt_and_silent() {
 
 #[test]
 fn udp_transport_video_only() {
-    let server = Server::start(0);
+    let server = RtspServer::start(0);
     let s = stream(&format!(
         "kind = \"rtsp\"\nurl = \"{}\"\ntransport = \"udp\"\nlatency_ms = 50\naudio = false",
         server.url()

@@ -1,0 +1,193 @@
+//! Test helpers shared by this crate's tests and the workspace's end-to-end tests (feature
+//! `testutil`, never in a release build): short media files made by GStreamer itself with a
+//! known picture and tone, and an in-process RTSP server on 127.0.0.1.
+//!
+//! These are test set-up, so they panic on failure (a broken set-up must fail the test
+//! loudly, not look like a product error).
+
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_rtsp_server as rtsp_server;
+use gstreamer_rtsp_server::prelude::*;
+
+/// Runs a gst-launch description to EOS (panics on error).
+pub fn run_to_eos(desc: &str) {
+    gst::init().expect("gstreamer init");
+    let pipeline = gst::parse::launch(desc).expect("parse test pipeline");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("play test pipeline");
+    let bus = pipeline.bus().expect("pipeline bus");
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("test pipeline finished");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!(
+            "test media pipeline failed: {} ({:?})",
+            e.error(),
+            e.debug()
+        );
+    }
+    pipeline
+        .set_state(gst::State::Null)
+        .expect("stop test pipeline");
+}
+
+/// 320x240 ball pattern at 10 fps, `secs` long, H.264.
+fn video_part(secs: u32) -> String {
+    format!(
+        "videotestsrc pattern=ball num-buffers={} ! video/x-raw,width=320,height=240,framerate=10/1 \
+         ! x264enc speed-preset=ultrafast key-int-max=10 bframes=0 ! h264parse",
+        secs * 10
+    )
+}
+
+/// 440 Hz sine at volume 0.5, 48 kHz mono, `secs` long, Opus.
+fn audio_part(secs: u32) -> String {
+    format!(
+        "audiotestsrc wave=sine freq=440 volume=0.5 samplesperbuffer=960 num-buffers={} \
+         ! audio/x-raw,rate=48000,channels=1 ! opusenc",
+        secs * 50
+    )
+}
+
+/// Matroska with H.264 video (320x240, 10 fps, ball) + Opus audio (440 Hz), `secs` long.
+pub fn make_av_mkv(path: &Path, secs: u32) {
+    run_to_eos(&format!(
+        "matroskamux name=m ! filesink location={} {} ! queue ! m. {} ! queue ! m.",
+        path.display(),
+        video_part(secs),
+        audio_part(secs)
+    ));
+}
+
+/// Matroska with H.264 video only.
+pub fn make_video_mkv(path: &Path, secs: u32) {
+    run_to_eos(&format!(
+        "{} ! matroskamux ! filesink location={}",
+        video_part(secs),
+        path.display()
+    ));
+}
+
+/// Matroska with Opus audio only.
+pub fn make_audio_mkv(path: &Path, secs: u32) {
+    run_to_eos(&format!(
+        "{} ! matroskamux ! filesink location={}",
+        audio_part(secs),
+        path.display()
+    ));
+}
+
+/// Ogg with Opus audio only.
+pub fn make_audio_ogg(path: &Path, secs: u32) {
+    run_to_eos(&format!(
+        "{} ! oggmux ! filesink location={}",
+        audio_part(secs),
+        path.display()
+    ));
+}
+
+/// A port nobody listens on: bind, read the port, close.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A test RTSP server on 127.0.0.1 serving live H.264 video (ball, 160x120, 10 fps) + Opus
+/// audio (440 Hz) at `/cam`, on its own main loop and thread. Dropping it (or
+/// [`RtspServer::stop`]) disconnects every client and closes the listening socket, so a new
+/// server can take the same port.
+pub struct RtspServer {
+    server: rtsp_server::RTSPServer,
+    main_loop: glib::MainLoop,
+    ctx: glib::MainContext,
+    source: Option<glib::SourceId>,
+    thread: Option<JoinHandle<()>>,
+    port: u16,
+}
+
+impl RtspServer {
+    /// `port` 0 picks a free one.
+    pub fn start(port: u16) -> RtspServer {
+        gst::init().expect("gstreamer init");
+        let ctx = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let server = rtsp_server::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&port.to_string());
+        let factory = rtsp_server::RTSPMediaFactory::new();
+        factory.set_launch(
+            "( videotestsrc is-live=true pattern=ball \
+               ! video/x-raw,width=160,height=120,framerate=10/1 \
+               ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=5 \
+               ! rtph264pay name=pay0 pt=96 \
+               audiotestsrc is-live=true wave=sine freq=440 \
+               ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay name=pay1 pt=97 )",
+        );
+        factory.set_shared(true);
+        server
+            .mount_points()
+            .expect("mount points")
+            .add_factory("/cam", factory);
+        let source = server.attach(Some(&ctx)).expect("rtsp server attach");
+        let port = server.bound_port() as u16;
+        let (ml, c) = (main_loop.clone(), ctx.clone());
+        let thread = std::thread::spawn(move || {
+            c.with_thread_default(|| ml.run())
+                .expect("rtsp server main context");
+        });
+        RtspServer {
+            server,
+            main_loop,
+            ctx,
+            source: Some(source),
+            thread: Some(thread),
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// Disconnects every client, removes the mount, closes the listening socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(m) = self.server.mount_points() {
+            m.remove_factory("/cam");
+        }
+        self.server
+            .client_filter(Some(&mut |_, _| rtsp_server::RTSPFilterResult::Remove));
+        if let Some(id) = self.source.take() {
+            // The listening socket is a source on our own context, not the default one.
+            if let Some(src) = self.ctx.find_source_by_id(&id) {
+                src.destroy();
+            }
+        }
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,133 @@
+//! RTSP end to end: the engine runtime with the real GStreamer source factory against an
+//! in-process RTSP server (127.0.0.1, free port) serving H.264 + Opus. The server is stopped
+//! and started again on the same port mid-stream: windows resume after the reconnect, with
+//! strictly increasing, non-overlapping times. An unreachable camera through the binary
+//! gives up after its attempts with exit 3 and one line naming the URL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sensorium_engine::{Config, MemorySink, Runtime, StreamEnd};
+use sensorium_pipelines::GstSourceFactory;
+use serde_json::Value;
+
+use common::*;
+
+/// Waits until `sink` holds at least `n` records (panics at the hang guard).
+fn wait_for_windows(sink: &MemorySink, n: usize, deadline: Instant) -> Vec<Value> {
+    loop {
+        let records = sink.records.lock().clone();
+        if records.len() >= n {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: {} of {n} windows",
+            records.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn windows_resume_after_the_server_restarts() {
+    let server = RtspServer::start(0);
+    let port = server.port();
+    let config: Config = toml::from_str(&format!(
+        "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
+         [[stream]]\nname = \"cam\"\n\
+         [stream.source]\nkind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
+         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nmax_attempts = 50\n",
+        server.url()
+    ))
+    .expect("config");
+    let sink = MemorySink::default();
+    let runtime =
+        Runtime::new(config, Arc::new(GstSourceFactory::new())).with_sink(Box::new(sink.clone()));
+    let stop = runtime.shutdown_token();
+    let run = std::thread::spawn(move || runtime.run());
+    let deadline = Instant::now() + HANG_GUARD;
+
+    // Phase 1: windows from the first server.
+    wait_for_windows(&sink, 2, deadline);
+    server.stop();
+    let before = sink.records.lock().len();
+    // Phase 2: the same camera comes back on the same port.
+    let server = RtspServer::start(port);
+    assert_eq!(server.port(), port);
+    // The first session's buffered frames (at most the window in progress, flushed padded
+    // at the discontinuity) and then at least 3 windows that only the new session can fill.
+    wait_for_windows(&sink, before + 4, deadline);
+    stop.trigger();
+    let report = run.join().expect("runtime thread").expect("runtime");
+    drop(server);
+
+    let r = report.stream("cam").expect("stream report");
+    assert_eq!(r.end, StreamEnd::Stopped, "{r:?}");
+    assert_eq!(r.sync.discontinuities, 1, "one reconnect");
+    assert_eq!(r.model_error, None);
+    let lines = sink.records.lock().clone();
+    assert_eq!(lines.len() as u64, r.windows_written);
+    for (i, w) in lines.iter().enumerate() {
+        assert_eq!(u(&w["index"]), i as u64, "{w}");
+        assert_eq!(w["stream"], "cam");
+        assert!(u(&w["t_end"]) > u(&w["t_start"]), "{w}");
+    }
+    // Strictly monotonic, non-overlapping windows across the reconnect.
+    for p in lines.windows(2) {
+        assert!(
+            u(&p[1]["t_start"]) >= u(&p[0]["t_end"]),
+            "windows overlap or go back: {} then {}",
+            p[0],
+            p[1]
+        );
+    }
+    // The reconnect closed a segment: exactly one padded window may sit at the seam (or
+    // none when the seam fell on a window boundary), and full windows follow it.
+    let padded: Vec<usize> = (0..lines.len())
+        .filter(|&i| bools(&lines[i]["valid"]).contains(&false))
+        .collect();
+    assert!(padded.len() <= 2, "padded windows at {padded:?}");
+    let after_seam = padded.first().map_or(before, |&i| i + 1);
+    let full_after = lines[after_seam..]
+        .iter()
+        .filter(|w| u(&w["frames"]) == 5 && bools(&w["has_video"]).iter().all(|v| *v))
+        .count();
+    assert!(
+        full_after >= 2,
+        "windows with all 5 pictures after the reconnect: {full_after}"
+    );
+}
+
+#[test]
+fn unreachable_camera_exits_3_naming_the_url() {
+    let (_d, dir) = tmp();
+    let port = closed_port();
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let cfg = config(
+        &dir,
+        "",
+        &[(
+            "door",
+            format!(
+                "kind = \"rtsp\"\nurl = \"rtsp://admin:hunter2@127.0.0.1:{port}/cam\"\n\
+                 [stream.source.reconnect]\ninitial_ms = 20\nmax_attempts = 2"
+            ),
+        )],
+    );
+    let o = sensorium(&["run", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let errors = error_lines(&o);
+    assert_eq!(errors.len(), 1, "{}", stderr(&o));
+    assert!(
+        errors[0].starts_with(&format!(
+            "sensorium: stream 'door': {url}: giving up after 2 failed connection attempt(s)"
+        )),
+        "{}",
+        errors[0]
+    );
+    assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    assert!(lines_of(&o).is_empty());
+}
