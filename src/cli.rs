@@ -306,6 +306,9 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
             width: None,
             height: None,
         }],
+        models: None,
+        llm: None,
+        distill: None,
     };
     config.validate("--source").map_err(|e| anyhow!(e))?;
     Ok(config)
