@@ -76,7 +76,9 @@ impl AudioFeatureExtractor for WhisperAudioFeatures {
                 "frame has no Whisper tokens (the audio frame encoder did not run on it)",
             )
         })?;
-        let x = enc.encode(&[samples]).map_err(model_err("whisper features"))?;
+        let x = enc
+            .encode(&[samples])
+            .map_err(model_err("whisper features"))?;
         pool_tokens(&x, "whisper features")
     }
     fn from_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
