@@ -129,7 +129,7 @@ fn section<T: DeserializeOwned>(
         } else {
             format!("{name}.{path}")
         };
-        field_err(origin, &field, e.into_inner().to_string().trim())
+        field_err(origin, &field, e.into_inner().message().trim())
     })
 }
 
