@@ -81,7 +81,7 @@ impl AudioFeatureExtractor for WhisperAudioFeatures {
             .map_err(model_err("whisper features"))?;
         pool_tokens(&x, "whisper features")
     }
-    fn from_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    fn pool_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
         let t = features.downcast_ref::<EncodedFrame>()?.audio.as_ref()?;
         Some(pool_tokens(t, "whisper features"))
     }
@@ -133,7 +133,7 @@ impl VisualFeatureExtractor for VisionTowerFeatures {
             .map_err(model_err("vision features"))?;
         pool_tokens(&x, "vision features")
     }
-    fn from_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    fn pool_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
         let t = features.downcast_ref::<EncodedFrame>()?.visual.as_ref()?;
         Some(pool_tokens(t, "vision features"))
     }

@@ -23,7 +23,7 @@ pub trait AudioFeatureExtractor: Send + Sync {
     fn extract(&self, samples: &[f32]) -> Result<Vec<f32>, DistillError>;
     /// The same vector from what an upstream frame encoder already attached to the frame
     /// (so a frame is encoded once); `None` when this extractor cannot use `features`.
-    fn from_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
         None
     }
 }
@@ -33,8 +33,8 @@ pub trait VisualFeatureExtractor: Send + Sync {
     fn name(&self) -> &str;
     fn dim(&self) -> usize;
     fn extract(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, DistillError>;
-    /// See [`AudioFeatureExtractor::from_upstream`].
-    fn from_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    /// See [`AudioFeatureExtractor::pool_upstream`].
+    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
         None
     }
 }

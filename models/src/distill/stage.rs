@@ -202,7 +202,7 @@ impl DistillStage {
         let ex = &self.extractors;
         let ff = Arc::new(FrameFeatures {
             audio: if has_audio {
-                match upstream.and_then(|u| ex.audio.from_upstream(u)) {
+                match upstream.and_then(|u| ex.audio.pool_upstream(u)) {
                     Some(r) => Some(r?),
                     None => Some(ex.audio.extract(&f.audio)?),
                 }
@@ -210,7 +210,7 @@ impl DistillStage {
                 None
             },
             visual: match &f.video {
-                Some(v) => match upstream.and_then(|u| ex.visual.from_upstream(u)) {
+                Some(v) => match upstream.and_then(|u| ex.visual.pool_upstream(u)) {
                     Some(r) => Some(r?),
                     None => Some(ex.visual.extract(&v.rgb, v.width, v.height)?),
                 },
