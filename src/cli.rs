@@ -336,7 +336,15 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     if let Some(stage) = distill.and_then(|d| d.lock().take()) {
         let version = stage.student_version();
         match stage.shutdown() {
-            Ok(s) => eprintln!("sensorium: distill: student version {version}; {s:?}"),
+            Ok(s) => eprintln!(
+                "sensorium: distill: {} updates from {} pairs ({} below confidence_gate), live student version {version}{}",
+                s.step,
+                s.pairs,
+                s.gated,
+                s.checkpoint
+                    .map(|p| format!(", checkpoint {}", p.display()))
+                    .unwrap_or_default()
+            ),
             Err(e) => {
                 eprintln!("sensorium: distill: {e}");
                 raise(code::MODEL);

@@ -214,6 +214,11 @@ replay_size = 8
         }
     }
     assert!(teachers >= 1, "no window had video: {windows:?}");
+    // The teacher file is 32-d: it loaded only because the visual features are the CLIP
+    // fixture's pooled tokens (the stand-in grid features have another width), and the
+    // stage read them from the frame encoder (upstream-only extractors fail otherwise).
+    let err = text(&o.stderr);
+    assert!(err.contains("sensorium: distill: "), "{err}");
     assert!(students >= 1, "no window had audio: {windows:?}");
 }
 
