@@ -362,3 +362,25 @@ fn distill_eval_prints_the_table() {
     assert!(rows[11].starts_with("hard classes: Weighted-selection"));
     assert_eq!(rows.len(), 12);
 }
+
+#[test]
+fn example_models_config_runs_from_the_repository_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--config",
+            "pipelines/configs/models.toml",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let all = lines(&out);
+    let answers = all.iter().filter(|v| v["type"] == "answer").count();
+    let windows = all.iter().filter(|v| v["qformer"].is_object()).count();
+    assert_eq!((windows, answers, all.len()), (2, 2, 4), "{all:?}");
+}
