@@ -384,3 +384,62 @@ fn example_models_config_runs_from_the_repository_root() {
     let windows = all.iter().filter(|v| v["qformer"].is_object()).count();
     assert_eq!((windows, answers, all.len()), (2, 2, 4), "{all:?}");
 }
+
+#[test]
+fn stdin_question_is_answered_as_a_live_answer_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("live.toml");
+    let out = dir.path().join("out.jsonl");
+    // A live source (3 s of wall time), no scheduled questions, questions from stdin.
+    let body = base_config(3.0).replace("is_live = false", "is_live = true")
+        + &models_section(&fixture("whisper80"))
+        + &format!(
+            "[llm]\nmodel = \"{}\"\nmax_tokens = 3\nstdin = true\n",
+            fixture("llm/qwen2").display()
+        );
+    std::fs::write(&cfg, body).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .args([
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ask once the first window is out (a question before any window has no context).
+    let mut waited = 0;
+    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("\"qformer\"")) {
+        assert!(waited < 600, "no window line after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"@cam What now?\n").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let all = lines(&out);
+    let answers: Vec<&Value> = all.iter().filter(|v| v["type"] == "answer").collect();
+    assert_eq!(answers.len(), 1, "{all:?}");
+    let a = answers[0];
+    assert_eq!(
+        (a["live"].as_bool(), a["stream"].as_str()),
+        (Some(true), Some("cam"))
+    );
+    assert_eq!(a["question"], "What now?");
+    assert!((1..=3).contains(&a["tokens"].as_u64().unwrap()), "{a}");
+    // The tokens were echoed on stdout under the question line.
+    assert!(
+        text(&o.stdout).starts_with("[@cam What now?]\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(all.iter().filter(|v| v["qformer"].is_object()).count() >= 2);
+}
