@@ -443,3 +443,43 @@ fn stdin_question_is_answered_as_a_live_answer_line() {
     );
     assert!(all.iter().filter(|v| v["qformer"].is_object()).count() >= 2);
 }
+
+#[test]
+fn qformer_checkpoint_that_does_not_fit_the_encoders_exits_4() {
+    use sensorium_models::qformer::{QFormer, QFormerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("qformer");
+    // Whisper-large width (1280) against the 32-d Whisper fixture.
+    let qcfg = QFormerConfig {
+        hidden_size: 16,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        num_query_tokens: 3,
+        slots_per_frame: 4,
+        audio_width: 1280,
+        audio_slot_width: 32,
+        visual_width: 32,
+        visual_slot_width: 32,
+        max_slot_positions: 64,
+        slot_attention_heads: 2,
+        lookback: 2,
+        llm_hidden_size: 64,
+        ..QFormerConfig::default()
+    };
+    QFormer::save_random(&qcfg, 1, 0.02, &qdir).unwrap();
+    let models = models_section(&fixture("whisper80")).replace(
+        "random = true\n",
+        &format!("qformer = \"{}\"\n", qdir.display()),
+    );
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, base_config(1.0) + &models).unwrap();
+    let o = sensorium(&["run", "--config", cfg.to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let file = qdir.join("config.json");
+    assert!(
+        err.contains(&format!("{}: `audio_width` = 1280", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("d_model (32)"), "{err}");
+}
