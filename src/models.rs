@@ -49,7 +49,7 @@ pub struct ModelsConfig {
     pub random: bool,
     /// Seed and N(0, std) of the random Q-Former.
     pub seed: u64,
-    pub init_std: f32,
+    pub init_std: f64,
     pub visual_slots: VisualSlots,
     /// Slots per frame for `visual_slots = "pool"`; default: the Q-Former's slots_per_frame.
     pub slots: Option<usize>,
@@ -367,7 +367,7 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
             llm_hidden_size: m.projection.or(llm_width).unwrap_or(768),
             ..QFormerConfig::default()
         };
-        let qf = QFormer::random(cfg, m.seed, m.init_std, &dev)
+        let qf = QFormer::random(cfg, m.seed, m.init_std as f32, &dev)
             .map_err(|e| anyhow!("models.random: random Q-Former: {e}"))?;
         Some(qf)
     } else {
