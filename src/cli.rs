@@ -3,6 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sensorium_models::distill::eval::{self, EvalConfig};
+use sensorium_models::distill::synth::SynthSpec;
+use sensorium_models::distill::{DistillConfig, DistillError, Selection};
+use sensorium_models::stack::ModelStack;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +17,9 @@ use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSourc
 use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, Shutdown, StreamEnd};
 
+use crate::answers::Answers;
+use crate::models::{self as model_cfg, ModelSetup};
+use crate::output::SharedOut;
 use crate::sources;
 
 /// Exit codes (also in README.md and `--help`).
@@ -20,7 +30,8 @@ pub mod code {
     /// Source or input error: missing file, non-media, unreachable URL; also when any
     /// stream failed during the run.
     pub const SOURCE: u8 = 3;
-    /// A model failed (frame encoder or window model).
+    /// A model failed to load (missing checkpoint, wrong tensor shape; the message names the
+    /// file and tensor) or failed while running (frame encoder, window model, LLM).
     pub const MODEL: u8 = 4;
     /// Writing the output failed.
     pub const OUTPUT: u8 = 5;
@@ -33,7 +44,7 @@ Exit codes:
   0    ok
   2    usage or config error (malformed TOML, unknown source kind, invalid field)
   3    source/input error (missing file, non-media, unreachable URL), or a stream failed
-  4    model error
+  4    model error (checkpoint missing or wrong: names file and tensor; or a model failed)
   5    output I/O error
   130  interrupted (Ctrl-C), after flushing the last windows";
 
@@ -66,6 +77,55 @@ enum Command {
         /// File path, file://, rtsp://, http(s):// URI.
         uri: String,
     },
+    /// Evaluate online distillation on synthetic labelled scenes: per-class student accuracy
+    /// before/after, and difficulty-aware vs uniform selection at equal update budgets.
+    #[command(name = "distill-eval", after_help = EXIT_CODES)]
+    DistillEval(DistillEvalArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SelectionArg {
+    Weighted,
+    Hard,
+}
+
+#[derive(Args, Debug)]
+struct DistillEvalArgs {
+    /// Config whose `[distill]` section sets the training knobs (lr, temperature, batch,
+    /// difficulty...). Its `classes`, `teacher` and `features` are not used: the classes are
+    /// the synthetic scenes' and the features the stand-in extractors.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Difficulty-aware arm (the other arm is always uniform); default: the config's, else
+    /// weighted.
+    #[arg(long, value_enum)]
+    selection: Option<SelectionArg>,
+    /// Updates per arm after the warm-up.
+    #[arg(long, default_value_t = 100)]
+    budget: u64,
+    /// Uniform updates before the arms split (a stand-in for a pretrained student).
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// Runs (seeds 1..=N), averaged.
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// SNR (dB) of the noise buried in the hard classes' sound.
+    #[arg(long, default_value_t = -20.0, allow_hyphen_values = true)]
+    snr: f64,
+    /// Clips per class (1 s each), of which `--test-clips` are held out.
+    #[arg(long, default_value_t = 40)]
+    clips: usize,
+    #[arg(long, default_value_t = 16)]
+    test_clips: usize,
+    /// Labelled frames per class to fit the teacher (when no `--teacher`).
+    #[arg(long, default_value_t = 2)]
+    teacher_frames: usize,
+    /// Teacher file over the stand-in visual features, instead of fitting one.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Where the generated clips are cached (default: the system temp dir).
+    #[arg(long)]
+    cache: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -137,9 +197,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Check { file } => {
             let config = Config::load(&file).code(code::USAGE)?;
-            print!("{}", config.resolved().to_toml_redacted());
+            let setup =
+                ModelSetup::parse(&config, &file.display().to_string()).code(code::USAGE)?;
+            let mut resolved = config.resolved();
+            setup.resolve_into(&mut resolved);
+            print!("{}", resolved.to_toml_redacted());
             Ok(code::OK)
         }
+        Command::DistillEval(args) => distill_eval(args),
         Command::Probe { uri } => {
             let text = sources::probe(&uri).code(code::SOURCE)?;
             println!("{text}");
@@ -164,6 +229,11 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         config.metrics.listen = Some(m);
     }
     config.validate("<command line>").code(code::USAGE)?;
+    let origin = match &args.input.config {
+        Some(p) => p.display().to_string(),
+        None => "--source".into(),
+    };
+    let setup = ModelSetup::parse(&config, &origin).code(code::USAGE)?;
     if let Some(listen) = &config.metrics.listen {
         let addr = metrics::install_prometheus(listen).code(code::USAGE)?;
         eprintln!("sensorium: metrics on http://{addr}/metrics");
@@ -183,8 +253,35 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     .context("cannot install the Ctrl-C handler")
     .code(code::USAGE)?;
 
-    let runtime = Runtime::new(config, sources::source_factory()).with_shutdown(shutdown);
-    let report = match runtime.run() {
+    let out = SharedOut::open(&config.output.path).code(code::OUTPUT)?;
+    let loaded = model_cfg::load(&setup, &config).code(code::MODEL)?;
+    let mut runtime = Runtime::new(config.clone(), sources::source_factory())
+        .with_shutdown(shutdown)
+        .with_sink(out.sink());
+    let answers = match loaded.answerer {
+        Some(a) => {
+            Some(Answers::start(a, config.engine.queue_capacity, out.clone()).code(code::USAGE)?)
+        }
+        None => None,
+    };
+    let distill = loaded.distill.map(|d| Arc::new(Mutex::new(Some(d))));
+    if let Some(enc) = loaded.encoder {
+        runtime = runtime.with_encoder(Box::new(enc));
+    }
+    if loaded.qformer.is_some() || distill.is_some() {
+        let stack = ModelStack::new(
+            loaded.qformer,
+            answers.as_ref().map(|a| a.handle()),
+            distill.clone(),
+        )
+        .map_err(|e| anyhow!(e))
+        .code(code::USAGE)?;
+        runtime = runtime.with_model(Box::new(stack));
+    }
+    let report = runtime.run();
+    // Every window is in the service's queue now: answer them before reporting.
+    let answered = answers.map(Answers::finish);
+    let report = match report {
         Ok(r) => r,
         Err(RuntimeError::Output(e)) => return Err(e).code(code::OUTPUT),
         Err(e) => return Err(e).code(code::USAGE),
@@ -226,7 +323,34 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
             s.name, s.frames, s.windows_written, s.dropped
         );
     }
-    if let Some(e) = &report.sink_error {
+    if let Some(a) = &answered {
+        eprintln!(
+            "sensorium: llm: {} scheduled answers, {} stale (cancelled or skipped), {} errors",
+            a.answers, a.stale, a.errors
+        );
+        if a.errors > 0 {
+            raise(code::MODEL);
+        }
+    }
+    if let Some(stage) = distill.and_then(|d| d.lock().take()) {
+        let version = stage.student_version();
+        match stage.shutdown() {
+            Ok(s) => eprintln!(
+                "sensorium: distill: {} updates from {} pairs ({} below confidence_gate), live student version {version}{}",
+                s.step,
+                s.pairs,
+                s.gated,
+                s.checkpoint
+                    .map(|p| format!(", checkpoint {}", p.display()))
+                    .unwrap_or_default()
+            ),
+            Err(e) => {
+                eprintln!("sensorium: distill: {e}");
+                raise(code::MODEL);
+            }
+        }
+    }
+    if let Some(e) = report.sink_error.as_ref().or(out.failure().as_ref()) {
         eprintln!("sensorium: {e}");
         raise(code::OUTPUT);
     }
@@ -234,6 +358,56 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         raise(code::INTERRUPTED);
     }
     Ok(exit)
+}
+
+fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
+    let mut distill = match &args.config {
+        Some(path) => {
+            let config = Config::load(path).code(code::USAGE)?;
+            let mut t = config.distill.clone().unwrap_or_default();
+            // Live-run keys that do not apply to the evaluation.
+            for k in ["teacher", "features", "classes"] {
+                t.remove(k);
+            }
+            model_cfg::distill_section(&t, &path.display().to_string()).code(code::USAGE)?
+        }
+        None => DistillConfig::default(),
+    };
+    if let Some(s) = args.selection {
+        distill.difficulty.selection = match s {
+            SelectionArg::Weighted => Selection::Weighted,
+            SelectionArg::Hard => Selection::Hard,
+        };
+    }
+    let cache = args
+        .cache
+        .unwrap_or_else(|| std::env::temp_dir().join("sensorium-distill-eval"));
+    let spec = SynthSpec::new(cache, args.clips, args.snr);
+    distill.classes = spec.classes.iter().map(|c| c.name.clone()).collect();
+    let cfg = EvalConfig {
+        distill,
+        synth: spec,
+        test_clips_per_class: args.test_clips,
+        teacher_frames_per_class: args.teacher_frames,
+        teacher: args.teacher,
+        warmup: args.warmup,
+        budget: args.budget,
+        seeds: (1..=args.seeds).collect(),
+    };
+    match eval::run(&cfg) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(code::OK)
+        }
+        Err(e) => {
+            let c = match &e {
+                DistillError::Config { .. } | DistillError::Input { .. } => code::USAGE,
+                DistillError::Tool { .. } | DistillError::Io { .. } => code::SOURCE,
+                _ => code::MODEL,
+            };
+            Err(anyhow!("distill-eval: {e}")).code(c)
+        }
+    }
 }
 
 /// A one-stream config for `run --source URI`.
@@ -289,6 +463,9 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
             width: None,
             height: None,
         }],
+        models: None,
+        llm: None,
+        distill: None,
     };
     config.validate("--source").map_err(|e| anyhow!(e))?;
     Ok(config)

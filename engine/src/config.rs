@@ -23,6 +23,15 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(rename = "stream", default)]
     pub streams: Vec<StreamConfig>,
+    /// `[models]`, `[llm]`, `[distill]`: the model stack's sections, kept as opaque TOML
+    /// tables because the engine does not know the models; the CLI parses and validates them
+    /// with the model crate's types (errors name the field, e.g. `llm.sampling.temperature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<toml::Table>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<toml::Table>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<toml::Table>,
 }
 
 /// Defaults for every stream, and the window shape.

@@ -1,4 +1,4 @@
-//! Developer entry to `distill::eval::run` until the CLI grows `sensorium distill-eval`:
+//! Developer entry to `distill::eval::run` (the CLI has the same as `sensorium distill-eval`):
 //! prints the before/after table and the difficulty-aware vs uniform ablation.
 //!
 //! `cargo run -p sensorium-models --example distill_eval -- \

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use realfft::RealFftPlanner;
 
+use sensorium_engine::frame::Features;
+
 use super::error::DistillError;
 
 /// Audio samples (mono f32 at 16 kHz, one frame period) -> one feature vector.
@@ -19,6 +21,11 @@ pub trait AudioFeatureExtractor: Send + Sync {
     /// Length of every vector `extract` returns.
     fn dim(&self) -> usize;
     fn extract(&self, samples: &[f32]) -> Result<Vec<f32>, DistillError>;
+    /// The same vector from what an upstream frame encoder already attached to the frame
+    /// (so a frame is encoded once); `None` when this extractor cannot use `features`.
+    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+        None
+    }
 }
 
 /// One RGB24 frame (packed rows) -> one feature vector.
@@ -26,6 +33,10 @@ pub trait VisualFeatureExtractor: Send + Sync {
     fn name(&self) -> &str;
     fn dim(&self) -> usize;
     fn extract(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, DistillError>;
+    /// See [`AudioFeatureExtractor::pool_upstream`].
+    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+        None
+    }
 }
 
 const FFT_SIZE: usize = 512;

@@ -10,8 +10,9 @@
 //! `WindowModel`), [`synth`] (GStreamer test scenes), [`eval`] (before/after and ablation)
 //! and [`clip_text`] (class embeddings for the zero-shot teacher from a CLIP text tower).
 //!
-//! The extractors in [`features`] are stand-ins until the Whisper / CLIP encoders implement
-//! the same traits. Ablation: `cargo run -p sensorium-models --example distill_eval --
+//! The extractors in [`features`] are stand-ins; [`encoders`] implements the same traits over
+//! the Whisper / CLIP encoders (pooled tokens), which `sensorium run` uses when `[models]`
+//! configures them. Ablation: `cargo run -p sensorium-models --example distill_eval --
 //! --selection weighted --warmup 100 --budget 200 --seeds 10`.
 
 pub mod background;
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod clip_text;
 pub mod config;
 pub mod difficulty;
+pub mod encoders;
 pub mod error;
 pub mod eval;
 pub mod features;
@@ -34,6 +36,7 @@ pub use background::{BackgroundTrainer, StudentSlot, TrainerStats, TrainerSummar
 pub use checkpoint::{prev_path, ResumeInfo};
 pub use config::{DifficultyConfig, Direction, DistillConfig, Selection};
 pub use difficulty::DifficultyModel;
+pub use encoders::{VisionTowerFeatures, WhisperAudioFeatures};
 pub use error::DistillError;
 pub use eval::{EvalConfig, EvalReport};
 pub use features::{

@@ -196,14 +196,24 @@ impl DistillStage {
             return Ok(ff);
         }
         let has_audio = f.has_audio && !f.audio.is_empty();
+        // An upstream encoder's output (e.g. Whisper/CLIP tokens) is used when the extractor
+        // understands it, so the frame is not encoded a second time.
+        let upstream = f.features.as_ref();
+        let ex = &self.extractors;
         let ff = Arc::new(FrameFeatures {
             audio: if has_audio {
-                Some(self.extractors.audio.extract(&f.audio)?)
+                match upstream.and_then(|u| ex.audio.pool_upstream(u)) {
+                    Some(r) => Some(r?),
+                    None => Some(ex.audio.extract(&f.audio)?),
+                }
             } else {
                 None
             },
             visual: match &f.video {
-                Some(v) => Some(self.extractors.visual.extract(&v.rgb, v.width, v.height)?),
+                Some(v) => match upstream.and_then(|u| ex.visual.pool_upstream(u)) {
+                    Some(r) => Some(r?),
+                    None => Some(ex.visual.extract(&v.rgb, v.width, v.height)?),
+                },
                 None => None,
             },
             snr_db: if has_audio {

@@ -1,0 +1,166 @@
+//! The LLM side of `sensorium run`: the answer service writing one JSON line per answer into
+//! the run's output, echoing tokens to stdout as they come (when the output is a file), and
+//! the live-question inputs (stdin lines, the HTTP SSE endpoint), with an orderly stop after
+//! the engine finished: inputs closed first, then every queued window answered.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use sensorium_models::llm::{
+    spawn_line_questions, AnswerRecord, AnswerService, Answerer, HttpEndpoint, LiveEvent,
+    ServiceHandle, ServiceOutput,
+};
+use serde_json::Value;
+
+use crate::output::{echo, SharedOut};
+
+/// An answer as its output line: the [`AnswerRecord`] fields plus `"type": "answer"` and
+/// `"live"` (false for scheduled questions).
+fn answer_line(rec: &AnswerRecord, live: bool) -> Value {
+    let mut v = serde_json::to_value(rec).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("type".into(), "answer".into());
+        m.insert("live".into(), live.into());
+    }
+    v
+}
+
+/// The running answer service and its inputs.
+pub struct Answers {
+    service: AnswerService,
+    http: Option<HttpEndpoint>,
+    stdin: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    errors: Arc<AtomicU64>,
+    answers: Arc<AtomicU64>,
+}
+
+/// What the service did, for the run summary and the exit code.
+pub struct AnswersSummary {
+    pub answers: u64,
+    pub errors: u64,
+    pub stale: u64,
+}
+
+impl Answers {
+    /// Starts the service (queue: `queue` windows/questions) writing to `out`.
+    pub fn start(answerer: Answerer, queue: usize, out: SharedOut) -> anyhow::Result<Self> {
+        let cfg = answerer.config().clone();
+        let errors = Arc::new(AtomicU64::new(0));
+        let answers = Arc::new(AtomicU64::new(0));
+        let (e2, a2, o2) = (errors.clone(), answers.clone(), out.clone());
+        let echo_on = out.echo_tokens();
+        let service = AnswerService::spawn(
+            answerer,
+            queue,
+            Box::new(move |ev| match ev {
+                ServiceOutput::Token {
+                    stream,
+                    window,
+                    question,
+                    event,
+                } if echo_on => {
+                    if event.index == 0 {
+                        echo(&format!("[{stream} #{window}] {question}\n"));
+                    }
+                    echo(&event.text);
+                }
+                ServiceOutput::Token { .. } => {}
+                ServiceOutput::Answer(rec) => {
+                    if echo_on {
+                        echo("\n");
+                    }
+                    a2.fetch_add(1, Ordering::Relaxed);
+                    // A failed write is recorded by `SharedOut` (exit code 5).
+                    let _ = o2.write_line(&answer_line(&rec, false));
+                }
+                ServiceOutput::Error { stream, message } => {
+                    e2.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("sensorium: llm: stream '{stream}': {message}");
+                }
+            }),
+        );
+        let mut me = Self {
+            service,
+            http: None,
+            stdin: None,
+            errors,
+            answers,
+        };
+        if let Some(listen) = &cfg.http.listen {
+            let ep = HttpEndpoint::start(listen, me.service.handle())
+                .with_context(|| "llm.http.listen".to_string())?;
+            eprintln!(
+                "sensorium: questions on http://{}/ask (server-sent events)",
+                ep.local_addr()
+            );
+            me.http = Some(ep);
+        }
+        if cfg.stdin {
+            let stop = Arc::new(AtomicBool::new(false));
+            let lines = crate::output::StdinLines::spawn(stop.clone())
+                .context("cannot start the stdin reader")?;
+            let (o3, e3) = (out.clone(), me.errors.clone());
+            let join = spawn_line_questions(
+                std::io::BufReader::new(lines),
+                me.service.handle(),
+                move |line, ev| match ev {
+                    LiveEvent::Token(t) if echo_on => {
+                        if t.index == 0 {
+                            echo(&format!("[{line}]\n"));
+                        }
+                        echo(&t.text);
+                    }
+                    LiveEvent::Token(_) => {}
+                    LiveEvent::Done(rec) => {
+                        if echo_on {
+                            echo("\n");
+                        }
+                        let _ = o3.write_line(&answer_line(rec, true));
+                    }
+                    LiveEvent::Error { status, message } => {
+                        // A question about an unknown stream is the asker's mistake, not a
+                        // model failure; only model failures (500) count for the exit code.
+                        if *status >= 500 {
+                            e3.fetch_add(1, Ordering::Relaxed);
+                        }
+                        eprintln!("sensorium: question {line:?}: {message}");
+                    }
+                },
+            )
+            .context("cannot start the stdin question thread")?;
+            me.stdin = Some((stop, join));
+        }
+        Ok(me)
+    }
+
+    pub fn handle(&self) -> ServiceHandle {
+        self.service.handle()
+    }
+
+    /// After the engine finished: closes the question inputs, then answers every window
+    /// still queued and stops the service.
+    pub fn finish(self) -> AnswersSummary {
+        let Self {
+            service,
+            http,
+            stdin,
+            errors,
+            answers,
+        } = self;
+        if let Some((stop, join)) = stdin {
+            stop.store(true, Ordering::Release);
+            let _ = join.join();
+        }
+        if let Some(h) = http {
+            h.stop();
+        }
+        let stale = service.join();
+        AnswersSummary {
+            answers: answers.load(Ordering::Relaxed),
+            errors: errors.load(Ordering::Relaxed),
+            stale,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The run's one output, shared by the engine's window lines and the LLM's answer lines (both
+//! JSON lines, one object per line, flushed per line so lines never interleave), and the
+//! plain-text token echo: answer tokens go to stdout as they come, but only when the JSON
+//! lines go to a file (on stdout they would break the JSON lines).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sensorium_engine::{SinkError, WindowSink};
+use serde_json::Value;
+
+/// A JSON-lines writer shared between threads.
+#[derive(Clone)]
+pub struct SharedOut {
+    target: String,
+    to_stdout: bool,
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// The first write error (the run's exit code becomes 5).
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl SharedOut {
+    /// `-` for stdout, otherwise a file (created or truncated).
+    pub fn open(path: &str) -> Result<Self, SinkError> {
+        let (target, out, to_stdout): (String, Box<dyn Write + Send>, bool) = if path == "-" {
+            ("stdout".into(), Box::new(std::io::stdout()), true)
+        } else {
+            let f = std::fs::File::create(path).map_err(|error| SinkError {
+                target: path.into(),
+                error,
+            })?;
+            (path.into(), Box::new(f), false)
+        };
+        Ok(Self {
+            target,
+            to_stdout,
+            out: Arc::new(Mutex::new(out)),
+            failed: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Whether answer tokens may be echoed to stdout (the JSON lines go elsewhere).
+    pub fn echo_tokens(&self) -> bool {
+        !self.to_stdout
+    }
+
+    pub fn write_line(&self, record: &Value) -> Result<(), SinkError> {
+        let mut line = record.to_string();
+        line.push('\n');
+        let mut out = self.out.lock();
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|error| {
+                let e = SinkError {
+                    target: self.target.clone(),
+                    error,
+                };
+                self.failed.lock().get_or_insert_with(|| e.to_string());
+                e
+            })
+    }
+
+    /// The first write error of any writer, if one failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
+    /// The engine's sink writing into this output.
+    pub fn sink(&self) -> Box<dyn WindowSink> {
+        Box::new(SharedSink(self.clone()))
+    }
+}
+
+struct SharedSink(SharedOut);
+
+impl WindowSink for SharedSink {
+    fn write(&mut self, record: &Value) -> Result<(), SinkError> {
+        self.0.write_line(record)
+    }
+}
+
+/// Prints answer tokens to stdout as they come (when [`SharedOut::echo_tokens`]).
+pub fn echo(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Lines of stdin as a `BufRead` that reports end of input once `stop` is set, so the
+/// live-question thread (which owns a handle into the answer service) ends with the run even
+/// when stdin stays open. A helper thread does the blocking reads.
+pub struct StdinLines {
+    rx: crossbeam_channel::Receiver<String>,
+    stop: Arc<AtomicBool>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl StdinLines {
+    pub fn spawn(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            rx,
+            stop,
+            buf: Vec::new(),
+            pos: 0,
+        })
+    }
+}
+
+impl std::io::Read for StdinLines {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    self.buf = line.into_bytes();
+                    self.buf.push(b'\n');
+                    self.pos = 0;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
