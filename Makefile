@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: deps build run test bench check
+.PHONY: deps nvrtc build run test bench check
 
 deps:
 	@missing=""; \
@@ -30,7 +30,15 @@ build: deps
 run: build
 	$(CARGO) run --release -p sensorium -- run --config $(CONFIG)
 
-test: deps
+# NVRTC alone (no driver, no GPU) lets the kernel tests compile every CUDA kernel to PTX for
+# sm_80/sm_90. Optional: without it those tests say why they skipped.
+nvrtc:
+	@ls $$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null | sed 's|$$|/nvidia/*/lib/libnvrtc.so.13|; s| |/nvidia/*/lib/libnvrtc.so.13 |g') >/dev/null 2>&1 \
+		&& echo "libnvrtc present" \
+		|| python3 -m pip install -q "nvidia-cuda-nvrtc>=13,<14" \
+		|| echo "warning: could not install nvidia-cuda-nvrtc; the NVRTC compile check will be skipped"
+
+test: deps nvrtc
 	$(CARGO) test --workspace
 
 bench:
