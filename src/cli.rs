@@ -150,6 +150,10 @@ struct RunArgs {
     /// Prometheus listen address (`host:port` or a port); overrides `[metrics] listen`.
     #[arg(long)]
     metrics: Option<String>,
+    /// Where the Q-Former runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N;
+    /// overrides `[engine] device`.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 /// An error with the exit code it maps to.
@@ -227,6 +231,9 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     }
     if let Some(m) = args.metrics {
         config.metrics.listen = Some(m);
+    }
+    if let Some(d) = args.device {
+        config.engine.device = d;
     }
     config.validate("<command line>").code(code::USAGE)?;
     let origin = match &args.input.config {

@@ -161,3 +161,13 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
         assert!(help.contains(line), "{help}");
     }
 }
+
+#[test]
+fn bad_device_exits_2_naming_the_field() {
+    let o = sensorium(&["run", "--source", "test:", "--device", "tpu"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "sensorium: <command line>: field `engine.device`: \"tpu\" is not a device: expected auto, cpu, cuda or cuda:N"
+    );
+}

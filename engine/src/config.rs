@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub latency_ms: u64,
     /// Most items a model stage takes in one batch (across streams).
     pub batch: usize,
+    /// Where the causal Q-Former runs: `auto` (CUDA device 0 when usable, else the CPU, saying
+    /// why once), `cpu`, `cuda` or `cuda:N`. CLI: `run --device`.
+    pub device: String,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             queue_capacity: 32,
             latency_ms: 500,
             batch: 8,
+            device: "auto".into(),
         }
     }
 }

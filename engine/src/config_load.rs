@@ -114,6 +114,7 @@ impl Config {
         if e.batch < 1 {
             return Err(err("engine.batch".into(), "must be at least 1".into()));
         }
+        check_device(&e.device).map_err(|m| err("engine.device".into(), m))?;
         if self.output.path.trim().is_empty() {
             return Err(err(
                 "output.path".into(),
@@ -455,6 +456,22 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// `auto`, `cpu`, `cuda` or `cuda:N` (case-insensitive; the same grammar as
+/// `sensorium_kernels::DeviceSpec::parse`, which opens it).
+fn check_device(d: &str) -> Result<(), String> {
+    let t = d.trim().to_ascii_lowercase();
+    let ok = matches!(t.as_str(), "auto" | "cpu" | "cuda" | "gpu")
+        || t.strip_prefix("cuda:")
+            .is_some_and(|n| !n.is_empty() && n.parse::<usize>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{d:?} is not a device: expected auto, cpu, cuda or cuda:N"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,5 +597,17 @@ mod tests {
         assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
         assert_eq!(parse_listen(":9464").unwrap().to_string(), "127.0.0.1:9464");
         assert_eq!(parse_listen("0.0.0.0:1").unwrap().to_string(), "0.0.0.0:1");
+    }
+
+    #[test]
+    fn engine_device_is_checked() {
+        for ok in ["auto", "cpu", "CUDA", "cuda:1"] {
+            assert_eq!(super::check_device(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            super::check_device("cuda:").unwrap_err(),
+            "\"cuda:\" is not a device: expected auto, cpu, cuda or cuda:N"
+        );
+        assert!(super::check_device("tpu").is_err());
     }
 }

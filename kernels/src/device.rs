@@ -38,16 +38,26 @@ impl DeviceSpec {
 
     /// Opens the backend. `Auto` falls back to the CPU, printing the reason once per process.
     pub fn open(self) -> Result<Backend> {
+        let (be, note) = self.open_noted()?;
+        if let Some(n) = note {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| eprintln!("sensorium-kernels: {n}"));
+        }
+        Ok(be)
+    }
+
+    /// As [`Self::open`] without printing: the second value is the fallback message
+    /// (`"no CUDA device: <reason>; running on the CPU"`) when `Auto` fell back.
+    pub fn open_noted(self) -> Result<(Backend, Option<String>)> {
         match self {
-            DeviceSpec::Cpu => Ok(Backend::Cpu),
-            DeviceSpec::Cuda(n) => Gpu::new(n).map(Backend::Cuda),
+            DeviceSpec::Cpu => Ok((Backend::Cpu, None)),
+            DeviceSpec::Cuda(n) => Gpu::new(n).map(|g| (Backend::Cuda(g), None)),
             DeviceSpec::Auto => match Gpu::new(0) {
-                Ok(g) => Ok(Backend::Cuda(g)),
-                Err(e) => {
-                    static SAID: Once = Once::new();
-                    SAID.call_once(|| eprintln!("sensorium-kernels: {e}; running on the CPU"));
-                    Ok(Backend::Cpu)
-                }
+                Ok(g) => Ok((Backend::Cuda(g), None)),
+                Err(e) => Ok((
+                    Backend::Cpu,
+                    Some(format!("no CUDA device: {e}; running on the CPU")),
+                )),
             },
         }
     }

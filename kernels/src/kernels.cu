@@ -327,7 +327,26 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_warp(
     }
 }
 
+// EPV consecutive f32 parameters (bias, gamma, beta) into registers: float4 loads when the
+// pointer is 16-byte aligned (always for whole allocations), scalar loads otherwise.
+template <int EPV>
+__device__ __forceinline__ void ld_params(const float* __restrict__ p, int c, float* v) {
+    if ((reinterpret_cast<unsigned long long>(p) & 15ull) == 0ull) {
+#pragma unroll
+        for (int i = 0; i < EPV; i += 4) {
+            const float4 t = *reinterpret_cast<const float4*>(p + c + i);
+            v[i] = t.x; v[i + 1] = t.y; v[i + 2] = t.z; v[i + 3] = t.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < EPV; i++) v[i] = p[c + i];
+    }
+}
+
 // LayerNorm variant: one block per row, one 16-byte vector per thread (blockDim*EPV >= dim).
+// bias, gamma and beta are loaded (vectorised) together with x and the residual, before the
+// first reduction, so their latency overlaps the row's loads instead of following the
+// second barrier.
 extern "C" __global__ void __launch_bounds__(1024) layernorm_vec_block(
     const T* __restrict__ x, const float* __restrict__ bias, int has_bias,
     const T* __restrict__ residual, int has_residual,
@@ -340,18 +359,22 @@ extern "C" __global__ void __launch_bounds__(1024) layernorm_vec_block(
     const long long base = (long long)r * dim;
     constexpr int EPV = 16 / sizeof(T);
     const int c = threadIdx.x * EPV;
-    float y[EPV];
+    float y[EPV], g[EPV], bt[EPV];
     float s = 0.f;
     if (c < dim) {
         const uint4 xv = *reinterpret_cast<const uint4*>(x + base + c);
         uint4 rv = make_uint4(0u, 0u, 0u, 0u);
         if (has_residual) rv = *reinterpret_cast<const uint4*>(residual + base + c);
+        float bs[EPV];
+        if (has_bias) ld_params<EPV>(bias, c, bs);
+        ld_params<EPV>(gamma, c, g);
+        ld_params<EPV>(beta, c, bt);
         const T* xe = reinterpret_cast<const T*>(&xv);
         const T* re = reinterpret_cast<const T*>(&rv);
 #pragma unroll
         for (int i = 0; i < EPV; i++) {
             float t = ld(xe[i]);
-            if (has_bias) t += bias[c + i];
+            if (has_bias) t += bs[i];
             if (has_residual) t += ld(re[i]);
             y[i] = t;
             s += t;
@@ -368,7 +391,7 @@ extern "C" __global__ void __launch_bounds__(1024) layernorm_vec_block(
         uint4 ov;
         T* oe = reinterpret_cast<T*>(&ov);
 #pragma unroll
-        for (int i = 0; i < EPV; i++) oe[i] = st((y[i] - mean) * rstd * gamma[c + i] + beta[c + i]);
+        for (int i = 0; i < EPV; i++) oe[i] = st((y[i] - mean) * rstd * g[i] + bt[i]);
         *reinterpret_cast<uint4*>(out + base + c) = ov;
     }
 }

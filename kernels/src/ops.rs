@@ -249,4 +249,96 @@ impl Backend {
             }
         }
     }
+    /// `linear` on a row range: y[y_row0 .. y_row0+rows, outd] = x[x_row0 .. x_row0+rows, inp]
+    /// W^T, for writing one frame's projection into a slot of a resident cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_rows<T: Elem>(
+        &self,
+        x: &Buf<T>,
+        x_row0: usize,
+        w: &Buf<T>,
+        y: &mut Buf<T>,
+        y_row0: usize,
+        rows: usize,
+        inp: usize,
+        outd: usize,
+    ) -> Result<()>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let xr = x_row0 * inp..(x_row0 + rows) * inp;
+        let yr = y_row0 * outd..(y_row0 + rows) * outd;
+        if xr.end > x.len() {
+            return Err(crate::error::shape(
+                "x",
+                format!(
+                    "rows {x_row0}..{} of width {inp} exceed {} elements",
+                    x_row0 + rows,
+                    x.len()
+                ),
+            ));
+        }
+        if yr.end > y.len() {
+            return Err(crate::error::shape(
+                "y",
+                format!(
+                    "rows {y_row0}..{} of width {outd} exceed {} elements",
+                    y_row0 + rows,
+                    y.len()
+                ),
+            ));
+        }
+        match self {
+            Backend::Cpu => cpu::linear(
+                &host(x, "x")?[xr],
+                host(w, "weight")?,
+                &mut host_mut(y, "y")?[yr],
+                rows,
+                inp,
+                outd,
+            ),
+            Backend::Cuda(g) => {
+                let xv = dev(x, "x")?.slice(xr);
+                let mut yv = dev_mut(y, "y")?.slice_mut(yr);
+                g.linear(&xv, dev(w, "weight")?, &mut yv, rows, inp, outd)
+            }
+        }
+    }
+
+    /// Copies `n` elements `src[src_off..]` to `dst[dst_off..]` on the backend.
+    pub fn copy<T: crate::dtype::Plain>(
+        &self,
+        src: &Buf<T>,
+        src_off: usize,
+        dst: &mut Buf<T>,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        if src_off + n > src.len() {
+            return Err(crate::error::shape(
+                "src",
+                format!("copy of {n} from {src_off} exceeds {} elements", src.len()),
+            ));
+        }
+        if dst_off + n > dst.len() {
+            return Err(crate::error::shape(
+                "dst",
+                format!("copy of {n} to {dst_off} exceeds {} elements", dst.len()),
+            ));
+        }
+        match self {
+            Backend::Cpu => {
+                let s = &host(src, "src")?[src_off..src_off + n];
+                host_mut(dst, "dst")?[dst_off..dst_off + n].copy_from_slice(s);
+                Ok(())
+            }
+            Backend::Cuda(g) => {
+                let s = dev(src, "src")?.slice(src_off..src_off + n);
+                let mut d = dev_mut(dst, "dst")?.slice_mut(dst_off..dst_off + n);
+                g.stream()
+                    .memcpy_dtod(&s, &mut d)
+                    .map_err(crate::error::drv("copy"))
+            }
+        }
+    }
 }

@@ -44,6 +44,9 @@ pub enum ModelError {
     /// An error from the tensor library while running a model.
     #[error("tensor op failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// An error from the fused kernels (device selection, CUDA driver, shapes).
+    #[error("kernels: {0}")]
+    Kernels(#[from] sensorium_kernels::Error),
 }
 
 /// Result alias for this crate.

@@ -5,9 +5,13 @@
 
 pub mod blocks;
 pub mod config;
+pub mod gpu;
 pub mod model;
+pub mod runner;
 pub mod stream;
 
 pub use config::{MaskDirection, PositionMode, QFormerConfig, SlotContext};
+pub use gpu::{KStream, KWindow, KernelQFormer};
 pub use model::{FrameInput, QFormer, QFormerOutput, WindowKv};
+pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision};
 pub use stream::{QFormerStream, StreamFrame};

@@ -186,14 +186,14 @@ pub fn random_tensors(
 #[derive(Debug)]
 pub struct QFormer {
     pub cfg: QFormerConfig,
-    query_tokens: Tensor,
-    query_ln: LayerNorm,
-    ln_video: LayerNorm,
-    position_embedding: Tensor,
-    audio_proj: Option<Linear>,
-    visual_proj: Option<Linear>,
+    pub(crate) query_tokens: Tensor,
+    pub(crate) query_ln: LayerNorm,
+    pub(crate) ln_video: LayerNorm,
+    pub(crate) position_embedding: Tensor,
+    pub(crate) audio_proj: Option<Linear>,
+    pub(crate) visual_proj: Option<Linear>,
     pub(crate) layers: Vec<QFormerLayer>,
-    llama_proj: Linear,
+    pub(crate) llama_proj: Linear,
     device: Device,
 }
 

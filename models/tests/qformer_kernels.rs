@@ -1,0 +1,399 @@
+//! The Q-Former on the fused kernels (`KernelQFormer`) against the candle Q-Former and the
+//! PyTorch reference outputs: on `Backend::Cpu` (the kernels' CPU references, so this runs
+//! everywhere) in every mask/context mode, full and incremental; on CUDA when a device is
+//! present (f32 within 1e-4, f16 within 1e-2, bf16 within 2e-2; prints SKIP otherwise). Also `--device`
+//! parsing and the `auto` fallback message.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use sensorium_kernels::{Backend, DeviceSpec, Elem};
+use sensorium_models::ops::max_rel_err;
+use sensorium_models::qformer::{
+    FrameInput, KStream, KernelQFormer, MaskDirection, QFormer, QFormerConfig, QFormerOutput,
+    QFormerRunner, QFormerStream, SlotContext, StoragePrecision, StreamFrame,
+};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qformer")
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+struct Fixture {
+    io: std::collections::HashMap<String, Tensor>,
+    frames: Vec<FrameInput>,
+}
+
+fn fixture() -> Fixture {
+    let io = candle_core::safetensors::load(dir().join("io.safetensors"), &Device::Cpu).unwrap();
+    let ha = flat(&io["has_audio"]);
+    let hv = flat(&io["has_video"]);
+    let frames = (0..9)
+        .map(|i| FrameInput {
+            audio: (ha[i] > 0.5).then(|| io["audio"].get(i).unwrap()),
+            visual: (hv[i] > 0.5).then(|| io["visual"].get(i).unwrap()),
+        })
+        .collect();
+    Fixture { io, frames }
+}
+
+const CASES: [(&str, usize, MaskDirection, SlotContext); 4] = [
+    ("past_window", 5, MaskDirection::Past, SlotContext::Window),
+    (
+        "future_window",
+        5,
+        MaskDirection::Future,
+        SlotContext::Window,
+    ),
+    (
+        "past_lookback",
+        9,
+        MaskDirection::Past,
+        SlotContext::Lookback,
+    ),
+    (
+        "past_lookback_pad",
+        9,
+        MaskDirection::Past,
+        SlotContext::Lookback,
+    ),
+];
+
+fn rel(a: &QFormerOutput, b: &QFormerOutput) -> f32 {
+    max_rel_err(&flat(&a.hidden), &flat(&b.hidden), 1e-6).max(max_rel_err(
+        &flat(&a.projected),
+        &flat(&b.projected),
+        1e-6,
+    ))
+}
+
+fn rel_ref(a: &QFormerOutput, fx: &Fixture, case: &str) -> f32 {
+    max_rel_err(
+        &flat(&a.hidden),
+        &flat(&fx.io[&format!("{case}.hidden")]),
+        1e-6,
+    )
+    .max(max_rel_err(
+        &flat(&a.projected),
+        &flat(&fx.io[&format!("{case}.projected")]),
+        1e-6,
+    ))
+}
+
+fn load(mask: MaskDirection, ctx: SlotContext) -> QFormer {
+    let mut qf = QFormer::load(&dir(), &Device::Cpu).unwrap();
+    qf.cfg.mask = mask;
+    qf.cfg.context = ctx;
+    qf
+}
+
+/// Every fixture case, full recomputation, on `be`; returns the worst error against
+/// candle and against PyTorch.
+fn fixture_cases<T: Elem>(be: &Backend) -> (f32, f32)
+where
+    cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+{
+    let fx = fixture();
+    let (mut worst_c, mut worst_t) = (0f32, 0f32);
+    for (case, used, mask, ctx) in CASES {
+        let cq = load(mask, ctx);
+        let kq = KernelQFormer::<T>::new(load(mask, ctx), be.clone()).unwrap();
+        let valid: Vec<bool> = flat(&fx.io[&format!("{case}.valid")])
+            .iter()
+            .map(|v| *v > 0.5)
+            .collect();
+        let first = 9 - used;
+        let c = cq
+            .forward_sequence(&fx.frames[first..], &valid, first as u64, 5)
+            .unwrap();
+        let k = kq
+            .forward_sequence(&fx.frames[first..], &valid, first as u64, 5)
+            .unwrap();
+        assert_eq!(k.hidden.dims(), &[1, 4, 32]);
+        assert_eq!(k.projected.dims(), &[1, 4, 24]);
+        let (ec, et) = (rel(&k, &c), rel_ref(&k, &fx, case));
+        eprintln!(
+            "{case} on {}: vs candle {ec:.2e}, vs PyTorch {et:.2e}",
+            be.describe()
+        );
+        worst_c = worst_c.max(ec);
+        worst_t = worst_t.max(et);
+    }
+    (worst_c, worst_t)
+}
+
+#[test]
+fn kernels_cpu_match_candle_and_pytorch_all_mask_modes() {
+    let (c, t) = fixture_cases::<f32>(&Backend::Cpu);
+    assert!(c <= 1e-4, "kernels vs candle rel err {c}");
+    assert!(t <= 1e-4, "kernels vs PyTorch rel err {t}");
+}
+
+#[test]
+fn kernels_cpu_streaming_matches_pytorch_reference() {
+    let fx = fixture();
+    let kq = KernelQFormer::<f32>::new(
+        load(MaskDirection::Past, SlotContext::Lookback),
+        Backend::Cpu,
+    )
+    .unwrap();
+    let mut st = KStream::new();
+    let mut last = None;
+    for start in [0u64, 2, 4] {
+        let frames: Vec<StreamFrame> = (start..start + 5)
+            .map(|i| StreamFrame {
+                index: i,
+                valid: true,
+                input: fx.frames[i as usize].clone(),
+            })
+            .collect();
+        let w = kq.window(&mut st, &frames).unwrap();
+        last = Some(kq.query_batch(&[&w]).unwrap());
+    }
+    assert_eq!(
+        st.frames_computed, 9,
+        "each frame through the slot layers once"
+    );
+    let e = rel_ref(&last.unwrap(), &fx, "past_lookback");
+    assert!(e <= 1e-4, "streaming vs PyTorch rel err {e}");
+}
+
+fn tiny_cfg() -> QFormerConfig {
+    QFormerConfig {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        num_query_tokens: 3,
+        slots_per_frame: 2,
+        audio_width: 6,
+        audio_slot_width: 4,
+        visual_width: 4,
+        visual_slot_width: 4,
+        max_slot_positions: 30,
+        slot_attention_heads: 2,
+        lookback: 4,
+        llm_hidden_size: 10,
+        ..QFormerConfig::default()
+    }
+}
+
+fn frame_input(i: usize) -> FrameInput {
+    let dev = Device::Cpu;
+    let a: Vec<f32> = (0..2 * 6)
+        .map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin())
+        .collect();
+    let v: Vec<f32> = (0..2 * 4)
+        .map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos())
+        .collect();
+    FrameInput {
+        audio: (i % 7 != 3).then(|| Tensor::from_vec(a, (2, 6), &dev).unwrap()),
+        visual: (i % 5 != 2).then(|| Tensor::from_vec(v, (2, 4), &dev).unwrap()),
+    }
+}
+
+/// Streams 30 frames (last window padded) through candle and the kernels side by side.
+fn stream_vs_candle(cfg: QFormerConfig, k: usize, stride: usize, be: &Backend) -> (f32, u64) {
+    let cq = QFormer::random(cfg.clone(), 42, 0.2, &Device::Cpu).unwrap();
+    let kq = KernelQFormer::<f32>::new(
+        QFormer::random(cfg, 42, 0.2, &Device::Cpu).unwrap(),
+        be.clone(),
+    )
+    .unwrap();
+    let n_frames = 30usize;
+    let (mut cs, mut ks) = (QFormerStream::new(), KStream::new());
+    let mut worst = 0f32;
+    let mut start = 0usize;
+    let mut windows = 0;
+    loop {
+        let frames: Vec<StreamFrame> = (start..start + k)
+            .map(|i| StreamFrame {
+                index: i as u64,
+                valid: i < n_frames,
+                input: if i < n_frames {
+                    frame_input(i)
+                } else {
+                    FrameInput::default()
+                },
+            })
+            .collect();
+        let c = cq.query_batch(&[cs.window(&cq, &frames).unwrap()]).unwrap();
+        let kw = kq.window(&mut ks, &frames).unwrap();
+        let o = kq.query_batch(&[&kw]).unwrap();
+        worst = worst.max(rel(&o, &c));
+        windows += 1;
+        if start + k >= n_frames {
+            break;
+        }
+        start += stride;
+    }
+    assert!(windows >= 7);
+    assert_eq!(cs.frames_computed, ks.frames_computed);
+    (worst, ks.frames_computed)
+}
+
+#[test]
+fn kernels_cpu_incremental_equals_candle_over_many_slides() {
+    for (k, stride) in [(5usize, 1usize), (5, 2), (6, 4), (4, 3), (3, 3)] {
+        let (e, computed) = stream_vs_candle(tiny_cfg(), k, stride, &Backend::Cpu);
+        assert!(e <= 1e-4, "k={k} stride={stride}: rel err {e}");
+        eprintln!("k={k} stride={stride}: {computed} frames, rel err {e:.2e}");
+    }
+}
+
+#[test]
+fn kernels_cpu_banded_and_future_lookback_full_recompute() {
+    // lookback 4 < 7 frames: the banded per-frame attention; both directions.
+    for mask in [MaskDirection::Past, MaskDirection::Future] {
+        let cfg = QFormerConfig { mask, ..tiny_cfg() };
+        let cq = QFormer::random(cfg.clone(), 9, 0.2, &Device::Cpu).unwrap();
+        let kq = KernelQFormer::<f32>::new(
+            QFormer::random(cfg, 9, 0.2, &Device::Cpu).unwrap(),
+            Backend::Cpu,
+        )
+        .unwrap();
+        let frames: Vec<FrameInput> = (0..7).map(frame_input).collect();
+        let valid = [true, true, true, true, true, true, false];
+        let c = cq.forward_sequence(&frames, &valid, 3, 5).unwrap();
+        let o = kq.forward_sequence(&frames, &valid, 3, 5).unwrap();
+        let e = rel(&o, &c);
+        assert!(e <= 1e-4, "{mask:?}: rel err {e}");
+    }
+}
+
+#[test]
+fn kernels_batched_windows_equal_single_windows() {
+    let kq = KernelQFormer::<f32>::new(
+        QFormer::random(tiny_cfg(), 5, 0.2, &Device::Cpu).unwrap(),
+        Backend::Cpu,
+    )
+    .unwrap();
+    let mk = |off: usize| -> Vec<StreamFrame> {
+        (0..5)
+            .map(|i| StreamFrame {
+                index: i as u64,
+                valid: true,
+                input: frame_input(i + off),
+            })
+            .collect()
+    };
+    let (mut s1, mut s2) = (KStream::new(), KStream::new());
+    let w1 = kq.window(&mut s1, &mk(0)).unwrap();
+    let w2 = kq.window(&mut s2, &mk(11)).unwrap();
+    let both = kq.query_batch(&[&w1, &w2]).unwrap();
+    let one = kq.query_batch(&[&w2]).unwrap();
+    let e = max_rel_err(
+        &flat(&both.projected.get(1).unwrap()),
+        &flat(&one.projected.get(0).unwrap()),
+        1e-6,
+    );
+    assert!(e <= 1e-5, "batched vs single rel err {e}");
+    let d = max_rel_err(
+        &flat(&both.projected.get(0).unwrap()),
+        &flat(&both.projected.get(1).unwrap()),
+        1e-6,
+    );
+    assert!(d > 1e-3, "the two windows gave the same output ({d})");
+}
+
+#[test]
+fn kernels_stream_rejects_a_longer_window_than_its_cache() {
+    let kq = KernelQFormer::<f32>::new(
+        QFormer::random(tiny_cfg(), 5, 0.2, &Device::Cpu).unwrap(),
+        Backend::Cpu,
+    )
+    .unwrap();
+    let mk = |n: usize| -> Vec<StreamFrame> {
+        (0..n)
+            .map(|i| StreamFrame {
+                index: i as u64,
+                valid: true,
+                input: frame_input(i),
+            })
+            .collect()
+    };
+    let mut st = KStream::new();
+    kq.window(&mut st, &mk(5)).unwrap();
+    let err = kq.window(&mut st, &mk(7)).err().unwrap().to_string();
+    assert!(
+        err.contains("window of 7 frames exceeds this stream's cache of 5 frames"),
+        "{err}"
+    );
+}
+
+#[test]
+fn device_spec_parsing_and_auto_fallback() {
+    assert_eq!(DeviceSpec::parse("auto").unwrap(), DeviceSpec::Auto);
+    assert_eq!(DeviceSpec::parse("CPU").unwrap(), DeviceSpec::Cpu);
+    assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
+    assert_eq!(DeviceSpec::parse("cuda:3").unwrap(), DeviceSpec::Cuda(3));
+    let e = DeviceSpec::parse("tpu").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "invalid device \"tpu\": expected auto, cpu, cuda or cuda:N"
+    );
+    let qf = || QFormer::load(&dir(), &Device::Cpu).unwrap();
+    let (r, note) = QFormerRunner::open(qf(), Some("cpu"), StoragePrecision::F32).unwrap();
+    assert!(matches!(r, QFormerRunner::Candle(_)) && note.is_none());
+    let err = QFormerRunner::open(qf(), Some("cuda:x"), StoragePrecision::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("invalid device \"cuda:x\""), "{err}");
+    let (r, note) = QFormerRunner::open(qf(), None, StoragePrecision::F32).unwrap();
+    match DeviceSpec::Cuda(0).open() {
+        Err(cuda_err) => {
+            // No usable device here: auto runs candle on the CPU and says why, once.
+            assert!(matches!(r, QFormerRunner::Candle(_)));
+            let note = note.expect("auto must say why it fell back");
+            assert!(note.starts_with("no CUDA device: "), "{note}");
+            assert!(note.ends_with("; running on the CPU"), "{note}");
+            assert!(note.contains(&cuda_err.to_string()), "{note}");
+            let err = QFormerRunner::open(qf(), Some("cuda"), StoragePrecision::F32)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.starts_with("kernels: CUDA device 0 unavailable: "),
+                "{err}"
+            );
+        }
+        Ok(_) => {
+            assert!(matches!(r, QFormerRunner::KernelsF32(_)));
+            assert!(note.is_none());
+        }
+    }
+}
+
+#[test]
+fn cuda_matches_candle_when_a_device_is_present() {
+    let be = match DeviceSpec::Cuda(0).open() {
+        Ok(be) => be,
+        Err(e) => {
+            eprintln!("SKIP cuda_matches_candle_when_a_device_is_present: {e}");
+            return;
+        }
+    };
+    let (c, t) = fixture_cases::<f32>(&be);
+    assert!(
+        c <= 1e-4 && t <= 1e-4,
+        "cuda f32: vs candle {c}, vs PyTorch {t}"
+    );
+    let (c, t) = fixture_cases::<half::f16>(&be);
+    assert!(
+        c <= 1e-2 && t <= 1e-2,
+        "cuda f16: vs candle {c}, vs PyTorch {t}"
+    );
+    // bf16 keeps 8 mantissa bits: on an H100 the past_window case measured 1.08e-2 (the
+    // kernels' CPU reference in bf16: 8.3e-3), so 1e-2 is not met there; 2e-2 bounds it.
+    let (c, t) = fixture_cases::<half::bf16>(&be);
+    assert!(
+        c <= 2e-2 && t <= 2e-2,
+        "cuda bf16: vs candle {c}, vs PyTorch {t}"
+    );
+    let (e, _) = stream_vs_candle(tiny_cfg(), 5, 2, &be);
+    assert!(e <= 1e-4, "cuda streaming rel err {e}");
+}
