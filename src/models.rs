@@ -15,7 +15,7 @@ use sensorium_models::distill::{
     WhisperAudioFeatures,
 };
 use sensorium_models::llm::{Answerer, LlmConfig, LlmError};
-use sensorium_models::qformer::{QFormer, QFormerConfig};
+use sensorium_models::qformer::{QFormer, QFormerConfig, QFormerRunner, StoragePrecision};
 use sensorium_models::stage::{AvFrameEncoder, QFormerWindowModel};
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::{audio::AudioEncoder, vision::VisionEncoder};
@@ -317,7 +317,7 @@ fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> anyhow::Error 
     anyhow!("{what} '{}': {e}", dir.display())
 }
 
-/// Loads every configured model (CPU). Errors name the file and, for checkpoints, the tensor.
+/// Loads every configured model (encoders and LLM on the CPU; the Q-Former on `engine.device`). Errors name the file and, for checkpoints, the tensor.
 pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
     let dev = Device::Cpu;
     let m = setup.models.clone().unwrap_or_default();
@@ -399,10 +399,25 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
         (audio.is_some() || vision.is_some()).then(|| AvFrameEncoder::new(audio, vision, mode));
     Ok(Loaded {
         encoder,
-        qformer: qformer.map(|q| QFormerWindowModel::new(Arc::new(q), None)),
+        qformer: qformer
+            .map(|q| open_qformer(q, &config.engine.device))
+            .transpose()?,
         answerer,
         distill,
     })
+}
+
+/// Puts the Q-Former on `[engine] device` / `--device`: our CUDA kernels (weights and caches
+/// resident on the GPU) or candle on the CPU. `auto` without a usable GPU says so once.
+fn open_qformer(q: QFormer, device: &str) -> anyhow::Result<QFormerWindowModel> {
+    let (runner, note) = QFormerRunner::open(q, Some(device), StoragePrecision::F32)
+        .map_err(|e| anyhow!("engine.device '{device}': {e}"))?;
+    if let Some(note) = note {
+        eprintln!("sensorium: {note}");
+    }
+    let model = QFormerWindowModel::with_runner(runner, None);
+    eprintln!("sensorium: Q-Former on {}", model.device());
+    Ok(model)
 }
 
 /// The Q-Former checkpoint must fit the configured encoders and LLM.

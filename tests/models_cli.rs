@@ -483,3 +483,43 @@ fn qformer_checkpoint_that_does_not_fit_the_encoders_exits_4() {
     );
     assert!(err.contains("d_model (32)"), "{err}");
 }
+
+#[test]
+fn device_choice_for_the_qformer_is_reported_and_cuda_without_a_gpu_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sensorium"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["run", "--config", "pipelines/configs/models.toml"])
+            .args(["--device", device, "--output"])
+            .arg(dir.path().join(format!("{device}.jsonl")))
+            .output()
+            .unwrap()
+    };
+    let cpu = run("cpu");
+    assert_eq!(cpu.status.code(), Some(0), "{}", text(&cpu.stderr));
+    assert!(text(&cpu.stderr).contains("Q-Former on cpu (candle)"));
+    assert!(!text(&cpu.stderr).contains("no CUDA device"));
+
+    let auto = run("auto");
+    assert_eq!(auto.status.code(), Some(0), "{}", text(&auto.stderr));
+    let err = text(&auto.stderr);
+    let cuda = run("cuda");
+    if err.contains("no CUDA device") {
+        // No usable GPU: `auto` says why exactly once and runs on the CPU; `cuda` is refused
+        // with one line naming the setting, as a model error.
+        assert_eq!(err.matches("no CUDA device").count(), 1, "{err}");
+        assert!(err.contains("Q-Former on cpu (candle)"), "{err}");
+        assert_eq!(cuda.status.code(), Some(4), "{}", text(&cuda.stderr));
+        let e = text(&cuda.stderr);
+        assert!(e.contains("engine.device 'cuda'"), "{e}");
+        assert!(
+            !dir.path().join("cuda.jsonl").exists()
+                || lines(&dir.path().join("cuda.jsonl")).is_empty()
+        );
+    } else {
+        // A GPU is here: both pick our CUDA kernels.
+        assert!(err.contains("Q-Former on cuda"), "{err}");
+        assert_eq!(cuda.status.code(), Some(0), "{}", text(&cuda.stderr));
+    }
+}

@@ -16,7 +16,7 @@ use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
 
 use crate::audio::AudioEncoder;
 use crate::error::Result;
-use crate::qformer::{FrameInput, QFormer, QFormerStream, StreamFrame, WindowKv};
+use crate::qformer::{FrameInput, QFormer, QFormerRunner, RunnerStream, RunnerWindow, StreamFrame};
 use crate::tokens::{self, SlotMode};
 use crate::vision::VisionEncoder;
 
@@ -144,22 +144,35 @@ impl<F: Fn(AvTokens) + Send + Sync> AvTokenSink for F {
     }
 }
 
-/// The causal Q-Former as a window stage, with one incremental cache per stream.
+/// The causal Q-Former as a window stage, with one incremental cache per stream. It runs on
+/// whatever device its [`QFormerRunner`] was opened on (candle on the CPU, or our CUDA kernels
+/// with weights and caches resident on the GPU).
 pub struct QFormerWindowModel {
     name: String,
-    qformer: Arc<QFormer>,
-    streams: HashMap<StreamId, QFormerStream>,
+    qformer: QFormerRunner,
+    streams: HashMap<StreamId, RunnerStream>,
     sink: Option<Arc<dyn AvTokenSink>>,
 }
 
 impl QFormerWindowModel {
-    pub fn new(qformer: Arc<QFormer>, sink: Option<Arc<dyn AvTokenSink>>) -> Self {
+    /// On the CPU (candle).
+    pub fn new(qformer: QFormer, sink: Option<Arc<dyn AvTokenSink>>) -> Self {
+        Self::with_runner(QFormerRunner::Candle(Box::new(qformer)), sink)
+    }
+
+    /// On the device `runner` was opened for (see [`QFormerRunner::open`]).
+    pub fn with_runner(runner: QFormerRunner, sink: Option<Arc<dyn AvTokenSink>>) -> Self {
         Self {
             name: "qformer".into(),
-            qformer,
+            qformer: runner,
             streams: HashMap::new(),
             sink,
         }
+    }
+
+    /// Where the Q-Former runs, e.g. `cpu (candle)`.
+    pub fn device(&self) -> String {
+        self.qformer.describe()
     }
 
     /// Number of streams with cached state.
@@ -206,11 +219,15 @@ impl QFormerWindowModel {
     pub fn run(&mut self, windows: &[&Window]) -> std::result::Result<Tensor, StageError> {
         let err = |e: crate::error::ModelError| StageError::new("qformer", e);
         let start = Instant::now();
-        let mut kvs: Vec<WindowKv> = Vec::with_capacity(windows.len());
+        let mut kvs: Vec<RunnerWindow> = Vec::with_capacity(windows.len());
         for w in windows {
             let frames = self.frames_of(w)?;
-            let st = self.streams.entry(w.stream.clone()).or_default();
-            kvs.push(st.window(&self.qformer, &frames).map_err(|e| {
+            let qformer = &self.qformer;
+            let st = self
+                .streams
+                .entry(w.stream.clone())
+                .or_insert_with(|| qformer.new_stream());
+            kvs.push(qformer.window(st, &frames).map_err(|e| {
                 StageError::new(
                     "qformer",
                     format!("stream {} window {}: {e}", w.stream, w.index),
