@@ -2,8 +2,6 @@
 //! directions and both slot contexts, and incremental streaming against full recomputation
 //! over many slides. Relative error is `max|a - b| / max|b|` (`ops::max_rel_err`).
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor};
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{
@@ -11,31 +9,8 @@ use sensorium_models::qformer::{
     SlotContext, StreamFrame,
 };
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qformer")
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-struct Fixture {
-    io: std::collections::HashMap<String, Tensor>,
-    frames: Vec<FrameInput>,
-}
-
-fn fixture() -> Fixture {
-    let io = candle_core::safetensors::load(dir().join("io.safetensors"), &Device::Cpu).unwrap();
-    let ha = flat(&io["has_audio"]);
-    let hv = flat(&io["has_video"]);
-    let frames = (0..9)
-        .map(|i| FrameInput {
-            audio: (ha[i] > 0.5).then(|| io["audio"].get(i).unwrap()),
-            visual: (hv[i] > 0.5).then(|| io["visual"].get(i).unwrap()),
-        })
-        .collect();
-    Fixture { io, frames }
-}
+mod qformer_common;
+use qformer_common::{dir, fixture, flat, Fixture};
 
 fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &str, tol: f32) {
     let e = max_rel_err(

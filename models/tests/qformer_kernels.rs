@@ -4,8 +4,6 @@
 //! present (f32 within 1e-4, f16 within 1e-2, bf16 within 2e-2; prints SKIP otherwise). Also `--device`
 //! parsing and the `auto` fallback message.
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor};
 use sensorium_kernels::{Backend, DeviceSpec, Elem};
 use sensorium_models::ops::max_rel_err;
@@ -14,31 +12,8 @@ use sensorium_models::qformer::{
     QFormerRunner, QFormerStream, SlotContext, StoragePrecision, StreamFrame,
 };
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qformer")
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-struct Fixture {
-    io: std::collections::HashMap<String, Tensor>,
-    frames: Vec<FrameInput>,
-}
-
-fn fixture() -> Fixture {
-    let io = candle_core::safetensors::load(dir().join("io.safetensors"), &Device::Cpu).unwrap();
-    let ha = flat(&io["has_audio"]);
-    let hv = flat(&io["has_video"]);
-    let frames = (0..9)
-        .map(|i| FrameInput {
-            audio: (ha[i] > 0.5).then(|| io["audio"].get(i).unwrap()),
-            visual: (hv[i] > 0.5).then(|| io["visual"].get(i).unwrap()),
-        })
-        .collect();
-    Fixture { io, frames }
-}
+mod qformer_common;
+use qformer_common::{dir, fixture, flat, Fixture};
 
 const CASES: [(&str, usize, MaskDirection, SlotContext); 4] = [
     ("past_window", 5, MaskDirection::Past, SlotContext::Window),
