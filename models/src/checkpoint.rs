@@ -229,3 +229,37 @@ impl LayerNorm {
         crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
+
+/// Bidirectional multi-head self-attention with HF's `q_proj`/`k_proj`/`v_proj`/`out_proj`
+/// names, shared by the Whisper encoder and the CLIP/SigLIP towers (which differ only in
+/// whether `k_proj` has a bias).
+#[derive(Debug)]
+pub struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl SelfAttention {
+    pub fn new(vb: &Weights, dim: usize, heads: usize, k_bias: bool) -> Result<Self> {
+        Ok(Self {
+            q_proj: vb.linear(dim, dim, true, "q_proj")?,
+            k_proj: vb.linear(dim, dim, k_bias, "k_proj")?,
+            v_proj: vb.linear(dim, dim, true, "v_proj")?,
+            out_proj: vb.linear(dim, dim, true, "out_proj")?,
+            heads,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use crate::ops;
+        let q = ops::split_heads(&self.q_proj.forward(x)?, self.heads)?;
+        let k = ops::split_heads(&self.k_proj.forward(x)?, self.heads)?;
+        let v = ops::split_heads(&self.v_proj.forward(x)?, self.heads)?;
+        let dh = q.dim(3)?;
+        let o = ops::attention(&q, &k, &v, None, 1.0 / (dh as f64).sqrt())?;
+        self.out_proj.forward(&ops::merge_heads(&o)?)
+    }
+}

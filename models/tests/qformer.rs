@@ -5,12 +5,12 @@
 use candle_core::{Device, Tensor};
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{
-    model::random_tensors, FrameInput, MaskDirection, QFormer, QFormerConfig, QFormerStream,
-    SlotContext, StreamFrame,
+    model::random_tensors, FrameInput, QFormer, QFormerConfig, QFormerStream, SlotContext,
+    StreamFrame,
 };
 
 mod qformer_common;
-use qformer_common::{dir, fixture, flat, Fixture};
+use qformer_common::{dir, fixture, flat, Fixture, CASES};
 
 fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &str, tol: f32) {
     let e = max_rel_err(
@@ -31,27 +31,7 @@ fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &st
 fn matches_pytorch_reference_all_mask_modes() {
     let fx = fixture();
     let mut qf = QFormer::load(&dir(), &Device::Cpu).unwrap();
-    for (case, used, mask, ctx) in [
-        ("past_window", 5, MaskDirection::Past, SlotContext::Window),
-        (
-            "future_window",
-            5,
-            MaskDirection::Future,
-            SlotContext::Window,
-        ),
-        (
-            "past_lookback",
-            9,
-            MaskDirection::Past,
-            SlotContext::Lookback,
-        ),
-        (
-            "past_lookback_pad",
-            9,
-            MaskDirection::Past,
-            SlotContext::Lookback,
-        ),
-    ] {
+    for (case, used, mask, ctx) in CASES {
         qf.cfg.mask = mask;
         qf.cfg.context = ctx;
         let valid: Vec<bool> = flat(&fx.io[&format!("{case}.valid")])

@@ -13,29 +13,7 @@ use sensorium_models::qformer::{
 };
 
 mod qformer_common;
-use qformer_common::{dir, fixture, flat, Fixture};
-
-const CASES: [(&str, usize, MaskDirection, SlotContext); 4] = [
-    ("past_window", 5, MaskDirection::Past, SlotContext::Window),
-    (
-        "future_window",
-        5,
-        MaskDirection::Future,
-        SlotContext::Window,
-    ),
-    (
-        "past_lookback",
-        9,
-        MaskDirection::Past,
-        SlotContext::Lookback,
-    ),
-    (
-        "past_lookback_pad",
-        9,
-        MaskDirection::Past,
-        SlotContext::Lookback,
-    ),
-];
+use qformer_common::{dir, fixture, flat, Fixture, CASES};
 
 fn rel(a: &QFormerOutput, b: &QFormerOutput) -> f32 {
     max_rel_err(&flat(&a.hidden), &flat(&b.hidden), 1e-6).max(max_rel_err(

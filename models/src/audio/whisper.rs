@@ -13,9 +13,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::checkpoint::{self, LayerNorm, Linear, Weights};
+use crate::checkpoint::{self, LayerNorm, Linear, SelfAttention, Weights};
 use crate::error::{ModelError, Result};
-use crate::ops::{self, Activation};
+use crate::ops::Activation;
 
 /// The encoder fields of HF `WhisperConfig` (`config.json` keys).
 #[derive(Clone, Debug, Deserialize)]
@@ -36,42 +36,10 @@ fn default_act() -> String {
 
 const LN_EPS: f64 = 1e-5;
 
-/// `WhisperAttention` without cache (encoder self-attention).
-#[derive(Debug)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn new(cfg: &WhisperConfig, vb: &Weights) -> Result<Self> {
-        let d = cfg.d_model;
-        Ok(Self {
-            q_proj: vb.linear(d, d, true, "q_proj")?,
-            k_proj: vb.linear(d, d, false, "k_proj")?,
-            v_proj: vb.linear(d, d, true, "v_proj")?,
-            out_proj: vb.linear(d, d, true, "out_proj")?,
-            heads: cfg.encoder_attention_heads,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let q = ops::split_heads(&self.q_proj.forward(x)?, self.heads)?;
-        let k = ops::split_heads(&self.k_proj.forward(x)?, self.heads)?;
-        let v = ops::split_heads(&self.v_proj.forward(x)?, self.heads)?;
-        let dh = q.dim(3)?;
-        let o = ops::attention(&q, &k, &v, None, 1.0 / (dh as f64).sqrt())?;
-        self.out_proj.forward(&ops::merge_heads(&o)?)
-    }
-}
-
 /// `WhisperEncoderLayer` (pre-LN).
 #[derive(Debug)]
 struct EncoderLayer {
-    self_attn: Attention,
+    self_attn: SelfAttention,
     self_attn_layer_norm: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -83,7 +51,12 @@ impl EncoderLayer {
     fn new(cfg: &WhisperConfig, act: Activation, vb: &Weights) -> Result<Self> {
         let d = cfg.d_model;
         Ok(Self {
-            self_attn: Attention::new(cfg, &vb.pp("self_attn"))?,
+            self_attn: SelfAttention::new(
+                &vb.pp("self_attn"),
+                cfg.d_model,
+                cfg.encoder_attention_heads,
+                false,
+            )?,
             self_attn_layer_norm: vb.layer_norm(d, LN_EPS, "self_attn_layer_norm")?,
             fc1: vb.linear(d, cfg.encoder_ffn_dim, true, "fc1")?,
             fc2: vb.linear(cfg.encoder_ffn_dim, d, true, "fc2")?,

@@ -9,48 +9,17 @@
 
 use candle_core::Tensor;
 
-use crate::checkpoint::{LayerNorm, Linear, Weights};
+use crate::checkpoint::{LayerNorm, Linear, SelfAttention, Weights};
 use crate::error::Result;
-use crate::ops::{self, Activation};
+use crate::ops::Activation;
 
 use super::{Family, VisionConfig};
-
-#[derive(Debug)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn new(cfg: &VisionConfig, vb: &Weights) -> Result<Self> {
-        let d = cfg.hidden_size;
-        Ok(Self {
-            q_proj: vb.linear(d, d, true, "q_proj")?,
-            k_proj: vb.linear(d, d, true, "k_proj")?,
-            v_proj: vb.linear(d, d, true, "v_proj")?,
-            out_proj: vb.linear(d, d, true, "out_proj")?,
-            heads: cfg.num_attention_heads,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let q = ops::split_heads(&self.q_proj.forward(x)?, self.heads)?;
-        let k = ops::split_heads(&self.k_proj.forward(x)?, self.heads)?;
-        let v = ops::split_heads(&self.v_proj.forward(x)?, self.heads)?;
-        let dh = q.dim(3)?;
-        let o = ops::attention(&q, &k, &v, None, 1.0 / (dh as f64).sqrt())?;
-        self.out_proj.forward(&ops::merge_heads(&o)?)
-    }
-}
 
 /// `CLIPEncoderLayer` / `SiglipEncoderLayer` (identical structure and names).
 #[derive(Debug)]
 struct EncoderLayer {
     layer_norm1: LayerNorm,
-    self_attn: Attention,
+    self_attn: SelfAttention,
     layer_norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -63,7 +32,12 @@ impl EncoderLayer {
         let eps = cfg.layer_norm_eps;
         Ok(Self {
             layer_norm1: vb.layer_norm(d, eps, "layer_norm1")?,
-            self_attn: Attention::new(cfg, &vb.pp("self_attn"))?,
+            self_attn: SelfAttention::new(
+                &vb.pp("self_attn"),
+                cfg.hidden_size,
+                cfg.num_attention_heads,
+                true,
+            )?,
             layer_norm2: vb.layer_norm(d, eps, "layer_norm2")?,
             fc1: vb.linear(d, cfg.intermediate_size, true, "mlp.fc1")?,
             fc2: vb.linear(cfg.intermediate_size, d, true, "mlp.fc2")?,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use sensorium_models::qformer::FrameInput;
+use sensorium_models::qformer::{FrameInput, MaskDirection, SlotContext};
 
 /// The fixture directory (weights in our safetensors layout + `io.safetensors`).
 pub fn dir() -> PathBuf {
@@ -34,3 +34,26 @@ pub fn fixture() -> Fixture {
         .collect();
     Fixture { io, frames }
 }
+
+/// The reference cases: (name, frames used, mask direction, slot context).
+pub const CASES: [(&str, usize, MaskDirection, SlotContext); 4] = [
+    ("past_window", 5, MaskDirection::Past, SlotContext::Window),
+    (
+        "future_window",
+        5,
+        MaskDirection::Future,
+        SlotContext::Window,
+    ),
+    (
+        "past_lookback",
+        9,
+        MaskDirection::Past,
+        SlotContext::Lookback,
+    ),
+    (
+        "past_lookback_pad",
+        9,
+        MaskDirection::Past,
+        SlotContext::Lookback,
+    ),
+];
