@@ -39,7 +39,7 @@ nvrtc:
 		|| echo "warning: could not install nvidia-cuda-nvrtc; the NVRTC compile check will be skipped"
 
 test: deps nvrtc
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window

@@ -1,7 +1,8 @@
 //! RTSP end to end: the engine runtime with the real GStreamer source factory against an
 //! in-process RTSP server (127.0.0.1, free port) serving H.264 + Opus. The server is stopped
 //! and started again on the same port mid-stream: windows resume after the reconnect, with
-//! strictly increasing, non-overlapping times. An unreachable camera through the binary
+//! strictly increasing, non-overlapping times. A camera that goes silent without closing
+//! the connection is reconnected after `stall_ms`. An unreachable camera through the binary
 //! gives up after its attempts with exit 3 and one line naming the URL.
 
 mod common;
@@ -98,6 +99,59 @@ fn windows_resume_after_the_server_restarts() {
     assert!(
         full_after >= 2,
         "windows with all 5 pictures after the reconnect: {full_after}"
+    );
+}
+
+#[test]
+fn a_silent_camera_is_reconnected_after_stall_ms() {
+    let server = RtspServer::start(0);
+    let config: Config = toml::from_str(&format!(
+        "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
+         [[stream]]\nname = \"cam\"\n\
+         [stream.source]\nkind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
+         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nstall_ms = 1000\n",
+        server.url()
+    ))
+    .expect("config");
+    let sink = MemorySink::default();
+    let runtime =
+        Runtime::new(config, Arc::new(GstSourceFactory::new())).with_sink(Box::new(sink.clone()));
+    let stop = runtime.shutdown_token();
+    let run = std::thread::spawn(move || runtime.run());
+    let deadline = Instant::now() + HANG_GUARD;
+
+    wait_for_windows(&sink, 2, deadline);
+    // The camera keeps the session open but sends nothing for 3 s: without the watchdog the
+    // data would simply resume in the same session (no discontinuity).
+    server.stall_for(std::time::Duration::from_secs(3));
+    let before = sink.records.lock().len();
+    wait_for_windows(&sink, before + 4, deadline);
+    stop.trigger();
+    let report = run.join().expect("runtime thread").expect("runtime");
+    drop(server);
+
+    let r = report.stream("cam").expect("stream report");
+    assert_eq!(r.end, StreamEnd::Stopped, "{r:?}");
+    assert_eq!(
+        r.sync.discontinuities, 1,
+        "the stall ended the session once: {r:?}"
+    );
+    let lines = sink.records.lock().clone();
+    for p in lines.windows(2) {
+        assert!(
+            u(&p[1]["t_start"]) >= u(&p[0]["t_end"]),
+            "windows overlap or go back: {} then {}",
+            p[0],
+            p[1]
+        );
+    }
+    let full_after = lines[before..]
+        .iter()
+        .filter(|w| u(&w["frames"]) == 5 && bools(&w["has_video"]).iter().all(|v| *v))
+        .count();
+    assert!(
+        full_after >= 2,
+        "full windows after the stall: {full_after}"
     );
 }
 

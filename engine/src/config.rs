@@ -277,6 +277,10 @@ pub struct ReconnectConfig {
     pub max_ms: u64,
     /// Give up after this many consecutive failed attempts; `None`: never.
     pub max_attempts: Option<u32>,
+    /// A connected camera that delivers nothing for this long is treated as lost and
+    /// reconnected (a camera that stops sending without closing the connection posts no
+    /// error).
+    pub stall_ms: u64,
 }
 
 impl Default for ReconnectConfig {
@@ -286,6 +290,7 @@ impl Default for ReconnectConfig {
             initial_ms: 500,
             max_ms: 30_000,
             max_attempts: None,
+            stall_ms: 10_000,
         }
     }
 }

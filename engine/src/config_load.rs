@@ -326,6 +326,12 @@ fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
                     ),
                 ));
             }
+            if r.reconnect.stall_ms < 100 {
+                return Err((
+                    "reconnect.stall_ms",
+                    format!("must be >= 100, got {}", r.reconnect.stall_ms),
+                ));
+            }
             if !r.video && !r.audio {
                 return Err(("video", "a stream needs video or audio".into()));
             }

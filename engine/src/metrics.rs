@@ -57,6 +57,7 @@ const BUCKETS: [f64; 14] = [
 
 /// Starts the Prometheus exporter (HTTP, `GET /metrics`) on `listen` (`host:port`, or a
 /// port alone for 127.0.0.1) and installs it as the global recorder. Once per process.
+/// Returns the address it listens on (port 0 asks for any free port).
 pub fn install_prometheus(listen: &str) -> Result<SocketAddr, MetricsError> {
     let addr = crate::config_load::parse_listen(listen).map_err(MetricsError::Address)?;
     let install_err = |e: &dyn std::fmt::Display| MetricsError::Install {
@@ -64,8 +65,12 @@ pub fn install_prometheus(listen: &str) -> Result<SocketAddr, MetricsError> {
         message: e.to_string(),
     };
     // Bind first so that a taken port is reported here rather than inside the exporter's
-    // background thread, where it would only be logged.
-    drop(std::net::TcpListener::bind(addr).map_err(|e| install_err(&e))?);
+    // background thread, where it would only be logged; port 0 resolves to the free port
+    // the system picks, which is what the caller gets back (and prints).
+    let addr = {
+        let probe = std::net::TcpListener::bind(addr).map_err(|e| install_err(&e))?;
+        probe.local_addr().map_err(|e| install_err(&e))?
+    };
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&BUCKETS)

@@ -49,6 +49,12 @@
 //!   through these caps, with `has_audio`/`has_video` false for what is missing.
 //! * **Discontinuity / EOS.** Everything buffered is emitted (partial last frame padded with
 //!   zeros) and the segment ends; after a discontinuity the next data anchors a new grid.
+//!   Time never runs backwards across segments: the flushed last frame ends on the old grid
+//!   (possibly after the last data, its tail padded), and a new segment whose first data
+//!   starts before that end is shifted later by the difference: every timestamp of the
+//!   segment moves by the same amount (counted in [`SyncStats::segment_shift_ns`]), so
+//!   nothing of it is lost and frames never overlap. A segment's grid never starts before
+//!   the previous segment's last frame ended.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,6 +137,9 @@ pub struct SyncStats {
     /// Frames forced out because a chunk would have overflowed the ring.
     pub overflow_frames: u64,
     pub discontinuities: u64,
+    /// Total time (ns) by which segments were shifted later so as not to start before the
+    /// end of the previous segment's last frame.
+    pub segment_shift_ns: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -171,6 +180,10 @@ pub struct Synchroniser {
     audio_mark: Option<u64>,
     /// Audio samples waiting in `pending` for the anchor.
     pending_samples: usize,
+    /// End (running time) of the latest frame emitted: no later segment starts before it.
+    floor: u64,
+    /// Added to every timestamp of the current segment; `None` until its first data.
+    shift: Option<u64>,
     stats: SyncStats,
 }
 
@@ -204,6 +217,8 @@ impl Synchroniser {
             video_mark: None,
             audio_mark: None,
             pending_samples: 0,
+            floor: 0,
+            shift: None,
             stats: SyncStats::default(),
         }
     }
@@ -236,8 +251,9 @@ impl Synchroniser {
         false
     }
 
-    pub fn push_video(&mut self, frame: VideoFrame, out: &mut Vec<SyncedFrame>) {
+    pub fn push_video(&mut self, mut frame: VideoFrame, out: &mut Vec<SyncedFrame>) {
         self.stats.video_in += 1;
+        frame.pts = self.segment_time(frame.pts);
         self.raise_watermark(frame.pts);
         self.video_mark = Some(self.video_mark.map_or(frame.pts, |m| m.max(frame.pts)));
         if self.t0.is_none() {
@@ -278,8 +294,9 @@ impl Synchroniser {
         }
     }
 
-    pub fn push_audio(&mut self, chunk: AudioChunk, out: &mut Vec<SyncedFrame>) {
+    pub fn push_audio(&mut self, mut chunk: AudioChunk, out: &mut Vec<SyncedFrame>) {
         self.stats.audio_samples_in += chunk.samples.len() as u64;
+        chunk.pts = self.segment_time(chunk.pts);
         let end = chunk.pts + (chunk.samples.len() as f64 * NS / AUDIO_RATE as f64) as u64;
         self.raise_watermark(end);
         self.audio_mark = Some(self.audio_mark.map_or(end, |m| m.max(end)));
@@ -289,6 +306,17 @@ impl Synchroniser {
         }
         self.place_audio(&chunk, out);
         self.drain(out, false);
+    }
+
+    /// Maps a source timestamp into the current segment: the segment's first data fixes the
+    /// shift that keeps it from starting before the previous segment's last frame ended.
+    fn segment_time(&mut self, pts: u64) -> u64 {
+        let shift = *self.shift.get_or_insert_with(|| {
+            let shift = self.floor.saturating_sub(pts);
+            self.stats.segment_shift_ns += shift;
+            shift
+        });
+        pts.saturating_add(shift)
     }
 
     /// The latest running time seen (end of an audio chunk, or a video pts), if any.
@@ -342,6 +370,7 @@ impl Synchroniser {
         self.watermark = None;
         self.video_mark = None;
         self.audio_mark = None;
+        self.shift = None;
         self.reset_buffers();
     }
 
@@ -386,7 +415,9 @@ impl Synchroniser {
 
     /// Starts a segment at `t0` and replays what was waiting for it.
     fn anchor(&mut self, t0: u64, out: &mut Vec<SyncedFrame>) {
-        self.t0 = Some(t0);
+        // Data of this segment that still lies before the floor (it arrived after the data
+        // that fixed the shift, with an earlier timestamp) is trimmed as late.
+        self.t0 = Some(t0.max(self.floor));
         self.seg_base = self.next_index;
         self.reset_buffers();
         self.pending_min = None;
@@ -577,6 +608,7 @@ impl Synchroniser {
         self.captures.retain(|&(_, e, _)| e > hi);
 
         let t = self.frame_time(slot);
+        self.floor = self.floor.max(self.frame_time(slot + 1));
         let frame = SyncedFrame {
             stream: self.stream.clone(),
             index: self.next_index,
@@ -633,6 +665,37 @@ mod tests {
         assert_eq!(out[0].audio.len(), 8000);
         assert_eq!(out[0].audio[7999], 7999.0);
         assert!(out[0].has_video && out[0].has_audio);
+    }
+
+    #[test]
+    fn segment_after_a_discontinuity_never_starts_before_the_last_frame_ended() {
+        let mut s = sync(true, true);
+        let mut out = Vec::new();
+        // Segment 1: frame 0 complete, frame 1 has only 0.1 s of audio when the source
+        // reconnects; the flush pads frame 1 to its grid end, 1.0 s.
+        s.push_video(video(0), &mut out);
+        s.push_video(video(500_000_000), &mut out);
+        s.push_audio(chunk(0, 0, 9600), &mut out);
+        s.discontinuity(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].t, out[1].duration), (500_000_000, 500_000_000));
+        // Segment 2 is re-based by the source right after the last data, 0.6 s: it is
+        // shifted to 1.0 s whole, nothing of it lost.
+        s.push_video(video(600_000_000), &mut out);
+        s.push_audio(chunk(600_000_000, 50_000, 8000), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].t, 1_000_000_000);
+        assert!(out[2].has_video && out[2].has_audio);
+        assert_eq!(out[2].audio[0], 50_000.0);
+        assert_eq!(out[2].audio[7999], 57_999.0);
+        assert_eq!(s.stats().segment_shift_ns, 400_000_000);
+        assert_eq!(s.stats().late_audio_samples, 0);
+        // Segment 3 starts after the floor: no shift.
+        s.discontinuity(&mut out);
+        s.push_video(video(2_000_000_000), &mut out);
+        s.push_audio(chunk(2_000_000_000, 0, 8000), &mut out);
+        assert_eq!(out.last().map(|f| f.t), Some(2_000_000_000));
+        assert_eq!(s.stats().segment_shift_ns, 400_000_000);
     }
 
     #[test]

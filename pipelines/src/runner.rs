@@ -26,10 +26,6 @@ const BUS_POLL: Duration = Duration::from_millis(250);
 /// truncated (containers round durations; the last frame's slot may be cut by `videorate`).
 const TRUNCATION_SLACK: Duration = Duration::from_secs(1);
 
-/// A reconnecting source that produced nothing for this long is treated as disconnected
-/// (a camera that stops sending without closing the connection never posts an error).
-pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Builds one session's pipeline, wired to the emitter; called again for each reconnect.
 pub(crate) type BuildFn =
     Box<dyn FnMut(&Arc<Emitter>) -> Result<gst::Pipeline, PipelineError> + Send>;
@@ -242,7 +238,7 @@ impl Run {
             Outcome::Stopped => return None,
             Outcome::Eos => "end of stream".to_string(),
             Outcome::Error(e) => e.to_string(),
-            Outcome::Stalled => format!("no data for {} s", STALL_TIMEOUT.as_secs()),
+            Outcome::Stalled => format!("no data for {} ms", cfg.stall_ms),
         };
         let mut had_data = self.emitter.session_samples() > 0;
         if !cfg.enabled {
@@ -315,7 +311,11 @@ impl Run {
                 message: "pipeline has no bus".into(),
             });
         };
-        let watchdog = matches!(self.spec.on_end, OnEnd::Reconnect(_));
+        // A reconnecting source that produces nothing for `stall_ms` is treated as lost.
+        let watchdog = match &self.spec.on_end {
+            OnEnd::Reconnect(cfg) => Some(Duration::from_millis(cfg.stall_ms)),
+            _ => None,
+        };
         loop {
             if self.stop.is_set() {
                 return Outcome::Stopped;
@@ -337,7 +337,7 @@ impl Run {
                     _ => {}
                 }
             }
-            if watchdog && self.emitter.idle_for() > STALL_TIMEOUT {
+            if watchdog.is_some_and(|stall| self.emitter.idle_for() > stall) {
                 return Outcome::Stalled;
             }
         }
@@ -405,6 +405,7 @@ mod tests {
             initial_ms: 100,
             max_ms: 1000,
             max_attempts: None,
+            ..ReconnectConfig::default()
         };
         let ms: Vec<u128> = (0..7).map(|f| backoff(&cfg, f).as_millis()).collect();
         assert_eq!(ms, vec![100, 100, 200, 400, 800, 1000, 1000]);

@@ -6,7 +6,9 @@
 //! loudly, not look like a product error).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::glib;
@@ -104,7 +106,8 @@ pub fn closed_port() -> u16 {
 /// A test RTSP server on 127.0.0.1 serving live H.264 video (ball, 160x120, 10 fps) + Opus
 /// audio (440 Hz) at `/cam`, on its own main loop and thread. Dropping it (or
 /// [`RtspServer::stop`]) disconnects every client and closes the listening socket, so a new
-/// server can take the same port.
+/// server can take the same port. [`RtspServer::stall_for`] makes the camera go silent
+/// without closing the connection.
 pub struct RtspServer {
     server: rtsp_server::RTSPServer,
     main_loop: glib::MainLoop,
@@ -112,6 +115,8 @@ pub struct RtspServer {
     source: Option<glib::SourceId>,
     thread: Option<JoinHandle<()>>,
     port: u16,
+    /// The media being served (the latest one configured), for `stall_for`.
+    media: Arc<Mutex<Option<gst::Element>>>,
 }
 
 impl RtspServer {
@@ -128,11 +133,17 @@ impl RtspServer {
             "( videotestsrc is-live=true pattern=ball \
                ! video/x-raw,width=160,height=120,framerate=10/1 \
                ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=5 \
-               ! rtph264pay name=pay0 pt=96 \
+               ! valve name=vgate ! rtph264pay name=pay0 pt=96 \
                audiotestsrc is-live=true wave=sine freq=440 \
-               ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay name=pay1 pt=97 )",
+               ! audio/x-raw,rate=48000,channels=1 ! opusenc \
+               ! valve name=agate ! rtpopuspay name=pay1 pt=97 )",
         );
         factory.set_shared(true);
+        let media = Arc::new(Mutex::new(None));
+        let m = media.clone();
+        factory.connect_media_configure(move |_, configured| {
+            *m.lock().unwrap() = Some(configured.element());
+        });
         server
             .mount_points()
             .expect("mount points")
@@ -151,7 +162,33 @@ impl RtspServer {
             source: Some(source),
             thread: Some(thread),
             port,
+            media,
         }
+    }
+
+    /// The camera stops sending for `d` (the RTP session stays up, nothing is closed), then
+    /// sends again; returns at once. Panics when no client has connected yet.
+    pub fn stall_for(&self, d: Duration) {
+        let media = self
+            .media
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a client is connected");
+        let bin = media.downcast::<gst::Bin>().expect("the media is a bin");
+        let gates: Vec<gst::Element> = ["vgate", "agate"]
+            .iter()
+            .map(|n| bin.by_name(n).expect("valve in the served pipeline"))
+            .collect();
+        for g in &gates {
+            g.set_property("drop", true);
+        }
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            for g in &gates {
+                g.set_property("drop", false);
+            }
+        });
     }
 
     pub fn port(&self) -> u16 {
