@@ -11,10 +11,11 @@ use sensorium_models::distill::synth::SynthSpec;
 use sensorium_models::distill::{DistillConfig, DistillError, Selection};
 use sensorium_models::stack::ModelStack;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSource, UriSource};
 use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
+use sensorium_engine::config::{SyntheticPattern, SyntheticSource};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, Shutdown, StreamEnd};
 
 use crate::answers::Answers;
@@ -134,8 +135,9 @@ struct Input {
     /// Config file (TOML).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// One source instead of a config: a file path, file://, rtsp://, any URI, or `test:`
-    /// (`test:PATTERN` picks a videotestsrc pattern).
+    /// One source instead of a config: a file path, file://, rtsp://, any URI, `test:`
+    /// (`test:PATTERN` picks a videotestsrc pattern), or `synthetic:` (`synthetic:gradient`;
+    /// generated without GStreamer).
     #[arg(long, short)]
     source: Option<String>,
 }
@@ -425,6 +427,14 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
             t.pattern = pattern.into();
         }
         SourceConfig::Test(t)
+    } else if let Some(pattern) = uri.strip_prefix("synthetic:") {
+        let mut s = SyntheticSource::default();
+        match pattern {
+            "" | "ball" => {}
+            "gradient" => s.pattern = SyntheticPattern::Gradient,
+            other => bail!("synthetic:{other}: unknown pattern (ball or gradient)"),
+        }
+        SourceConfig::Synthetic(s)
     } else if let Some(path) = uri.strip_prefix("file://") {
         SourceConfig::File(FileSource {
             path: Path::new(path).to_path_buf(),
@@ -490,6 +500,15 @@ mod tests {
     fn source_shorthand_picks_the_kind() {
         assert!(matches!(kind_of("test:"), SourceConfig::Test(t) if t.pattern == "smpte"));
         assert!(matches!(kind_of("test:ball"), SourceConfig::Test(t) if t.pattern == "ball"));
+        assert!(matches!(kind_of("synthetic:"), SourceConfig::Synthetic(s) if s.is_live));
+        assert!(matches!(
+            kind_of("synthetic:gradient"),
+            SourceConfig::Synthetic(s) if s.pattern == SyntheticPattern::Gradient
+        ));
+        assert_eq!(
+            config_for_source("synthetic:snow").unwrap_err().to_string(),
+            "synthetic:snow: unknown pattern (ball or gradient)"
+        );
         assert!(
             matches!(kind_of("file:///data/a.mp4"), SourceConfig::File(f) if f.path == Path::new("/data/a.mp4"))
         );

@@ -1,18 +1,36 @@
 //! The one place where the CLI picks its media sources: the GStreamer implementation from
-//! crate `sensorium-pipelines`.
+//! crate `sensorium-pipelines` (feature `gstreamer`, on by default), or without it the
+//! engine's own `synthetic` source alone.
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use sensorium_engine::SourceFactory;
 
 /// The factory that starts every stream's source.
+#[cfg(feature = "gstreamer")]
 pub fn source_factory() -> Arc<dyn SourceFactory> {
     Arc::new(sensorium_pipelines::GstSourceFactory::new())
 }
 
+/// The factory that starts every stream's source: `synthetic` ones only in this build.
+#[cfg(not(feature = "gstreamer"))]
+pub fn source_factory() -> Arc<dyn SourceFactory> {
+    Arc::new(sensorium_engine::SyntheticFactory)
+}
+
 /// Describes the media at `uri` (streams, caps, duration).
+#[cfg(feature = "gstreamer")]
 pub fn probe(uri: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
     let info = sensorium_pipelines::probe(uri).with_context(|| format!("cannot probe '{uri}'"))?;
     Ok(info.to_string())
+}
+
+/// Describes the media at `uri`: needs GStreamer, absent from this build.
+#[cfg(not(feature = "gstreamer"))]
+pub fn probe(uri: &str) -> anyhow::Result<String> {
+    anyhow::bail!(
+        "cannot probe '{uri}': this build of sensorium has no GStreamer (built without the \
+         `gstreamer` feature)"
+    )
 }

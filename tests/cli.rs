@@ -171,3 +171,59 @@ fn bad_device_exits_2_naming_the_field() {
         "sensorium: <command line>: field `engine.device`: \"tpu\" is not a device: expected auto, cpu, cuda or cuda:N"
     );
 }
+
+/// The engine's own source (no GStreamer in the path): exact windows from `run`, and its
+/// fields validated by name.
+#[test]
+fn synthetic_source_gives_exact_windows_and_checks_its_fields() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "s.toml",
+        "[engine]\nfps = 4.0\nwidth = 32\nheight = 24\nwindow = 4\nstride = 2\n\
+         [[stream]]\nname = \"gen\"\n\
+         source = { kind = \"synthetic\", is_live = false, duration_s = 2.25, chunk_ms = 30 }\n",
+    );
+    let o = sensorium(&["run", "-c", &f]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    // 2.25 s at 4 fps: 9 frames (the last one has audio for 0.25 s = 4000 samples, all of
+    // its frame); windows of 4 with stride 2 start at frames 0, 2, 4 and 6, the last one
+    // padded (frames 6..=8 cover the end: no window starts at frame 8).
+    let starts: Vec<u64> = lines
+        .iter()
+        .map(|w| w["t_start"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts, vec![0, 500_000_000, 1_000_000_000, 1_500_000_000]);
+    let frames: Vec<u64> = lines
+        .iter()
+        .map(|w| w["frames"].as_u64().unwrap())
+        .collect();
+    assert_eq!(frames, vec![4, 4, 4, 3]);
+    let samples: Vec<u64> = lines
+        .iter()
+        .map(|w| w["audio_samples"].as_u64().unwrap())
+        .collect();
+    assert_eq!(samples, vec![16000, 16000, 16000, 12000]);
+    assert!(lines
+        .iter()
+        .all(|w| w["has_video"].as_array().unwrap()[0] == true));
+
+    let bad = write(
+        d.path(),
+        "b.toml",
+        "[[stream]]\nname = \"a\"\nsource = { kind = \"synthetic\", freq = 9000.0 }\n",
+    );
+    let o = sensorium(&["check", &bad]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "sensorium: {bad}: field `stream[0].source.freq`: must be > 0 and < 8000 Hz \
+             (16 kHz audio), got 9000"
+        )
+    );
+}

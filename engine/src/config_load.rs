@@ -290,6 +290,31 @@ fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
                 return Err(("video", "a test source needs video or audio".into()));
             }
         }
+        SourceConfig::Synthetic(s) => {
+            if !(0.0..=1.0).contains(&s.volume) {
+                return Err(("volume", format!("must be within 0..1, got {}", s.volume)));
+            }
+            if !(s.freq.is_finite() && s.freq > 0.0 && s.freq < 8000.0) {
+                return Err((
+                    "freq",
+                    format!("must be > 0 and < 8000 Hz (16 kHz audio), got {}", s.freq),
+                ));
+            }
+            if let Some(d) = s.duration_s {
+                if !(d.is_finite() && d > 0.0) {
+                    return Err(("duration_s", format!("must be > 0 seconds, got {d}")));
+                }
+            }
+            if !(1..=1000).contains(&s.chunk_ms) {
+                return Err((
+                    "chunk_ms",
+                    format!("must be within 1..1000, got {}", s.chunk_ms),
+                ));
+            }
+            if !s.video && !s.audio {
+                return Err(("video", "a synthetic source needs video or audio".into()));
+            }
+        }
         SourceConfig::File(f) => {
             if f.path.as_os_str().is_empty() {
                 return Err(("path", "must not be empty".into()));
@@ -402,7 +427,8 @@ fn check_source_fields(
     origin: &str,
 ) -> Result<(), ConfigError> {
     use crate::config::{
-        CameraSource, FileSource, LaunchSource, MicrophoneSource, RtspSource, TestSource, UriSource,
+        CameraSource, FileSource, LaunchSource, MicrophoneSource, RtspSource, SyntheticSource,
+        TestSource, UriSource,
     };
     fn de<T: serde::de::DeserializeOwned>(
         fields: toml::Table,
@@ -429,6 +455,7 @@ fn check_source_fields(
         "camera" => de::<CameraSource>(fields, prefix, origin),
         "microphone" => de::<MicrophoneSource>(fields, prefix, origin),
         "launch" => de::<LaunchSource>(fields, prefix, origin),
+        "synthetic" => de::<SyntheticSource>(fields, prefix, origin),
         _ => Ok(()),
     }
 }

@@ -16,6 +16,7 @@ pub mod sink;
 pub mod source;
 mod stages;
 pub mod sync;
+pub mod synthetic;
 pub mod window;
 
 pub use config::Config;
@@ -29,4 +30,5 @@ pub use runtime::{RunReport, Runtime, RuntimeError, Shutdown, StreamEnd, StreamR
 pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
+pub use synthetic::SyntheticFactory;
 pub use window::WindowAssembler;
