@@ -1,5 +1,5 @@
 //! Checkpoints: a trainer killed mid-training resumes from its last checkpoint with the same
-//! weights, step and difficulty state; a process killed with SIGKILL leaves a loadable
+//! weights, step and difficulty state, and continues bit-for-bit as if never interrupted; a process killed with SIGKILL leaves a loadable
 //! checkpoint; a corrupt checkpoint (truncated, bad header, wrong shapes, other classes) is
 //! refused with an error naming the file, and the previous good one is kept and used.
 
@@ -53,16 +53,24 @@ fn train_to(t: &mut DistillTrainer, step: u64, next: &mut usize) {
 fn killed_trainer_resumes_from_last_checkpoint_with_same_weights_and_step() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("student.safetensors");
-    let c = cfg(Some(&path));
+    let c = DistillConfig {
+        update_interval: 3,
+        ..cfg(Some(&path))
+    };
     let mut t = DistillTrainer::new(&c, DIM).unwrap();
     let mut next = 0;
     train_to(&mut t, 20, &mut next);
+    // Mid-interval: some accepted pairs wait for the next update.
+    t.observe(pair(next)).unwrap();
+    next += 1;
     t.save_checkpoint(&path).unwrap();
+    let at_save = next;
     let saved = t.snapshot().unwrap().values().unwrap();
     let saved_difficulty = t.difficulty().clone();
     // Training goes on past the checkpoint, then the trainer dies without saving.
     train_to(&mut t, 27, &mut next);
-    assert_ne!(t.snapshot().unwrap().values().unwrap(), saved);
+    let uninterrupted = t.snapshot().unwrap().values().unwrap();
+    assert_ne!(uninterrupted, saved);
     drop(t);
 
     let r = DistillTrainer::resume(&c, DIM, &path).unwrap();
@@ -74,10 +82,29 @@ fn killed_trainer_resumes_from_last_checkpoint_with_same_weights_and_step() {
         "bit-identical weights"
     );
     assert_eq!(r.difficulty(), &saved_difficulty);
-    // And it keeps learning from there.
+    // Fed the same pairs, the resumed trainer makes exactly the updates the uninterrupted one
+    // made: optimizer moments, replay ring, sampler and update phase were all restored.
     let mut r = r;
-    train_to(&mut r, 25, &mut next);
-    assert_eq!(r.step(), 25);
+    let mut again = at_save;
+    train_to(&mut r, 27, &mut again);
+    assert_eq!(again, next, "updates fell on the same pairs");
+    assert_eq!(r.snapshot().unwrap().values().unwrap(), uninterrupted);
+
+    // A version-1 checkpoint (weights, step and difficulty only) still loads; without the
+    // optimizer moments and the replay ring its continuation differs.
+    let bytes = std::fs::read(&path).unwrap();
+    let v1 = String::from_utf8_lossy(&bytes)
+        .find("\"format_version\":\"2\"")
+        .expect("version in the header");
+    let mut old = bytes.clone();
+    old[v1 + "\"format_version\":\"".len()] = b'1';
+    std::fs::write(&path, &old).unwrap();
+    let mut r1 = DistillTrainer::resume(&c, DIM, &path).unwrap();
+    assert_eq!(r1.step(), 20);
+    assert_eq!(r1.replay_len(), 0);
+    let mut again = at_save;
+    train_to(&mut r1, 27, &mut again);
+    assert_ne!(r1.snapshot().unwrap().values().unwrap(), uninterrupted);
 }
 
 /// Child half of `sigkill_mid_training_leaves_a_resumable_checkpoint`: trains forever in

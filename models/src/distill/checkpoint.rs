@@ -1,11 +1,17 @@
-//! Student checkpoints: weights, optimizer step and difficulty state in one safetensors file,
-//! written atomically, rotated so the previous good one survives, and validated on load.
+//! Student checkpoints: everything the trainer needs to continue exactly where it stopped
+//! (weights, optimizer moments, difficulty statistics, replay ring, sampler state) in one
+//! safetensors file, written atomically, rotated so the previous good one survives, and
+//! validated on load. A run resumed from a checkpoint makes bit-for-bit the updates the
+//! uninterrupted run would have made.
 //!
-//! Layout: tensors `student.<param>` (see [`super::student`]) and `difficulty.<stat>` `[K]`;
-//! metadata `format = sensorium-distill`, `format_version = 1`, `step`, `classes` (JSON list),
-//! `direction`, `in_dim`, `hidden`. The AdamW moment estimates are *not* saved: candle_nn's
-//! `AdamW` keeps them private, so a resumed run restarts them (and its bias correction).
-//! Nor is the replay buffer (recent pairs; it refills within `replay_size` accepted pairs).
+//! Layout (`format_version = 2`): tensors `student.<param>` (see [`super::student`]),
+//! `difficulty.<stat>` `[K]`, `optim.m.<param>` and `optim.v.<param>` (AdamW first and
+//! second moments, the parameter's shape), and when the replay ring is not empty
+//! `replay.student_features` `[n, in_dim]`, `replay.teacher_logits` `[n, K]`, `replay.snr_db`
+//! `[n]` (oldest first); metadata `format = sensorium-distill`, `format_version`, `step`,
+//! `classes` (JSON list), `direction`, `in_dim`, `hidden`, `optim_step`, `replay_len`,
+//! `rng` (the sampler's 64-bit state, decimal), `since_update`. Version 1 files (weights,
+//! step and difficulty only) still load; their optimizer moments and replay ring start empty.
 //!
 //! Rotation: saving `dir/name.safetensors` writes and syncs `name.safetensors.tmp`, then makes
 //! `dir/name.prev.safetensors` a copy (hard link) of a valid existing file (a corrupt one is
@@ -18,12 +24,14 @@ use std::path::{Path, PathBuf};
 use super::config::DistillConfig;
 use super::difficulty::DifficultyModel;
 use super::error::DistillError;
+use super::optim::AdamState;
+use super::replay::Pair;
 use super::st::{self, ReadError, StFile, StTensor};
 use super::student::StudentArch;
-use super::trainer::DistillTrainer;
+use super::trainer::{DistillTrainer, TrainerState};
 
 const FORMAT: &str = "sensorium-distill";
-const FORMAT_VERSION: &str = "1";
+const FORMAT_VERSION: &str = "2";
 
 /// `dir/name.safetensors` -> `dir/name.prev.safetensors`.
 pub fn prev_path(path: &Path) -> PathBuf {
@@ -52,13 +60,58 @@ impl DistillTrainer {
     /// Write a checkpoint of the current state to `path` (rotating the previous one).
     pub fn save_checkpoint(&self, path: &Path) -> Result<(), DistillError> {
         let arch = self.student.arch;
+        let state = self.train_state()?;
         let mut tensors = Vec::new();
-        for ((name, shape), data) in arch.params().into_iter().zip(self.student.values()?) {
-            tensors.push(StTensor {
-                name: format!("student.{name}"),
-                shape,
-                data,
-            });
+        let moments = state.adam.m.into_iter().zip(state.adam.v);
+        for (((name, shape), data), (m, v)) in arch
+            .params()
+            .into_iter()
+            .zip(self.student.values()?)
+            .zip(moments)
+        {
+            for (prefix, data) in [("student", data), ("optim.m", m), ("optim.v", v)] {
+                tensors.push(StTensor {
+                    name: format!("{prefix}.{name}"),
+                    shape: shape.clone(),
+                    data,
+                });
+            }
+        }
+        let n = state.replay.len();
+        if n > 0 {
+            let k = self.cfg.num_classes();
+            let columns: [(&str, Vec<usize>, Vec<f32>); 3] = [
+                (
+                    "replay.student_features",
+                    vec![n, arch.in_dim],
+                    state
+                        .replay
+                        .iter()
+                        .flat_map(|p| p.student_features.iter().copied())
+                        .collect(),
+                ),
+                (
+                    "replay.teacher_logits",
+                    vec![n, k],
+                    state
+                        .replay
+                        .iter()
+                        .flat_map(|p| p.teacher_logits.iter().copied())
+                        .collect(),
+                ),
+                (
+                    "replay.snr_db",
+                    vec![n],
+                    state.replay.iter().map(|p| p.snr_db).collect(),
+                ),
+            ];
+            for (name, shape, data) in columns {
+                tensors.push(StTensor {
+                    name: name.into(),
+                    shape,
+                    data,
+                });
+            }
         }
         for (name, v) in self.difficulty.state() {
             tensors.push(StTensor {
@@ -81,6 +134,10 @@ impl DistillTrainer {
         );
         meta.insert("in_dim".into(), arch.in_dim.to_string());
         meta.insert("hidden".into(), arch.hidden.to_string());
+        meta.insert("optim_step".into(), state.adam.step.to_string());
+        meta.insert("replay_len".into(), n.to_string());
+        meta.insert("rng".into(), state.rng.to_string());
+        meta.insert("since_update".into(), state.since_update.to_string());
         // Order matters for a kill at any point: the new file is complete before anything
         // is touched, `.prev` is replaced atomically by a link to the current file, and the
         // current file is replaced by one rename, so `path` always holds a whole checkpoint.
@@ -112,6 +169,17 @@ impl DistillTrainer {
         if meta("format")? != FORMAT {
             return Err(bad(format!("not a {FORMAT} checkpoint")));
         }
+        let version = meta("format_version")?;
+        if version != "1" && version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format_version {version} is not supported (1 or {FORMAT_VERSION})"
+            )));
+        }
+        let number = |key: &str| -> Result<u64, DistillError> {
+            meta(key)?
+                .parse()
+                .map_err(|_| bad(format!("metadata `{key}` is not a number")))
+        };
         let step: u64 = meta("step")?
             .parse()
             .map_err(|_| bad("metadata `step` is not a number".into()))?;
@@ -156,7 +224,41 @@ impl DistillTrainer {
             let v = get(name, &[cfg.num_classes()])?;
             difficulty.set_state(name, v);
         }
-        Self::from_parts(cfg, arch, &values, step, difficulty)
+        let mut trainer = Self::from_parts(cfg, arch, &values, step, difficulty)?;
+        if version == "1" {
+            return Ok(trainer);
+        }
+        let mut adam = AdamState {
+            step: number("optim_step")?,
+            m: Vec::new(),
+            v: Vec::new(),
+        };
+        for (name, shape) in arch.params() {
+            adam.m.push(get(&format!("optim.m.{name}"), &shape)?);
+            adam.v.push(get(&format!("optim.v.{name}"), &shape)?);
+        }
+        let n = number("replay_len")? as usize;
+        let mut replay = Vec::with_capacity(n);
+        if n > 0 {
+            let k = cfg.num_classes();
+            let features = get("replay.student_features", &[n, in_dim])?;
+            let logits = get("replay.teacher_logits", &[n, k])?;
+            let snr = get("replay.snr_db", &[n])?;
+            for i in 0..n {
+                replay.push(Pair {
+                    student_features: features[i * in_dim..(i + 1) * in_dim].to_vec(),
+                    teacher_logits: logits[i * k..(i + 1) * k].to_vec(),
+                    snr_db: snr[i],
+                });
+            }
+        }
+        trainer.restore(TrainerState {
+            adam,
+            replay,
+            rng: number("rng")?,
+            since_update: number("since_update")? as usize,
+        })?;
+        Ok(trainer)
     }
 
     /// Resume from `path`, else from its `.prev` sibling, else start fresh; refusals of

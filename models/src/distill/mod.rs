@@ -24,6 +24,7 @@ pub mod encoders;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod optim;
 pub mod replay;
 mod st;
 pub mod stage;

@@ -6,11 +6,12 @@
 //! path. Checkpointing is in [`super::checkpoint`].
 
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 
 use super::config::DistillConfig;
 use super::difficulty::DifficultyModel;
 use super::error::{CandleContext, DistillError};
+use super::optim::{AdamState, AdamW};
 use super::replay::{Pair, ReplayBuffer, Stored};
 use super::student::{SplitMix, StudentArch, StudentSnapshot, TrainableStudent};
 use super::teacher::{argmax, softmax};
@@ -37,6 +38,16 @@ pub struct TrainerCounters {
     pub gated: u64,
     /// Loss of the last update.
     pub last_loss: f32,
+}
+
+/// What a checkpoint restores besides the weights, the step and the difficulty statistics,
+/// so that a resumed run continues exactly as the uninterrupted one would.
+pub(crate) struct TrainerState {
+    pub adam: AdamState,
+    /// The replay ring, oldest first.
+    pub replay: Vec<Pair>,
+    pub rng: u64,
+    pub since_update: usize,
 }
 
 /// Online distillation of one student from one teacher's logits.
@@ -126,9 +137,10 @@ impl DistillTrainer {
         self.replay.len()
     }
 
-    /// Offer one pair. Gated pairs are counted and dropped; accepted pairs update the
-    /// difficulty model and the replay ring, and every `update_interval` accepted pairs (once
-    /// the ring holds a batch) an update runs. Returns the loss when an update ran.
+    /// Offer one pair. Gated pairs (teacher not confident enough, or non-finite values) are
+    /// counted and dropped; accepted pairs update the difficulty model and the replay ring,
+    /// and every `update_interval` accepted pairs (once the ring holds a batch) an update
+    /// runs. Returns the loss when an update ran.
     pub fn observe(&mut self, pair: Pair) -> Result<Option<f32>, DistillError> {
         let k = self.cfg.num_classes();
         let arch = self.student.arch;
@@ -144,6 +156,14 @@ impl DistillTrainer {
             ));
         }
         self.counters.pairs += 1;
+        let finite = pair.snr_db.is_finite()
+            && pair.student_features.iter().all(|x| x.is_finite())
+            && pair.teacher_logits.iter().all(|x| x.is_finite());
+        if !finite {
+            // A NaN/inf from an encoder would poison every later update (and the checkpoint).
+            self.counters.gated += 1;
+            return Ok(None);
+        }
         let (tc, conf) = argmax(&softmax(&pair.teacher_logits, 1.0));
         if (conf as f64) < self.cfg.confidence_gate {
             self.counters.gated += 1;
@@ -165,6 +185,33 @@ impl DistillTrainer {
             return self.update().map(Some);
         }
         Ok(None)
+    }
+
+    /// The optimizer moments, replay ring, sampler and update phase (for checkpoints).
+    pub(crate) fn train_state(&self) -> Result<TrainerState, DistillError> {
+        Ok(TrainerState {
+            adam: self.opt.state().ctx("optimizer state")?,
+            replay: self.replay.iter().map(|s| s.pair.clone()).collect(),
+            rng: self.rng.0,
+            since_update: self.since_update,
+        })
+    }
+
+    /// Restores what [`train_state`](Self::train_state) saved (the weights, step and
+    /// difficulty statistics are restored by construction).
+    pub(crate) fn restore(&mut self, state: TrainerState) -> Result<(), DistillError> {
+        self.opt.set_state(&state.adam).ctx("optimizer state")?;
+        self.replay = ReplayBuffer::new(self.cfg.replay_size);
+        for pair in state.replay {
+            let (teacher_class, _) = argmax(&softmax(&pair.teacher_logits, 1.0));
+            self.replay.push(Stored {
+                pair,
+                teacher_class,
+            });
+        }
+        self.rng = SplitMix(state.rng);
+        self.since_update = state.since_update;
+        Ok(())
     }
 
     /// Draw a batch by the difficulty-aware selection and run one AdamW step.
