@@ -40,6 +40,8 @@ nvrtc:
 
 test: deps nvrtc
 	$(CARGO) test --workspace --no-fail-fast
+	# The build without GStreamer (carried to GPU hosts) must keep compiling.
+	$(CARGO) build -p sensorium --no-default-features
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
@@ -47,3 +49,4 @@ bench:
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p sensorium --no-default-features --bins -- -D warnings
