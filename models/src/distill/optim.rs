@@ -2,9 +2,13 @@
 //! exactly where it stopped.
 //!
 //! The update is candle_nn's `AdamW` (decoupled weight decay, bias-corrected moments, the
-//! same operation order, so results match it to the last bit; a test checks that), but the
-//! first/second moment estimates and the step count are reachable: candle_nn keeps them in
-//! private fields, which made checkpoints restart the moments and their bias correction.
+//! same operation order, its `Optimizer` trait and `ParamsAdamW`, so results match it to the
+//! last bit; a test checks that against `candle_nn::AdamW` itself), but the first/second
+//! moment estimates and the step count are reachable. candle-nn 0.11.1 keeps them in private
+//! fields, so checkpoints restarted the moments and their bias correction; the upstream pull
+//! request that adds accessors (huggingface/candle#3819, `AdamW::moments`, `set_step_t`) is
+//! still open. When a release has it, the trainer can go back to `candle_nn::AdamW` and this
+//! module reduce to the state copy.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Var};
