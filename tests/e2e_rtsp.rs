@@ -109,7 +109,7 @@ fn a_silent_camera_is_reconnected_after_stall_ms() {
         "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
          [[stream]]\nname = \"cam\"\n\
          [stream.source]\nkind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
-         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nstall_ms = 1000\n",
+         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nstall_ms = 1500\n",
         server.url()
     ))
     .expect("config");
@@ -121,9 +121,9 @@ fn a_silent_camera_is_reconnected_after_stall_ms() {
     let deadline = Instant::now() + HANG_GUARD;
 
     wait_for_windows(&sink, 2, deadline);
-    // The camera keeps the session open but sends nothing for 3 s: without the watchdog the
+    // The camera keeps the session open but sends nothing for 4 s: without the watchdog the
     // data would simply resume in the same session (no discontinuity).
-    server.stall_for(std::time::Duration::from_secs(3));
+    server.stall_for(std::time::Duration::from_secs(4));
     let before = sink.records.lock().len();
     wait_for_windows(&sink, before + 4, deadline);
     stop.trigger();

@@ -100,6 +100,8 @@ struct Timeline {
     pending: Option<String>,
     /// Samples emitted in the current session.
     session_samples: u64,
+    /// Anything emitted since the source started (a discontinuity before that means nothing).
+    emitted_any: bool,
     /// When the current session started or last produced data (stall watchdog).
     last_activity: Option<Instant>,
 }
@@ -198,12 +200,13 @@ impl Emitter {
     }
 
     /// Starts a new session: later running times are offset past everything emitted so far,
-    /// and `reason` (if any) is announced as a discontinuity before the next data.
+    /// and `reason` (if any) is announced as a discontinuity before the next data (unless
+    /// nothing was ever emitted: a camera that never delivered has no timeline to break).
     pub(crate) fn rebase(&self, reason: Option<String>) {
         let mut t = self.timeline();
         t.offset = t.last_end;
         t.audio_end = t.last_end;
-        if reason.is_some() {
+        if reason.is_some() && t.emitted_any {
             t.pending = reason;
         }
         t.session_samples = 0;
@@ -250,6 +253,7 @@ impl Emitter {
         self.send(ev)?;
         t.last_end = t.last_end.max(end);
         t.session_samples += 1;
+        t.emitted_any = true;
         t.last_activity = Some(Instant::now());
         Ok(gst::FlowSuccess::Ok)
     }
