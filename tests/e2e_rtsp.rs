@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sensorium_engine::{Config, MemorySink, Runtime, StreamEnd};
+use sensorium_engine::{Config, MemorySink, RunReport, Runtime, StreamEnd};
 use sensorium_pipelines::GstSourceFactory;
 use serde_json::Value;
 
@@ -32,51 +32,57 @@ fn wait_for_windows(sink: &MemorySink, n: usize, deadline: Instant) -> Vec<Value
     }
 }
 
-#[test]
-fn windows_resume_after_the_server_restarts() {
-    let server = RtspServer::start(0);
-    let port = server.port();
-    let config: Config = toml::from_str(&format!(
-        "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
-         [[stream]]\nname = \"cam\"\n\
-         [stream.source]\nkind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
-         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nmax_attempts = 50\n",
-        server.url()
-    ))
-    .expect("config");
-    let sink = MemorySink::default();
-    let runtime =
-        Runtime::new(config, Arc::new(GstSourceFactory::new())).with_sink(Box::new(sink.clone()));
-    let stop = runtime.shutdown_token();
-    let run = std::thread::spawn(move || runtime.run());
-    let deadline = Instant::now() + HANG_GUARD;
+/// The engine running one RTSP stream `cam` (5 fps, windows of 5) from `url` on its own
+/// thread, with `reconnect` lines added to its reconnect table.
+struct Live {
+    sink: MemorySink,
+    stop: sensorium_engine::Shutdown,
+    run: std::thread::JoinHandle<Result<RunReport, sensorium_engine::RuntimeError>>,
+    deadline: Instant,
+}
 
-    // Phase 1: windows from the first server.
-    wait_for_windows(&sink, 2, deadline);
-    server.stop();
-    let before = sink.records.lock().len();
-    // Phase 2: the same camera comes back on the same port.
-    let server = RtspServer::start(port);
-    assert_eq!(server.port(), port);
-    // The first session's buffered frames (at most the window in progress, flushed padded
-    // at the discontinuity) and then at least 3 windows that only the new session can fill.
-    wait_for_windows(&sink, before + 4, deadline);
-    stop.trigger();
-    let report = run.join().expect("runtime thread").expect("runtime");
-    drop(server);
+impl Live {
+    fn start(url: &str, reconnect: &str) -> Live {
+        let config: Config = toml::from_str(&format!(
+            "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
+             [[stream]]\nname = \"cam\"\n\
+             [stream.source]\nkind = \"rtsp\"\nurl = \"{url}\"\nlatency_ms = 50\n\
+             [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\n{reconnect}\n"
+        ))
+        .expect("config");
+        let sink = MemorySink::default();
+        let runtime = Runtime::new(config, Arc::new(GstSourceFactory::new()))
+            .with_sink(Box::new(sink.clone()));
+        let stop = runtime.shutdown_token();
+        Live {
+            sink,
+            stop,
+            run: std::thread::spawn(move || runtime.run()),
+            deadline: Instant::now() + HANG_GUARD,
+        }
+    }
 
-    let r = report.stream("cam").expect("stream report");
-    assert_eq!(r.end, StreamEnd::Stopped, "{r:?}");
-    assert_eq!(r.sync.discontinuities, 1, "one reconnect");
-    assert_eq!(r.model_error, None);
-    let lines = sink.records.lock().clone();
-    assert_eq!(lines.len() as u64, r.windows_written);
+    /// Waits until at least `n` windows were written; returns how many there are.
+    fn wait(&self, n: usize) -> usize {
+        wait_for_windows(&self.sink, n, self.deadline).len()
+    }
+
+    /// Stops the engine: its report and every window line written.
+    fn finish(self) -> (RunReport, Vec<Value>) {
+        self.stop.trigger();
+        let report = self.run.join().expect("runtime thread").expect("runtime");
+        let lines = self.sink.records.lock().clone();
+        (report, lines)
+    }
+}
+
+/// Window lines are numbered 0, 1, ... and strictly monotonic, never overlapping.
+fn assert_monotonic(lines: &[Value]) {
     for (i, w) in lines.iter().enumerate() {
         assert_eq!(u(&w["index"]), i as u64, "{w}");
         assert_eq!(w["stream"], "cam");
         assert!(u(&w["t_end"]) > u(&w["t_start"]), "{w}");
     }
-    // Strictly monotonic, non-overlapping windows across the reconnect.
     for p in lines.windows(2) {
         assert!(
             u(&p[1]["t_start"]) >= u(&p[0]["t_end"]),
@@ -85,6 +91,42 @@ fn windows_resume_after_the_server_restarts() {
             p[1]
         );
     }
+}
+
+/// Windows from `from` on that hold all 5 pictures.
+fn full_windows(lines: &[Value], from: usize) -> usize {
+    lines[from..]
+        .iter()
+        .filter(|w| u(&w["frames"]) == 5 && bools(&w["has_video"]).iter().all(|v| *v))
+        .count()
+}
+
+#[test]
+fn windows_resume_after_the_server_restarts() {
+    let server = RtspServer::start(0);
+    let port = server.port();
+    let live = Live::start(&server.url(), "max_attempts = 50");
+
+    // Phase 1: windows from the first server.
+    live.wait(2);
+    server.stop();
+    let before = live.sink.records.lock().len();
+    // Phase 2: the same camera comes back on the same port.
+    let server = RtspServer::start(port);
+    assert_eq!(server.port(), port);
+    // The first session's buffered frames (at most the window in progress, flushed padded
+    // at the discontinuity) and then at least 3 windows that only the new session can fill.
+    live.wait(before + 4);
+    let (report, lines) = live.finish();
+    drop(server);
+
+    let r = report.stream("cam").expect("stream report");
+    assert_eq!(r.end, StreamEnd::Stopped, "{r:?}");
+    assert_eq!(r.sync.discontinuities, 1, "one reconnect");
+    assert_eq!(r.model_error, None);
+    assert_eq!(lines.len() as u64, r.windows_written);
+    // Strictly monotonic, non-overlapping windows across the reconnect.
+    assert_monotonic(&lines);
     // The reconnect closed a segment: exactly one padded window may sit at the seam (or
     // none when the seam fell on a window boundary), and full windows follow it.
     let padded: Vec<usize> = (0..lines.len())
@@ -92,10 +134,7 @@ fn windows_resume_after_the_server_restarts() {
         .collect();
     assert!(padded.len() <= 2, "padded windows at {padded:?}");
     let after_seam = padded.first().map_or(before, |&i| i + 1);
-    let full_after = lines[after_seam..]
-        .iter()
-        .filter(|w| u(&w["frames"]) == 5 && bools(&w["has_video"]).iter().all(|v| *v))
-        .count();
+    let full_after = full_windows(&lines, after_seam);
     assert!(
         full_after >= 2,
         "windows with all 5 pictures after the reconnect: {full_after}"
@@ -105,29 +144,15 @@ fn windows_resume_after_the_server_restarts() {
 #[test]
 fn a_silent_camera_is_reconnected_after_stall_ms() {
     let server = RtspServer::start(0);
-    let config: Config = toml::from_str(&format!(
-        "[engine]\nfps = 5.0\nwidth = 64\nheight = 48\nwindow = 5\nstride = 5\n\
-         [[stream]]\nname = \"cam\"\n\
-         [stream.source]\nkind = \"rtsp\"\nurl = \"{}\"\nlatency_ms = 50\n\
-         [stream.source.reconnect]\ninitial_ms = 100\nmax_ms = 400\nstall_ms = 1500\n",
-        server.url()
-    ))
-    .expect("config");
-    let sink = MemorySink::default();
-    let runtime =
-        Runtime::new(config, Arc::new(GstSourceFactory::new())).with_sink(Box::new(sink.clone()));
-    let stop = runtime.shutdown_token();
-    let run = std::thread::spawn(move || runtime.run());
-    let deadline = Instant::now() + HANG_GUARD;
+    let live = Live::start(&server.url(), "stall_ms = 1500");
 
-    wait_for_windows(&sink, 2, deadline);
+    live.wait(2);
     // The camera keeps the session open but sends nothing for 4 s: without the watchdog the
     // data would simply resume in the same session (no discontinuity).
     server.stall_for(std::time::Duration::from_secs(4));
-    let before = sink.records.lock().len();
-    wait_for_windows(&sink, before + 4, deadline);
-    stop.trigger();
-    let report = run.join().expect("runtime thread").expect("runtime");
+    let before = live.sink.records.lock().len();
+    live.wait(before + 4);
+    let (report, lines) = live.finish();
     drop(server);
 
     let r = report.stream("cam").expect("stream report");
@@ -136,19 +161,8 @@ fn a_silent_camera_is_reconnected_after_stall_ms() {
         r.sync.discontinuities, 1,
         "the stall ended the session once: {r:?}"
     );
-    let lines = sink.records.lock().clone();
-    for p in lines.windows(2) {
-        assert!(
-            u(&p[1]["t_start"]) >= u(&p[0]["t_end"]),
-            "windows overlap or go back: {} then {}",
-            p[0],
-            p[1]
-        );
-    }
-    let full_after = lines[before..]
-        .iter()
-        .filter(|w| u(&w["frames"]) == 5 && bools(&w["has_video"]).iter().all(|v| *v))
-        .count();
+    assert_monotonic(&lines);
+    let full_after = full_windows(&lines, before);
     assert!(
         full_after >= 2,
         "full windows after the stall: {full_after}"
