@@ -94,7 +94,8 @@ enum SelectionArg {
 struct DistillEvalArgs {
     /// Config whose `[distill]` section sets the training knobs (lr, temperature, batch,
     /// difficulty...). Its `classes`, `teacher` and `features` are not used: the classes are
-    /// the synthetic scenes' and the features the stand-in extractors.
+    /// the synthetic scenes' and the features come from `--audio` / `--vision` (else the
+    /// stand-in extractors).
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Difficulty-aware arm (the other arm is always uniform); default: the config's, else
@@ -121,9 +122,17 @@ struct DistillEvalArgs {
     /// Labelled frames per class to fit the teacher (when no `--teacher`).
     #[arg(long, default_value_t = 2)]
     teacher_frames: usize,
-    /// Teacher file over the stand-in visual features, instead of fitting one.
+    /// Teacher file over the teacher modality's features, instead of fitting one.
     #[arg(long)]
     teacher: Option<PathBuf>,
+    /// Whisper checkpoint directory: audio features from the real encoder (mean-pooled
+    /// tokens) instead of the stand-in log-mel statistics.
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// CLIP or SigLIP checkpoint directory: visual features from the real tower (patch
+    /// tokens mean-pooled) instead of the stand-in colour grid.
+    #[arg(long)]
+    vision: Option<PathBuf>,
     /// Where the generated clips are cached (default: the system temp dir).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -403,7 +412,9 @@ fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
         budget: args.budget,
         seeds: (1..=args.seeds).collect(),
     };
-    match eval::run(&cfg) {
+    let extractors = model_cfg::eval_extractors(args.audio.as_deref(), args.vision.as_deref())
+        .code(code::MODEL)?;
+    match eval::run_with(&cfg, &extractors) {
         Ok(report) => {
             println!("{report}");
             Ok(code::OK)

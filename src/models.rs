@@ -488,3 +488,23 @@ fn build_distill(
     DistillStage::new(d.config.clone(), teacher, Extractors { audio, visual })
         .map_err(|e| anyhow!("[distill]: {e}"))
 }
+
+/// Feature extractors for `distill-eval`: the real Whisper encoder and CLIP/SigLIP tower
+/// (vision tokens mean-pooled over all patches) for the directories given, the stand-in
+/// extractors for the modalities without one.
+pub fn eval_extractors(audio: Option<&Path>, vision: Option<&Path>) -> anyhow::Result<Extractors> {
+    let dev = Device::Cpu;
+    let mut ex = Extractors::stand_in();
+    if let Some(d) = audio {
+        let enc = AudioEncoder::load(d, &dev).map_err(|e| load_err("--audio", d, e))?;
+        ex.audio = Arc::new(WhisperAudioFeatures::with_encoder(Arc::new(enc)));
+    }
+    if let Some(d) = vision {
+        let enc = VisionEncoder::load(d, &dev).map_err(|e| load_err("--vision", d, e))?;
+        ex.visual = Arc::new(VisionTowerFeatures::with_encoder(
+            Arc::new(enc),
+            SlotMode::All,
+        ));
+    }
+    Ok(ex)
+}

@@ -319,7 +319,11 @@ fn distill_eval_prints_the_table() {
     let rows: Vec<&str> = out.lines().collect();
     assert!(rows[0].starts_with("distill-eval: VisualToAudio, 32 train / 16 held-out clips"));
     assert!(rows[0].contains("30 updates per arm, 1 seed(s)"));
-    let header: Vec<&str> = rows[1].split_whitespace().collect();
+    assert_eq!(
+        rows[1],
+        "features: audio spectral-stand-in (50 floats), visual grid-stand-in (200 floats)"
+    );
+    let header: Vec<&str> = rows[2].split_whitespace().collect();
     assert_eq!(
         header,
         [
@@ -343,24 +347,72 @@ fn distill_eval_prints_the_table() {
         "pinwheel",
         "zone-plate",
     ];
-    for (row, class) in rows[2..10].iter().zip(classes) {
+    for (row, class) in rows[3..11].iter().zip(classes) {
         assert!(row.starts_with(class), "{row}");
         let hard = ["circular", "pinwheel", "zone-plate"].contains(&class);
         assert_eq!(row.split_whitespace().nth(1) == Some("yes"), hard, "{row}");
     }
     // overall: teacher before warm after-diff after-uni
-    let overall: Vec<f64> = rows[10]
+    let overall: Vec<f64> = rows[11]
         .split_whitespace()
         .skip(1)
         .map(|x| x.parse().unwrap())
         .collect();
-    assert_eq!(overall.len(), 5, "{}", rows[10]);
+    assert_eq!(overall.len(), 5, "{}", rows[11]);
     let (before, after_d, after_u) = (overall[1], overall[3], overall[4]);
     // Easy setting (hard classes only 10 dB SNR): distillation helps in both arms.
-    assert!(after_d >= before && after_u >= before, "{}", rows[10]);
-    assert!(after_d > before, "{}", rows[10]);
-    assert!(rows[11].starts_with("hard classes: Weighted-selection"));
-    assert_eq!(rows.len(), 12);
+    assert!(after_d >= before && after_u >= before, "{}", rows[11]);
+    assert!(after_d > before, "{}", rows[11]);
+    assert!(rows[12].starts_with("hard classes: Weighted-selection"));
+    assert_eq!(rows.len(), 13);
+}
+
+/// The evaluation on the real encoders (the committed tiny Whisper and CLIP fixtures): their
+/// features feed the teacher and the student; a missing checkpoint exits 4 naming the flag.
+#[test]
+fn distill_eval_runs_on_the_real_encoders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (audio, vision) = (fixture("whisper80"), fixture("clip"));
+    let args = |audio: &str| {
+        vec![
+            "distill-eval".to_string(),
+            "--clips=6".into(),
+            "--test-clips=2".into(),
+            "--warmup=0".into(),
+            "--budget=30".into(),
+            "--seeds=1".into(),
+            "--snr=10".into(),
+            format!("--cache={}", dir.path().display()),
+            format!("--audio={audio}"),
+            format!("--vision={}", vision.display()),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_sensorium"))
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    let o = run(args(&audio.display().to_string()));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows[1],
+        "features: audio whisper-mean (32 floats), visual vision-mean (32 floats)"
+    );
+    // The teacher, fitted on two labelled frames per class of CLIP features, recognises the
+    // held-out scenes (the tiny random tower still separates the test patterns).
+    let teacher: f64 = rows[11].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(teacher >= 0.9, "{}", rows[11]);
+
+    let o = run(args("/nonexistent/whisper"));
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "sensorium: --audio '/nonexistent/whisper': /nonexistent/whisper/config.json: cannot \
+         read: No such file or directory (os error 2)"
+    );
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub struct Accuracy {
 /// The outcome of [`run`].
 #[derive(Clone, Debug)]
 pub struct EvalReport {
+    /// Names of the (audio, visual) feature extractors, and their widths.
+    pub features: (String, String),
+    pub feature_dims: (usize, usize),
     pub classes: Vec<String>,
     /// Hard by construction (low-SNR sound).
     pub hard_classes: Vec<String>,
@@ -197,6 +200,12 @@ pub fn train_for_budget(
 
 /// Run the evaluation described by `cfg`.
 pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
+    run_with(cfg, &Extractors::stand_in())
+}
+
+/// [`run`] with the given feature extractors (e.g. the real Whisper and CLIP encoders
+/// through [`super::encoders`]) instead of the stand-in ones.
+pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, DistillError> {
     cfg.distill.validate()?;
     let names: Vec<String> = cfg.synth.classes.iter().map(|c| c.name.clone()).collect();
     if names != cfg.distill.classes {
@@ -224,7 +233,6 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
     let hard: Vec<usize> = (0..k)
         .filter(|c| cfg.synth.classes[*c].snr_db.is_some())
         .collect();
-    let ex = Extractors::stand_in();
     let clips = synth::generate(&cfg.synth)?;
     let spf = cfg.synth.samples_per_frame();
     let split = cfg.synth.clips_per_class - cfg.test_clips_per_class;
@@ -242,7 +250,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
     };
     let feats = clips
         .iter()
-        .map(|c| clip_features(c, &ex, spf))
+        .map(|c| clip_features(c, ex, spf))
         .collect::<Result<Vec<_>, _>>()?;
     let (train, test): (Vec<_>, Vec<_>) =
         feats.iter().zip(&clips).partition(|(_, c)| c.index < split);
@@ -336,6 +344,8 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
         }
     }
     Ok(EvalReport {
+        features: (ex.audio.name().to_owned(), ex.visual.name().to_owned()),
+        feature_dims: (ex.audio.dim(), ex.visual.dim()),
         hard_classes: hard.iter().map(|c| names[*c].clone()).collect(),
         classes: names,
         direction: cfg.distill.direction,
@@ -360,6 +370,11 @@ impl fmt::Display for EvalReport {
             f,
             "distill-eval: {:?}, {} train / {} held-out clips, {} uniform warm-up updates, then {} updates per arm, {} seed(s)",
             self.direction, self.train_clips, self.test_clips, self.warmup, self.budget, self.seeds
+        )?;
+        writeln!(
+            f,
+            "features: audio {} ({} floats), visual {} ({} floats)",
+            self.features.0, self.feature_dims.0, self.features.1, self.feature_dims.1
         )?;
         writeln!(
             f,
