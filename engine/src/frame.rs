@@ -120,4 +120,54 @@ impl Window {
     pub fn valid_frames(&self) -> usize {
         self.valid.iter().filter(|v| **v).count()
     }
+
+    /// Capture time of the newest valid frame's data: the reference of every latency the
+    /// engine reports (window line written, first answer token), so a latency does not
+    /// include the span of stream time the window covers.
+    pub fn newest_capture(&self) -> Option<Instant> {
+        self.frames
+            .iter()
+            .zip(&self.valid)
+            .filter(|(_, v)| **v)
+            .filter_map(|(f, _)| f.captured)
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn newest_capture_is_the_newest_valid_frames() {
+        let t0 = Instant::now();
+        let frame = |i: u64, captured: Option<Instant>| SyncedFrame {
+            stream: "s".into(),
+            index: i,
+            t: i * 500_000_000,
+            duration: 500_000_000,
+            video: None,
+            audio: Arc::from(vec![0f32; 4]),
+            has_video: false,
+            has_audio: true,
+            captured,
+            features: None,
+        };
+        let w = Window {
+            stream: "s".into(),
+            index: 0,
+            t_start: 0,
+            t_end: 1_500_000_000,
+            frames: vec![
+                frame(0, Some(t0 + Duration::from_millis(500))),
+                frame(1, Some(t0 + Duration::from_millis(1000))),
+                frame(2, None),
+                // Padding never counts, whatever it carries.
+                frame(3, Some(t0 + Duration::from_millis(9000))),
+            ],
+            valid: vec![true, true, true, false],
+        };
+        assert_eq!(w.newest_capture(), Some(t0 + Duration::from_millis(1000)));
+    }
 }

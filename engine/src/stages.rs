@@ -93,15 +93,6 @@ fn send<T>(
     Ok(())
 }
 
-fn newest_capture(w: &Window) -> Option<Instant> {
-    w.frames
-        .iter()
-        .zip(&w.valid)
-        .filter(|(_, v)| **v)
-        .filter_map(|(f, _)| f.captured)
-        .max()
-}
-
 impl WindowDest {
     fn send(&self, w: Window, ctx: &StreamCtx) -> Result<(), Closed> {
         ctx.report.lock().windows += 1;
@@ -110,7 +101,7 @@ impl WindowDest {
             WindowDest::Sink(tx) => {
                 let item = SinkItem {
                     stream: ctx.index,
-                    captured: newest_capture(&w),
+                    captured: w.newest_capture(),
                     record: window_record(&w),
                 };
                 send(tx, item, "sink", ctx)
@@ -487,7 +478,7 @@ pub(crate) fn model_stage(
                         merge_fields(&mut record, extra);
                         let item = SinkItem {
                             stream: s,
-                            captured: newest_capture(&w),
+                            captured: w.newest_capture(),
                             record,
                         };
                         let _ = send(&sink, item, "sink", ctx);

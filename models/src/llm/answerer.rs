@@ -27,19 +27,20 @@ pub struct WindowMeta {
     /// Running time of the window, ns.
     pub t_start: u64,
     pub t_end: u64,
-    /// Earliest capture time of the window's data (for capture -> first-token latency).
+    /// Capture time of the window's newest frame (for capture -> first-token latency, the
+    /// same reference as the window line's `latency_ms`).
     pub captured: Option<Instant>,
 }
 
 impl WindowMeta {
-    /// From the engine's window (capture time: the earliest of its frames).
+    /// From the engine's window (capture time: its newest valid frame's).
     pub fn from_window(w: &sensorium_engine::Window) -> Self {
         Self {
             stream: w.stream.to_string(),
             index: w.index,
             t_start: w.t_start,
             t_end: w.t_end,
-            captured: w.frames.iter().filter_map(|f| f.captured).min(),
+            captured: w.newest_capture(),
         }
     }
 }
