@@ -51,6 +51,18 @@ fn rtsp_config_keeps_the_password_secret() {
 }
 
 #[test]
+fn synthetic_config() {
+    let c = load("synthetic.toml");
+    assert_eq!((c.engine.window, c.engine.stride), (10, 5));
+    let SourceConfig::Synthetic(s) = &c.streams[0].source else {
+        panic!("{:?}", c.streams[0].source)
+    };
+    assert_eq!((s.freq, s.duration_s, s.chunk_ms), (440.0, Some(30.0), 20));
+    assert!(s.is_live && s.video && s.audio);
+    assert_eq!(c.streams[0].mode, Some(QueueMode::Realtime));
+}
+
+#[test]
 fn webcam_config() {
     let c = load("webcam.toml");
     let s = &c.streams[0];
