@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 
-def config(kind, seconds, models, fps, window, stride, device):
+def config(kind, seconds, models, fps, window, stride, device, favor, llm):
     if kind == "test":
         source = (f'source = {{ kind = "test", pattern = "ball", wave = "ticks", '
                   f'is_live = true, duration_s = {seconds} }}')
@@ -38,20 +38,21 @@ mode = "realtime"
 {source}
 """
     if models:
+        # `favor`: a FAVOR-width Q-Former (hidden 768, 32 queries) on the tiny encoders.
+        size = ("slots = 8\nhidden_size = 768\nlayers = 2\nheads = 8\nqueries = 32\n"
+                "init_std = 0.02\n" if favor else
+                "slots = 4\nhidden_size = 16\nlayers = 2\nheads = 2\nqueries = 3\n"
+                "init_std = 0.2\n")
         text += """
 [models]
 audio = "models/tests/fixtures/whisper80"
 vision = "models/tests/fixtures/clip"
 random = true
 seed = 7
-init_std = 0.2
 visual_slots = "pool"
-slots = 4
-hidden_size = 16
-layers = 2
-heads = 2
-queries = 3
-
+""" + size
+    if models and llm:
+        text += """
 [llm]
 model = "models/tests/fixtures/llm/qwen2"
 max_tokens = 8
@@ -80,12 +81,16 @@ def main():
     ap.add_argument("--stride", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", action="store_true")
+    ap.add_argument("--favor", action="store_true",
+                    help="with --models: a FAVOR-width Q-Former (hidden 768, 32 queries)")
+    ap.add_argument("--no-llm", action="store_true", help="with --models: no answers")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "latency.toml")
         out = os.path.join(d, "out.jsonl")
         with open(cfg, "w") as f:
-            f.write(config(a.source, a.seconds, a.models, a.fps, a.window, a.stride, a.device))
+            f.write(config(a.source, a.seconds, a.models, a.fps, a.window, a.stride, a.device,
+                           a.favor, not a.no_llm))
         p = subprocess.run([a.bin, "run", "--config", cfg, "--output", out],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if p.returncode != 0:
@@ -95,7 +100,8 @@ def main():
     answers = [l["capture_to_first_token_ms"] for l in lines if "capture_to_first_token_ms" in l]
     summary = [l for l in p.stderr.splitlines() if "windows written" in l]
     print(f"source {a.source}, {a.seconds:g} s live at {a.fps:g} fps, k={a.window} s={a.stride}, "
-          f"models={'on' if a.models else 'off'}, device {a.device}")
+          f"models={'off' if not a.models else 'favor-width' if a.favor else 'tiny'}"
+          f"{'' if not a.models or not a.no_llm else ' (no LLM)'}, device {a.device}")
     for name, v in (("window latency_ms", windows), ("capture_to_first_token_ms", answers)):
         if v:
             print(f"{name:<27} n={len(v):<4} p50 {pct(v, 50):8.2f}  p95 {pct(v, 95):8.2f}  "
