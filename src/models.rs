@@ -400,7 +400,7 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         encoder,
         qformer: qformer
-            .map(|q| open_qformer(q, &config.engine.device))
+            .map(|q| open_qformer(q, &config.engine.device, config.engine.window))
             .transpose()?,
         answerer,
         distill,
@@ -409,9 +409,13 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
 
 /// Puts the Q-Former on `[engine] device` / `--device`: our CUDA kernels (weights and caches
 /// resident on the GPU) or candle on the CPU. `auto` without a usable GPU says so once.
-fn open_qformer(q: QFormer, device: &str) -> anyhow::Result<QFormerWindowModel> {
+fn open_qformer(q: QFormer, device: &str, window: usize) -> anyhow::Result<QFormerWindowModel> {
     let (runner, note) = QFormerRunner::open(q, Some(device), StoragePrecision::F32)
         .map_err(|e| anyhow!("engine.device '{device}': {e}"))?;
+    // The first live window should not pay for kernel loading and GEMM set-up.
+    runner
+        .warm_up(window)
+        .map_err(|e| anyhow!("engine.device '{device}': Q-Former warm-up failed: {e}"))?;
     if let Some(note) = note {
         eprintln!("sensorium: {note}");
     }

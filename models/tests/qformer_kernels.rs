@@ -350,3 +350,35 @@ fn cuda_matches_candle_when_a_device_is_present() {
     let (e, _) = stream_vs_candle(tiny_cfg(), 5, 2, &be);
     assert!(e <= 1e-4, "cuda streaming rel err {e}");
 }
+
+/// `warm_up` runs a window through each runner kind and leaves nothing behind: a stream
+/// started afterwards gives exactly what it gives on an untouched runner.
+#[test]
+fn warm_up_leaves_no_state_behind() {
+    let frames: Vec<StreamFrame> = (0..4)
+        .map(|i| StreamFrame {
+            index: i,
+            valid: true,
+            input: frame_input(i as usize),
+        })
+        .collect();
+    let run = |r: &QFormerRunner| {
+        let mut st = r.new_stream();
+        let w = r.window(&mut st, &frames).unwrap();
+        r.query_batch(&[w]).unwrap()
+    };
+    let qf = || QFormer::random(tiny_cfg(), 42, 0.2, &Device::Cpu).unwrap();
+    let kernels = || QFormerRunner::on(qf(), Backend::Cpu, StoragePrecision::F32).unwrap();
+    let candle = || {
+        QFormerRunner::open(qf(), Some("cpu"), StoragePrecision::F32)
+            .unwrap()
+            .0
+    };
+    for runner in [&kernels as &dyn Fn() -> QFormerRunner, &candle] {
+        let cold = run(&runner());
+        let warm = runner();
+        warm.warm_up(4).unwrap();
+        let after = run(&warm);
+        assert_eq!(rel(&after, &cold), 0.0);
+    }
+}

@@ -185,6 +185,33 @@ impl QFormerRunner {
         }
     }
 
+    /// Runs one window of `frames` silent, black frames and its queries through the model
+    /// once, so that one-time costs paid lazily on first use (GPU kernel modules, GEMM
+    /// handles and workspaces, allocator pools) are paid here, before the first live window,
+    /// instead of by it.
+    pub fn warm_up(&self, frames: usize) -> Result<()> {
+        let q = self.model();
+        let (cfg, dev) = (&q.cfg, q.device());
+        let zeros = |width: usize| {
+            candle_core::Tensor::zeros((cfg.slots_per_frame, width), candle_core::DType::F32, dev)
+        };
+        let input = FrameInput {
+            audio: Some(zeros(cfg.audio_width)?),
+            visual: Some(zeros(cfg.visual_width)?),
+        };
+        let frames: Vec<StreamFrame> = (0..frames.max(1) as u64)
+            .map(|index| StreamFrame {
+                index,
+                valid: true,
+                input: input.clone(),
+            })
+            .collect();
+        let mut st = self.new_stream();
+        let w = self.window(&mut st, &frames)?;
+        self.query_batch(&[w])?;
+        Ok(())
+    }
+
     /// Non-incremental reference (see [`QFormer::forward_sequence`]).
     pub fn forward_sequence(
         &self,
