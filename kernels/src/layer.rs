@@ -422,24 +422,28 @@ where
         cfg.eps,
     )?;
     mark("slot ln1")?;
-    be.linear(&s.x1, &w.slot_ffn1.w, &mut s.ffn, n, ds, fs)?;
-    mark("slot ffn1 gemm")?;
-    be.bias_act(&s.ffn, &w.slot_ffn1.b, &mut s.ffn_act, fs, true)?;
-    mark("slot bias+gelu")?;
-    be.linear(&s.ffn_act, &w.slot_ffn2.w, &mut s.proj, n, fs, ds)?;
-    mark("slot ffn2 gemm")?;
-    be.bias_residual_layernorm(
-        &s.proj,
-        Some(&w.slot_ffn2.b),
-        Some(&s.x1),
-        &w.slot_ln2.gamma,
-        &w.slot_ln2.beta,
+    ffn_block(
+        be,
+        Ffn {
+            x: &s.x1,
+            up: &w.slot_ffn1,
+            down: &w.slot_ffn2,
+            norm: &w.slot_ln2,
+            rows: n,
+            dim: ds,
+            hidden: fs,
+            eps: cfg.eps,
+            steps: [
+                "slot ffn1 gemm",
+                "slot bias+gelu",
+                "slot ffn2 gemm",
+                "slot ln2",
+            ],
+        },
+        (&mut s.ffn, &mut s.ffn_act, &mut s.proj),
         slots_out,
-        n,
-        ds,
-        cfg.eps,
+        mark,
     )?;
-    mark("slot ln2")?;
 
     // --- query self-attention ---
     be.linear(queries, &w.q_qkv, &mut s.qqkv, m, dq, 3 * dq)?;
@@ -522,25 +526,73 @@ where
     mark("cross ln")?;
 
     // --- query FFN ---
-    be.linear(&s.q2, &w.q_ffn1.w, &mut s.qffn, m, dq, fq)?;
-    mark("query ffn1 gemm")?;
-    be.bias_act(&s.qffn, &w.q_ffn1.b, &mut s.qffn_act, fq, true)?;
-    mark("query bias+gelu")?;
-    be.linear(&s.qffn_act, &w.q_ffn2.w, &mut s.qproj, m, fq, dq)?;
-    mark("query ffn2 gemm")?;
-    be.bias_residual_layernorm(
-        &s.qproj,
-        Some(&w.q_ffn2.b),
-        Some(&s.q2),
-        &w.q_ln2.gamma,
-        &w.q_ln2.beta,
+    ffn_block(
+        be,
+        Ffn {
+            x: &s.q2,
+            up: &w.q_ffn1,
+            down: &w.q_ffn2,
+            norm: &w.q_ln2,
+            rows: m,
+            dim: dq,
+            hidden: fq,
+            eps: cfg.eps,
+            steps: [
+                "query ffn1 gemm",
+                "query bias+gelu",
+                "query ffn2 gemm",
+                "query ln2",
+            ],
+        },
+        (&mut s.qffn, &mut s.qffn_act, &mut s.qproj),
         queries_out,
-        m,
-        dq,
-        cfg.eps,
+        mark,
+    )
+}
+
+/// One FFN sub-block: its input, weights, sizes and the names of its four steps.
+struct Ffn<'a, T> {
+    x: &'a Buf<T>,
+    up: &'a Linear<T>,
+    down: &'a Linear<T>,
+    norm: &'a Norm,
+    rows: usize,
+    dim: usize,
+    hidden: usize,
+    eps: f32,
+    steps: [&'static str; 4],
+}
+
+/// `out = LayerNorm(x + W2·gelu(W1·x + b1) + b2)` over `rows` rows (the FFN of both the slot
+/// and the query side), with scratch `(hidden, activated, projected)`.
+fn ffn_block<T: Elem>(
+    be: &Backend,
+    f: Ffn<'_, T>,
+    (h, act, proj): (&mut Buf<T>, &mut Buf<T>, &mut Buf<T>),
+    out: &mut Buf<T>,
+    mark: &mut dyn FnMut(&'static str) -> Result<()>,
+) -> Result<()>
+where
+    CudaBlas: Gemm<T>,
+{
+    be.linear(f.x, &f.up.w, h, f.rows, f.dim, f.hidden)?;
+    mark(f.steps[0])?;
+    be.bias_act(h, &f.up.b, act, f.hidden, true)?;
+    mark(f.steps[1])?;
+    be.linear(act, &f.down.w, proj, f.rows, f.hidden, f.dim)?;
+    mark(f.steps[2])?;
+    be.bias_residual_layernorm(
+        proj,
+        Some(&f.down.b),
+        Some(f.x),
+        &f.norm.gamma,
+        &f.norm.beta,
+        out,
+        f.rows,
+        f.dim,
+        f.eps,
     )?;
-    mark("query ln2")?;
-    Ok(())
+    mark(f.steps[3])
 }
 
 fn bias(x: &[Buf<f32>; 3]) -> AttnBias<'_, Buf<f32>> {
