@@ -70,6 +70,21 @@ pub(crate) fn test_spec(
     let build = move |emitter: &Arc<_>| {
         let input = &build_input;
         let pipeline = new_pipeline(&name);
+        // src ! capsfilter caps=CAPS ! (the modality's branch to its appsink)
+        let attach = |src: &gst::Element, caps: &gst::Caps, modality: Modality| {
+            let filter = make("capsfilter", input)?;
+            filter.set_property("caps", caps);
+            add_chain(&pipeline, &[src, &filter], input)?;
+            let first = add_branch(
+                pipeline.upcast_ref(),
+                modality,
+                &params,
+                cfg.is_live,
+                emitter,
+                input,
+            )?;
+            link(&filter, &first, input)
+        };
         if cfg.video {
             let src = make("videotestsrc", input)?;
             set_nick(&src, "pattern", &cfg.pattern, "test source pattern")?;
@@ -78,23 +93,12 @@ pub(crate) fn test_spec(
                 let n = (d * params.fps - 1e-9).ceil().max(1.0) as i32;
                 src.set_property("num-buffers", n);
             }
-            let filter = make("capsfilter", input)?;
             let caps = gst::Caps::builder("video/x-raw")
                 .field("width", params.width as i32)
                 .field("height", params.height as i32)
                 .field("framerate", fps)
                 .build();
-            filter.set_property("caps", &caps);
-            add_chain(&pipeline, &[&src, &filter], input)?;
-            let first = add_branch(
-                pipeline.upcast_ref(),
-                Modality::Video,
-                &params,
-                cfg.is_live,
-                emitter,
-                input,
-            )?;
-            link(&filter, &first, input)?;
+            attach(&src, &caps, Modality::Video)?;
         }
         if cfg.audio {
             let src = make("audiotestsrc", input)?;
@@ -108,22 +112,11 @@ pub(crate) fn test_spec(
                 let n = (d * per_s - 1e-9).ceil().max(1.0) as i32;
                 src.set_property("num-buffers", n);
             }
-            let filter = make("capsfilter", input)?;
             let caps = gst::Caps::builder("audio/x-raw")
                 .field("rate", AUDIO_RATE as i32)
                 .field("channels", 1i32)
                 .build();
-            filter.set_property("caps", &caps);
-            add_chain(&pipeline, &[&src, &filter], input)?;
-            let first = add_branch(
-                pipeline.upcast_ref(),
-                Modality::Audio,
-                &params,
-                cfg.is_live,
-                emitter,
-                input,
-            )?;
-            link(&filter, &first, input)?;
+            attach(&src, &caps, Modality::Audio)?;
         }
         Ok(pipeline)
     };
