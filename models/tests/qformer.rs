@@ -2,7 +2,7 @@
 //! directions and both slot contexts, and incremental streaming against full recomputation
 //! over many slides. Relative error is `max|a - b| / max|b|` (`ops::max_rel_err`).
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{
     model::random_tensors, FrameInput, QFormer, QFormerConfig, QFormerStream, SlotContext,
@@ -10,7 +10,7 @@ use sensorium_models::qformer::{
 };
 
 mod qformer_common;
-use qformer_common::{dir, fixture, flat, Fixture, CASES};
+use qformer_common::{dir, fixture, flat, frame_input, tiny_cfg, Fixture, CASES};
 
 fn check(out: &sensorium_models::qformer::QFormerOutput, io: &Fixture, case: &str, tol: f32) {
     let e = max_rel_err(
@@ -77,40 +77,6 @@ fn streaming_matches_pytorch_reference() {
         "each frame pushed through the slot layers once"
     );
     check(&last.unwrap(), &fx, "past_lookback", 1e-4);
-}
-
-fn tiny_cfg() -> QFormerConfig {
-    QFormerConfig {
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        num_query_tokens: 3,
-        slots_per_frame: 2,
-        audio_width: 6,
-        audio_slot_width: 4,
-        visual_width: 4,
-        visual_slot_width: 4,
-        max_slot_positions: 30, // period 15 frames: the run below wraps positions twice
-        slot_attention_heads: 2,
-        lookback: 4,
-        llm_hidden_size: 10,
-        ..QFormerConfig::default()
-    }
-}
-
-fn frame_input(i: usize) -> FrameInput {
-    let dev = Device::Cpu;
-    let a: Vec<f32> = (0..2 * 6)
-        .map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin())
-        .collect();
-    let v: Vec<f32> = (0..2 * 4)
-        .map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos())
-        .collect();
-    FrameInput {
-        audio: (i % 7 != 3).then(|| Tensor::from_vec(a, (2, 6), &dev).unwrap()),
-        visual: (i % 5 != 2).then(|| Tensor::from_vec(v, (2, 4), &dev).unwrap()),
-    }
 }
 
 #[test]

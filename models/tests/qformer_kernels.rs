@@ -4,7 +4,7 @@
 //! present (f32 within 1e-4, f16 within 1e-2, bf16 within 2e-2; prints SKIP otherwise). Also `--device`
 //! parsing and the `auto` fallback message.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use sensorium_kernels::{Backend, DeviceSpec, Elem};
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{
@@ -13,7 +13,7 @@ use sensorium_models::qformer::{
 };
 
 mod qformer_common;
-use qformer_common::{dir, fixture, flat, Fixture, CASES};
+use qformer_common::{dir, fixture, flat, frame_input, tiny_cfg, Fixture, CASES};
 
 fn rel(a: &QFormerOutput, b: &QFormerOutput) -> f32 {
     max_rel_err(&flat(&a.hidden), &flat(&b.hidden), 1e-6).max(max_rel_err(
@@ -112,40 +112,6 @@ fn kernels_cpu_streaming_matches_pytorch_reference() {
     );
     let e = rel_ref(&last.unwrap(), &fx, "past_lookback");
     assert!(e <= 1e-4, "streaming vs PyTorch rel err {e}");
-}
-
-fn tiny_cfg() -> QFormerConfig {
-    QFormerConfig {
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        num_query_tokens: 3,
-        slots_per_frame: 2,
-        audio_width: 6,
-        audio_slot_width: 4,
-        visual_width: 4,
-        visual_slot_width: 4,
-        max_slot_positions: 30,
-        slot_attention_heads: 2,
-        lookback: 4,
-        llm_hidden_size: 10,
-        ..QFormerConfig::default()
-    }
-}
-
-fn frame_input(i: usize) -> FrameInput {
-    let dev = Device::Cpu;
-    let a: Vec<f32> = (0..2 * 6)
-        .map(|j| ((i * 31 + j * 7) as f32 * 0.37).sin())
-        .collect();
-    let v: Vec<f32> = (0..2 * 4)
-        .map(|j| ((i * 17 + j * 5) as f32 * 0.23).cos())
-        .collect();
-    FrameInput {
-        audio: (i % 7 != 3).then(|| Tensor::from_vec(a, (2, 6), &dev).unwrap()),
-        visual: (i % 5 != 2).then(|| Tensor::from_vec(v, (2, 4), &dev).unwrap()),
-    }
 }
 
 /// Streams 30 frames (last window padded) through candle and the kernels side by side.
