@@ -272,38 +272,43 @@ fn check_dim(v: u32) -> Result<(), String> {
     }
 }
 
+/// What the two generated sources (`test`, `synthetic`) have in common. The checks run in
+/// the order the fields are documented: volume, duration, media.
+fn check_generator(
+    kind: &str,
+    volume: f64,
+    duration_s: Option<f64>,
+    video: bool,
+    audio: bool,
+) -> Result<(), (&'static str, String)> {
+    if !(0.0..=1.0).contains(&volume) {
+        return Err(("volume", format!("must be within 0..1, got {volume}")));
+    }
+    if let Some(d) = duration_s {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(("duration_s", format!("must be > 0 seconds, got {d}")));
+        }
+    }
+    if !video && !audio {
+        return Err(("video", format!("a {kind} source needs video or audio")));
+    }
+    Ok(())
+}
+
 fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
     match s {
         SourceConfig::Test(t) => {
-            if !(0.0..=1.0).contains(&t.volume) {
-                return Err(("volume", format!("must be within 0..1, got {}", t.volume)));
-            }
             if !(t.freq.is_finite() && t.freq > 0.0) {
                 return Err(("freq", format!("must be > 0 Hz, got {}", t.freq)));
             }
-            if let Some(d) = t.duration_s {
-                if !(d.is_finite() && d > 0.0) {
-                    return Err(("duration_s", format!("must be > 0 seconds, got {d}")));
-                }
-            }
-            if !t.video && !t.audio {
-                return Err(("video", "a test source needs video or audio".into()));
-            }
+            check_generator("test", t.volume, t.duration_s, t.video, t.audio)?;
         }
         SourceConfig::Synthetic(s) => {
-            if !(0.0..=1.0).contains(&s.volume) {
-                return Err(("volume", format!("must be within 0..1, got {}", s.volume)));
-            }
             if !(s.freq.is_finite() && s.freq > 0.0 && s.freq < 8000.0) {
                 return Err((
                     "freq",
                     format!("must be > 0 and < 8000 Hz (16 kHz audio), got {}", s.freq),
                 ));
-            }
-            if let Some(d) = s.duration_s {
-                if !(d.is_finite() && d > 0.0) {
-                    return Err(("duration_s", format!("must be > 0 seconds, got {d}")));
-                }
             }
             if !(1..=1000).contains(&s.chunk_ms) {
                 return Err((
@@ -311,9 +316,7 @@ fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
                     format!("must be within 1..1000, got {}", s.chunk_ms),
                 ));
             }
-            if !s.video && !s.audio {
-                return Err(("video", "a synthetic source needs video or audio".into()));
-            }
+            check_generator("synthetic", s.volume, s.duration_s, s.video, s.audio)?;
         }
         SourceConfig::File(f) => {
             if f.path.as_os_str().is_empty() {
