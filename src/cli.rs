@@ -82,6 +82,37 @@ enum Command {
     /// before/after, and difficulty-aware vs uniform selection at equal update budgets.
     #[command(name = "distill-eval", after_help = EXIT_CODES)]
     DistillEval(DistillEvalArgs),
+    /// Train the causal Q-Former (and LoRA on the LLM, or the whole LLM) on a manifest of
+    /// clips with questions and answers (`[train]` of the config).
+    #[command(after_help = EXIT_CODES)]
+    Train {
+        /// Run config with `[engine]`, `[models]`, `[llm]` and `[train]`.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output directory (overrides `train.output`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Optimizer steps (overrides `train.steps` / `train.epochs`).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Continue the run saved in the output directory's `state/`.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Answer every question of a manifest through the live inference path (greedy) and
+    /// print exact-match accuracy per task and overall.
+    #[command(after_help = EXIT_CODES)]
+    Eval {
+        /// Run config with `[models]` (a trained `qformer`) and `[llm]`.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Questions to answer (JSON Lines, the training manifest format).
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -214,8 +245,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let config = Config::load(&file).code(code::USAGE)?;
             let setup =
                 ModelSetup::parse(&config, &file.display().to_string()).code(code::USAGE)?;
+            let train = crate::train::parse(&config, &file.display().to_string())
+                .code(code::USAGE)?;
             let mut resolved = config.resolved();
             setup.resolve_into(&mut resolved);
+            if let Some(t) = train {
+                resolved.train = toml::Table::try_from(&t).ok();
+            }
             print!("{}", resolved.to_toml_redacted());
             Ok(code::OK)
         }
@@ -226,6 +262,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(code::OK)
         }
         Command::Run(args) => run_streams(args),
+        Command::Train {
+            config,
+            output,
+            steps,
+            resume,
+        } => crate::train::train(&config, output, steps, resume),
+        Command::Eval {
+            config,
+            manifest,
+            json,
+        } => crate::train::eval(&config, &manifest, json),
     }
 }
 
@@ -494,6 +541,7 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
         models: None,
         llm: None,
         distill: None,
+        train: None,
     };
     config.validate("--source").map_err(|e| anyhow!(e))?;
     Ok(config)

@@ -6,6 +6,7 @@ mod cli;
 mod models;
 mod output;
 mod sources;
+mod train;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -117,7 +117,7 @@ fn field_err(origin: &str, field: &str, message: impl std::fmt::Display) -> anyh
 }
 
 /// Deserializes a section with the failing key path in the error.
-fn section<T: DeserializeOwned>(
+pub fn section<T: DeserializeOwned>(
     table: &toml::Table,
     name: &str,
     origin: &str,
@@ -347,26 +347,7 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
         check_widths(&qf.cfg, dir, aw, vw, llm_width)?;
         Some(qf)
     } else if m.random {
-        let width = vw.or(aw).unwrap_or(768);
-        let cfg = QFormerConfig {
-            hidden_size: m.hidden_size,
-            num_hidden_layers: m.layers,
-            num_attention_heads: m.heads,
-            intermediate_size: 4 * m.hidden_size,
-            num_query_tokens: m.queries,
-            slots_per_frame: m.slots.unwrap_or(32),
-            audio_width: aw.unwrap_or(width),
-            audio_slot_width: width,
-            audio_proj: true,
-            visual_width: vw.unwrap_or(width),
-            visual_slot_width: width,
-            visual_proj: false,
-            max_slot_positions: m.slots.unwrap_or(32) * 128,
-            slot_attention_heads: m.heads,
-            lookback: config.engine.window,
-            llm_hidden_size: m.projection.or(llm_width).unwrap_or(768),
-            ..QFormerConfig::default()
-        };
+        let cfg = random_qformer_config(&m, config, aw, vw, llm_width);
         let qf = QFormer::random(cfg, m.seed, m.init_std as f32, &dev)
             .map_err(|e| anyhow!("models.random: random Q-Former: {e}"))?;
         Some(qf)
@@ -407,6 +388,66 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
     })
 }
 
+/// The shape of `[models] random = true`'s Q-Former for the encoders and LLM at hand.
+pub fn random_qformer_config(
+    m: &ModelsConfig,
+    config: &Config,
+    aw: Option<usize>,
+    vw: Option<usize>,
+    llm_width: Option<usize>,
+) -> QFormerConfig {
+    let width = vw.or(aw).unwrap_or(768);
+    QFormerConfig {
+        hidden_size: m.hidden_size,
+        num_hidden_layers: m.layers,
+        num_attention_heads: m.heads,
+        intermediate_size: 4 * m.hidden_size,
+        num_query_tokens: m.queries,
+        slots_per_frame: m.slots.unwrap_or(32),
+        audio_width: aw.unwrap_or(width),
+        audio_slot_width: width,
+        audio_proj: true,
+        visual_width: vw.unwrap_or(width),
+        visual_slot_width: width,
+        visual_proj: false,
+        max_slot_positions: m.slots.unwrap_or(32) * 128,
+        slot_attention_heads: m.heads,
+        lookback: config.engine.window,
+        llm_hidden_size: m.projection.or(llm_width).unwrap_or(768),
+        ..QFormerConfig::default()
+    }
+}
+
+/// The frame encoder of `[models]` (what `run` and `train` put between synchroniser and
+/// windows), with the encoders' widths. `slots`: the Q-Former's slots per frame, when known.
+pub fn frame_encoder(
+    m: &ModelsConfig,
+    slots: Option<usize>,
+) -> anyhow::Result<(AvFrameEncoder, Option<usize>, Option<usize>)> {
+    let dev = Device::Cpu;
+    let audio = m
+        .audio
+        .as_ref()
+        .map(|d| AudioEncoder::load(d, &dev).map_err(|e| load_err("models.audio", d, e)))
+        .transpose()?;
+    let vision = m
+        .vision
+        .as_ref()
+        .map(|d| VisionEncoder::load(d, &dev).map_err(|e| load_err("models.vision", d, e)))
+        .transpose()?;
+    let (aw, vw) = (
+        audio.as_ref().map(|a| a.width()),
+        vision.as_ref().map(|v| v.width()),
+    );
+    let slots = m.slots.or(slots).unwrap_or(32);
+    let mode = match m.visual_slots {
+        VisualSlots::Pool => SlotMode::Pool(slots),
+        VisualSlots::All => SlotMode::All,
+        VisualSlots::Cls => SlotMode::Cls,
+    };
+    Ok((AvFrameEncoder::new(audio, vision, mode), aw, vw))
+}
+
 /// Puts the Q-Former on `[engine] device` / `--device`: our CUDA kernels (weights and caches
 /// resident on the GPU) or candle on the CPU. `auto` without a usable GPU says so once.
 fn open_qformer(q: QFormer, device: &str, window: usize) -> anyhow::Result<QFormerWindowModel> {
@@ -425,7 +466,7 @@ fn open_qformer(q: QFormer, device: &str, window: usize) -> anyhow::Result<QForm
 }
 
 /// The Q-Former checkpoint must fit the configured encoders and LLM.
-fn check_widths(
+pub fn check_widths(
     cfg: &QFormerConfig,
     dir: &Path,
     audio: Option<usize>,

@@ -32,6 +32,9 @@ pub struct Config {
     pub llm: Option<toml::Table>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<toml::Table>,
+    /// `[train]`: `sensorium train`'s section (schema in the models crate, `train::TrainConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<toml::Table>,
 }
 
 /// Defaults for every stream, and the window shape.

@@ -12,4 +12,5 @@ pub mod qformer;
 pub mod stack;
 pub mod stage;
 pub mod tokens;
+pub mod train;
 pub mod vision;

@@ -110,8 +110,23 @@ pub fn attention(
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let p = candle_nn::ops::softmax_last_dim(&scores)?;
-    p.matmul(&v.contiguous()?)
+    p_of(&scores)?.matmul(&v.contiguous()?)
+}
+
+/// Softmax over the last axis: candle's fused kernel for inference, and the composed
+/// (differentiable) form when `x` is part of a training graph. candle 0.11.1's fused
+/// `softmax_last_dim` records no backward, so everything upstream of it would silently get
+/// no gradient.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+fn p_of(scores: &Tensor) -> Result<Tensor> {
+    softmax_last(scores)
 }
 
 /// Relative error `max|a - b| / max(max|b|, floor)` used by every fixture comparison.

@@ -139,7 +139,7 @@ impl Answerer {
     /// Loads the model named by `cfg` on `device`.
     pub fn from_config(cfg: &LlmConfig, device: &Device) -> Result<Self, LlmError> {
         cfg.validate()?;
-        let m = load_model_with(
+        let mut m = load_model_with(
             &cfg.model,
             cfg.tokenizer.as_deref(),
             cfg.dtype,
@@ -147,6 +147,17 @@ impl Answerer {
             cfg.max_context_tokens,
             device,
         )?;
+        if let Some(dir) = &cfg.adapter {
+            let err = |message: String| LlmError::Checkpoint {
+                path: dir.clone(),
+                message,
+            };
+            let pairs = crate::train::lora::load_adapter(dir, device)
+                .map_err(|e| err(format!("adapter: {e}")))?;
+            m.decoder
+                .set_lora(&pairs)
+                .map_err(|e| err(format!("adapter does not fit the model: {e}")))?;
+        }
         Self::new(m, cfg)
     }
 

@@ -23,11 +23,59 @@ const PREFILL_DEQUANT_ROWS: usize = 32;
 pub(crate) struct Lin {
     w: QMatMul,
     b: Option<Tensor>,
+    /// A LoRA adapter on this layer (PEFT's `lora_A`, `lora_B`), applied unmerged so that
+    /// serving computes exactly what training did.
+    lora: Option<LoraWeights>,
+}
+
+/// One layer's LoRA pair: `y += scale * B (A dropout(x))`, `A` `[r, in]`, `B` `[out, r]`.
+#[derive(Clone, Debug)]
+pub struct LoraWeights {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// Dropout on the LoRA input during training (PEFT's `lora_dropout`), drawn from a seeded
+/// generator so a run is reproducible.
+pub struct LoraDropout {
+    pub p: f32,
+    pub rng: rand::rngs::StdRng,
+}
+
+impl LoraDropout {
+    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+        use rand::Rng;
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
 }
 
 impl Lin {
     pub(crate) fn new(w: QMatMul, b: Option<Tensor>) -> Self {
-        Self { w, b }
+        Self { w, b, lora: None }
+    }
+
+    /// `(out, in)` of the dense or quantised weight.
+    fn shape(&self) -> (usize, usize) {
+        let d = match &self.w {
+            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
+        };
+        (d[0], d[1])
     }
 
     fn dense(vb: &VarBuilder, out: usize, inp: usize, bias: bool) -> candle_core::Result<Self> {
@@ -37,13 +85,35 @@ impl Lin {
         } else {
             None
         };
-        Ok(Self {
-            w: QMatMul::Tensor(w),
-            b,
-        })
+        Ok(Self::new(QMatMul::Tensor(w), b))
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, None)
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        dropout: Option<&mut LoraDropout>,
+    ) -> candle_core::Result<Tensor> {
+        let y = self.base(x)?;
+        match &self.lora {
+            None => Ok(y),
+            Some(l) => {
+                let xin = match dropout {
+                    Some(d) => d.apply(x)?,
+                    None => x.clone(),
+                };
+                let a = l.a.to_dtype(x.dtype())?;
+                let b = l.b.to_dtype(x.dtype())?;
+                let h = xin.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+                y + (h * l.scale)?
+            }
+        }
+    }
+
+    fn base(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.w {
             // Long prompts: candle's quantised CPU matmul is a per-row vec-dot (and rounds the
             // activations to q8); dequantising the weight once per call and running one f32
@@ -143,9 +213,14 @@ impl Rope {
         let seq = x.dim(2)?;
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
-        match self.style {
-            RopeStyle::Halves => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin),
+        let x = x.contiguous()?;
+        // The fused kernels record no backward (candle 0.11.1): training graphs take the
+        // composed forms, which compute the same rotation.
+        match (self.style, x.track_op()) {
+            (RopeStyle::Halves, false) => candle_nn::rotary_emb::rope(&x, &cos, &sin),
+            (RopeStyle::Halves, true) => candle_nn::rotary_emb::rope_slow(&x, &cos, &sin),
+            (RopeStyle::Interleaved, false) => candle_nn::rotary_emb::rope_i(&x, &cos, &sin),
+            (RopeStyle::Interleaved, true) => candle_nn::rotary_emb::rope_i_slow(&x, &cos, &sin),
         }
     }
 }
@@ -354,14 +429,219 @@ impl Decoder {
         seq: usize,
         all_logits: bool,
     ) -> candle_core::Result<Tensor> {
-        let cfg = &self.cfg;
+        let x = embeds.to_dtype(self.dtype)?.unsqueeze(0)?;
+        let mut parts = Parts {
+            cfg: &self.cfg,
+            blocks: &self.blocks,
+            rope: &self.rope,
+            device: &self.device,
+            dtype: self.dtype,
+        };
+        let x = parts.blocks(x, pos, seq, Some(&mut self.cache), None)?;
+        self.cache.advance(seq);
+        let x = if all_logits {
+            x
+        } else {
+            x.narrow(1, seq - 1, 1)?
+        };
+        parts.head(&x, &self.norm, &self.lm_head)
+    }
+
+    /// Training forward: `embeds` (`[seq, hidden]`, positions `0..seq`) through every layer
+    /// with the differentiable forms of RMSNorm, RoPE and softmax whenever the inputs or
+    /// weights are part of a training graph, without touching the KV cache. Returns f32
+    /// logits `[seq, vocab]` for every position. `dropout` is the LoRA input dropout.
+    pub fn forward_train(
+        &self,
+        embeds: &Tensor,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor, LlmError> {
+        let (seq, h) = embeds
+            .dims2()
+            .ctx(|| "input embeddings must be [seq, hidden]".into())?;
+        let bad = |m: String| LlmError::Candle {
+            context: "decoder training forward".into(),
+            source: candle_core::Error::Msg(m),
+        };
+        if h != self.cfg.hidden_size {
+            return Err(bad(format!(
+                "input embeddings have width {h}, the model's hidden_size is {}",
+                self.cfg.hidden_size
+            )));
+        }
+        if seq == 0 || seq > self.cache.capacity() {
+            return Err(bad(format!(
+                "{seq} positions: a training sequence needs 1..={} (llm.max_context_tokens)",
+                self.cache.capacity()
+            )));
+        }
+        let run = || -> candle_core::Result<Tensor> {
+            let mut parts = Parts {
+                cfg: &self.cfg,
+                blocks: &self.blocks,
+                rope: &self.rope,
+                device: &self.device,
+                dtype: self.dtype,
+            };
+            let x = embeds.to_dtype(self.dtype)?.unsqueeze(0)?;
+            let x = parts.blocks(x, 0, seq, None, dropout)?;
+            parts.head(&x, &self.norm, &self.lm_head)
+        };
+        run().ctx(|| format!("decoder training forward of {seq} positions"))
+    }
+
+    /// The embedding table `[vocab, hidden]` (a training variable when the LLM is trained).
+    pub fn embed_table(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// Attaches LoRA pairs to the attention projections named in `targets` (`q_proj`,
+    /// `k_proj`, `v_proj`, `o_proj`; also `gate_proj`, `up_proj`, `down_proj`), keyed by PEFT's
+    /// module path `model.layers.{i}.self_attn.q_proj`. Every named layer must be present
+    /// with shapes that fit.
+    pub fn set_lora(
+        &mut self,
+        pairs: &std::collections::HashMap<String, LoraWeights>,
+    ) -> Result<(), LlmError> {
+        let mut used = 0;
+        for (l, blk) in self.blocks.iter_mut().enumerate() {
+            for (name, lin) in blk.linears_mut() {
+                let key = format!("model.layers.{l}.{name}");
+                if let Some(p) = pairs.get(&key) {
+                    let (out, inp) = lin.shape();
+                    let (ra, ia) = p.a.dims2().ctx(|| format!("{key}.lora_A"))?;
+                    let (ob, rb) = p.b.dims2().ctx(|| format!("{key}.lora_B"))?;
+                    if ia != inp || ob != out || ra != rb {
+                        return Err(LlmError::Candle {
+                            context: format!("LoRA {key}"),
+                            source: candle_core::Error::Msg(format!(
+                                "lora_A {:?} / lora_B {:?} do not fit the layer [{out}, {inp}]",
+                                p.a.dims(),
+                                p.b.dims()
+                            )),
+                        });
+                    }
+                    lin.lora = Some(p.clone());
+                    used += 1;
+                }
+            }
+        }
+        if used != pairs.len() {
+            let known: std::collections::HashSet<String> = (0..self.blocks.len())
+                .flat_map(|l| {
+                    LINEAR_NAMES
+                        .iter()
+                        .map(move |n| format!("model.layers.{l}.{n}"))
+                })
+                .collect();
+            let stray = pairs
+                .keys()
+                .find(|k| !known.contains(*k))
+                .cloned()
+                .unwrap_or_default();
+            return Err(LlmError::Candle {
+                context: "LoRA adapter".into(),
+                source: candle_core::Error::Msg(format!(
+                    "module {stray:?} is not a linear layer of this model"
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(out, in)` of every layer's linear `name` (e.g. `self_attn.q_proj`).
+    pub fn linear_shapes(&self, name: &str) -> Vec<(usize, usize)> {
+        self.blocks
+            .iter()
+            .filter_map(|b| {
+                b.linears()
+                    .into_iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, l)| l.shape())
+            })
+            .collect()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+/// Module paths of a block's linear layers, relative to `model.layers.{i}`.
+pub const LINEAR_NAMES: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+impl Block {
+    fn linears(&self) -> [(&'static str, &Lin); 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [
+            (LINEAR_NAMES[0], &a.q),
+            (LINEAR_NAMES[1], &a.k),
+            (LINEAR_NAMES[2], &a.v),
+            (LINEAR_NAMES[3], &a.o),
+            (LINEAR_NAMES[4], &m.gate),
+            (LINEAR_NAMES[5], &m.up),
+            (LINEAR_NAMES[6], &m.down),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Lin); 7] {
+        let (a, m) = (&mut self.attn, &mut self.mlp);
+        [
+            (LINEAR_NAMES[0], &mut a.q),
+            (LINEAR_NAMES[1], &mut a.k),
+            (LINEAR_NAMES[2], &mut a.v),
+            (LINEAR_NAMES[3], &mut a.o),
+            (LINEAR_NAMES[4], &mut m.gate),
+            (LINEAR_NAMES[5], &mut m.up),
+            (LINEAR_NAMES[6], &mut m.down),
+        ]
+    }
+}
+
+/// RMSNorm: candle's fused kernel for inference, the composed form in training graphs.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    if x.track_op() || w.track_op() {
+        candle_nn::ops::rms_norm_slow(x, w, eps)
+    } else {
+        candle_nn::ops::rms_norm(x, w, eps)
+    }
+}
+
+/// The read-only parts of a decoder one forward pass needs (borrowed apart from the cache).
+struct Parts<'a> {
+    cfg: &'a DecoderConfig,
+    blocks: &'a [Block],
+    rope: &'a Rope,
+    device: &'a Device,
+    dtype: DType,
+}
+
+impl Parts<'_> {
+    /// Every block over `x` `[1, seq, hidden]` at positions `pos..pos + seq`; with a cache,
+    /// the new K/V are appended and all cached positions are attended.
+    fn blocks(
+        &mut self,
+        mut x: Tensor,
+        pos: usize,
+        seq: usize,
+        mut cache: Option<&mut KvCache>,
+        mut dropout: Option<&mut LoraDropout>,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = self.cfg;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
         let eps = cfg.rms_norm_eps as f32;
-        let mut x = embeds.to_dtype(self.dtype)?.unsqueeze(0)?;
         let total = pos + seq;
         let mask = if seq > 1 {
             // Causal over the new positions; all cached positions are visible.
@@ -370,17 +650,17 @@ impl Decoder {
                     (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
                 })
                 .collect();
-            Some(Tensor::from_vec(m, (1, 1, seq, total), &self.device)?.to_dtype(self.dtype)?)
+            Some(Tensor::from_vec(m, (1, 1, seq, total), self.device)?.to_dtype(self.dtype)?)
         } else {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
         for (l, blk) in self.blocks.iter().enumerate() {
             let residual = &x;
-            let hs = candle_nn::ops::rms_norm(&x, &blk.input_norm, eps)?;
-            let q = blk.attn.q.forward(&hs)?;
-            let k = blk.attn.k.forward(&hs)?;
-            let v = blk.attn.v.forward(&hs)?;
+            let hs = rms_norm(&x, &blk.input_norm, eps)?;
+            let q = blk.attn.q.forward_with(&hs, dropout.as_deref_mut())?;
+            let k = blk.attn.k.forward_with(&hs, dropout.as_deref_mut())?;
+            let v = blk.attn.v.forward_with(&hs, dropout.as_deref_mut())?;
             let q = q.reshape((1, seq, nh, hd))?.transpose(1, 2)?;
             let k = k.reshape((1, seq, nkv, hd))?.transpose(1, 2)?;
             let v = v
@@ -389,38 +669,39 @@ impl Decoder {
                 .contiguous()?;
             let q = self.rope.apply(&q, pos)?;
             let k = self.rope.apply(&k, pos)?;
-            let (k, v) = self.cache.append(l, &k, &v)?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.append(l, &k, &v)?,
+                None => (k.contiguous()?, v),
+            };
             // Grouped-query attention: fold the query heads of a group into the sequence axis
             // so one matmul per KV head serves the whole group without copying K/V.
             let groups = nh / nkv;
-            let q = q.reshape((1, nkv, groups * seq, hd))?;
+            let q = q.contiguous()?.reshape((1, nkv, groups * seq, hd))?;
             let att = (q.matmul(&k.t()?)? * scale)?;
             let att = att.reshape((1, nkv * groups, seq, total))?;
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
             };
-            let att = candle_nn::ops::softmax_last_dim(&att.to_dtype(DType::F32)?)?
-                .to_dtype(self.dtype)?;
+            let att = crate::ops::softmax_last(&att.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
             let att = att.reshape((1, nkv, groups * seq, total))?;
             let y = att.matmul(&v)?.reshape((1, nh, seq, hd))?;
             let y = y.transpose(1, 2)?.reshape((1, seq, nh * hd))?;
-            let y = blk.attn.o.forward(&y)?;
+            let y = blk.attn.o.forward_with(&y, dropout.as_deref_mut())?;
             let x1 = (residual + y)?;
-            let hs = candle_nn::ops::rms_norm(&x1, &blk.post_norm, eps)?;
-            let g = candle_nn::ops::silu(&blk.mlp.gate.forward(&hs)?)?;
-            let u = blk.mlp.up.forward(&hs)?;
-            let y = blk.mlp.down.forward(&(g * u)?)?;
+            let hs = rms_norm(&x1, &blk.post_norm, eps)?;
+            let g = candle_nn::ops::silu(&blk.mlp.gate.forward_with(&hs, dropout.as_deref_mut())?)?;
+            let u = blk.mlp.up.forward_with(&hs, dropout.as_deref_mut())?;
+            let y = blk.mlp.down.forward_with(&(g * u)?, dropout.as_deref_mut())?;
             x = (x1 + y)?;
         }
-        self.cache.advance(seq);
-        let x = if all_logits {
-            x
-        } else {
-            x.narrow(1, seq - 1, 1)?
-        };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+        Ok(x)
+    }
+
+    /// Final norm and LM head: f32 logits `[positions, vocab]`.
+    fn head(&self, x: &Tensor, norm: &Tensor, lm_head: &Lin) -> candle_core::Result<Tensor> {
+        let x = rms_norm(x, norm, self.cfg.rms_norm_eps as f32)?;
+        lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
     }
 }
 

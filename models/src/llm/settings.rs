@@ -20,6 +20,10 @@ pub struct LlmConfig {
     /// tokenizer.json to use instead of the model's own (e.g. beside a GGUF file).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// A LoRA adapter directory in PEFT's layout (`adapter_config.json` +
+    /// `adapter_model.safetensors`), e.g. `sensorium train`'s `adapter/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
     /// Compute dtype of safetensors models (auto: f32 on CPU, bf16 on CUDA).
     #[serde(default)]
     pub dtype: ComputeDtype,
@@ -97,6 +101,7 @@ impl LlmConfig {
         Self {
             model: model.into(),
             tokenizer: None,
+            adapter: None,
             dtype: ComputeDtype::Auto,
             dequantize: false,
             template: TemplateConfig::default(),

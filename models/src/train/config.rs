@@ -1,0 +1,207 @@
+//! `[train]`: what `sensorium train` learns, from which data, and how (FAVOR's recipe by
+//! default: encoders and LLM frozen, causal Q-Former + projection trained; LoRA on the LLM's
+//! attention projections with `train_llm = "lora"`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+
+/// What happens to the LLM's weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainLlm {
+    /// The LLM stays as it is (only the Q-Former and its projection learn).
+    #[default]
+    Frozen,
+    /// LoRA pairs on `lora.targets` (PEFT conventions), saved as `adapter/`.
+    Lora,
+    /// Every LLM weight is trained, saved as a full checkpoint `llm/`.
+    Full,
+}
+
+/// Learning-rate schedule after the linear warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 at the last step.
+    #[default]
+    Cosine,
+    Constant,
+}
+
+/// `[train.lora]` (FAVOR's setting by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    /// Dropout on the LoRA input (training only).
+    pub dropout: f32,
+    /// Module names as PEFT's `target_modules`.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 32,
+            alpha: 32.0,
+            dropout: 0.1,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl LoraConfig {
+    /// PEFT's scale `alpha / r`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.r as f64
+    }
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Training samples, JSON Lines (see `models/src/train/data.rs` and the README).
+    pub manifest: Option<PathBuf>,
+    /// Validation samples; without it `val_fraction` of the manifest is held out.
+    pub val_manifest: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// Output directory (`--output` overrides).
+    pub output: Option<PathBuf>,
+    /// Optimizer steps; without it, `epochs` passes over the training samples.
+    pub steps: Option<u64>,
+    pub epochs: Option<u64>,
+    /// Samples per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip_grad_norm: f64,
+    pub seed: u64,
+    /// Evaluate (validation loss and exact-match accuracy) every N steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Write a resumable checkpoint every N steps (0 = only at the end).
+    pub save_every: u64,
+    /// FAVOR's diversity loss weight on the Q-Former output tokens.
+    pub diversity_loss: f64,
+    pub train_llm: TrainLlm,
+    pub lora: LoraConfig,
+    /// Train the encoders too (small models only). Not supported yet: refused with a clear
+    /// error until the encoders have a differentiable training path.
+    pub train_encoders: bool,
+    /// A Q-Former directory to start from (else `[models] qformer`, else a seeded random one).
+    pub init_qformer: Option<PathBuf>,
+    /// Where decoded clip features are cached (default: `<output>/cache`).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            manifest: None,
+            val_manifest: None,
+            val_fraction: 0.0,
+            output: None,
+            steps: None,
+            epochs: None,
+            batch: 1,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: 0,
+            schedule: Schedule::Cosine,
+            weight_decay: 0.0,
+            clip_grad_norm: 1.0,
+            seed: 0,
+            eval_every: 0,
+            save_every: 0,
+            diversity_loss: 0.0,
+            train_llm: TrainLlm::Frozen,
+            lora: LoraConfig::default(),
+            train_encoders: false,
+            init_qformer: None,
+            cache: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks what serde cannot; the error names the field (`train.…`).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, message: &str| {
+            Err(TrainError::Config {
+                field: format!("train.{field}"),
+                message: message.into(),
+            })
+        };
+        if self.manifest.is_none() {
+            return bad("manifest", "missing: the training samples (JSON Lines)");
+        }
+        if self.steps.is_some() && self.epochs.is_some() {
+            return bad("steps", "set either `steps` or `epochs`, not both");
+        }
+        if self.steps == Some(0) || self.epochs == Some(0) {
+            return bad("steps", "must be at least 1");
+        }
+        if self.batch == 0 {
+            return bad("batch", "must be at least 1");
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be > 0");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction", "must be in [0, 1)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be >= 0");
+        }
+        if !(self.clip_grad_norm.is_finite() && self.clip_grad_norm >= 0.0) {
+            return bad("clip_grad_norm", "must be >= 0 (0 = off)");
+        }
+        if !(self.diversity_loss.is_finite() && self.diversity_loss >= 0.0) {
+            return bad("diversity_loss", "must be >= 0");
+        }
+        if self.lora.r == 0 {
+            return bad("lora.r", "must be at least 1");
+        }
+        if !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
+            return bad("lora.alpha", "must be > 0");
+        }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            return bad("lora.dropout", "must be in [0, 1)");
+        }
+        if self.lora.targets.is_empty() {
+            return bad("lora.targets", "name at least one module (e.g. \"q_proj\")");
+        }
+        for t in &self.lora.targets {
+            if !super::lora::TARGETS.contains(&t.as_str()) {
+                return Err(TrainError::Config {
+                    field: "train.lora.targets".into(),
+                    message: format!(
+                        "unknown module {t:?} (one of: {})",
+                        super::lora::TARGETS.join(", ")
+                    ),
+                });
+            }
+        }
+        if self.train_encoders {
+            return bad(
+                "train_encoders",
+                "training the encoders is not supported yet (they stay frozen); set it to false",
+            );
+        }
+        Ok(())
+    }
+}

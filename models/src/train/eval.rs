@@ -1,0 +1,163 @@
+//! Exact-match evaluation through the live inference path: the Q-Former's streaming runner
+//! over a clip's windows in order, the answer service's [`Answerer`] (greedy) on the
+//! newest windows, as `sensorium run` answers a scheduled question.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use super::clips::ClipExtractor;
+use super::data::Sample;
+use super::TrainError;
+use crate::llm::{Answerer, CancelToken, WindowMeta};
+use crate::qformer::{FrameInput, QFormerRunner, StreamFrame};
+
+/// Lower case, surrounding whitespace and one final full stop ignored.
+pub fn normalise_answer(s: &str) -> String {
+    let t = s.trim().to_lowercase();
+    t.strip_suffix('.').unwrap_or(&t).trim_end().to_owned()
+}
+
+/// One wrong answer, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Miss {
+    pub origin: String,
+    pub task: String,
+    pub question: String,
+    pub expected: String,
+    pub got: String,
+}
+
+/// Accuracy per task and overall.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EvalReport {
+    /// task → (correct, total)
+    pub tasks: BTreeMap<String, (usize, usize)>,
+    pub correct: usize,
+    pub total: usize,
+    pub misses: Vec<Miss>,
+}
+
+impl EvalReport {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+
+    /// A table: one row per task and the overall row.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<16} {:>8} {:>8} {:>9}\n", "task", "correct", "total", "accuracy");
+        for (t, (c, n)) in &self.tasks {
+            s += &format!(
+                "{t:<16} {c:>8} {n:>8} {:>8.1}%\n",
+                100.0 * *c as f64 / (*n).max(1) as f64
+            );
+        }
+        s += &format!(
+            "{:<16} {:>8} {:>8} {:>8.1}%\n",
+            "overall",
+            self.correct,
+            self.total,
+            100.0 * self.accuracy()
+        );
+        s
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let tasks: serde_json::Map<String, serde_json::Value> = self
+            .tasks
+            .iter()
+            .map(|(t, (c, n))| {
+                (
+                    t.clone(),
+                    serde_json::json!({"correct": c, "total": n, "accuracy": *c as f64 / (*n).max(1) as f64}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "tasks": tasks, "correct": self.correct, "total": self.total,
+            "accuracy": self.accuracy(), "misses": self.misses,
+        })
+    }
+}
+
+/// Answers every question of `samples` and scores it.
+pub fn evaluate(
+    samples: &[Sample],
+    extractor: &ClipExtractor,
+    qformer: &QFormerRunner,
+    answerer: &mut Answerer,
+) -> Result<EvalReport, TrainError> {
+    let mut r = EvalReport::default();
+    for (si, s) in samples.iter().enumerate() {
+        let clip = extractor.features(s)?;
+        let selected = clip.windows_in(s.start_s, s.end_s);
+        if selected.is_empty() {
+            return Err(TrainError::Manifest {
+                origin: s.origin.clone(),
+                message: "no window lies in the sample's time range".into(),
+            });
+        }
+        let stream: Arc<str> = Arc::from(format!("eval-{si}"));
+        let mut st = qformer.new_stream();
+        let n = clip.frames.len() as u64;
+        // Windows in stream order, as the live path sees them; answers use the selected.
+        for (wi, w) in clip.windows.iter().enumerate() {
+            let frames: Vec<StreamFrame> = w
+                .valid
+                .iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    let index = w.first + j as u64;
+                    let valid = *v && index < n;
+                    StreamFrame {
+                        index,
+                        valid,
+                        input: if valid {
+                            clip.frames[index as usize].clone()
+                        } else {
+                            FrameInput::default()
+                        },
+                    }
+                })
+                .collect();
+            let kv = qformer.window(&mut st, &frames)?;
+            if !selected.iter().any(|x| std::ptr::eq(*x, w)) {
+                continue;
+            }
+            let out = qformer.query_batch(&[kv])?;
+            let tokens: Tensor = out.projected.get(0)?;
+            answerer.push_window(
+                WindowMeta {
+                    stream: stream.to_string(),
+                    index: wi as u64,
+                    t_start: w.t_start,
+                    t_end: w.t_end,
+                    captured: None,
+                },
+                &tokens,
+            )?;
+        }
+        for t in &s.turns {
+            let a = answerer.answer(&stream, &t.question, &CancelToken::new(), &mut |_| {})?;
+            let e = r.tasks.entry(s.task.clone()).or_default();
+            e.1 += 1;
+            r.total += 1;
+            if normalise_answer(&a.text) == normalise_answer(&t.answer) {
+                e.0 += 1;
+                r.correct += 1;
+            } else {
+                r.misses.push(Miss {
+                    origin: s.origin.clone(),
+                    task: s.task.clone(),
+                    question: t.question.clone(),
+                    expected: t.answer.clone(),
+                    got: a.text,
+                });
+            }
+        }
+        answerer.end_stream(&stream);
+    }
+    Ok(r)
+}

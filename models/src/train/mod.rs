@@ -1,0 +1,65 @@
+//! Training: `sensorium train` teaches the causal Q-Former and its LLM projection (and LoRA
+//! pairs on the LLM, or the whole LLM) to turn sight and sound into answers, on the user's
+//! own clips, through the same path it serves with.
+//!
+//! - [`data`]: the JSON Lines manifest (LLaVA / video-SALMONN conversations).
+//! - [`clips`]: media → engine → frame encoder → windows, cached on disk.
+//! - [`lora`]: PEFT-layout LoRA pairs.
+//! - [`trainer`]: the loop (FAVOR's recipe: next-token cross-entropy on the answer tokens,
+//!   optional diversity loss, AdamW with warm-up + cosine, clipping, accumulation, atomic
+//!   resumable checkpoints).
+//! - [`eval`]: exact-match accuracy through the live inference path.
+//!
+//! candle 0.11.1's fused softmax, RMSNorm, LayerNorm and RoPE record no backward; the model
+//! code picks the composed (differentiable) forms whenever a tensor is part of a training
+//! graph (`Tensor::track_op`), so inference keeps the fast kernels and training loses no
+//! gradient.
+
+pub mod clips;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod lora;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+pub use clips::{ClipExtractor, ClipFeatures, ClipWindow};
+pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
+pub use data::{read_manifest, Media, Sample, Turn};
+pub use eval::{normalise_answer, EvalReport};
+pub use trainer::{Example, TrainSummary, Trainer};
+
+/// Errors of training and evaluation; each names the file, line or field at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A `[train]` value is invalid.
+    #[error("field `{field}`: {message}")]
+    Config { field: String, message: String },
+    /// A manifest line is malformed (`origin` is `file:line`).
+    #[error("{origin}: {message}")]
+    Manifest { origin: String, message: String },
+    /// A media file cannot be decoded or is too short.
+    #[error("{path}: {message}")]
+    Media { path: PathBuf, message: String },
+    /// The models do not fit together or failed.
+    #[error("{0}")]
+    Model(#[from] crate::error::ModelError),
+    #[error("{0}")]
+    Llm(#[from] crate::llm::LlmError),
+    /// A LoRA adapter directory is malformed.
+    #[error("{path}: {message}")]
+    Adapter { path: PathBuf, message: String },
+    /// The output directory cannot be written, or holds something else.
+    #[error("{path}: {message}")]
+    Output { path: PathBuf, message: String },
+    /// A resumable state is missing or does not match this run.
+    #[error("{path}: {message}")]
+    State { path: PathBuf, message: String },
+    /// Stopped by the user after saving a resumable state.
+    #[error("interrupted at step {step}; resumable state saved")]
+    Interrupted { step: u64 },
+    #[error("tensor op failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}

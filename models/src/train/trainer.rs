@@ -1,0 +1,956 @@
+//! The training loop. What is trained and how follows FAVOR: the encoders are frozen (their
+//! outputs come cached from [`super::clips`]); the causal Q-Former and its LLM projection are
+//! trained; the LLM is frozen, carries LoRA pairs, or is trained whole. The loss is
+//! next-token cross-entropy on the answer tokens only (system prompt, question and AV
+//! positions masked, as LLaVA/FAVOR do), averaged over the step's answer tokens, plus
+//! `diversity_loss` × the mean off-diagonal cosine similarity of the Q-Former's output
+//! tokens. AdamW, linear warm-up then cosine (or constant), global-norm clipping, gradient
+//! accumulation.
+//!
+//! Determinism: the data order of epoch `e` is a permutation seeded by `seed + e`, the LoRA
+//! dropout of a step is seeded by `(seed, step)`, so everything a step does follows from the
+//! step number, the weights and the optimizer moments. A resumed run loads exactly those
+//! and continues bit for bit (on the same machine and build).
+//!
+//! Output directory (every file written to a temporary name, then renamed):
+//! ```text
+//! train.json          what was trained (refuses an output holding a different model)
+//! qformer/            config.json + model.safetensors (models/QFORMER_LAYOUT.md)
+//! adapter/            PEFT LoRA adapter (train_llm = "lora")
+//! llm/                full HF checkpoint + tokenizer (train_llm = "full")
+//! state/              trainer.safetensors: weights, AdamW moments, step (for --resume)
+//! best/               the outputs at the best validation accuracy
+//! train_log.jsonl     one line per step (loss, lr, grad norm) and per evaluation
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::clips::{ClipExtractor, ClipFeatures};
+use super::config::{Schedule, TrainConfig, TrainLlm};
+use super::data::Sample;
+use super::eval::normalise_answer;
+use super::lora::LoraParams;
+use super::TrainError;
+use crate::checkpoint::Weights;
+use crate::distill::optim::{AdamState, AdamW};
+use crate::llm::model::LoraDropout;
+use crate::llm::{Decoder, DecoderConfig, LlmConfig, LlmTokenizer, TokenLayout};
+use crate::qformer::{FrameInput, QFormer, QFormerConfig, SlotContext};
+
+/// Where the Q-Former's first weights come from.
+#[derive(Clone, Debug)]
+pub enum QFormerInit {
+    /// A Q-Former directory (`init_qformer` or `[models] qformer`).
+    Dir(PathBuf),
+    /// Seeded random weights N(0, std) of this shape.
+    Random {
+        cfg: QFormerConfig,
+        seed: u64,
+        std: f32,
+    },
+}
+
+/// One learnt answer: a clip's windows, a question, the answer's tokens.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub clip: Arc<ClipFeatures>,
+    /// Indices into `clip.windows`, oldest first (at most `llm.context_windows`).
+    pub windows: Vec<usize>,
+    pub task: String,
+    pub question: String,
+    pub answer: String,
+    /// The question turn's tokens (template applied).
+    pub question_ids: Vec<u32>,
+    /// The answer's tokens followed by the end-of-turn token.
+    pub answer_ids: Vec<u32>,
+    pub origin: String,
+}
+
+/// What [`Trainer::run`] reports at the end.
+#[derive(Clone, Debug, Default)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_loss: f64,
+    pub val_accuracy: Option<f64>,
+    pub best_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// One evaluation.
+#[derive(Clone, Debug)]
+pub struct EvalPoint {
+    pub loss: f64,
+    pub correct: usize,
+    pub total: usize,
+}
+
+impl EvalPoint {
+    pub fn accuracy(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.total as f64
+        }
+    }
+}
+
+/// The trainable model: Q-Former (+ LoRA or a trainable LLM) with its optimizer.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub llm_cfg: LlmConfig,
+    pub qformer: QFormer,
+    qvars: Vec<(String, Var)>,
+    pub decoder: Decoder,
+    pub tokenizer: LlmTokenizer,
+    pub layout: TokenLayout,
+    lora: Option<LoraParams>,
+    /// Every LLM weight as a variable (`train_llm = "full"`).
+    llm_vars: Option<Vec<(String, Var)>>,
+    opt: AdamW,
+    pub step: u64,
+    output: PathBuf,
+    /// Best validation accuracy seen (for `best/`).
+    best: Option<f64>,
+    /// One permutation per epoch, made when first needed.
+    orders: HashMap<u64, Vec<usize>>,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Output {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn llm_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Llm(crate::llm::LlmError::Checkpoint {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Replaces directory `dir` by what `fill` writes into a fresh sibling directory: the new
+/// one is complete before the old one goes, so `dir` is never half written.
+fn replace_dir(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let new = parent.join(format!(".{name}.new"));
+    let old = parent.join(format!(".{name}.old"));
+    let _ = std::fs::remove_dir_all(&new);
+    std::fs::create_dir_all(&new).map_err(|e| io_err(&new, e))?;
+    fill(&new)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
+    }
+    std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
+    let tmp = path.with_extension("tmp-write");
+    candle_core::safetensors::save(&map, &tmp).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Weights of a Q-Former directory as f32 tensors by name.
+fn qformer_tensors(dir: &Path) -> Result<(QFormerConfig, HashMap<String, Tensor>), TrainError> {
+    // Loading validates config, names and shapes and gives the error a user can act on.
+    let qf = QFormer::load(dir, &Device::Cpu)?;
+    let mut out = HashMap::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    for f in files {
+        for (n, t) in candle_core::safetensors::load(&f, &Device::Cpu)? {
+            out.insert(n, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok((qf.cfg, out))
+}
+
+impl Trainer {
+    /// Builds the trainable model. `llm_cfg.model` must be a dense (safetensors) HF
+    /// directory: quantised weights have no gradient path.
+    pub fn new(
+        cfg: TrainConfig,
+        llm_cfg: LlmConfig,
+        init: QFormerInit,
+        output: PathBuf,
+    ) -> Result<Self, TrainError> {
+        cfg.validate()?;
+        let dev = Device::Cpu;
+        let model_dir = llm_cfg.model.clone();
+        if !model_dir.is_dir() {
+            return Err(TrainError::Config {
+                field: "llm.model".into(),
+                message: format!(
+                    "{}: training needs a Hugging Face model directory (safetensors); quantised GGUF weights cannot be trained through",
+                    model_dir.display()
+                ),
+            });
+        }
+        let dcfg = DecoderConfig::from_hf_file(&model_dir.join("config.json"))?;
+        let tok_path = llm_cfg
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| model_dir.join("tokenizer.json"));
+        let tokenizer = LlmTokenizer::from_file(&tok_path)?;
+        let files = vec![model_dir.join("model.safetensors")];
+        let (mut decoder, llm_vars) = match cfg.train_llm {
+            TrainLlm::Full => {
+                let varmap = VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+                let d = Decoder::from_var_builder(dcfg.clone(), vb, llm_cfg.max_context_tokens)
+                    .map_err(|e| llm_err(&model_dir, e))?;
+                let mut loaded: HashMap<String, Tensor> = HashMap::new();
+                for f in &files {
+                    loaded.extend(
+                        candle_core::safetensors::load(f, &dev).map_err(|e| llm_err(f, e))?,
+                    );
+                }
+                let mut vars: Vec<(String, Var)> = varmap
+                    .data()
+                    .lock()
+                    .map_err(|_| llm_err(&model_dir, "variable map poisoned"))?
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                for (n, v) in &vars {
+                    let t = loaded
+                        .get(n)
+                        .ok_or_else(|| llm_err(&files[0], format!("missing tensor {n:?}")))?;
+                    v.set(&t.to_dtype(DType::F32)?)
+                        .map_err(|e| llm_err(&files[0], format!("{n}: {e}")))?;
+                }
+                (d, Some(vars))
+            }
+            _ => {
+                // SAFETY: read-only mmap of the checkpoint for the length of the load.
+                let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &dev) }
+                    .map_err(|e| llm_err(&model_dir, e))?;
+                let d = Decoder::from_var_builder(dcfg.clone(), vb, llm_cfg.max_context_tokens)
+                    .map_err(|e| llm_err(&model_dir, e))?;
+                (d, None)
+            }
+        };
+        let lora = match cfg.train_llm {
+            TrainLlm::Lora => {
+                let l = LoraParams::init(&decoder, &cfg.lora, cfg.seed)?;
+                l.attach(&mut decoder)?;
+                Some(l)
+            }
+            _ => None,
+        };
+        let layout = llm_cfg.template.resolve()?;
+        let layout = TokenLayout::new(&layout, &tokenizer, dcfg.bos_token_id, &dcfg.eos_token_ids)?;
+        if layout.stop_ids.is_empty() {
+            return Err(TrainError::Config {
+                field: "llm.template".into(),
+                message: "the template's end-of-turn token is not in the tokenizer's vocabulary: answers could not be taught to stop".into(),
+            });
+        }
+
+        let (qcfg, tensors) = match init {
+            QFormerInit::Dir(d) => qformer_tensors(&d)?,
+            QFormerInit::Random { cfg, seed, std } => {
+                cfg.validate().map_err(|m| TrainError::Config {
+                    field: "models".into(),
+                    message: m,
+                })?;
+                let t = crate::qformer::model::random_tensors(&cfg, seed, std, &dev)?;
+                (cfg, t)
+            }
+        };
+        if qcfg.llm_hidden_size != dcfg.hidden_size {
+            return Err(TrainError::Config {
+                field: "models.projection".into(),
+                message: format!(
+                    "the Q-Former projects to width {}, the LLM's hidden_size is {}",
+                    qcfg.llm_hidden_size, dcfg.hidden_size
+                ),
+            });
+        }
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let mut qvars = Vec::with_capacity(names.len());
+        for n in names {
+            qvars.push((n.clone(), Var::from_tensor(&tensors[n])?));
+        }
+        let vt: HashMap<String, Tensor> = qvars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let qformer = QFormer::from_weights(
+            qcfg,
+            &Weights::from_tensors(vt, Path::new("<training qformer>"), &dev),
+        )?;
+
+        let mut all: Vec<Var> = qvars.iter().map(|(_, v)| v.clone()).collect();
+        if let Some(l) = &lora {
+            all.extend(l.vars().into_iter().map(|(_, v)| v));
+        }
+        if let Some(v) = &llm_vars {
+            all.extend(v.iter().map(|(_, v)| v.clone()));
+        }
+        let opt = AdamW::new(
+            all,
+            ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            cfg,
+            llm_cfg,
+            qformer,
+            qvars,
+            decoder,
+            tokenizer,
+            layout,
+            lora,
+            llm_vars,
+            opt,
+            step: 0,
+            output,
+            best: None,
+            orders: HashMap::new(),
+        })
+    }
+
+    /// Every trainable variable with its name (`qformer.…`, `lora.…`, `llm.…`).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .qvars
+            .iter()
+            .map(|(n, x)| (format!("qformer.{n}"), x.clone()))
+            .collect();
+        if let Some(l) = &self.lora {
+            v.extend(l.vars().into_iter().map(|(n, x)| (format!("lora.{n}"), x)));
+        }
+        if let Some(l) = &self.llm_vars {
+            v.extend(l.iter().map(|(n, x)| (format!("llm.{n}"), x.clone())));
+        }
+        v
+    }
+
+    /// Turns samples into examples (one per gpt turn); decodes through `extractor`.
+    pub fn examples(
+        &self,
+        samples: &[Sample],
+        extractor: &ClipExtractor,
+    ) -> Result<Vec<Example>, TrainError> {
+        let mut out = Vec::new();
+        // Answers end with the template's end-of-turn token (ChatML `<|im_end|>`).
+        let stop = self
+            .llm_cfg
+            .template
+            .resolve()?
+            .stop
+            .first()
+            .and_then(|s| self.tokenizer.token_id(s))
+            .unwrap_or(self.layout.stop_ids[0]);
+        for s in samples {
+            let clip = extractor.features(s)?;
+            let mut windows: Vec<usize> = clip
+                .windows_in(s.start_s, s.end_s)
+                .iter()
+                .filter_map(|w| clip.windows.iter().position(|x| std::ptr::eq(x, *w)))
+                .collect();
+            if windows.is_empty() {
+                return Err(TrainError::Manifest {
+                    origin: s.origin.clone(),
+                    message: format!(
+                        "no window of {} lies in [{:?}, {:?}) s",
+                        s.media.files()[0].display(),
+                        s.start_s,
+                        s.end_s
+                    ),
+                });
+            }
+            let keep = self.llm_cfg.context_windows;
+            if windows.len() > keep {
+                windows.drain(..windows.len() - keep);
+            }
+            for t in &s.turns {
+                let question_ids = self.layout.question_ids(&self.tokenizer, &t.question)?;
+                let mut answer_ids = self.tokenizer.encode(&t.answer)?;
+                answer_ids.push(stop);
+                out.push(Example {
+                    clip: clip.clone(),
+                    windows: windows.clone(),
+                    task: s.task.clone(),
+                    question: t.question.clone(),
+                    answer: t.answer.clone(),
+                    question_ids,
+                    answer_ids,
+                    origin: s.origin.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The Q-Former's output for each window of `ex`, exactly as the streaming path computes
+    /// it for that window: `(hidden [Q, H], projected [Q, llm])`.
+    pub fn av_tokens(&self, ex: &Example) -> Result<Vec<(Tensor, Tensor)>, TrainError> {
+        let c = &self.qformer.cfg;
+        let n = ex.clip.frames.len() as u64;
+        let mut out = Vec::new();
+        for &wi in &ex.windows {
+            let w = &ex.clip.windows[wi];
+            let k = w.valid.len() as u64;
+            let end = w.first + k;
+            let lo = match c.context {
+                SlotContext::Lookback => {
+                    let history = (c.num_hidden_layers * c.lookback.saturating_sub(1)) as u64;
+                    w.first.saturating_sub(history)
+                }
+                SlotContext::Window => w.first,
+            };
+            let mut frames = Vec::with_capacity((end - lo) as usize);
+            let mut valid = Vec::with_capacity((end - lo) as usize);
+            for j in lo..end {
+                let v = if j < w.first {
+                    j < n
+                } else {
+                    w.valid[(j - w.first) as usize] && j < n
+                };
+                valid.push(v);
+                frames.push(if v {
+                    ex.clip.frames[j as usize].clone()
+                } else {
+                    FrameInput::default()
+                });
+            }
+            let o = self
+                .qformer
+                .forward_sequence(&frames, &valid, lo, k as usize)?;
+            out.push((o.hidden.squeeze(0)?, o.projected.squeeze(0)?));
+        }
+        Ok(out)
+    }
+
+    fn embed(&self, ids: &[u32]) -> Result<Option<Tensor>, TrainError> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.decoder.embed(ids)?))
+    }
+
+    /// The prompt's embeddings as `sensorium run` lays it out: prefix, each window wrapped
+    /// around its AV tokens, the question turn.
+    pub fn prompt_embeds(&self, ex: &Example, av: &[(Tensor, Tensor)]) -> Result<Tensor, TrainError> {
+        let mut parts: Vec<Tensor> = Vec::new();
+        parts.extend(self.embed(&self.layout.prefix)?);
+        for (_, p) in av {
+            parts.extend(self.embed(&self.layout.window_before)?);
+            parts.push(p.to_dtype(self.decoder.dtype())?);
+            parts.extend(self.embed(&self.layout.window_after)?);
+        }
+        parts.extend(self.embed(&ex.question_ids)?);
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Summed answer-token cross-entropy and the diversity term of one example.
+    fn example_loss(
+        &self,
+        ex: &Example,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<(Tensor, Tensor), TrainError> {
+        let av = self.av_tokens(ex)?;
+        let prompt = self.prompt_embeds(ex, &av)?;
+        let p = prompt.dim(0)?;
+        let m = ex.answer_ids.len();
+        let mut parts = vec![prompt];
+        parts.extend(self.embed(&ex.answer_ids[..m - 1])?);
+        let input = Tensor::cat(&parts, 0)?;
+        let logits = self.decoder.forward_train(&input, dropout)?;
+        let rows = logits.narrow(0, p - 1, m)?;
+        let targets = Tensor::new(ex.answer_ids.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
+        let logp = candle_nn::ops::log_softmax(&rows, D::Minus1)?;
+        let nll = logp.gather(&targets, 1)?.sum_all()?.neg()?;
+        let div = av
+            .iter()
+            .map(|(h, _)| diversity(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let div = Tensor::stack(&div, 0)?.mean_all()?;
+        Ok((nll, div))
+    }
+
+    /// The loss of a set of examples as one step computes it (answer-token mean
+    /// cross-entropy + diversity term), without dropout: what the gradient tests probe.
+    pub fn loss(&self, examples: &[&Example]) -> Result<Tensor, TrainError> {
+        let tokens: usize = examples.iter().map(|e| e.answer_ids.len()).sum();
+        let mut total: Option<Tensor> = None;
+        for ex in examples {
+            let (nll, div) = self.example_loss(ex, None)?;
+            let l = ((nll / tokens as f64)?
+                + (div * (self.cfg.diversity_loss / examples.len() as f64))?)?;
+            total = Some(match total {
+                Some(t) => (t + l)?,
+                None => l,
+            });
+        }
+        total.ok_or_else(|| TrainError::Config {
+            field: "train.manifest".into(),
+            message: "no examples".into(),
+        })
+    }
+
+    /// Learning rate at `step` (0-based).
+    pub fn lr_at(&self, step: u64, total: u64) -> f64 {
+        let c = &self.cfg;
+        if step < c.warmup_steps {
+            return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
+        }
+        match c.schedule {
+            Schedule::Constant => c.lr,
+            Schedule::Cosine => {
+                let span = total.saturating_sub(c.warmup_steps).max(1) as f64;
+                let t = (step - c.warmup_steps) as f64 / span;
+                c.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        }
+    }
+
+    /// Total optimizer steps for `n` training examples.
+    pub fn total_steps(&self, n: usize) -> u64 {
+        let per_step = (self.cfg.batch * self.cfg.grad_accum) as u64;
+        match (self.cfg.steps, self.cfg.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => (e * n as u64).div_ceil(per_step),
+            (None, None) => (n as u64).div_ceil(per_step),
+        }
+    }
+
+    /// Index of the example at position `c` of the endless epoch-by-epoch order.
+    fn example_at(&mut self, c: u64, n: usize) -> usize {
+        let epoch = c / n as u64;
+        let seed = self.cfg.seed;
+        let order = self.orders.entry(epoch).or_insert_with(|| {
+            let mut v: Vec<usize> = (0..n).collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(epoch));
+            v.shuffle(&mut rng);
+            v
+        });
+        order[(c % n as u64) as usize]
+    }
+
+    /// One optimizer step over `batch * grad_accum` examples. Returns (mean loss, grad norm).
+    pub fn train_step(&mut self, train: &[Example], total: u64) -> Result<(f64, f64), TrainError> {
+        let (b, a) = (self.cfg.batch, self.cfg.grad_accum);
+        let base = self.step * (b * a) as u64;
+        let idx: Vec<usize> = (0..(b * a) as u64)
+            .map(|i| self.example_at(base + i, train.len()))
+            .collect();
+        let tokens: usize = idx.iter().map(|i| train[*i].answer_ids.len()).sum();
+        let lr = self.lr_at(self.step, total);
+        self.opt.set_learning_rate(lr);
+        let mut dropout = (self.lora.is_some() && self.cfg.lora.dropout > 0.0).then(|| {
+            LoraDropout {
+                p: self.cfg.lora.dropout,
+                rng: rand::rngs::StdRng::seed_from_u64(
+                    self.cfg.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ),
+            }
+        });
+        let vars = self.named_vars();
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut last: Option<GradStore> = None;
+        let mut loss_sum = 0f64;
+        for micro in idx.chunks(b) {
+            let mut total_l: Option<Tensor> = None;
+            for &i in micro {
+                let (nll, div) = self.example_loss(&train[i], dropout.as_mut())?;
+                let l = ((nll / tokens as f64)?
+                    + (div * (self.cfg.diversity_loss / idx.len() as f64))?)?;
+                total_l = Some(match total_l {
+                    Some(t) => (t + l)?,
+                    None => l,
+                });
+            }
+            let Some(l) = total_l else { continue };
+            loss_sum += l.to_scalar::<f32>()? as f64;
+            let grads = l.backward()?;
+            for (slot, (_, v)) in acc.iter_mut().zip(&vars) {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    *slot = Some(match slot.take() {
+                        Some(s) => (s + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            last = Some(grads);
+        }
+        let mut grads = last.ok_or_else(|| TrainError::Config {
+            field: "train.batch".into(),
+            message: "an empty step".into(),
+        })?;
+        let mut sq = 0f64;
+        for g in acc.iter().flatten() {
+            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+        let norm = sq.sqrt();
+        let scale = if self.cfg.clip_grad_norm > 0.0 && norm > self.cfg.clip_grad_norm {
+            self.cfg.clip_grad_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        for (g, (_, v)) in acc.into_iter().zip(&vars) {
+            if let Some(g) = g {
+                let g = if scale != 1.0 { (g * scale)? } else { g };
+                grads.insert(v.as_tensor(), g);
+            } else {
+                grads.remove(v.as_tensor());
+            }
+        }
+        self.opt.step(&grads)?;
+        self.step += 1;
+        Ok((loss_sum, norm))
+    }
+
+    /// Greedy answer to `ex` with the current weights (the same prompt as serving).
+    pub fn greedy_answer(&mut self, ex: &Example) -> Result<String, TrainError> {
+        let av = self.av_tokens(ex)?;
+        let prompt = self.prompt_embeds(ex, &av)?.detach();
+        let mut logits = self.decoder.forward_embeds(&prompt, 0, false)?;
+        let mut ids: Vec<u32> = Vec::new();
+        for _ in 0..self.llm_cfg.max_tokens {
+            let row = logits.detach().squeeze(0)?.to_vec1::<f32>()?;
+            let next = crate::llm::argmax(&row);
+            if self.layout.stop_ids.contains(&next) {
+                break;
+            }
+            ids.push(next);
+            let text = self.tokenizer.decode(&ids)?;
+            if let Some(s) = self.layout.stop_strings.iter().find(|s| text.contains(s.as_str())) {
+                let cut = text.find(s.as_str()).unwrap_or(text.len());
+                return Ok(text[..cut].trim().to_owned());
+            }
+            let pos = self.decoder.cache_len();
+            if pos >= self.decoder.cache_capacity() {
+                break;
+            }
+            let e = self.decoder.embed(&[next])?.detach();
+            logits = self.decoder.forward_embeds(&e, pos, false)?;
+        }
+        Ok(self.tokenizer.decode(&ids)?.trim().to_owned())
+    }
+
+    /// Validation loss (mean over answer tokens) and exact-match accuracy.
+    pub fn evaluate(&mut self, val: &[Example]) -> Result<EvalPoint, TrainError> {
+        let mut nll = 0f64;
+        let mut tokens = 0usize;
+        let mut correct = 0;
+        for ex in val {
+            let (l, _) = self.example_loss(ex, None)?;
+            nll += l.to_scalar::<f32>()? as f64;
+            tokens += ex.answer_ids.len();
+            let a = self.greedy_answer(ex)?;
+            if normalise_answer(&a) == normalise_answer(&ex.answer) {
+                correct += 1;
+            }
+        }
+        Ok(EvalPoint {
+            loss: nll / tokens.max(1) as f64,
+            correct,
+            total: val.len(),
+        })
+    }
+
+    fn fingerprint(&self) -> serde_json::Value {
+        let canon = |p: &Path| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_owned())
+                .display()
+                .to_string()
+        };
+        serde_json::json!({
+            "format": "sensorium-train 1",
+            "llm": canon(&self.llm_cfg.model),
+            "train_llm": self.cfg.train_llm,
+            "lora": if self.lora.is_some() { serde_json::to_value(&self.cfg.lora).ok() } else { None },
+            "qformer": self.qformer.cfg,
+        })
+    }
+
+    /// Checks the output directory: a fresh one, or one this same model trained into.
+    /// Without `resume`, an existing run's state is refused rather than overwritten.
+    pub fn prepare_output(&self, resume: bool) -> Result<(), TrainError> {
+        let out = &self.output;
+        let meta = out.join("train.json");
+        if meta.is_file() {
+            let text = std::fs::read_to_string(&meta).map_err(|e| io_err(&meta, e))?;
+            let old: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| io_err(&meta, e))?;
+            if old != self.fingerprint() {
+                return Err(TrainError::Output {
+                    path: out.clone(),
+                    message: "holds a different model (LLM, Q-Former shape or train_llm differ); choose another --output".into(),
+                });
+            }
+            if !resume && out.join("state").exists() {
+                return Err(TrainError::Output {
+                    path: out.clone(),
+                    message: "holds a training run of this model: pass --resume to continue it, or choose another --output".into(),
+                });
+            }
+        } else if out.is_dir()
+            && std::fs::read_dir(out).map_err(|e| io_err(out, e))?.next().is_some()
+        {
+            return Err(TrainError::Output {
+                path: out.clone(),
+                message: "exists and is not a sensorium training output; choose an empty or new directory".into(),
+            });
+        }
+        if resume && !out.join("state/trainer.safetensors").is_file() {
+            return Err(TrainError::State {
+                path: out.join("state"),
+                message: "no resumable state to continue (train without --resume first)".into(),
+            });
+        }
+        std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
+        let text = serde_json::to_string_pretty(&self.fingerprint()).map_err(|e| io_err(&meta, e))?;
+        write_atomic(&meta, text.as_bytes())
+    }
+
+    /// Writes `qformer/` (+ `adapter/` or `llm/`) into `dir`.
+    fn save_model(&self, dir: &Path) -> Result<(), TrainError> {
+        let qdir = dir.join("qformer");
+        replace_dir(&qdir, |d| {
+            let mut v = serde_json::to_value(&self.qformer.cfg).map_err(|e| io_err(d, e))?;
+            v["model_type"] = "causal_qformer".into();
+            std::fs::write(d.join("config.json"), v.to_string()).map_err(|e| io_err(d, e))?;
+            let t: Vec<(String, Tensor)> = self
+                .qvars
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            save_tensors(&d.join("model.safetensors"), &t)
+        })?;
+        if let Some(l) = &self.lora {
+            replace_dir(&dir.join("adapter"), |d| l.save(d, &self.llm_cfg.model))?;
+        }
+        if let Some(vars) = &self.llm_vars {
+            replace_dir(&dir.join("llm"), |d| {
+                let src = &self.llm_cfg.model;
+                for f in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
+                    let from = if f == "tokenizer.json" {
+                        self.llm_cfg.tokenizer.clone().unwrap_or_else(|| src.join(f))
+                    } else {
+                        src.join(f)
+                    };
+                    if from.is_file() {
+                        std::fs::copy(&from, d.join(f)).map_err(|e| io_err(&from, e))?;
+                    }
+                }
+                let mut t: Vec<(String, Tensor)> = vars
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                    .collect();
+                // Tied embeddings are one variable; HF stores them once too.
+                t.retain(|(n, _)| n != "lm_head.weight" || !self.decoder.config().tie_word_embeddings);
+                save_tensors(&d.join("model.safetensors"), &t)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Saves everything a resumed run needs (and the outputs) atomically.
+    pub fn save_state(&self) -> Result<(), TrainError> {
+        self.save_model(&self.output)?;
+        let st = self.opt.state()?;
+        let vars = self.named_vars();
+        replace_dir(&self.output.join("state"), |d| {
+            let mut t: Vec<(String, Tensor)> = vars
+                .iter()
+                .map(|(n, v)| (format!("w.{n}"), v.as_tensor().clone()))
+                .collect();
+            for (i, (m, v)) in st.m.iter().zip(&st.v).enumerate() {
+                t.push((format!("m.{i}"), Tensor::new(m.as_slice(), &Device::Cpu)?));
+                t.push((format!("v.{i}"), Tensor::new(v.as_slice(), &Device::Cpu)?));
+            }
+            t.push((
+                "step".into(),
+                Tensor::new(&[self.step as u32, st.step as u32], &Device::Cpu)?,
+            ));
+            save_tensors(&d.join("trainer.safetensors"), &t)
+        })
+    }
+
+    /// Loads a state saved by [`Self::save_state`] for this same model.
+    pub fn load_state(&mut self) -> Result<(), TrainError> {
+        let path = self.output.join("state/trainer.safetensors");
+        let bad = |m: String| TrainError::State {
+            path: path.clone(),
+            message: m,
+        };
+        let mut t = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let vars = self.named_vars();
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        for (i, (n, var)) in vars.iter().enumerate() {
+            let w = t
+                .remove(&format!("w.{n}"))
+                .ok_or_else(|| bad(format!("no weights for {n}: saved by a different model")))?;
+            var.set(&w).map_err(|e| bad(format!("{n}: {e}")))?;
+            let take = |t: &mut HashMap<String, Tensor>, k: String| -> Result<Vec<f32>, TrainError> {
+                t.remove(&k)
+                    .ok_or_else(|| bad(format!("no optimizer moment {k}")))?
+                    .to_vec1::<f32>()
+                    .map_err(|e| bad(e.to_string()))
+            };
+            m.push(take(&mut t, format!("m.{i}"))?);
+            v.push(take(&mut t, format!("v.{i}"))?);
+        }
+        let steps = t
+            .remove("step")
+            .ok_or_else(|| bad("no step".into()))?
+            .to_vec1::<u32>()
+            .map_err(|e| bad(e.to_string()))?;
+        if steps.len() != 2 {
+            return Err(bad("malformed step".into()));
+        }
+        self.opt
+            .set_state(&AdamState {
+                step: steps[1] as u64,
+                m,
+                v,
+            })
+            .map_err(|e| bad(e.to_string()))?;
+        self.step = steps[0] as u64;
+        Ok(())
+    }
+
+    fn log(&self, line: serde_json::Value) -> Result<(), TrainError> {
+        let path = self.output.join("train_log.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| io_err(&path, e))
+    }
+
+    /// Trains to the configured number of steps (continuing from `self.step`), evaluating,
+    /// logging and saving on the way. `stop` (Ctrl-C) saves a resumable state and returns
+    /// [`TrainError::Interrupted`]. `progress` is called after every step with
+    /// `(step, total, loss, lr)`.
+    pub fn run(
+        &mut self,
+        train: &[Example],
+        val: &[Example],
+        stop: &AtomicBool,
+        progress: &mut dyn FnMut(u64, u64, f64, f64),
+    ) -> Result<TrainSummary, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::Config {
+                field: "train.manifest".into(),
+                message: "no training examples".into(),
+            });
+        }
+        let total = self.total_steps(train.len());
+        let start = std::time::Instant::now();
+        let first_step = self.step;
+        let mut last_loss = f64::NAN;
+        let mut samples = 0u64;
+        let mut tokens = 0u64;
+        let mut val_acc = None;
+        while self.step < total {
+            let lr = self.lr_at(self.step, total);
+            let (loss, norm) = self.train_step(train, total)?;
+            last_loss = loss;
+            let per = (self.cfg.batch * self.cfg.grad_accum) as u64;
+            samples += per;
+            tokens += per * train.iter().map(|e| e.answer_ids.len() as u64).sum::<u64>()
+                / train.len() as u64;
+            self.log(serde_json::json!({
+                "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
+            }))?;
+            progress(self.step, total, loss, lr);
+            let at_end = self.step == total;
+            let eval_now = !val.is_empty()
+                && (at_end || (self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0));
+            if eval_now {
+                let e = self.evaluate(val)?;
+                val_acc = Some(e.accuracy());
+                self.log(serde_json::json!({
+                    "step": self.step, "val_loss": e.loss, "val_accuracy": e.accuracy(),
+                    "val_correct": e.correct, "val_total": e.total,
+                }))?;
+                if self.best.is_none_or(|b| e.accuracy() > b) {
+                    self.best = Some(e.accuracy());
+                    self.save_model(&self.output.join("best"))?;
+                }
+            }
+            let save_now = at_end || (self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0);
+            if save_now {
+                self.save_state()?;
+            }
+            if stop.load(Ordering::SeqCst) && !at_end {
+                if !save_now {
+                    self.save_state()?;
+                }
+                return Err(TrainError::Interrupted { step: self.step });
+            }
+        }
+        if first_step == total {
+            // Nothing left to do (a finished run resumed): outputs are already there.
+            self.save_model(&self.output)?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        Ok(TrainSummary {
+            steps: self.step,
+            final_loss: last_loss,
+            val_accuracy: val_acc,
+            best_accuracy: self.best,
+            seconds: secs,
+            samples_per_s: samples as f64 / secs.max(1e-9),
+            tokens_per_s: tokens as f64 / secs.max(1e-9),
+        })
+    }
+}
+
+/// FAVOR's diversity term: mean off-diagonal cosine similarity of the rows of `h` `[Q, H]`.
+pub fn diversity(h: &Tensor) -> Result<Tensor, TrainError> {
+    let q = h.dim(0)?;
+    if q < 2 {
+        return Ok(Tensor::zeros((), DType::F32, h.device())?);
+    }
+    let norm = h.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-8, f64::MAX)?;
+    let u = h.broadcast_div(&norm)?;
+    let s = u.matmul(&u.t()?)?;
+    // The diagonal of U U^T is each row's squared norm.
+    let off = (s.sum_all()? - u.sqr()?.sum_all()?)?;
+    Ok((off / (q * (q - 1)) as f64)?)
+}

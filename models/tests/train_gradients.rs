@@ -1,0 +1,135 @@
+//! The training path's gradients: autograd against central finite differences for every
+//! kind of trainable tensor (Q-Former, projection, LoRA, full LLM), and a check that every
+//! trainable tensor receives a non-zero gradient (what catches a fused op without backward
+//! silently cutting the graph).
+
+mod train_common;
+
+use candle_core::{Tensor, Var};
+use sensorium_models::train::{Example, TrainLlm, Trainer};
+use train_common::*;
+
+fn loss(t: &Trainer, ex: &[&Example]) -> f64 {
+    t.loss(ex).unwrap().to_scalar::<f32>().unwrap() as f64
+}
+
+/// Gives the LoRA B matrices (zero at initialisation, as PEFT does) small values, so that
+/// A's gradient is not zero by construction.
+fn wake_lora(t: &Trainer) {
+    for (n, v) in t.named_vars() {
+        if n.contains("lora_B") {
+            let r = Tensor::randn(0f32, 0.3, v.shape(), v.device()).unwrap();
+            v.set(&r).unwrap();
+        }
+    }
+}
+
+fn set_at(v: &Var, i: usize, x: f32) {
+    let mut d = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    d[i] = x;
+    v.set(&Tensor::from_vec(d, v.shape(), v.device()).unwrap())
+        .unwrap();
+}
+
+/// For every trainable tensor: its gradient exists and is non-zero, and at its largest
+/// element autograd agrees with a central difference.
+fn check(llm: TrainLlm, want: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(llm, dir.path());
+    t.cfg.diversity_loss = 0.5;
+    wake_lora(&t);
+    let a = example(&t, clip(1, 5), "What do you see?", "a red ball");
+    let b = example(&t, clip(2, 6), "What do you hear?", "a tone");
+    let exs = [&a, &b];
+    let l = t.loss(&exs).unwrap();
+    let grads = l.backward().unwrap();
+    let vars = t.named_vars();
+    for w in want {
+        assert!(
+            vars.iter().any(|(n, _)| n.starts_with(w)),
+            "no trainable tensor named {w}*"
+        );
+    }
+    let mut worst = 0f64;
+    let mut checked = 0;
+    for (name, v) in &vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient (the graph is cut)"));
+        let gv = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (i, gmax) = gv
+            .iter()
+            .enumerate()
+            .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+            .map(|(i, g)| (i, *g as f64))
+            .unwrap();
+        // A key bias shifts every score of a query's row by the same amount, which softmax
+        // ignores: its gradient is zero in exact arithmetic (BERT attention has one).
+        if name.ends_with(".key.bias") {
+            assert!(gmax.abs() < 1e-4, "{name}: a key bias cannot matter, got {gmax}");
+            continue;
+        }
+        assert!(gmax.abs() > 1e-7, "{name}: zero gradient");
+        let x0 = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()[i];
+        let h = 1e-2f32.max(x0.abs() * 1e-2);
+        set_at(v, i, x0 + h);
+        let up = loss(&t, &exs);
+        set_at(v, i, x0 - h);
+        let down = loss(&t, &exs);
+        set_at(v, i, x0);
+        let fd = (up - down) / (2.0 * (h as f64));
+        let err = (fd - gmax).abs() / gmax.abs().max(1e-3);
+        worst = worst.max(err);
+        checked += 1;
+        assert!(
+            err < 0.05,
+            "{name}[{i}]: autograd {gmax:.6e} vs finite difference {fd:.6e} (rel err {err:.3})"
+        );
+    }
+    let key_biases = vars.iter().filter(|(n, _)| n.ends_with(".key.bias")).count();
+    assert_eq!(checked + key_biases, vars.len());
+    eprintln!("{llm:?}: {checked} tensors, worst relative error {worst:.4}");
+}
+
+#[test]
+fn qformer_and_lora_gradients_match_finite_differences() {
+    check(
+        TrainLlm::Lora,
+        &[
+            "qformer.video_query_tokens",
+            "qformer.llama_proj",
+            "qformer.video_Qformer.bert.encoder.layer.1.causal_attention",
+            "qformer.speech_pre_qformer_proj",
+            "qformer.visual_pre_qformer_proj",
+            "lora.base_model.model.model.layers.1.self_attn.o_proj.lora_A",
+            "lora.base_model.model.model.layers.0.self_attn.q_proj.lora_B",
+        ],
+    );
+}
+
+#[test]
+fn full_llm_gradients_match_finite_differences() {
+    check(
+        TrainLlm::Full,
+        &[
+            "qformer.llama_proj",
+            "llm.model.embed_tokens.weight",
+            "llm.model.layers.0.input_layernorm.weight",
+            "llm.model.layers.1.mlp.down_proj.weight",
+            "llm.model.norm.weight",
+        ],
+    );
+}
+
+#[test]
+fn the_frozen_llm_trains_only_the_qformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trainer(TrainLlm::Frozen, dir.path());
+    let names: Vec<String> = t.named_vars().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| n.starts_with("qformer.")), "{names:?}");
+    let a = example(&t, clip(1, 5), "What do you see?", "a red ball");
+    let grads = t.loss(&[&a]).unwrap().backward().unwrap();
+    for (n, v) in t.named_vars() {
+        assert!(grads.get(v.as_tensor()).is_some(), "{n}: no gradient");
+    }
+}

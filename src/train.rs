@@ -1,0 +1,298 @@
+//! `sensorium train` and `sensorium eval`: the glue between the command line and the models
+//! crate's training code (`sensorium_models::train`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use sensorium_engine::Config;
+use sensorium_models::llm::{Answerer, LlmConfig, SamplingConfig};
+use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
+use sensorium_models::train::trainer::QFormerInit;
+use sensorium_models::train::{
+    eval as train_eval, read_manifest, ClipExtractor, Sample, TrainConfig, TrainError, Trainer,
+};
+
+use crate::cli::{code, Failure};
+use crate::models::{self as model_cfg, ModelSetup, ModelsConfig};
+use crate::sources;
+
+fn fail(code: u8, error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code,
+        error: error.into(),
+    }
+}
+
+/// Exit code of a training error: input (manifest, media) 3, model 4, output 5, config 2.
+fn train_code(e: &TrainError) -> u8 {
+    match e {
+        TrainError::Config { .. } => code::USAGE,
+        TrainError::Manifest { .. } | TrainError::Media { .. } => code::SOURCE,
+        TrainError::Output { .. } | TrainError::State { .. } => code::OUTPUT,
+        TrainError::Interrupted { .. } => code::INTERRUPTED,
+        _ => code::MODEL,
+    }
+}
+
+fn terr(e: TrainError) -> Failure {
+    let c = train_code(&e);
+    fail(c, e)
+}
+
+/// The parsed config of a train/eval run.
+pub struct TrainSetup {
+    pub config: Config,
+    pub models: ModelsConfig,
+    pub llm: LlmConfig,
+    pub train: TrainConfig,
+}
+
+/// Parses `[engine]`, `[models]`, `[llm]` and `[train]` of `path` (what `check` validates).
+pub fn parse(config: &Config, origin: &str) -> anyhow::Result<Option<TrainConfig>> {
+    let Some(t) = &config.train else {
+        return Ok(None);
+    };
+    let tc: TrainConfig = model_cfg::section(t, "train", origin)?;
+    Ok(Some(tc))
+}
+
+fn setup(path: &Path, need_train: bool) -> Result<TrainSetup, Failure> {
+    let config = Config::load(path).map_err(|e| fail(code::USAGE, e))?;
+    let origin = path.display().to_string();
+    let ms = ModelSetup::parse(&config, &origin).map_err(|e| fail(code::USAGE, e))?;
+    let models = ms
+        .models
+        .clone()
+        .ok_or_else(|| fail(code::USAGE, anyhow!("{origin}: [models] is missing: set `audio` and/or `vision` (encoder directories)")))?;
+    let llm = ms
+        .llm
+        .clone()
+        .ok_or_else(|| fail(code::USAGE, anyhow!("{origin}: [llm] is missing: set `model` (the LLM directory)")))?;
+    let mut train = parse(&config, &origin)
+        .map_err(|e| fail(code::USAGE, e))?
+        .unwrap_or_default();
+    if need_train && config.train.is_none() {
+        return Err(fail(
+            code::USAGE,
+            anyhow!("{origin}: [train] is missing: set at least `manifest`"),
+        ));
+    }
+    // Paths in [train] are relative to the config file, like a user expects.
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rel = |p: &mut Option<PathBuf>| {
+        if let Some(x) = p {
+            if x.is_relative() {
+                *x = base.join(&*x);
+            }
+        }
+    };
+    rel(&mut train.manifest);
+    rel(&mut train.val_manifest);
+    rel(&mut train.output);
+    rel(&mut train.init_qformer);
+    rel(&mut train.cache);
+    Ok(TrainSetup {
+        config,
+        models,
+        llm,
+        train,
+    })
+}
+
+fn extractor(s: &TrainSetup, slots: Option<usize>, cache: Option<PathBuf>) -> Result<(ClipExtractor, Option<usize>, Option<usize>), Failure> {
+    let (enc, aw, vw) =
+        model_cfg::frame_encoder(&s.models, slots).map_err(|e| fail(code::MODEL, e))?;
+    let dirs: Vec<&Path> = [&s.models.audio, &s.models.vision]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    let slots_name = format!("{:?}:{:?}", s.models.visual_slots, s.models.slots.or(slots));
+    let ex = ClipExtractor::new(
+        &s.config,
+        Arc::new(enc),
+        &dirs,
+        &slots_name,
+        sources::source_factory(),
+        cache,
+    )
+    .map_err(terr)?;
+    Ok((ex, aw, vw))
+}
+
+/// `sensorium train`.
+pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume: bool) -> Result<u8, Failure> {
+    let mut s = setup(config, true)?;
+    if let Some(o) = output {
+        s.train.output = Some(o);
+    }
+    if let Some(n) = steps {
+        s.train.steps = Some(n);
+        s.train.epochs = None;
+    }
+    s.train.validate().map_err(terr)?;
+    let out = s.train.output.clone().ok_or_else(|| {
+        fail(code::USAGE, anyhow!("field `train.output`: missing (or pass --output DIR)"))
+    })?;
+    let init = match (&s.train.init_qformer, &s.models.qformer, s.models.random) {
+        (Some(d), _, _) | (None, Some(d), _) => QFormerInit::Dir(d.clone()),
+        (None, None, true) => QFormerInit::Random {
+            cfg: sensorium_models::qformer::QFormerConfig::default(), // replaced below
+            seed: s.models.seed,
+            std: s.models.init_std as f32,
+        },
+        (None, None, false) => {
+            return Err(fail(
+                code::USAGE,
+                anyhow!("field `train.init_qformer`: no Q-Former to start from: set train.init_qformer, models.qformer or models.random = true"),
+            ))
+        }
+    };
+    let slots = match &init {
+        QFormerInit::Dir(d) => Some(
+            QFormer::load(d, &candle_core::Device::Cpu)
+                .map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))?
+                .cfg
+                .slots_per_frame,
+        ),
+        _ => None,
+    };
+    let cache = s.train.cache.clone().or_else(|| Some(out.join("cache")));
+    let (ex, aw, vw) = extractor(&s, slots, cache)?;
+    let llm_width = sensorium_models::llm::DecoderConfig::from_hf_file(&s.llm.model.join("config.json"))
+        .map(|c| c.hidden_size)
+        .ok();
+    let init = match init {
+        QFormerInit::Random { seed, std, .. } => QFormerInit::Random {
+            cfg: model_cfg::random_qformer_config(&s.models, &s.config, aw, vw, llm_width),
+            seed,
+            std,
+        },
+        QFormerInit::Dir(d) => {
+            let q = QFormer::load(&d, &candle_core::Device::Cpu)
+                .map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))?;
+            model_cfg::check_widths(&q.cfg, &d, aw, vw, llm_width).map_err(|e| fail(code::USAGE, e))?;
+            QFormerInit::Dir(d)
+        }
+    };
+    let manifest = s.train.manifest.clone().unwrap_or_default();
+    let samples = read_manifest(&manifest).map_err(terr)?;
+    let (train_s, val_s): (Vec<Sample>, Vec<Sample>) = match &s.train.val_manifest {
+        Some(v) => (samples, read_manifest(v).map_err(terr)?),
+        None => split(samples, s.train.val_fraction),
+    };
+
+    let mut trainer = Trainer::new(s.train.clone(), s.llm.clone(), init, out.clone()).map_err(terr)?;
+    trainer.prepare_output(resume).map_err(terr)?;
+    if resume {
+        trainer.load_state().map_err(terr)?;
+        eprintln!("sensorium: resuming at step {}", trainer.step);
+    }
+    let train_ex = trainer.examples(&train_s, &ex).map_err(terr)?;
+    let val_ex = trainer.examples(&val_s, &ex).map_err(terr)?;
+    let st = &ex.stats;
+    eprintln!(
+        "sensorium: features: {} media decoded, {} from cache; {} training / {} validation examples",
+        st.decoded.load(Ordering::Relaxed),
+        st.cached.load(Ordering::Relaxed),
+        train_ex.len(),
+        val_ex.len()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut presses = 0u32;
+    ctrlc::set_handler(move || {
+        presses += 1;
+        if presses > 1 {
+            std::process::exit(i32::from(code::INTERRUPTED));
+        }
+        flag.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| fail(code::USAGE, anyhow!("cannot install the Ctrl-C handler: {e}")))?;
+
+    let total = trainer.total_steps(train_ex.len());
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.step);
+    let started = std::time::Instant::now();
+    let first = trainer.step;
+    let per = (s.train.batch * s.train.grad_accum) as f64;
+    let result = trainer.run(&train_ex, &val_ex, &stop, &mut |step, _total, loss, lr| {
+        let rate = (step - first) as f64 * per / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {rate:.1} samples/s"));
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(sum) => {
+            eprintln!(
+                "sensorium: trained {} steps in {:.1} s ({:.2} samples/s, {:.0} tokens/s), final loss {:.4}{}; outputs in {}",
+                sum.steps,
+                sum.seconds,
+                sum.samples_per_s,
+                sum.tokens_per_s,
+                sum.final_loss,
+                sum.val_accuracy
+                    .map(|a| format!(", validation accuracy {:.1}%", 100.0 * a))
+                    .unwrap_or_default(),
+                out.display()
+            );
+            Ok(code::OK)
+        }
+        Err(e @ TrainError::Interrupted { .. }) => {
+            eprintln!("sensorium: {e} in {}", out.join("state").display());
+            Ok(code::INTERRUPTED)
+        }
+        Err(e) => Err(terr(e)),
+    }
+}
+
+/// Holds out the last `fraction` of the samples (in manifest order) for validation.
+fn split(mut samples: Vec<Sample>, fraction: f64) -> (Vec<Sample>, Vec<Sample>) {
+    let n_val = ((samples.len() as f64) * fraction).round() as usize;
+    let n_val = n_val.min(samples.len().saturating_sub(1));
+    let val = samples.split_off(samples.len() - n_val);
+    (samples, val)
+}
+
+/// `sensorium eval`.
+pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
+    let s = setup(config, false)?;
+    let dir = s.models.qformer.clone().ok_or_else(|| {
+        fail(code::USAGE, anyhow!("field `models.qformer`: eval needs a trained Q-Former directory"))
+    })?;
+    let dev = candle_core::Device::Cpu;
+    let qf = QFormer::load(&dir, &dev).map_err(|e| fail(code::MODEL, anyhow!("models.qformer '{}': {e}", dir.display())))?;
+    let cache = s.train.cache.clone();
+    let (ex, aw, vw) = extractor(&s, Some(qf.cfg.slots_per_frame), cache)?;
+    let mut llm = s.llm.clone();
+    llm.sampling = SamplingConfig::default();
+    let mut answerer = Answerer::from_config(&llm, &dev)
+        .map_err(|e| fail(code::MODEL, anyhow!("llm.model '{}': {e}", llm.model.display())))?;
+    model_cfg::check_widths(&qf.cfg, &dir, aw, vw, Some(answerer.hidden_size()))
+        .map_err(|e| fail(code::USAGE, e))?;
+    let (runner, _) = QFormerRunner::open(qf, Some("cpu"), StoragePrecision::F32)
+        .map_err(|e| fail(code::MODEL, e))?;
+    let samples = read_manifest(manifest).map_err(terr)?;
+    let report = train_eval::evaluate(&samples, &ex, &runner, &mut answerer).map_err(terr)?;
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+        for m in report.misses.iter().take(10) {
+            println!(
+                "wrong: {} [{}] {:?}: expected {:?}, got {:?}",
+                m.origin, m.task, m.question, m.expected, m.got
+            );
+        }
+    }
+    Ok(code::OK)
+}
