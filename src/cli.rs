@@ -245,8 +245,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let config = Config::load(&file).code(code::USAGE)?;
             let setup =
                 ModelSetup::parse(&config, &file.display().to_string()).code(code::USAGE)?;
-            let train = crate::train::parse(&config, &file.display().to_string())
-                .code(code::USAGE)?;
+            let train =
+                crate::train::parse(&config, &file.display().to_string()).code(code::USAGE)?;
             let mut resolved = config.resolved();
             setup.resolve_into(&mut resolved);
             if let Some(t) = train {
@@ -294,6 +294,12 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         config.engine.device = d;
     }
     config.validate("<command line>").code(code::USAGE)?;
+    if config.streams.is_empty() {
+        return Err(anyhow!(
+            "field `stream`: at least one [[stream]] is required to run"
+        ))
+        .code(code::USAGE);
+    }
     let origin = match &args.input.config {
         Some(p) => p.display().to_string(),
         None => "--source".into(),

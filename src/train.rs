@@ -11,7 +11,8 @@ use sensorium_models::llm::{Answerer, LlmConfig, SamplingConfig};
 use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
-    eval as train_eval, read_manifest, ClipExtractor, Sample, TrainConfig, TrainError, Trainer,
+    check_ranges, eval as train_eval, read_manifest, ClipExtractor, Sample, TrainConfig,
+    TrainError, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -62,14 +63,20 @@ fn setup(path: &Path, need_train: bool) -> Result<TrainSetup, Failure> {
     let config = Config::load(path).map_err(|e| fail(code::USAGE, e))?;
     let origin = path.display().to_string();
     let ms = ModelSetup::parse(&config, &origin).map_err(|e| fail(code::USAGE, e))?;
-    let models = ms
-        .models
-        .clone()
-        .ok_or_else(|| fail(code::USAGE, anyhow!("{origin}: [models] is missing: set `audio` and/or `vision` (encoder directories)")))?;
-    let llm = ms
-        .llm
-        .clone()
-        .ok_or_else(|| fail(code::USAGE, anyhow!("{origin}: [llm] is missing: set `model` (the LLM directory)")))?;
+    let models = ms.models.clone().ok_or_else(|| {
+        fail(
+            code::USAGE,
+            anyhow!(
+                "{origin}: [models] is missing: set `audio` and/or `vision` (encoder directories)"
+            ),
+        )
+    })?;
+    let llm = ms.llm.clone().ok_or_else(|| {
+        fail(
+            code::USAGE,
+            anyhow!("{origin}: [llm] is missing: set `model` (the LLM directory)"),
+        )
+    })?;
     let mut train = parse(&config, &origin)
         .map_err(|e| fail(code::USAGE, e))?
         .unwrap_or_default();
@@ -101,7 +108,11 @@ fn setup(path: &Path, need_train: bool) -> Result<TrainSetup, Failure> {
     })
 }
 
-fn extractor(s: &TrainSetup, slots: Option<usize>, cache: Option<PathBuf>) -> Result<(ClipExtractor, Option<usize>, Option<usize>), Failure> {
+fn extractor(
+    s: &TrainSetup,
+    slots: Option<usize>,
+    cache: Option<PathBuf>,
+) -> Result<(ClipExtractor, Option<usize>, Option<usize>), Failure> {
     let (enc, aw, vw) =
         model_cfg::frame_encoder(&s.models, slots).map_err(|e| fail(code::MODEL, e))?;
     let dirs: Vec<&Path> = [&s.models.audio, &s.models.vision]
@@ -123,7 +134,12 @@ fn extractor(s: &TrainSetup, slots: Option<usize>, cache: Option<PathBuf>) -> Re
 }
 
 /// `sensorium train`.
-pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume: bool) -> Result<u8, Failure> {
+pub fn train(
+    config: &Path,
+    output: Option<PathBuf>,
+    steps: Option<u64>,
+    resume: bool,
+) -> Result<u8, Failure> {
     let mut s = setup(config, true)?;
     if let Some(o) = output {
         s.train.output = Some(o);
@@ -134,7 +150,10 @@ pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume:
     }
     s.train.validate().map_err(terr)?;
     let out = s.train.output.clone().ok_or_else(|| {
-        fail(code::USAGE, anyhow!("field `train.output`: missing (or pass --output DIR)"))
+        fail(
+            code::USAGE,
+            anyhow!("field `train.output`: missing (or pass --output DIR)"),
+        )
     })?;
     let init = match (&s.train.init_qformer, &s.models.qformer, s.models.random) {
         (Some(d), _, _) | (None, Some(d), _) => QFormerInit::Dir(d.clone()),
@@ -161,9 +180,10 @@ pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume:
     };
     let cache = s.train.cache.clone().or_else(|| Some(out.join("cache")));
     let (ex, aw, vw) = extractor(&s, slots, cache)?;
-    let llm_width = sensorium_models::llm::DecoderConfig::from_hf_file(&s.llm.model.join("config.json"))
-        .map(|c| c.hidden_size)
-        .ok();
+    let llm_width =
+        sensorium_models::llm::DecoderConfig::from_hf_file(&s.llm.model.join("config.json"))
+            .map(|c| c.hidden_size)
+            .ok();
     let init = match init {
         QFormerInit::Random { seed, std, .. } => QFormerInit::Random {
             cfg: model_cfg::random_qformer_config(&s.models, &s.config, aw, vw, llm_width),
@@ -173,18 +193,21 @@ pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume:
         QFormerInit::Dir(d) => {
             let q = QFormer::load(&d, &candle_core::Device::Cpu)
                 .map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))?;
-            model_cfg::check_widths(&q.cfg, &d, aw, vw, llm_width).map_err(|e| fail(code::USAGE, e))?;
+            model_cfg::check_widths(&q.cfg, &d, aw, vw, llm_width)
+                .map_err(|e| fail(code::USAGE, e))?;
             QFormerInit::Dir(d)
         }
     };
     let manifest = s.train.manifest.clone().unwrap_or_default();
     let samples = read_manifest(&manifest).map_err(terr)?;
+    check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
     let (train_s, val_s): (Vec<Sample>, Vec<Sample>) = match &s.train.val_manifest {
         Some(v) => (samples, read_manifest(v).map_err(terr)?),
         None => split(samples, s.train.val_fraction),
     };
 
-    let mut trainer = Trainer::new(s.train.clone(), s.llm.clone(), init, out.clone()).map_err(terr)?;
+    let mut trainer =
+        Trainer::new(s.train.clone(), s.llm.clone(), init, out.clone()).map_err(terr)?;
     trainer.prepare_output(resume).map_err(terr)?;
     if resume {
         trainer.load_state().map_err(terr)?;
@@ -211,7 +234,12 @@ pub fn train(config: &Path, output: Option<PathBuf>, steps: Option<u64>, resume:
         }
         flag.store(true, Ordering::SeqCst);
     })
-    .map_err(|e| fail(code::USAGE, anyhow!("cannot install the Ctrl-C handler: {e}")))?;
+    .map_err(|e| {
+        fail(
+            code::USAGE,
+            anyhow!("cannot install the Ctrl-C handler: {e}"),
+        )
+    })?;
 
     let total = trainer.total_steps(train_ex.len());
     let bar = indicatif::ProgressBar::new(total);
@@ -267,21 +295,34 @@ fn split(mut samples: Vec<Sample>, fraction: f64) -> (Vec<Sample>, Vec<Sample>) 
 pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
     let s = setup(config, false)?;
     let dir = s.models.qformer.clone().ok_or_else(|| {
-        fail(code::USAGE, anyhow!("field `models.qformer`: eval needs a trained Q-Former directory"))
+        fail(
+            code::USAGE,
+            anyhow!("field `models.qformer`: eval needs a trained Q-Former directory"),
+        )
     })?;
     let dev = candle_core::Device::Cpu;
-    let qf = QFormer::load(&dir, &dev).map_err(|e| fail(code::MODEL, anyhow!("models.qformer '{}': {e}", dir.display())))?;
+    let qf = QFormer::load(&dir, &dev).map_err(|e| {
+        fail(
+            code::MODEL,
+            anyhow!("models.qformer '{}': {e}", dir.display()),
+        )
+    })?;
     let cache = s.train.cache.clone();
     let (ex, aw, vw) = extractor(&s, Some(qf.cfg.slots_per_frame), cache)?;
     let mut llm = s.llm.clone();
     llm.sampling = SamplingConfig::default();
-    let mut answerer = Answerer::from_config(&llm, &dev)
-        .map_err(|e| fail(code::MODEL, anyhow!("llm.model '{}': {e}", llm.model.display())))?;
+    let mut answerer = Answerer::from_config(&llm, &dev).map_err(|e| {
+        fail(
+            code::MODEL,
+            anyhow!("llm.model '{}': {e}", llm.model.display()),
+        )
+    })?;
     model_cfg::check_widths(&qf.cfg, &dir, aw, vw, Some(answerer.hidden_size()))
         .map_err(|e| fail(code::USAGE, e))?;
     let (runner, _) = QFormerRunner::open(qf, Some("cpu"), StoragePrecision::F32)
         .map_err(|e| fail(code::MODEL, e))?;
     let samples = read_manifest(manifest).map_err(terr)?;
+    check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
     let report = train_eval::evaluate(&samples, &ex, &runner, &mut answerer).map_err(terr)?;
     if json {
         println!("{}", report.json());

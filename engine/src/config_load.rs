@@ -124,12 +124,8 @@ impl Config {
         if let Some(listen) = &self.metrics.listen {
             parse_listen(listen).map_err(|m| err("metrics.listen".into(), m))?;
         }
-        if self.streams.is_empty() {
-            return Err(err(
-                "stream".into(),
-                "at least one [[stream]] is required".into(),
-            ));
-        }
+        // No stream is valid here: `train`/`eval` read media from a manifest; `run` requires
+        // at least one [[stream]] itself.
         let mut names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let f = |name: &str| format!("stream[{i}].{name}");

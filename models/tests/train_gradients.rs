@@ -25,7 +25,12 @@ fn wake_lora(t: &Trainer) {
 }
 
 fn set_at(v: &Var, i: usize, x: f32) {
-    let mut d = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut d = v
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     d[i] = x;
     v.set(&Tensor::from_vec(d, v.shape(), v.device()).unwrap())
         .unwrap();
@@ -66,11 +71,19 @@ fn check(llm: TrainLlm, want: &[&str]) {
         // A key bias shifts every score of a query's row by the same amount, which softmax
         // ignores: its gradient is zero in exact arithmetic (BERT attention has one).
         if name.ends_with(".key.bias") {
-            assert!(gmax.abs() < 1e-4, "{name}: a key bias cannot matter, got {gmax}");
+            assert!(
+                gmax.abs() < 1e-4,
+                "{name}: a key bias cannot matter, got {gmax}"
+            );
             continue;
         }
         assert!(gmax.abs() > 1e-7, "{name}: zero gradient");
-        let x0 = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()[i];
+        let x0 = v
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[i];
         let h = 1e-2f32.max(x0.abs() * 1e-2);
         set_at(v, i, x0 + h);
         let up = loss(&t, &exs);
@@ -86,7 +99,10 @@ fn check(llm: TrainLlm, want: &[&str]) {
             "{name}[{i}]: autograd {gmax:.6e} vs finite difference {fd:.6e} (rel err {err:.3})"
         );
     }
-    let key_biases = vars.iter().filter(|(n, _)| n.ends_with(".key.bias")).count();
+    let key_biases = vars
+        .iter()
+        .filter(|(n, _)| n.ends_with(".key.bias"))
+        .count();
     assert_eq!(checked + key_biases, vars.len());
     eprintln!("{llm:?}: {checked} tensors, worst relative error {worst:.4}");
 }

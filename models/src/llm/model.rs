@@ -692,7 +692,10 @@ impl Parts<'_> {
             let hs = rms_norm(&x1, &blk.post_norm, eps)?;
             let g = candle_nn::ops::silu(&blk.mlp.gate.forward_with(&hs, dropout.as_deref_mut())?)?;
             let u = blk.mlp.up.forward_with(&hs, dropout.as_deref_mut())?;
-            let y = blk.mlp.down.forward_with(&(g * u)?, dropout.as_deref_mut())?;
+            let y = blk
+                .mlp
+                .down
+                .forward_with(&(g * u)?, dropout.as_deref_mut())?;
             x = (x1 + y)?;
         }
         Ok(x)

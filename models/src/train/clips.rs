@@ -271,8 +271,14 @@ impl ClipExtractor {
         if let Some(f) = self.memo.lock().get(&key) {
             return Ok(f.clone());
         }
-        let path = self.cache_dir.as_ref().map(|d| d.join(format!("{key}.safetensors")));
-        let cached = path.as_ref().filter(|p| p.is_file()).and_then(|p| read_cache(p).ok());
+        let path = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{key}.safetensors")));
+        let cached = path
+            .as_ref()
+            .filter(|p| p.is_file())
+            .and_then(|p| read_cache(p).ok());
         let feats = match cached {
             Some(f) => {
                 self.stats.cached.fetch_add(1, Ordering::Relaxed);
@@ -397,8 +403,12 @@ fn write_cache(path: &Path, f: &ClipFeatures) -> Result<(), TrainError> {
         std::fs::create_dir_all(d).map_err(|e| io(e.to_string()))?;
     }
     let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &tmp)
-        .map_err(|e| io(e.to_string()))?;
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(meta),
+        &tmp,
+    )
+    .map_err(|e| io(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| io(e.to_string()))
 }
 
@@ -410,9 +420,10 @@ fn read_cache(path: &Path) -> Result<ClipFeatures, String> {
         .get("frames")
         .and_then(|v| v.parse().ok())
         .ok_or("no frame count")?;
-    let windows: Vec<ClipWindow> =
-        serde_json::from_str(meta.get("windows").ok_or("no windows")?).map_err(|e| e.to_string())?;
-    let mut t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| e.to_string())?;
+    let windows: Vec<ClipWindow> = serde_json::from_str(meta.get("windows").ok_or("no windows")?)
+        .map_err(|e| e.to_string())?;
+    let mut t =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| e.to_string())?;
     let frames = (0..n)
         .map(|i| FrameInput {
             audio: t.remove(&format!("f{i}.audio")),

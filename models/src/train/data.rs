@@ -214,6 +214,25 @@ fn parse_line(line: &str, base: &Path, origin: &str) -> Result<Sample, TrainErro
     })
 }
 
+/// Refuses samples whose time range is shorter than one frame at `fps` (nothing to see or
+/// hear there), naming the line.
+pub fn check_ranges(samples: &[Sample], fps: f64) -> Result<(), TrainError> {
+    for s in samples {
+        if let (Some(a), Some(b)) = (s.start_s, s.end_s) {
+            if b - a < 1.0 / fps {
+                return Err(TrainError::Manifest {
+                    origin: s.origin.clone(),
+                    message: format!(
+                        "the clip [{a}, {b}) s is shorter than one frame ({} s at {fps} fps)",
+                        1.0 / fps
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,8 +251,14 @@ mod tests {
         assert_eq!(
             s.turns,
             vec![
-                Turn { question: "What do you hear?".into(), answer: "a dog barking".into() },
-                Turn { question: "Loud?".into(), answer: "yes".into() },
+                Turn {
+                    question: "What do you hear?".into(),
+                    answer: "a dog barking".into()
+                },
+                Turn {
+                    question: "Loud?".into(),
+                    answer: "yes".into()
+                },
             ]
         );
     }
@@ -241,12 +266,27 @@ mod tests {
     #[test]
     fn bad_lines_name_the_line_and_the_problem() {
         let cases = [
-            (r#"{"media": "a.mp4", "conversation": [{"from": "human", "value": "<AV> q"}]}"#, "no gpt turn"),
-            (r#"{"media": "a.mp4", "conversation": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}"#, "no <AV> placeholder"),
-            (r#"{"media": "b.mp4", "conversation": [{"from": "human", "value": "<AV> q"}, {"from": "gpt", "value": "a"}]}"#, "b.mp4 not found"),
+            (
+                r#"{"media": "a.mp4", "conversation": [{"from": "human", "value": "<AV> q"}]}"#,
+                "no gpt turn",
+            ),
+            (
+                r#"{"media": "a.mp4", "conversation": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}"#,
+                "no <AV> placeholder",
+            ),
+            (
+                r#"{"media": "b.mp4", "conversation": [{"from": "human", "value": "<AV> q"}, {"from": "gpt", "value": "a"}]}"#,
+                "b.mp4 not found",
+            ),
             (r#"{"media": "a.mp4", "conversation": [}"#, "m.jsonl:3"),
-            (r#"{"media": "a.mp4", "start_s": 5, "end_s": 2, "conversation": [{"from": "human", "value": "<AV> q"}, {"from": "gpt", "value": "a"}]}"#, "must be after"),
-            (r#"{"media": "a.mp4", "colour": 1, "conversation": []}"#, "unknown field `colour`"),
+            (
+                r#"{"media": "a.mp4", "start_s": 5, "end_s": 2, "conversation": [{"from": "human", "value": "<AV> q"}, {"from": "gpt", "value": "a"}]}"#,
+                "must be after",
+            ),
+            (
+                r#"{"media": "a.mp4", "colour": 1, "conversation": []}"#,
+                "unknown field `colour`",
+            ),
         ];
         for (line, want) in cases {
             let e = parse(line).unwrap_err();

@@ -47,7 +47,10 @@ impl EvalReport {
 
     /// A table: one row per task and the overall row.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<16} {:>8} {:>8} {:>9}\n", "task", "correct", "total", "accuracy");
+        let mut s = format!(
+            "{:<16} {:>8} {:>8} {:>9}\n",
+            "task", "correct", "total", "accuracy"
+        );
         for (t, (c, n)) in &self.tasks {
             s += &format!(
                 "{t:<16} {c:>8} {n:>8} {:>8.1}%\n",

@@ -171,15 +171,20 @@ pub fn load_adapter(
     if v.get("use_rslora").and_then(|x| x.as_bool()) == Some(true)
         || v.get("use_dora").and_then(|x| x.as_bool()) == Some(true)
     {
-        return Err(bad(&cfg_path, "rsLoRA and DoRA adapters are not supported".into()));
+        return Err(bad(
+            &cfg_path,
+            "rsLoRA and DoRA adapters are not supported".into(),
+        ));
     }
     let st = dir.join("adapter_model.safetensors");
-    let tensors = candle_core::safetensors::load(&st, device)
-        .map_err(|e| bad(&st, e.to_string()))?;
+    let tensors =
+        candle_core::safetensors::load(&st, device).map_err(|e| bad(&st, e.to_string()))?;
     let mut a: HashMap<String, Tensor> = HashMap::new();
     let mut b: HashMap<String, Tensor> = HashMap::new();
     for (name, t) in tensors {
-        let t = t.to_dtype(DType::F32).map_err(|e| bad(&st, e.to_string()))?;
+        let t = t
+            .to_dtype(DType::F32)
+            .map_err(|e| bad(&st, e.to_string()))?;
         let m = name.strip_prefix(PREFIX).unwrap_or(&name);
         if let Some(m) = m.strip_suffix(".lora_A.weight") {
             a.insert(m.to_owned(), t);

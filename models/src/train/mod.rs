@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 pub use clips::{ClipExtractor, ClipFeatures, ClipWindow};
 pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
-pub use data::{read_manifest, Media, Sample, Turn};
+pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use eval::{normalise_answer, EvalReport};
 pub use trainer::{Example, TrainSummary, Trainer};
 

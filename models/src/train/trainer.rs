@@ -154,7 +154,10 @@ fn replace_dir(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let parent = dir.parent().unwrap_or(Path::new("."));
     let new = parent.join(format!(".{name}.new"));
     let old = parent.join(format!(".{name}.old"));
@@ -469,7 +472,11 @@ impl Trainer {
 
     /// The prompt's embeddings as `sensorium run` lays it out: prefix, each window wrapped
     /// around its AV tokens, the question turn.
-    pub fn prompt_embeds(&self, ex: &Example, av: &[(Tensor, Tensor)]) -> Result<Tensor, TrainError> {
+    pub fn prompt_embeds(
+        &self,
+        ex: &Example,
+        av: &[(Tensor, Tensor)],
+    ) -> Result<Tensor, TrainError> {
         let mut parts: Vec<Tensor> = Vec::new();
         parts.extend(self.embed(&self.layout.prefix)?);
         for (_, p) in av {
@@ -576,14 +583,13 @@ impl Trainer {
         let tokens: usize = idx.iter().map(|i| train[*i].answer_ids.len()).sum();
         let lr = self.lr_at(self.step, total);
         self.opt.set_learning_rate(lr);
-        let mut dropout = (self.lora.is_some() && self.cfg.lora.dropout > 0.0).then(|| {
-            LoraDropout {
+        let mut dropout =
+            (self.lora.is_some() && self.cfg.lora.dropout > 0.0).then(|| LoraDropout {
                 p: self.cfg.lora.dropout,
                 rng: rand::rngs::StdRng::seed_from_u64(
                     self.cfg.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 ),
-            }
-        });
+            });
         let vars = self.named_vars();
         let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut last: Option<GradStore> = None;
@@ -653,7 +659,12 @@ impl Trainer {
             }
             ids.push(next);
             let text = self.tokenizer.decode(&ids)?;
-            if let Some(s) = self.layout.stop_strings.iter().find(|s| text.contains(s.as_str())) {
+            if let Some(s) = self
+                .layout
+                .stop_strings
+                .iter()
+                .find(|s| text.contains(s.as_str()))
+            {
                 let cut = text.find(s.as_str()).unwrap_or(text.len());
                 return Ok(text[..cut].trim().to_owned());
             }
@@ -726,7 +737,10 @@ impl Trainer {
                 });
             }
         } else if out.is_dir()
-            && std::fs::read_dir(out).map_err(|e| io_err(out, e))?.next().is_some()
+            && std::fs::read_dir(out)
+                .map_err(|e| io_err(out, e))?
+                .next()
+                .is_some()
         {
             return Err(TrainError::Output {
                 path: out.clone(),
@@ -740,7 +754,8 @@ impl Trainer {
             });
         }
         std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
-        let text = serde_json::to_string_pretty(&self.fingerprint()).map_err(|e| io_err(&meta, e))?;
+        let text =
+            serde_json::to_string_pretty(&self.fingerprint()).map_err(|e| io_err(&meta, e))?;
         write_atomic(&meta, text.as_bytes())
     }
 
@@ -764,9 +779,17 @@ impl Trainer {
         if let Some(vars) = &self.llm_vars {
             replace_dir(&dir.join("llm"), |d| {
                 let src = &self.llm_cfg.model;
-                for f in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
+                for f in [
+                    "config.json",
+                    "generation_config.json",
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                ] {
                     let from = if f == "tokenizer.json" {
-                        self.llm_cfg.tokenizer.clone().unwrap_or_else(|| src.join(f))
+                        self.llm_cfg
+                            .tokenizer
+                            .clone()
+                            .unwrap_or_else(|| src.join(f))
                     } else {
                         src.join(f)
                     };
@@ -779,7 +802,9 @@ impl Trainer {
                     .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
                     .collect();
                 // Tied embeddings are one variable; HF stores them once too.
-                t.retain(|(n, _)| n != "lm_head.weight" || !self.decoder.config().tie_word_embeddings);
+                t.retain(|(n, _)| {
+                    n != "lm_head.weight" || !self.decoder.config().tie_word_embeddings
+                });
                 save_tensors(&d.join("model.safetensors"), &t)
             })?;
         }
@@ -815,7 +840,8 @@ impl Trainer {
             path: path.clone(),
             message: m,
         };
-        let mut t = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let mut t =
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         let vars = self.named_vars();
         let mut m = Vec::new();
         let mut v = Vec::new();
@@ -824,12 +850,13 @@ impl Trainer {
                 .remove(&format!("w.{n}"))
                 .ok_or_else(|| bad(format!("no weights for {n}: saved by a different model")))?;
             var.set(&w).map_err(|e| bad(format!("{n}: {e}")))?;
-            let take = |t: &mut HashMap<String, Tensor>, k: String| -> Result<Vec<f32>, TrainError> {
-                t.remove(&k)
-                    .ok_or_else(|| bad(format!("no optimizer moment {k}")))?
-                    .to_vec1::<f32>()
-                    .map_err(|e| bad(e.to_string()))
-            };
+            let take =
+                |t: &mut HashMap<String, Tensor>, k: String| -> Result<Vec<f32>, TrainError> {
+                    t.remove(&k)
+                        .ok_or_else(|| bad(format!("no optimizer moment {k}")))?
+                        .to_vec1::<f32>()
+                        .map_err(|e| bad(e.to_string()))
+                };
             m.push(take(&mut t, format!("m.{i}"))?);
             v.push(take(&mut t, format!("v.{i}"))?);
         }
@@ -900,7 +927,8 @@ impl Trainer {
             progress(self.step, total, loss, lr);
             let at_end = self.step == total;
             let eval_now = !val.is_empty()
-                && (at_end || (self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0));
+                && (at_end
+                    || (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)));
             if eval_now {
                 let e = self.evaluate(val)?;
                 val_acc = Some(e.accuracy());
@@ -913,7 +941,8 @@ impl Trainer {
                     self.save_model(&self.output.join("best"))?;
                 }
             }
-            let save_now = at_end || (self.cfg.save_every > 0 && self.step % self.cfg.save_every == 0);
+            let save_now = at_end
+                || (self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every));
             if save_now {
                 self.save_state()?;
             }

@@ -48,8 +48,8 @@ pub fn train_cfg(llm: TrainLlm) -> TrainConfig {
         clip_grad_norm: 0.0,
         ..TrainConfig::default()
     };
-    c.lora.r = 4;
-    c.lora.alpha = 8.0;
+    c.lora.r = 16;
+    c.lora.alpha = 2.0 * c.lora.r as f64;
     c.lora.dropout = 0.0;
     c
 }
@@ -57,7 +57,7 @@ pub fn train_cfg(llm: TrainLlm) -> TrainConfig {
 pub fn llm_cfg() -> LlmConfig {
     let mut l = LlmConfig::new(qwen2_dir());
     l.max_context_tokens = 256;
-    l.max_tokens = 8;
+    l.max_tokens = 16;
     l.context_windows = 2;
     l
 }
@@ -95,8 +95,7 @@ pub fn clip(seed: u64, frames: usize) -> Arc<ClipFeatures> {
                 Tensor::from_vec(values(seed * 1000 + 2 * i as u64, 24), (3, 8), &dev).unwrap(),
             ),
             visual: Some(
-                Tensor::from_vec(values(seed * 1000 + 2 * i as u64 + 1, 16), (2, 8), &dev)
-                    .unwrap(),
+                Tensor::from_vec(values(seed * 1000 + 2 * i as u64 + 1, 16), (2, 8), &dev).unwrap(),
             ),
         })
         .collect();
