@@ -413,3 +413,67 @@ fn the_feature_cache_follows_the_encoder_checkpoint() {
     let err = run("three");
     assert!(err.contains("2 media decoded, 0 from cache"), "{err}");
 }
+
+/// Ctrl-C saves a resumable state and exits 130; `--resume` finishes the run, its log
+/// continuing where it stopped.
+#[test]
+fn ctrl_c_saves_a_state_that_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sensorium_pipelines::testutil::make_av_mkv(&d.join("a.mkv"), 1);
+    let m = d.join("m.jsonl");
+    std::fs::write(
+        &m,
+        r#"{"media": "a.mkv", "conversation": [{"from": "human", "value": "<AV>\nWhat?"}, {"from": "gpt", "value": "a ball"}]}"#,
+    )
+    .unwrap();
+    let out = d.join("out");
+    let cfg = ENGINE.to_owned()
+        + &models(None, 7)
+        + &llm(&fixture("llm/qwen2"), None)
+        + &format!(
+            "[train]\nmanifest = \"{}\"\noutput = \"{}\"\nsteps = 100000\n",
+            m.display(),
+            out.display()
+        );
+    let c = write(&d.join("t.toml"), &cfg);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .args(["train", "--config", &c])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = out.join("train_log.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 5 {
+        assert!(std::time::Instant::now() < deadline, "training never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("resumable state saved"), "{err}");
+    let stopped = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(out.join("state/trainer.safetensors").is_file());
+    assert!(out.join("qformer/model.safetensors").is_file());
+
+    // Without --resume the run is refused; with it, the run goes on to the end.
+    let o = sensorium(&["train", "--config", &c, "--steps", "3"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--resume"));
+    let end = stopped as u64 + 3;
+    let o = sensorium(&["train", "--config", &c, "--resume", "--steps", &end.to_string()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("resuming at step {stopped}")), "{err}");
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=end).collect::<Vec<_>>());
+}

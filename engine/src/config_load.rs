@@ -124,8 +124,15 @@ impl Config {
         if let Some(listen) = &self.metrics.listen {
             parse_listen(listen).map_err(|m| err("metrics.listen".into(), m))?;
         }
-        // No stream is valid here: `train`/`eval` read media from a manifest; `run` requires
-        // at least one [[stream]] itself.
+        // A model config for `train`/`eval` (media from a manifest) needs no stream; `run`
+        // checks for at least one itself.
+        let model_only = self.train.is_some() || self.models.is_some() || self.llm.is_some();
+        if self.streams.is_empty() && !model_only {
+            return Err(err(
+                "stream".into(),
+                "at least one [[stream]] is required".into(),
+            ));
+        }
         let mut names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             let f = |name: &str| format!("stream[{i}].{name}");
