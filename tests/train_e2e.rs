@@ -445,7 +445,10 @@ fn ctrl_c_saves_a_state_that_resume_finishes() {
     let log = out.join("train_log.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 5 {
-        assert!(std::time::Instant::now() < deadline, "training never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let kill = Command::new("kill")
@@ -466,14 +469,28 @@ fn ctrl_c_saves_a_state_that_resume_finishes() {
     assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("--resume"));
     let end = stopped as u64 + 3;
-    let o = sensorium(&["train", "--config", &c, "--resume", "--steps", &end.to_string()]);
+    let o = sensorium(&[
+        "train",
+        "--config",
+        &c,
+        "--resume",
+        "--steps",
+        &end.to_string(),
+    ]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains(&format!("resuming at step {stopped}")), "{err}");
+    assert!(
+        err.contains(&format!("resuming at step {stopped}")),
+        "{err}"
+    );
     let steps: Vec<u64> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(steps, (1..=end).collect::<Vec<_>>());
 }

@@ -78,6 +78,27 @@ fn learns_sixteen_answers_with_the_full_llm() {
     assert_eq!(correct, 16);
 }
 
+#[test]
+fn evaluations_draw_the_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(TrainLlm::Frozen, dir.path());
+    t.cfg.steps = Some(4);
+    t.cfg.eval_every = 2;
+    t.prepare_output(false).unwrap();
+    let ex = examples(&t)[..2].to_vec();
+    t.run(&ex, &ex, &AtomicBool::new(false), &mut |_, _, _, _| {})
+        .unwrap();
+    let png = std::fs::read(dir.path().join("train_curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(png.len() > 2000, "{} bytes", png.len());
+    let log = std::fs::read_to_string(dir.path().join("train_log.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("val_accuracy")).count(),
+        2
+    );
+    assert!(dir.path().join("best/qformer/model.safetensors").is_file());
+}
+
 fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     t.named_vars()
         .into_iter()

@@ -38,7 +38,7 @@ pub struct LoraConfig {
     pub r: usize,
     pub alpha: f64,
     /// Dropout on the LoRA input (training only).
-    pub dropout: f32,
+    pub dropout: f64,
     /// Module names as PEFT's `target_modules`.
     pub targets: Vec<String>,
 }

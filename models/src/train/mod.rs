@@ -20,6 +20,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod lora;
+pub mod plot;
 pub mod trainer;
 
 use std::path::PathBuf;

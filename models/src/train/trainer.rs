@@ -21,6 +21,7 @@
 //! state/              trainer.safetensors: weights, AdamW moments, step (for --resume)
 //! best/               the outputs at the best validation accuracy
 //! train_log.jsonl     one line per step (loss, lr, grad norm) and per evaluation
+//! train_curves.png    loss and validation accuracy curves, redrawn at every evaluation
 //! ```
 
 use std::collections::HashMap;
@@ -585,7 +586,7 @@ impl Trainer {
         self.opt.set_learning_rate(lr);
         let mut dropout =
             (self.lora.is_some() && self.cfg.lora.dropout > 0.0).then(|| LoraDropout {
-                p: self.cfg.lora.dropout,
+                p: self.cfg.lora.dropout as f32,
                 rng: rand::rngs::StdRng::seed_from_u64(
                     self.cfg.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 ),
@@ -879,6 +880,30 @@ impl Trainer {
         Ok(())
     }
 
+    /// Redraws `train_curves.png` from the whole log (so a resumed run's plot has its
+    /// history too).
+    fn plot(&self) -> Result<(), TrainError> {
+        let path = self.output.join("train_log.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let mut loss = Vec::new();
+        let mut acc = Vec::new();
+        for l in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                continue;
+            };
+            let Some(step) = v["step"].as_u64() else {
+                continue;
+            };
+            if let Some(x) = v["loss"].as_f64() {
+                loss.push((step, x));
+            }
+            if let Some(x) = v["val_accuracy"].as_f64() {
+                acc.push((step, x));
+            }
+        }
+        super::plot::write_curves(&self.output.join("train_curves.png"), &loss, &acc)
+    }
+
     fn log(&self, line: serde_json::Value) -> Result<(), TrainError> {
         let path = self.output.join("train_log.jsonl");
         let mut f = std::fs::OpenOptions::new()
@@ -936,6 +961,7 @@ impl Trainer {
                     "step": self.step, "val_loss": e.loss, "val_accuracy": e.accuracy(),
                     "val_correct": e.correct, "val_total": e.total,
                 }))?;
+                self.plot()?;
                 if self.best.is_none_or(|b| e.accuracy() > b) {
                     self.best = Some(e.accuracy());
                     self.save_model(&self.output.join("best"))?;
