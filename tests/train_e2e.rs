@@ -328,7 +328,7 @@ fn bad_training_input_gets_one_clear_line() {
     }
     // A Q-Former whose widths do not fit the encoders.
     let q = d.join("q");
-    let mut qc = sensorium_models::qformer::QFormerConfig {
+    let qc = sensorium_models::qformer::QFormerConfig {
         hidden_size: 16,
         num_attention_heads: 2,
         intermediate_size: 32,
@@ -351,7 +351,6 @@ fn bad_training_input_gets_one_clear_line() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("audio_width") && err.contains("99"), "{err}");
     // An output directory holding something else is refused, and left alone.
-    qc.audio_width = 32;
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("mine.txt"), "keep").unwrap();
     let c = cfg(&good, "");
@@ -437,7 +436,7 @@ fn ctrl_c_saves_a_state_that_resume_finishes() {
             out.display()
         );
     let c = write(&d.join("t.toml"), &cfg);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
         .args(["train", "--config", &c])
         .stderr(std::process::Stdio::piped())
         .spawn()
