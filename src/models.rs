@@ -321,16 +321,7 @@ fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> anyhow::Error 
 pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
     let dev = Device::Cpu;
     let m = setup.models.clone().unwrap_or_default();
-    let audio = m
-        .audio
-        .as_ref()
-        .map(|d| AudioEncoder::load(d, &dev).map_err(|e| load_err("models.audio", d, e)))
-        .transpose()?;
-    let vision = m
-        .vision
-        .as_ref()
-        .map(|d| VisionEncoder::load(d, &dev).map_err(|e| load_err("models.vision", d, e)))
-        .transpose()?;
+    let (audio, vision) = load_encoders(&m)?;
     let answerer = setup
         .llm
         .as_ref()
@@ -362,15 +353,7 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
             ));
         }
     }
-    let slots = m
-        .slots
-        .or(qformer.as_ref().map(|q| q.cfg.slots_per_frame))
-        .unwrap_or(32);
-    let mode = match m.visual_slots {
-        VisualSlots::Pool => SlotMode::Pool(slots),
-        VisualSlots::All => SlotMode::All,
-        VisualSlots::Cls => SlotMode::Cls,
-    };
+    let mode = slot_mode(&m, qformer.as_ref().map(|q| q.cfg.slots_per_frame));
     let distill = setup
         .distill
         .as_ref()
@@ -424,6 +407,22 @@ pub fn frame_encoder(
     m: &ModelsConfig,
     slots: Option<usize>,
 ) -> anyhow::Result<(AvFrameEncoder, Option<usize>, Option<usize>)> {
+    let (audio, vision) = load_encoders(m)?;
+    let (aw, vw) = (
+        audio.as_ref().map(|a| a.width()),
+        vision.as_ref().map(|v| v.width()),
+    );
+    Ok((
+        AvFrameEncoder::new(audio, vision, slot_mode(m, slots)),
+        aw,
+        vw,
+    ))
+}
+
+/// The encoders `[models]` names.
+fn load_encoders(
+    m: &ModelsConfig,
+) -> anyhow::Result<(Option<AudioEncoder>, Option<VisionEncoder>)> {
     let dev = Device::Cpu;
     let audio = m
         .audio
@@ -435,17 +434,17 @@ pub fn frame_encoder(
         .as_ref()
         .map(|d| VisionEncoder::load(d, &dev).map_err(|e| load_err("models.vision", d, e)))
         .transpose()?;
-    let (aw, vw) = (
-        audio.as_ref().map(|a| a.width()),
-        vision.as_ref().map(|v| v.width()),
-    );
-    let slots = m.slots.or(slots).unwrap_or(32);
-    let mode = match m.visual_slots {
+    Ok((audio, vision))
+}
+
+/// The visual tokens per frame: `models.slots`, else the Q-Former's slots, else 32.
+fn slot_mode(m: &ModelsConfig, qformer_slots: Option<usize>) -> SlotMode {
+    let slots = m.slots.or(qformer_slots).unwrap_or(32);
+    match m.visual_slots {
         VisualSlots::Pool => SlotMode::Pool(slots),
         VisualSlots::All => SlotMode::All,
         VisualSlots::Cls => SlotMode::Cls,
-    };
-    Ok((AvFrameEncoder::new(audio, vision, mode), aw, vw))
+    }
 }
 
 /// Puts the Q-Former on `[engine] device` / `--device`: our CUDA kernels (weights and caches

@@ -155,48 +155,37 @@ pub fn train(
             anyhow!("field `train.output`: missing (or pass --output DIR)"),
         )
     })?;
-    let init = match (&s.train.init_qformer, &s.models.qformer, s.models.random) {
-        (Some(d), _, _) | (None, Some(d), _) => QFormerInit::Dir(d.clone()),
-        (None, None, true) => QFormerInit::Random {
-            cfg: sensorium_models::qformer::QFormerConfig::default(), // replaced below
-            seed: s.models.seed,
-            std: s.models.init_std as f32,
-        },
-        (None, None, false) => {
-            return Err(fail(
-                code::USAGE,
-                anyhow!("field `train.init_qformer`: no Q-Former to start from: set train.init_qformer, models.qformer or models.random = true"),
-            ))
-        }
-    };
-    let slots = match &init {
-        QFormerInit::Dir(d) => Some(
-            QFormer::load(d, &candle_core::Device::Cpu)
-                .map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))?
-                .cfg
-                .slots_per_frame,
-        ),
-        _ => None,
-    };
+    // Where the Q-Former starts: a directory (its config fixes the slots and widths), or a
+    // seeded random one shaped for the encoders and LLM.
+    let init_dir = s.train.init_qformer.clone().or(s.models.qformer.clone());
+    if init_dir.is_none() && !s.models.random {
+        return Err(fail(
+            code::USAGE,
+            anyhow!("field `train.init_qformer`: no Q-Former to start from: set train.init_qformer, models.qformer or models.random = true"),
+        ));
+    }
+    let init_cfg = init_dir
+        .as_ref()
+        .map(|d| {
+            QFormer::load_config(d).map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))
+        })
+        .transpose()?;
     let cache = s.train.cache.clone().or_else(|| Some(out.join("cache")));
-    let (ex, aw, vw) = extractor(&s, slots, cache)?;
+    let (ex, aw, vw) = extractor(&s, init_cfg.as_ref().map(|c| c.slots_per_frame), cache)?;
     let llm_width =
         sensorium_models::llm::DecoderConfig::from_hf_file(&s.llm.model.join("config.json"))
             .map(|c| c.hidden_size)
             .ok();
-    let init = match init {
-        QFormerInit::Random { seed, std, .. } => QFormerInit::Random {
-            cfg: model_cfg::random_qformer_config(&s.models, &s.config, aw, vw, llm_width),
-            seed,
-            std,
-        },
-        QFormerInit::Dir(d) => {
-            let q = QFormer::load(&d, &candle_core::Device::Cpu)
-                .map_err(|e| fail(code::MODEL, anyhow!("{}: {e}", d.display())))?;
-            model_cfg::check_widths(&q.cfg, &d, aw, vw, llm_width)
-                .map_err(|e| fail(code::USAGE, e))?;
+    let init = match (init_dir, init_cfg) {
+        (Some(d), Some(c)) => {
+            model_cfg::check_widths(&c, &d, aw, vw, llm_width).map_err(|e| fail(code::USAGE, e))?;
             QFormerInit::Dir(d)
         }
+        _ => QFormerInit::Random {
+            cfg: model_cfg::random_qformer_config(&s.models, &s.config, aw, vw, llm_width),
+            seed: s.models.seed,
+            std: s.models.init_std as f32,
+        },
     };
     let manifest = s.train.manifest.clone().unwrap_or_default();
     let samples = read_manifest(&manifest).map_err(terr)?;

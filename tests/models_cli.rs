@@ -4,28 +4,14 @@
 //! names bad `[llm]` fields (exit 2); a wrong-shaped checkpoint tensor exits 4 naming the file
 //! and the tensor; `distill-eval` prints its table.
 
+mod common;
+
+use common::{fixture, sensorium, text};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/tests/fixtures")
-        .join(name)
-}
-
-fn sensorium(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sensorium"))
-        .args(args)
-        .output()
-        .expect("run the sensorium binary")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A 2 fps test source of `seconds` (finite, not live) with windows of 2 frames.
 fn base_config(seconds: f64) -> String {

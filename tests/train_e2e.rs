@@ -6,26 +6,17 @@
 //! (on the LLM the full run trained, since the random tiny fixture cannot be steered by its
 //! inputs alone). Also: the feature cache, and bad input.
 
+mod common;
+
+use common::{fixture, text, write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/tests/fixtures")
-        .join(name)
-}
-
+/// Training through the binary takes minutes on two cores; a hang still fails.
 fn sensorium(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sensorium"))
-        .args(args)
-        .output()
-        .expect("run the sensorium binary")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::sensorium_within(args, std::time::Duration::from_secs(600))
 }
 
 /// (videotestsrc pattern, audiotestsrc wave, frequency, answer, task). Every clip's picture
@@ -142,14 +133,9 @@ fn train_section(w: &World, out: &Path, mode: &str, steps: u64, lr: f64) -> Stri
     )
 }
 
-fn write(path: &Path, text: &str) -> String {
-    std::fs::write(path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 fn train(w: &World, name: &str, cfg: String) -> (PathBuf, String) {
     let out = w.dir.path().join(name);
-    let c = write(&w.dir.path().join(format!("{name}.toml")), &cfg);
+    let c = write(w.dir.path(), &format!("{name}.toml"), &cfg);
     let o = sensorium(&["train", "--config", &c]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "train {name}: {err}");
@@ -159,7 +145,7 @@ fn train(w: &World, name: &str, cfg: String) -> (PathBuf, String) {
 
 /// `sensorium eval` on the training manifest: accuracy per task and overall.
 fn eval(w: &World, name: &str, cfg: String) -> Value {
-    let c = write(&w.dir.path().join(format!("{name}-eval.toml")), &cfg);
+    let c = write(w.dir.path(), &format!("{name}-eval.toml"), &cfg);
     let o = sensorium(&[
         "eval",
         "--config",
@@ -183,7 +169,7 @@ fn run_answers(w: &World, name: &str, models_and_llm: String) -> Vec<String> {
             c.display()
         );
     }
-    let c = write(&w.dir.path().join(format!("{name}-run.toml")), &cfg);
+    let c = write(w.dir.path(), &format!("{name}-run.toml"), &cfg);
     let out = w.dir.path().join(format!("{name}-run.jsonl"));
     let o = sensorium(&["run", "--config", &c, "--output", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "run {name}: {}", text(&o.stderr));
@@ -212,19 +198,40 @@ fn assert_all_right(name: &str, report: &Value, answers: &[String]) {
     assert_eq!(answers, want.as_slice(), "{name}: run answers");
 }
 
+/// Trains `[train] train_llm = name` from a random Q-Former (`seed`) over `llm_model`.
+fn train_mode(
+    w: &World,
+    name: &str,
+    seed: u64,
+    llm_model: &Path,
+    steps: u64,
+    lr: f64,
+) -> (PathBuf, String) {
+    let out = w.dir.path().join(name);
+    train(
+        w,
+        name,
+        ENGINE.to_owned()
+            + &models(None, seed)
+            + &llm(llm_model, None)
+            + &train_section(w, &out, name, steps, lr),
+    )
+}
+
+/// `eval` and `run` with a training output's `qformer/` over `llm_model` (+ `adapter`)
+/// both get all 16 right.
+fn serves_all_right(w: &World, name: &str, out: &Path, llm_model: &Path, adapter: Option<&Path>) {
+    let serve = models(Some(&out.join("qformer")), 0) + &llm(llm_model, adapter);
+    let report = eval(w, name, ENGINE.to_owned() + &serve);
+    assert_all_right(name, &report, &run_answers(w, name, serve));
+}
+
 #[test]
 fn train_eval_and_run_agree_full_lora_and_frozen() {
     let w = world();
     let base = fixture("llm/qwen2");
     // The whole LLM trained.
-    let (full, err) = train(
-        &w,
-        "full",
-        ENGINE.to_owned()
-            + &models(None, 7)
-            + &llm(&base, None)
-            + &train_section(&w, &w.dir.path().join("full"), "full", 300, 3e-3),
-    );
+    let (full, err) = train_mode(&w, "full", 7, &base, 300, 3e-3);
     assert!(err.contains("16 media decoded, 0 from cache"), "{err}");
     assert!(err.contains("validation accuracy"), "{err}");
     for f in [
@@ -237,37 +244,17 @@ fn train_eval_and_run_agree_full_lora_and_frozen() {
     ] {
         assert!(full.join(f).is_file(), "{f}");
     }
-    let serve = models(Some(&full.join("qformer")), 0) + &llm(&full.join("llm"), None);
-    let report = eval(&w, "full", ENGINE.to_owned() + &serve);
-    assert_all_right("full", &report, &run_answers(&w, "full", serve));
+    serves_all_right(&w, "full", &full, &full.join("llm"), None);
 
     // LoRA on the fixture LLM; the features now all come from the cache.
-    let (lora, err) = train(
-        &w,
-        "lora",
-        ENGINE.to_owned()
-            + &models(None, 7)
-            + &llm(&base, None)
-            + &train_section(&w, &w.dir.path().join("lora"), "lora", 600, 5e-3),
-    );
+    let (lora, err) = train_mode(&w, "lora", 7, &base, 600, 5e-3);
     assert!(err.contains("0 media decoded, 16 from cache"), "{err}");
-    let serve = models(Some(&lora.join("qformer")), 0) + &llm(&base, Some(&lora.join("adapter")));
-    let report = eval(&w, "lora", ENGINE.to_owned() + &serve);
-    assert_all_right("lora", &report, &run_answers(&w, "lora", serve));
+    serves_all_right(&w, "lora", &lora, &base, Some(&lora.join("adapter")));
 
     // Frozen: a fresh Q-Former learns to drive the LLM the full run trained.
-    let (frozen, _) = train(
-        &w,
-        "frozen",
-        ENGINE.to_owned()
-            + &models(None, 11)
-            + &llm(&full.join("llm"), None)
-            + &train_section(&w, &w.dir.path().join("frozen"), "frozen", 300, 1e-2),
-    );
+    let (frozen, _) = train_mode(&w, "frozen", 11, &full.join("llm"), 300, 1e-2);
     assert!(!frozen.join("adapter").exists() && !frozen.join("llm").exists());
-    let serve = models(Some(&frozen.join("qformer")), 0) + &llm(&full.join("llm"), None);
-    let report = eval(&w, "frozen", ENGINE.to_owned() + &serve);
-    assert_all_right("frozen", &report, &run_answers(&w, "frozen", serve));
+    serves_all_right(&w, "frozen", &frozen, &full.join("llm"), None);
 
     // Another fps is another decode: the cache is keyed by the engine settings.
     let cfg = ENGINE
@@ -301,7 +288,7 @@ fn bad_training_input_gets_one_clear_line() {
                 m.display(),
                 out.display()
             );
-        write(&d.join("t.toml"), &text)
+        write(d, "t.toml", &text)
     };
     let good = format!(r#"{{"media": "a.mkv", {good_turns}}}"#);
     let cases: Vec<(String, &str, i32, &str)> = vec![
@@ -398,7 +385,7 @@ fn the_feature_cache_follows_the_encoder_checkpoint() {
                 d.join(name).display(),
                 d.join("cache").display()
             );
-        let c = write(&d.join(format!("{name}.toml")), &cfg);
+        let c = write(d, &format!("{name}.toml"), &cfg);
         let o = sensorium(&["train", "--config", &c]);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(0), "{err}");
@@ -435,7 +422,7 @@ fn ctrl_c_saves_a_state_that_resume_finishes() {
             m.display(),
             out.display()
         );
-    let c = write(&d.join("t.toml"), &cfg);
+    let c = write(d, "t.toml", &cfg);
     let child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
         .args(["train", "--config", &c])
         .stderr(std::process::Stdio::piped())

@@ -110,7 +110,7 @@ pub fn attention(
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    p_of(&scores)?.matmul(&v.contiguous()?)
+    softmax_last(&scores)?.matmul(&v.contiguous()?)
 }
 
 /// Softmax over the last axis: candle's fused kernel for inference, and the composed
@@ -123,10 +123,6 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
-}
-
-fn p_of(scores: &Tensor) -> Result<Tensor> {
-    softmax_last(scores)
 }
 
 /// Relative error `max|a - b| / max(max|b|, floor)` used by every fixture comparison.

@@ -105,6 +105,16 @@ impl AvFrameEncoder {
     }
 }
 
+impl AvFrameEncoder {
+    /// [`Self::encode_frames`] as the engine's per-frame [`Features`].
+    fn features(&self, frames: &[&SyncedFrame]) -> std::result::Result<Vec<Features>, StageError> {
+        let enc = self
+            .encode_frames(frames)
+            .map_err(|e| StageError::new(&self.name, e))?;
+        Ok(enc.into_iter().map(Features::new).collect())
+    }
+}
+
 impl FrameEncoder for AvFrameEncoder {
     fn name(&self) -> &str {
         &self.name
@@ -114,10 +124,23 @@ impl FrameEncoder for AvFrameEncoder {
         &mut self,
         frames: &[&SyncedFrame],
     ) -> std::result::Result<Vec<Features>, StageError> {
-        let enc = self
-            .encode_frames(frames)
-            .map_err(|e| StageError::new(&self.name, e))?;
-        Ok(enc.into_iter().map(Features::new).collect())
+        self.features(frames)
+    }
+}
+
+/// A shared encoder: loaded once, used by several runtimes (e.g. one per training clip).
+pub struct SharedFrameEncoder(pub Arc<AvFrameEncoder>);
+
+impl FrameEncoder for SharedFrameEncoder {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn encode(
+        &mut self,
+        frames: &[&SyncedFrame],
+    ) -> std::result::Result<Vec<Features>, StageError> {
+        self.0.features(frames)
     }
 }
 

@@ -18,6 +18,11 @@ pub const HANG_GUARD: Duration = Duration::from_secs(120);
 
 /// Runs the binary to its end; panics (after killing it) if it outlives the hang guard.
 pub fn sensorium(args: &[&str]) -> Output {
+    sensorium_within(args, HANG_GUARD)
+}
+
+/// [`sensorium`] with another hang guard (training runs take longer than a stream).
+pub fn sensorium_within(args: &[&str], guard: Duration) -> Output {
     let child = Command::new(env!("CARGO_BIN_EXE_sensorium"))
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -30,13 +35,24 @@ pub fn sensorium(args: &[&str]) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(HANG_GUARD) {
+    match rx.recv_timeout(guard) {
         Ok(out) => out.expect("binary output"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("sensorium {args:?} hung (killed after {HANG_GUARD:?})");
+            panic!("sensorium {args:?} hung (killed after {guard:?})");
         }
     }
+}
+
+/// A committed model fixture (`models/tests/fixtures/NAME`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/tests/fixtures")
+        .join(name)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -26,7 +26,7 @@ pub mod eval;
 pub mod features;
 pub mod optim;
 pub mod replay;
-mod st;
+pub(crate) mod st;
 pub mod stage;
 pub mod student;
 pub mod synth;

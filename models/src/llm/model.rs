@@ -507,38 +507,34 @@ impl Decoder {
         for (l, blk) in self.blocks.iter_mut().enumerate() {
             for (name, lin) in blk.linears_mut() {
                 let key = format!("model.layers.{l}.{name}");
-                if let Some(p) = pairs.get(&key) {
-                    let (out, inp) = lin.shape();
-                    let (ra, ia) = p.a.dims2().ctx(|| format!("{key}.lora_A"))?;
-                    let (ob, rb) = p.b.dims2().ctx(|| format!("{key}.lora_B"))?;
-                    if ia != inp || ob != out || ra != rb {
-                        return Err(LlmError::Candle {
-                            context: format!("LoRA {key}"),
-                            source: candle_core::Error::Msg(format!(
-                                "lora_A {:?} / lora_B {:?} do not fit the layer [{out}, {inp}]",
-                                p.a.dims(),
-                                p.b.dims()
-                            )),
-                        });
-                    }
-                    lin.lora = Some(p.clone());
-                    used += 1;
+                let Some(p) = pairs.get(&key) else { continue };
+                let (out, inp) = lin.shape();
+                let (ra, ia) = p.a.dims2().ctx(|| format!("{key}.lora_A"))?;
+                let (ob, rb) = p.b.dims2().ctx(|| format!("{key}.lora_B"))?;
+                if ia != inp || ob != out || ra != rb {
+                    return Err(LlmError::Candle {
+                        context: format!("LoRA {key}"),
+                        source: candle_core::Error::Msg(format!(
+                            "lora_A {:?} / lora_B {:?} do not fit the layer [{out}, {inp}]",
+                            p.a.dims(),
+                            p.b.dims()
+                        )),
+                    });
                 }
+                lin.lora = Some(p.clone());
+                used += 1;
             }
         }
         if used != pairs.len() {
-            let known: std::collections::HashSet<String> = (0..self.blocks.len())
-                .flat_map(|l| {
-                    LINEAR_NAMES
-                        .iter()
-                        .map(move |n| format!("model.layers.{l}.{n}"))
-                })
-                .collect();
-            let stray = pairs
-                .keys()
-                .find(|k| !known.contains(*k))
-                .cloned()
-                .unwrap_or_default();
+            let layers = self.blocks.len();
+            let fits = |k: &str| {
+                k.strip_prefix("model.layers.")
+                    .and_then(|r| r.split_once('.'))
+                    .is_some_and(|(l, n)| {
+                        l.parse::<usize>().is_ok_and(|l| l < layers) && LINEAR_NAMES.contains(&n)
+                    })
+            };
+            let stray = pairs.keys().find(|k| !fits(k)).cloned().unwrap_or_default();
             return Err(LlmError::Candle {
                 context: "LoRA adapter".into(),
                 source: candle_core::Error::Msg(format!(
@@ -549,17 +545,13 @@ impl Decoder {
         Ok(())
     }
 
-    /// `(out, in)` of every layer's linear `name` (e.g. `self_attn.q_proj`).
-    pub fn linear_shapes(&self, name: &str) -> Vec<(usize, usize)> {
-        self.blocks
-            .iter()
-            .filter_map(|b| {
-                b.linears()
-                    .into_iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, l)| l.shape())
-            })
-            .collect()
+    /// `(out, in)` of layer `layer`'s linear `name` (e.g. `self_attn.q_proj`).
+    pub fn linear_shape(&self, layer: usize, name: &str) -> Option<(usize, usize)> {
+        let blk = self.blocks.get(layer)?;
+        blk.linears()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| l.shape())
     }
 
     pub fn num_layers(&self) -> usize {

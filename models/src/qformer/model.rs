@@ -201,6 +201,12 @@ impl QFormer {
     /// Loads `dir/config.json` (a [`QFormerConfig`], `model_type = "causal_qformer"`) and
     /// `dir/*.safetensors` in the layout above.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg = Self::load_config(dir)?;
+        Self::from_weights(cfg, &Weights::from_dir(dir, device)?)
+    }
+
+    /// `dir/config.json` alone, validated (widths and slot counts without the weights).
+    pub fn load_config(dir: &Path) -> Result<QFormerConfig> {
         let (path, value) = checkpoint::read_config(dir)?;
         let mt = checkpoint::model_type(&value);
         if mt != "causal_qformer" {
@@ -216,7 +222,7 @@ impl QFormer {
                 path: path.clone(),
                 message,
             })?;
-        Self::from_weights(cfg, &Weights::from_dir(dir, device)?)
+        Ok(cfg)
     }
 
     /// Seeded random weights N(0, `std`) (deterministic across machines; 0.02 is BERT's

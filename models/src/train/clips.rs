@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
 use parking_lot::Mutex;
 use sensorium_engine::config::{FileSource, LaunchSource, SourceConfig, StreamConfig};
-use sensorium_engine::frame::{SyncedFrame, Window};
-use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
+use sensorium_engine::frame::Window;
+use sensorium_engine::model::{StageError, WindowModel};
 use sensorium_engine::source::SourceFactory;
 use sensorium_engine::{Config, Runtime, StreamEnd};
 use serde::{Deserialize, Serialize};
@@ -28,8 +27,9 @@ use sha2::{Digest, Sha256};
 
 use super::data::{Media, Sample};
 use super::TrainError;
+use crate::distill::st::{self, StFile, StTensor};
 use crate::qformer::FrameInput;
-use crate::stage::{AvFrameEncoder, EncodedFrame};
+use crate::stage::{AvFrameEncoder, EncodedFrame, SharedFrameEncoder};
 
 /// One assembled window of a clip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,14 +51,13 @@ pub struct ClipFeatures {
 }
 
 impl ClipFeatures {
-    /// The windows a sample uses: those overlapping `[start_s, end_s)` (the whole media
-    /// without a range), newest last.
-    pub fn windows_in(&self, start_s: Option<f64>, end_s: Option<f64>) -> Vec<&ClipWindow> {
+    /// Indices of the windows a sample uses: those overlapping `[start_s, end_s)` (the
+    /// whole media without a range), oldest first.
+    pub fn windows_in(&self, start_s: Option<f64>, end_s: Option<f64>) -> Vec<usize> {
         let s = start_s.map_or(0, |s| (s * 1e9) as u64);
         let e = end_s.map_or(u64::MAX, |e| (e * 1e9) as u64);
-        self.windows
-            .iter()
-            .filter(|w| w.t_start < e && w.t_end > s)
+        (0..self.windows.len())
+            .filter(|&i| self.windows[i].t_start < e && self.windows[i].t_end > s)
             .collect()
     }
 }
@@ -70,42 +69,6 @@ pub struct ExtractStats {
     pub decoded: AtomicU64,
     /// Media served from the cache.
     pub cached: AtomicU64,
-}
-
-/// The frame encoder shared by every clip's run (it is loaded once).
-struct SharedEncoder(Arc<AvFrameEncoder>);
-
-impl FrameEncoder for SharedEncoder {
-    fn name(&self) -> &str {
-        "encoder"
-    }
-    fn encode(
-        &mut self,
-        frames: &[&SyncedFrame],
-    ) -> Result<Vec<sensorium_engine::frame::Features>, StageError> {
-        FrameEncoder::encode(&mut AvFrameEncoderRef(&self.0), frames)
-    }
-}
-
-struct AvFrameEncoderRef<'a>(&'a AvFrameEncoder);
-
-impl FrameEncoder for AvFrameEncoderRef<'_> {
-    fn name(&self) -> &str {
-        "encoder"
-    }
-    fn encode(
-        &mut self,
-        frames: &[&SyncedFrame],
-    ) -> Result<Vec<sensorium_engine::frame::Features>, StageError> {
-        let enc = self
-            .0
-            .encode_frames(frames)
-            .map_err(|e| StageError::new("encoder", e))?;
-        Ok(enc
-            .into_iter()
-            .map(sensorium_engine::frame::Features::new)
-            .collect())
-    }
 }
 
 #[derive(Default)]
@@ -173,7 +136,8 @@ pub struct ClipExtractor {
     /// Hash of everything but the media that the features depend on.
     settings_key: String,
     pub stats: ExtractStats,
-    memo: Mutex<HashMap<String, Arc<ClipFeatures>>>,
+    /// This run's features by media path: a file is hashed and read once per run.
+    memo: Mutex<HashMap<Media, Arc<ClipFeatures>>>,
 }
 
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), TrainError> {
@@ -267,10 +231,10 @@ impl ClipExtractor {
 
     /// Features of a sample's media (decoded once per run, then from memory or disk).
     pub fn features(&self, sample: &Sample) -> Result<Arc<ClipFeatures>, TrainError> {
-        let key = self.key(&sample.media)?;
-        if let Some(f) = self.memo.lock().get(&key) {
+        if let Some(f) = self.memo.lock().get(&sample.media) {
             return Ok(f.clone());
         }
+        let key = self.key(&sample.media)?;
         let path = self
             .cache_dir
             .as_ref()
@@ -278,7 +242,7 @@ impl ClipExtractor {
         let cached = path
             .as_ref()
             .filter(|p| p.is_file())
-            .and_then(|p| read_cache(p).ok());
+            .and_then(|p| read_cache(p));
         let feats = match cached {
             Some(f) => {
                 self.stats.cached.fetch_add(1, Ordering::Relaxed);
@@ -294,7 +258,7 @@ impl ClipExtractor {
             }
         };
         let feats = Arc::new(feats);
-        self.memo.lock().insert(key, feats.clone());
+        self.memo.lock().insert(sample.media.clone(), feats.clone());
         Ok(feats)
     }
 
@@ -328,7 +292,7 @@ impl ClipExtractor {
         }];
         let captured = Arc::new(Mutex::new(Captured::default()));
         let report = Runtime::new(config, self.factory.clone())
-            .with_encoder(Box::new(SharedEncoder(self.encoder.clone())))
+            .with_encoder(Box::new(SharedFrameEncoder(self.encoder.clone())))
             .with_model(Box::new(Capture(captured.clone())))
             .with_sink(Box::new(NullSink))
             .run()
@@ -383,16 +347,19 @@ fn write_cache(path: &Path, f: &ClipFeatures) -> Result<(), TrainError> {
         path: path.to_owned(),
         message: e,
     };
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    let mut tensors = Vec::new();
     for (i, fr) in f.frames.iter().enumerate() {
-        if let Some(a) = &fr.audio {
-            tensors.push((format!("f{i}.audio"), a.clone()));
-        }
-        if let Some(v) = &fr.visual {
-            tensors.push((format!("f{i}.visual"), v.clone()));
+        for (part, t) in [("audio", &fr.audio), ("visual", &fr.visual)] {
+            if let Some(t) = t {
+                tensors.push(StTensor {
+                    name: format!("f{i}.{part}"),
+                    shape: t.dims().to_vec(),
+                    data: t.flatten_all()?.to_vec1::<f32>()?,
+                });
+            }
         }
     }
-    let meta = HashMap::from([
+    let meta = BTreeMap::from([
         ("frames".to_string(), f.frames.len().to_string()),
         (
             "windows".to_string(),
@@ -402,33 +369,19 @@ fn write_cache(path: &Path, f: &ClipFeatures) -> Result<(), TrainError> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| io(e.to_string()))?;
     }
-    let tmp = path.with_extension("tmp");
-    safetensors::serialize_to_file(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta),
-        &tmp,
-    )
-    .map_err(|e| io(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(e.to_string()))
+    st::write_atomic(path, &st::to_bytes(&tensors, &meta)).map_err(|e| io(e.to_string()))
 }
 
-fn read_cache(path: &Path) -> Result<ClipFeatures, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
-    let meta = meta.metadata().clone().ok_or("no metadata")?;
-    let n: usize = meta
-        .get("frames")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no frame count")?;
-    let windows: Vec<ClipWindow> = serde_json::from_str(meta.get("windows").ok_or("no windows")?)
-        .map_err(|e| e.to_string())?;
-    let mut t =
-        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| e.to_string())?;
+/// A cache file, or `None` when it is unreadable (then the media is decoded again).
+fn read_cache(path: &Path) -> Option<ClipFeatures> {
+    let mut file = StFile::read(path).ok()?;
+    let n: usize = file.metadata.get("frames")?.parse().ok()?;
+    let windows: Vec<ClipWindow> = serde_json::from_str(file.metadata.get("windows")?).ok()?;
     let frames = (0..n)
         .map(|i| FrameInput {
-            audio: t.remove(&format!("f{i}.audio")),
-            visual: t.remove(&format!("f{i}.visual")),
+            audio: file.tensors.remove(&format!("f{i}.audio")),
+            visual: file.tensors.remove(&format!("f{i}.visual")),
         })
         .collect();
-    Ok(ClipFeatures { frames, windows })
+    Some(ClipFeatures { frames, windows })
 }

@@ -20,7 +20,7 @@ use super::TrainError;
 use crate::llm::AV_PLACEHOLDER;
 
 /// Where a sample's media comes from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Media {
     /// One file with video and/or audio.
     File(PathBuf),

@@ -126,7 +126,7 @@ pub fn evaluate(
                 })
                 .collect();
             let kv = qformer.window(&mut st, &frames)?;
-            if !selected.iter().any(|x| std::ptr::eq(*x, w)) {
+            if !selected.contains(&wi) {
                 continue;
             }
             let out = qformer.query_batch(&[kv])?;

@@ -38,13 +38,14 @@ pub struct LoraParams {
     pub pairs: Vec<(String, Var, Var)>,
 }
 
-fn module_paths(dec: &Decoder, targets: &[String]) -> Vec<(String, &'static str)> {
+/// `(module path, layer, name)` of every targeted linear layer, in layer order.
+fn targeted(dec: &Decoder, targets: &[String]) -> Vec<(String, usize, &'static str)> {
     let mut out = Vec::new();
     for l in 0..dec.num_layers() {
         for name in LINEAR_NAMES {
             let short = name.rsplit('.').next().unwrap_or(name);
             if targets.iter().any(|t| t == short) {
-                out.push((format!("model.layers.{l}.{name}"), name));
+                out.push((format!("model.layers.{l}.{name}"), l, name));
             }
         }
     }
@@ -57,11 +58,13 @@ impl LoraParams {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x4c6f_5241);
         let dev = dec.device().clone();
         let mut pairs = Vec::new();
-        let mut per_name: HashMap<&str, usize> = HashMap::new();
-        for (path, name) in module_paths(dec, &cfg.targets) {
-            let l = per_name.entry(name).or_default();
-            let (out, inp) = dec.linear_shapes(name)[*l];
-            *l += 1;
+        for (path, layer, name) in targeted(dec, &cfg.targets) {
+            let (out, inp) = dec
+                .linear_shape(layer, name)
+                .ok_or_else(|| TrainError::Config {
+                    field: "train.lora.targets".into(),
+                    message: format!("{path}: no such layer"),
+                })?;
             let bound = 1.0 / (inp as f32).sqrt();
             let a: Vec<f32> = (0..cfg.r * inp)
                 .map(|_| rng.random_range(-bound..bound))

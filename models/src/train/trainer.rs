@@ -44,6 +44,7 @@ use super::lora::LoraParams;
 use super::TrainError;
 use crate::checkpoint::Weights;
 use crate::distill::optim::{AdamState, AdamW};
+use crate::distill::st;
 use crate::llm::model::LoraDropout;
 use crate::llm::{Decoder, DecoderConfig, LlmConfig, LlmTokenizer, TokenLayout};
 use crate::qformer::{FrameInput, QFormer, QFormerConfig, SlotContext};
@@ -89,6 +90,18 @@ pub struct TrainSummary {
     pub tokens_per_s: f64,
 }
 
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Mean cross-entropy per answer token (plus the diversity term).
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Answer tokens learnt.
+    pub tokens: usize,
+}
+
 /// One evaluation.
 #[derive(Clone, Debug)]
 pub struct EvalPoint {
@@ -124,8 +137,8 @@ pub struct Trainer {
     output: PathBuf,
     /// Best validation accuracy seen (for `best/`).
     best: Option<f64>,
-    /// One permutation per epoch, made when first needed.
-    orders: HashMap<u64, Vec<usize>>,
+    /// The current epoch's example order (epoch, permutation), made when first needed.
+    order: Option<(u64, Vec<usize>)>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -140,13 +153,6 @@ fn llm_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
         path: path.to_owned(),
         message: e.to_string(),
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
 /// Replaces directory `dir` by what `fill` writes into a fresh sibling directory: the new
@@ -181,10 +187,10 @@ fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainEr
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
-/// Weights of a Q-Former directory as f32 tensors by name.
+/// A Q-Former directory's config and f32 tensors by name (names and shapes are checked
+/// when the trainable model is built from them).
 fn qformer_tensors(dir: &Path) -> Result<(QFormerConfig, HashMap<String, Tensor>), TrainError> {
-    // Loading validates config, names and shapes and gives the error a user can act on.
-    let qf = QFormer::load(dir, &Device::Cpu)?;
+    let cfg = QFormer::load_config(dir)?;
     let mut out = HashMap::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io_err(dir, e))?
@@ -197,7 +203,7 @@ fn qformer_tensors(dir: &Path) -> Result<(QFormerConfig, HashMap<String, Tensor>
             out.insert(n, t.to_dtype(DType::F32)?);
         }
     }
-    Ok((qf.cfg, out))
+    Ok((cfg, out))
 }
 
 impl Trainer {
@@ -283,15 +289,18 @@ impl Trainer {
             });
         }
 
-        let (qcfg, tensors) = match init {
-            QFormerInit::Dir(d) => qformer_tensors(&d)?,
+        let (qcfg, tensors, origin) = match init {
+            QFormerInit::Dir(d) => {
+                let (c, t) = qformer_tensors(&d)?;
+                (c, t, d.join("model.safetensors"))
+            }
             QFormerInit::Random { cfg, seed, std } => {
                 cfg.validate().map_err(|m| TrainError::Config {
                     field: "models".into(),
                     message: m,
                 })?;
                 let t = crate::qformer::model::random_tensors(&cfg, seed, std, &dev)?;
-                (cfg, t)
+                (cfg, t, PathBuf::from("<random qformer>"))
             }
         };
         if qcfg.llm_hidden_size != dcfg.hidden_size {
@@ -313,10 +322,7 @@ impl Trainer {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let qformer = QFormer::from_weights(
-            qcfg,
-            &Weights::from_tensors(vt, Path::new("<training qformer>"), &dev),
-        )?;
+        let qformer = QFormer::from_weights(qcfg, &Weights::from_tensors(vt, &origin, &dev))?;
 
         let mut all: Vec<Var> = qvars.iter().map(|(_, v)| v.clone()).collect();
         if let Some(l) = &lora {
@@ -347,7 +353,7 @@ impl Trainer {
             step: 0,
             output,
             best: None,
-            orders: HashMap::new(),
+            order: None,
         })
     }
 
@@ -385,11 +391,7 @@ impl Trainer {
             .unwrap_or(self.layout.stop_ids[0]);
         for s in samples {
             let clip = extractor.features(s)?;
-            let mut windows: Vec<usize> = clip
-                .windows_in(s.start_s, s.end_s)
-                .iter()
-                .filter_map(|w| clip.windows.iter().position(|x| std::ptr::eq(x, *w)))
-                .collect();
+            let mut windows = clip.windows_in(s.start_s, s.end_s);
             if windows.is_empty() {
                 return Err(TrainError::Manifest {
                     origin: s.origin.clone(),
@@ -489,14 +491,15 @@ impl Trainer {
         Ok(Tensor::cat(&parts, 0)?)
     }
 
-    /// Summed answer-token cross-entropy and the diversity term of one example.
+    /// Summed answer-token cross-entropy and the diversity term of one example whose
+    /// windows' Q-Former outputs are `av`.
     fn example_loss(
         &self,
         ex: &Example,
+        av: &[(Tensor, Tensor)],
         dropout: Option<&mut LoraDropout>,
     ) -> Result<(Tensor, Tensor), TrainError> {
-        let av = self.av_tokens(ex)?;
-        let prompt = self.prompt_embeds(ex, &av)?;
+        let prompt = self.prompt_embeds(ex, av)?;
         let p = prompt.dim(0)?;
         let m = ex.answer_ids.len();
         let mut parts = vec![prompt];
@@ -515,15 +518,20 @@ impl Trainer {
         Ok((nll, div))
     }
 
-    /// The loss of a set of examples as one step computes it (answer-token mean
-    /// cross-entropy + diversity term), without dropout: what the gradient tests probe.
-    pub fn loss(&self, examples: &[&Example]) -> Result<Tensor, TrainError> {
-        let tokens: usize = examples.iter().map(|e| e.answer_ids.len()).sum();
+    /// `examples`' share of a step's loss: each one's answer cross-entropy over the step's
+    /// `tokens`, plus the diversity term over the step's `n` examples.
+    fn partial_loss(
+        &self,
+        examples: &[&Example],
+        tokens: usize,
+        n: usize,
+        mut dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor, TrainError> {
         let mut total: Option<Tensor> = None;
         for ex in examples {
-            let (nll, div) = self.example_loss(ex, None)?;
-            let l = ((nll / tokens as f64)?
-                + (div * (self.cfg.diversity_loss / examples.len() as f64))?)?;
+            let av = self.av_tokens(ex)?;
+            let (nll, div) = self.example_loss(ex, &av, dropout.as_deref_mut())?;
+            let l = ((nll / tokens as f64)? + (div * (self.cfg.diversity_loss / n as f64))?)?;
             total = Some(match total {
                 Some(t) => (t + l)?,
                 None => l,
@@ -533,6 +541,13 @@ impl Trainer {
             field: "train.manifest".into(),
             message: "no examples".into(),
         })
+    }
+
+    /// The loss of a set of examples as one step computes it (answer-token mean
+    /// cross-entropy + diversity term), without dropout: what the gradient tests probe.
+    pub fn loss(&self, examples: &[&Example]) -> Result<Tensor, TrainError> {
+        let tokens: usize = examples.iter().map(|e| e.answer_ids.len()).sum();
+        self.partial_loss(examples, tokens, examples.len(), None)
     }
 
     /// Learning rate at `step` (0-based).
@@ -564,18 +579,19 @@ impl Trainer {
     /// Index of the example at position `c` of the endless epoch-by-epoch order.
     fn example_at(&mut self, c: u64, n: usize) -> usize {
         let epoch = c / n as u64;
-        let seed = self.cfg.seed;
-        let order = self.orders.entry(epoch).or_insert_with(|| {
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut v: Vec<usize> = (0..n).collect();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(epoch));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(self.cfg.seed.wrapping_add(epoch));
             v.shuffle(&mut rng);
-            v
-        });
-        order[(c % n as u64) as usize]
+            self.order = Some((epoch, v));
+        }
+        self.order
+            .as_ref()
+            .map_or(0, |(_, v)| v[(c % n as u64) as usize])
     }
 
-    /// One optimizer step over `batch * grad_accum` examples. Returns (mean loss, grad norm).
-    pub fn train_step(&mut self, train: &[Example], total: u64) -> Result<(f64, f64), TrainError> {
+    /// One optimizer step over `batch * grad_accum` examples.
+    pub fn train_step(&mut self, train: &[Example], total: u64) -> Result<StepStats, TrainError> {
         let (b, a) = (self.cfg.batch, self.cfg.grad_accum);
         let base = self.step * (b * a) as u64;
         let idx: Vec<usize> = (0..(b * a) as u64)
@@ -596,17 +612,8 @@ impl Trainer {
         let mut last: Option<GradStore> = None;
         let mut loss_sum = 0f64;
         for micro in idx.chunks(b) {
-            let mut total_l: Option<Tensor> = None;
-            for &i in micro {
-                let (nll, div) = self.example_loss(&train[i], dropout.as_mut())?;
-                let l = ((nll / tokens as f64)?
-                    + (div * (self.cfg.diversity_loss / idx.len() as f64))?)?;
-                total_l = Some(match total_l {
-                    Some(t) => (t + l)?,
-                    None => l,
-                });
-            }
-            let Some(l) = total_l else { continue };
+            let exs: Vec<&Example> = micro.iter().map(|&i| &train[i]).collect();
+            let l = self.partial_loss(&exs, tokens, idx.len(), dropout.as_mut())?;
             loss_sum += l.to_scalar::<f32>()? as f64;
             let grads = l.backward()?;
             for (slot, (_, v)) in acc.iter_mut().zip(&vars) {
@@ -643,13 +650,26 @@ impl Trainer {
         }
         self.opt.step(&grads)?;
         self.step += 1;
-        Ok((loss_sum, norm))
+        Ok(StepStats {
+            loss: loss_sum,
+            grad_norm: norm,
+            lr,
+            tokens,
+        })
     }
 
     /// Greedy answer to `ex` with the current weights (the same prompt as serving).
     pub fn greedy_answer(&mut self, ex: &Example) -> Result<String, TrainError> {
         let av = self.av_tokens(ex)?;
-        let prompt = self.prompt_embeds(ex, &av)?.detach();
+        let prompt = self.prompt_embeds(ex, &av)?;
+        self.greedy(&prompt)
+    }
+
+    /// Greedy decoding after `prompt` (the answer service's stop rules). Not the service's
+    /// `Engine::generate`: that reuses cached prefix K/V across answers, which would go stale
+    /// here, where the weights change between evaluations.
+    fn greedy(&mut self, prompt: &Tensor) -> Result<String, TrainError> {
+        let prompt = prompt.detach();
         let mut logits = self.decoder.forward_embeds(&prompt, 0, false)?;
         let mut ids: Vec<u32> = Vec::new();
         for _ in 0..self.llm_cfg.max_tokens {
@@ -660,13 +680,13 @@ impl Trainer {
             }
             ids.push(next);
             let text = self.tokenizer.decode(&ids)?;
-            if let Some(s) = self
+            if let Some(cut) = self
                 .layout
                 .stop_strings
                 .iter()
-                .find(|s| text.contains(s.as_str()))
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
             {
-                let cut = text.find(s.as_str()).unwrap_or(text.len());
                 return Ok(text[..cut].trim().to_owned());
             }
             let pos = self.decoder.cache_len();
@@ -685,10 +705,11 @@ impl Trainer {
         let mut tokens = 0usize;
         let mut correct = 0;
         for ex in val {
-            let (l, _) = self.example_loss(ex, None)?;
+            let av = self.av_tokens(ex)?;
+            let (l, _) = self.example_loss(ex, &av, None)?;
             nll += l.to_scalar::<f32>()? as f64;
             tokens += ex.answer_ids.len();
-            let a = self.greedy_answer(ex)?;
+            let a = self.greedy(&self.prompt_embeds(ex, &av)?)?;
             if normalise_answer(&a) == normalise_answer(&ex.answer) {
                 correct += 1;
             }
@@ -757,7 +778,7 @@ impl Trainer {
         std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
         let text =
             serde_json::to_string_pretty(&self.fingerprint()).map_err(|e| io_err(&meta, e))?;
-        write_atomic(&meta, text.as_bytes())
+        st::write_atomic(&meta, text.as_bytes()).map_err(|e| io_err(&meta, e))
     }
 
     /// Writes `qformer/` (+ `adapter/` or `llm/`) into `dir`.
@@ -939,17 +960,14 @@ impl Trainer {
         let mut tokens = 0u64;
         let mut val_acc = None;
         while self.step < total {
-            let lr = self.lr_at(self.step, total);
-            let (loss, norm) = self.train_step(train, total)?;
-            last_loss = loss;
-            let per = (self.cfg.batch * self.cfg.grad_accum) as u64;
-            samples += per;
-            tokens += per * train.iter().map(|e| e.answer_ids.len() as u64).sum::<u64>()
-                / train.len() as u64;
+            let st = self.train_step(train, total)?;
+            last_loss = st.loss;
+            samples += (self.cfg.batch * self.cfg.grad_accum) as u64;
+            tokens += st.tokens as u64;
             self.log(serde_json::json!({
-                "step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                "step": self.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
             }))?;
-            progress(self.step, total, loss, lr);
+            progress(self.step, total, st.loss, st.lr);
             let at_end = self.step == total;
             let eval_now = !val.is_empty()
                 && (at_end
