@@ -61,7 +61,7 @@ def torch_side(model_dir, steps, threads, positions, answer):
              visual_width=768, visual_slot_width=768, max_slot_positions=4096,
              slot_attention_heads=12, lookback=10, llm_hidden_size=896)
     qf = ref.CausalQFormer(c)
-    llm = Qwen2ForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    llm = Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     llm = get_peft_model(llm, LoraConfig(r=32, lora_alpha=32, lora_dropout=0.1,
                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     params = list(qf.parameters()) + [p for p in llm.parameters() if p.requires_grad]

@@ -52,7 +52,7 @@ def main():
     args = ap.parse_args()
     ok = True
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, init_lora_weights=False,
                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"])
     peft_model = get_peft_model(base, cfg).eval()
@@ -60,7 +60,7 @@ def main():
         peft_model.save_pretrained(d)
         ok &= compare("PEFT adapter in sensorium", peft_logits(peft_model), sensorium_logits(args.model, d))
     if args.adapter:
-        base = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
         m = PeftModel.from_pretrained(base, args.adapter).eval()
         ok &= compare("sensorium adapter in PEFT", peft_logits(m), sensorium_logits(args.model, args.adapter))
     sys.exit(0 if ok else 1)
