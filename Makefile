@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: deps nvrtc build run test bench check
+.PHONY: deps nvrtc build run test bench bench-train check
 
 deps:
 	@missing=""; \
@@ -46,6 +46,11 @@ test: deps nvrtc
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
+
+# Training step vs PyTorch + PEFT (benches/TRAINING.md); installs torch, transformers, peft.
+bench-train:
+	python3 -c 'import torch, transformers, peft' 2>/dev/null || python3 -m pip install -q torch transformers peft
+	python3 benches/train_vs_torch.py --steps 3 --layers 24
 
 check:
 	$(CARGO) fmt --all -- --check
