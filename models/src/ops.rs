@@ -26,6 +26,60 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     y.reshape(out)
 }
 
+/// `x W^T` for a weight that is not being trained, inside a training graph: the same
+/// product as [`linear`], but the backward pass computes only `x`'s gradient. candle 0.11.1's
+/// matmul backward always computes (and keeps) the right-hand side's gradient too, which for
+/// a frozen LLM is the cost and memory of training every weight. Outside a training graph it
+/// is [`linear`]. CPU, f32.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.track_op() || w.track_op() {
+        return linear(x, w, None);
+    }
+    let dims = x.dims();
+    let last = dims[dims.len() - 1];
+    let rows = x.elem_count() / last.max(1);
+    let y = x
+        .reshape((rows, last))?
+        .apply_op1(FrozenMatmul(w.clone()))?;
+    let mut out = dims.to_vec();
+    let n = out.len();
+    out[n - 1] = w.dim(0)?;
+    y.reshape(out)
+}
+
+/// `x [rows, in] -> x W^T [rows, out]` with a backward for `x` only.
+struct FrozenMatmul(Tensor);
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let data = storage.as_slice::<f32>()?;
+        let x = match layout.contiguous_offsets() {
+            Some((a, b)) => {
+                Tensor::from_slice(&data[a..b], layout.shape(), &candle_core::Device::Cpu)?
+            }
+            None => candle_core::bail!("frozen-matmul: non-contiguous input"),
+        };
+        let y = x.matmul(&self.0.t()?)?;
+        let shape = y.shape().clone();
+        Ok((
+            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            shape,
+        ))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.0)?))
+    }
+}
+
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * w + b`, biased variance,
 /// accumulated in f32.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {

@@ -107,7 +107,7 @@ impl Lin {
                 };
                 let a = l.a.to_dtype(x.dtype())?;
                 let b = l.b.to_dtype(x.dtype())?;
-                let h = xin.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+                let h = crate::ops::linear(&crate::ops::linear(&xin, &a, None)?, &b, None)?;
                 y + (h * l.scale)?
             }
         }
@@ -124,6 +124,9 @@ impl Lin {
                 let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
                 x.broadcast_matmul(&w.t()?)?
             }
+            // Training graphs: one 2-D GEMM on the flattened rows, and for a frozen weight a
+            // backward that does not compute the weight's gradient (see `ops::frozen_linear`).
+            QMatMul::Tensor(w) if x.track_op() => crate::ops::frozen_linear(x, w)?,
             _ => self.w.forward(x)?,
         };
         match &self.b {
