@@ -11,8 +11,8 @@ use sensorium_models::llm::{Answerer, LlmConfig, SamplingConfig};
 use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
-    check_ranges, eval as train_eval, read_manifest, ClipExtractor, Sample, TrainConfig,
-    TrainError, Trainer,
+    check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, ManifestSource,
+    Sample, TrainConfig, TrainError, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -202,8 +202,12 @@ pub fn train(
         trainer.load_state().map_err(terr)?;
         eprintln!("sensorium: resuming at step {}", trainer.step);
     }
-    let train_ex = trainer.examples(&train_s, &ex).map_err(terr)?;
-    let val_ex = trainer.examples(&val_s, &ex).map_err(terr)?;
+    let source = |samples| ManifestSource {
+        samples,
+        extractor: &ex,
+    };
+    let train_ex = source(train_s).examples(&trainer).map_err(terr)?;
+    let val_ex = source(val_s).examples(&trainer).map_err(terr)?;
     let st = &ex.stats;
     eprintln!(
         "sensorium: features: {} media decoded, {} from cache; {} training / {} validation examples",

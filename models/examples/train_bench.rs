@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use sensorium_models::llm::{DecoderConfig, LlmConfig};
 use sensorium_models::qformer::{FrameInput, QFormerConfig};
 use sensorium_models::train::trainer::QFormerInit;
-use sensorium_models::train::{ClipFeatures, ClipWindow, Example, TrainConfig, TrainLlm, Trainer};
+use sensorium_models::train::{ClipFeatures, ClipWindow, TrainConfig, TrainLlm, Trainer, Turn};
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -73,19 +73,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t_end: 5_000_000_000,
         }],
     });
-    let question = "What do you hear?";
-    let mut answer_ids = t.tokenizer.encode("a dog barking")?;
-    answer_ids.push(t.layout.stop_ids[0]);
-    let ex = Example {
-        clip,
-        windows: vec![0],
-        task: "bench".into(),
-        question: question.into(),
+    let turn = Turn {
+        question: "What do you hear?".into(),
         answer: "a dog barking".into(),
-        question_ids: t.layout.question_ids(&t.tokenizer, question)?,
-        answer_ids,
-        origin: "bench".into(),
     };
+    let ex = t.example(clip, vec![0], "bench", "bench", &turn)?;
     let positions = t.layout.prefix.len()
         + t.layout.window_overhead()
         + qcfg.num_query_tokens

@@ -6,7 +6,7 @@ mod train_common;
 
 use std::sync::atomic::AtomicBool;
 
-use sensorium_models::train::{Example, TrainLlm, Trainer};
+use sensorium_models::train::{Example, ExampleSource, TrainError, TrainLlm, Trainer};
 use train_common::*;
 
 const ANSWERS: [&str; 16] = [
@@ -28,12 +28,21 @@ const ANSWERS: [&str; 16] = [
     "silence",
 ];
 
+/// A generated (not manifest) source: it plugs into the trainer through the same trait.
+struct Generated;
+
+impl ExampleSource for Generated {
+    fn examples(&self, t: &Trainer) -> Result<Vec<Example>, TrainError> {
+        Ok(ANSWERS
+            .iter()
+            .enumerate()
+            .map(|(i, a)| example(t, clip(100 + i as u64, 6), "What is it?", a))
+            .collect())
+    }
+}
+
 fn examples(t: &Trainer) -> Vec<Example> {
-    ANSWERS
-        .iter()
-        .enumerate()
-        .map(|(i, a)| example(t, clip(100 + i as u64, 6), "What is it?", a))
-        .collect()
+    Generated.examples(t).unwrap()
 }
 
 fn learn(llm: TrainLlm, steps: u64, lr: f64) -> (usize, f64) {

@@ -3,6 +3,7 @@
 //! own clips, through the same path it serves with.
 //!
 //! - [`data`]: the JSON Lines manifest (LLaVA / video-SALMONN conversations).
+//! - [`source`]: the seam every example source (manifest, generator) plugs into.
 //! - [`clips`]: media → engine → frame encoder → windows, cached on disk.
 //! - [`lora`]: PEFT-layout LoRA pairs.
 //! - [`trainer`]: the loop (FAVOR's recipe: next-token cross-entropy on the answer tokens,
@@ -21,6 +22,7 @@ pub mod data;
 pub mod eval;
 pub mod lora;
 pub mod plot;
+pub mod source;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ pub use clips::{ClipExtractor, ClipFeatures, ClipWindow};
 pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use eval::{normalise_answer, EvalReport};
+pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};
 
 /// Errors of training and evaluation; each names the file, line or field at fault.

@@ -38,7 +38,7 @@ use rand::SeedableRng;
 
 use super::clips::{ClipExtractor, ClipFeatures};
 use super::config::{Schedule, TrainConfig, TrainLlm};
-use super::data::Sample;
+use super::data::{Sample, Turn};
 use super::eval::normalise_answer;
 use super::lora::LoraParams;
 use super::TrainError;
@@ -129,6 +129,8 @@ pub struct Trainer {
     pub decoder: Decoder,
     pub tokenizer: LlmTokenizer,
     pub layout: TokenLayout,
+    /// The token every answer ends with: the template's end-of-turn (ChatML `<|im_end|>`).
+    answer_end: u32,
     lora: Option<LoraParams>,
     /// Every LLM weight as a variable (`train_llm = "full"`).
     llm_vars: Option<Vec<(String, Var)>>,
@@ -280,14 +282,22 @@ impl Trainer {
             }
             _ => None,
         };
-        let layout = llm_cfg.template.resolve()?;
-        let layout = TokenLayout::new(&layout, &tokenizer, dcfg.bos_token_id, &dcfg.eos_token_ids)?;
-        if layout.stop_ids.is_empty() {
-            return Err(TrainError::Config {
+        let text_layout = llm_cfg.template.resolve()?;
+        let layout = TokenLayout::new(
+            &text_layout,
+            &tokenizer,
+            dcfg.bos_token_id,
+            &dcfg.eos_token_ids,
+        )?;
+        let answer_end = text_layout
+            .stop
+            .first()
+            .and_then(|s| tokenizer.token_id(s))
+            .or(layout.stop_ids.first().copied())
+            .ok_or_else(|| TrainError::Config {
                 field: "llm.template".into(),
                 message: "the template's end-of-turn token is not in the tokenizer's vocabulary: answers could not be taught to stop".into(),
-            });
-        }
+            })?;
 
         let (qcfg, tensors, origin) = match init {
             QFormerInit::Dir(d) => {
@@ -346,6 +356,7 @@ impl Trainer {
             qvars,
             decoder,
             tokenizer,
+            answer_end,
             layout,
             lora,
             llm_vars,
@@ -380,15 +391,6 @@ impl Trainer {
         extractor: &ClipExtractor,
     ) -> Result<Vec<Example>, TrainError> {
         let mut out = Vec::new();
-        // Answers end with the template's end-of-turn token (ChatML `<|im_end|>`).
-        let stop = self
-            .llm_cfg
-            .template
-            .resolve()?
-            .stop
-            .first()
-            .and_then(|s| self.tokenizer.token_id(s))
-            .unwrap_or(self.layout.stop_ids[0]);
         for s in samples {
             let clip = extractor.features(s)?;
             let mut windows = clip.windows_in(s.start_s, s.end_s);
@@ -408,22 +410,35 @@ impl Trainer {
                 windows.drain(..windows.len() - keep);
             }
             for t in &s.turns {
-                let question_ids = self.layout.question_ids(&self.tokenizer, &t.question)?;
-                let mut answer_ids = self.tokenizer.encode(&t.answer)?;
-                answer_ids.push(stop);
-                out.push(Example {
-                    clip: clip.clone(),
-                    windows: windows.clone(),
-                    task: s.task.clone(),
-                    question: t.question.clone(),
-                    answer: t.answer.clone(),
-                    question_ids,
-                    answer_ids,
-                    origin: s.origin.clone(),
-                });
+                out.push(self.example(clip.clone(), windows.clone(), &s.task, &s.origin, t)?);
             }
         }
         Ok(out)
+    }
+
+    /// One example: `turn` about `windows` (indices into `clip.windows`, oldest first),
+    /// tokenised for this LLM and template; the answer is taught to end with the template's
+    /// end-of-turn token. What any example source (manifest, generator) builds on.
+    pub fn example(
+        &self,
+        clip: Arc<ClipFeatures>,
+        windows: Vec<usize>,
+        task: &str,
+        origin: &str,
+        turn: &Turn,
+    ) -> Result<Example, TrainError> {
+        let mut answer_ids = self.tokenizer.encode(&turn.answer)?;
+        answer_ids.push(self.answer_end);
+        Ok(Example {
+            clip,
+            windows,
+            task: task.to_owned(),
+            question: turn.question.clone(),
+            answer: turn.answer.clone(),
+            question_ids: self.layout.question_ids(&self.tokenizer, &turn.question)?,
+            answer_ids,
+            origin: origin.to_owned(),
+        })
     }
 
     /// The Q-Former's output for each window of `ex`, exactly as the streaming path computes

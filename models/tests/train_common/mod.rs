@@ -11,7 +11,9 @@ use candle_core::{Device, Tensor};
 use sensorium_models::llm::LlmConfig;
 use sensorium_models::qformer::{FrameInput, QFormerConfig};
 use sensorium_models::train::trainer::QFormerInit;
-use sensorium_models::train::{ClipFeatures, ClipWindow, Example, TrainConfig, TrainLlm, Trainer};
+use sensorium_models::train::{
+    ClipFeatures, ClipWindow, Example, TrainConfig, TrainLlm, Trainer, Turn,
+};
 
 pub fn qwen2_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/qwen2")
@@ -113,16 +115,16 @@ pub fn clip(seed: u64, frames: usize) -> Arc<ClipFeatures> {
 /// An example over the last two windows of `clip`.
 pub fn example(t: &Trainer, clip: Arc<ClipFeatures>, q: &str, a: &str) -> Example {
     let n = clip.windows.len();
-    let mut answer_ids = t.tokenizer.encode(a).unwrap();
-    answer_ids.push(t.tokenizer.token_id("<|im_end|>").unwrap());
-    Example {
-        windows: (n.saturating_sub(2)..n).collect(),
-        clip,
-        task: "test".into(),
+    let turn = Turn {
         question: q.into(),
         answer: a.into(),
-        question_ids: t.layout.question_ids(&t.tokenizer, q).unwrap(),
-        answer_ids,
-        origin: "test".into(),
-    }
+    };
+    t.example(
+        clip,
+        (n.saturating_sub(2)..n).collect(),
+        "test",
+        "test",
+        &turn,
+    )
+    .unwrap()
 }
