@@ -438,7 +438,7 @@ fn load_encoders(
 }
 
 /// The visual tokens per frame: `models.slots`, else the Q-Former's slots, else 32.
-fn slot_mode(m: &ModelsConfig, qformer_slots: Option<usize>) -> SlotMode {
+pub fn slot_mode(m: &ModelsConfig, qformer_slots: Option<usize>) -> SlotMode {
     let slots = m.slots.or(qformer_slots).unwrap_or(32);
     match m.visual_slots {
         VisualSlots::Pool => SlotMode::Pool(slots),

@@ -12,7 +12,7 @@ use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
     check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, ManifestSource,
-    Sample, TrainConfig, TrainError, Trainer,
+    Sample, TrainConfig, TrainError, TrainableEncoders, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -130,6 +130,12 @@ fn extractor(
         cache,
     )
     .map_err(terr)?;
+    // Trained encoders read log-mel and pixels; their outputs are computed in the graph.
+    let ex = if s.train.train_encoders {
+        ex.inputs_only()
+    } else {
+        ex
+    };
     Ok((ex, aw, vw))
 }
 
@@ -171,7 +177,8 @@ pub fn train(
         })
         .transpose()?;
     let cache = s.train.cache.clone().or_else(|| Some(out.join("cache")));
-    let (ex, aw, vw) = extractor(&s, init_cfg.as_ref().map(|c| c.slots_per_frame), cache)?;
+    let init_slots = init_cfg.as_ref().map(|c| c.slots_per_frame);
+    let (ex, aw, vw) = extractor(&s, init_slots, cache)?;
     let llm_width =
         sensorium_models::llm::DecoderConfig::from_hf_file(&s.llm.model.join("config.json"))
             .map(|c| c.hidden_size)
@@ -197,6 +204,15 @@ pub fn train(
 
     let mut trainer =
         Trainer::new(s.train.clone(), s.llm.clone(), init, out.clone()).map_err(terr)?;
+    if s.train.train_encoders {
+        let slots = model_cfg::slot_mode(&s.models, init_slots);
+        let enc =
+            TrainableEncoders::load(s.models.audio.as_deref(), s.models.vision.as_deref(), slots)
+                .map_err(terr)?;
+        let n: usize = enc.vars().iter().map(|(_, v)| v.elem_count()).sum();
+        eprintln!("sensorium: training the encoders too ({n} weights)");
+        trainer = trainer.with_encoders(enc).map_err(terr)?;
+    }
     trainer.prepare_output(resume).map_err(terr)?;
     if resume {
         trainer.load_state().map_err(terr)?;

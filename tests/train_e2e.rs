@@ -268,6 +268,94 @@ fn train_eval_and_run_agree_full_lora_and_frozen() {
     assert!(err.contains("16 media decoded, 0 from cache"), "{err}");
 }
 
+/// `train_encoders = true`: the encoders learn with the Q-Former and the LLM (the random
+/// tiny Whisper then tells the sounds apart); `audio/` and `vision/` come out in their HF
+/// layout and serve: `eval` and `run` with them answer all 16.
+#[test]
+fn trained_encoders_serve_the_same_answers() {
+    let w = world();
+    let base = fixture("llm/qwen2");
+    let out = w.dir.path().join("enc");
+    let cfg = ENGINE.to_owned()
+        + &models(None, 7)
+        + &llm(&base, None)
+        + &train_section(&w, &out, "full", 300, 3e-3)
+        + "";
+    let cfg = cfg.replace("[train]\n", "[train]\ntrain_encoders = true\n");
+    let (_, err) = train(&w, "enc", cfg);
+    assert!(err.contains("training the encoders too"), "{err}");
+    // Encoder outputs change as the encoders learn: nothing is cached.
+    assert!(err.contains("16 media decoded, 0 from cache"), "{err}");
+    assert!(!w.dir.path().join("cache").exists(), "no feature cache");
+    for f in [
+        "audio/config.json",
+        "audio/generation_config.json",
+        "audio/model.safetensors",
+        "vision/config.json",
+        "vision/preprocessor_config.json",
+        "vision/model.safetensors",
+        "best/audio/model.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let changed = |kind: &str, fixture_dir: &str, tensor: &str| {
+        let a = candle_core::safetensors::load(
+            out.join(kind).join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let b = candle_core::safetensors::load(
+            fixture(fixture_dir).join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "{kind}: every tensor of the checkpoint is kept"
+        );
+        let d = (&a[tensor] - &b[tensor])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d > 1e-4, "{kind} {tensor} did not train ({d})");
+        let fixed = "model.decoder.embed_tokens.weight";
+        if kind == "audio" {
+            let d = (&a[fixed] - &b[fixed])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "Whisper's decoder is not trained");
+        }
+    };
+    changed("audio", "whisper80", "model.encoder.conv1.weight");
+    changed(
+        "vision",
+        "clip",
+        "vision_model.embeddings.patch_embedding.weight",
+    );
+    let serve = models(Some(&out.join("qformer")), 0)
+        .replace(
+            &fixture("whisper80").display().to_string(),
+            &out.join("audio").display().to_string(),
+        )
+        .replace(
+            &fixture("clip").display().to_string(),
+            &out.join("vision").display().to_string(),
+        )
+        + &llm(&out.join("llm"), None);
+    let report = eval(&w, "enc", ENGINE.to_owned() + &serve);
+    assert_all_right("enc", &report, &run_answers(&w, "enc", serve));
+}
+
 /// Each bad input: one line naming the culprit, its exit code, nothing written.
 #[test]
 fn bad_training_input_gets_one_clear_line() {

@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<candle_core::Result<Vec<_>>>()?;
     let clip = Arc::new(ClipFeatures {
         frames,
+        inputs: Vec::new(),
         windows: vec![ClipWindow {
             first: 0,
             valid: vec![true; 10],

@@ -133,6 +133,11 @@ impl Weights {
         &self.device
     }
 
+    /// The name prefix of this view (`""` at the root).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn full(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_string()

@@ -80,6 +80,52 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// 1-D convolution `x [B, Cin, T]` * `w [Cout, Cin, K]` (+ `b [Cout]`), zero padding `pad`:
+/// candle's kernel for inference; inside a training graph an im2col product, because
+/// candle 0.11.1's `conv1d` backward gives wrong kernel gradients once the batch has more
+/// than one element (it is right for batch 1; found by `train_gradients`).
+pub fn conv1d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    pad: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let y = if x.track_op() || w.track_op() {
+        let (bsz, cin, t) = x.dims3()?;
+        let (cout, _, k) = w.dims3()?;
+        let x = x.pad_with_zeros(2, pad, pad)?;
+        let out = (t + 2 * pad - k) / stride + 1;
+        // cols[b, c, j, o] = x[b, c, o * stride + j]
+        let cols = (0..k)
+            .map(|j| {
+                let span = x.narrow(2, j, (out - 1) * stride + 1)?;
+                if stride == 1 {
+                    Ok(span)
+                } else {
+                    span.pad_with_zeros(2, 0, stride - 1)?
+                        .reshape((bsz, cin, out, stride))?
+                        .narrow(3, 0, 1)?
+                        .squeeze(3)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cols = Tensor::stack(&cols, 2)?.reshape((bsz, cin * k, out))?;
+        let y = cols
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((bsz * out, cin * k))?
+            .matmul(&w.reshape((cout, cin * k))?.t()?)?;
+        y.reshape((bsz, out, cout))?.transpose(1, 2)?.contiguous()?
+    } else {
+        x.conv1d(w, pad, stride, 1, 1)?
+    };
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
+        None => Ok(y),
+    }
+}
+
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * w + b`, biased variance,
 /// accumulated in f32.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
@@ -191,4 +237,27 @@ pub fn max_rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
         return f32::INFINITY;
     }
     num / den
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The training form of `conv1d` computes what candle's kernel computes.
+    #[test]
+    fn im2col_conv1d_equals_the_kernel() {
+        let dev = Device::Cpu;
+        for stride in [1, 2] {
+            let x = Tensor::randn(0f32, 1.0, (2, 5, 9), &dev).unwrap();
+            let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 5, 3), &dev).unwrap()).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let train = conv1d(&x, w.as_tensor(), Some(&b), 1, stride).unwrap();
+            let infer = conv1d(&x, &w.as_tensor().detach(), Some(&b), 1, stride).unwrap();
+            assert_eq!(train.dims(), infer.dims());
+            let a = train.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let e = infer.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(max_rel_err(&a, &e, 1.0) < 1e-5, "stride {stride}");
+        }
+    }
 }

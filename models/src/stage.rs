@@ -35,6 +35,16 @@ fn record(stage: &str, part: &'static str, start: Instant, items: usize) {
     metrics::counter!("sensorium_model_items_total", &labels).increment(items as u64);
 }
 
+/// What the encoders read for one frame: computed from the frame alone, with no weights
+/// (so training the encoders can cache it and run only the weights in the graph).
+#[derive(Clone, Debug, Default)]
+pub struct EncoderInput {
+    /// Log-mel of the frame's audio `[n_mels, mel_frames]`.
+    pub mel: Option<Tensor>,
+    /// Preprocessed pixels of the frame's picture `[3, S, S]`.
+    pub pixels: Option<Tensor>,
+}
+
 /// Frame encoder: Whisper and/or a vision tower.
 pub struct AvFrameEncoder {
     name: String,
@@ -60,49 +70,101 @@ impl AvFrameEncoder {
         }
     }
 
-    /// Encodes frames into per-frame [`EncodedFrame`]s (same order).
-    pub fn encode_frames(&self, frames: &[&SyncedFrame]) -> Result<Vec<EncodedFrame>> {
-        let mut out = vec![EncodedFrame::default(); frames.len()];
+    /// The audio encoder, when configured.
+    pub fn audio(&self) -> Option<&AudioEncoder> {
+        self.audio.as_ref()
+    }
+
+    /// The vision encoder, when configured.
+    pub fn vision(&self) -> Option<&VisionEncoder> {
+        self.vision.as_ref()
+    }
+
+    /// The encoders' inputs for frames (same order): the log-mel of a frame's audio when
+    /// it has audio longer than half an FFT window, the preprocessed pixels of its video
+    /// frame when it has one. Everything before the first trainable weight.
+    pub fn prepare(&self, frames: &[&SyncedFrame]) -> Result<Vec<EncoderInput>> {
+        let mut out = vec![EncoderInput::default(); frames.len()];
+        if let Some(enc) = &self.audio {
+            for (o, f) in out.iter_mut().zip(frames) {
+                if f.has_audio && f.audio.len() > crate::audio::mel::N_FFT / 2 {
+                    o.mel = Some(enc.mel(&f.audio)?);
+                }
+            }
+        }
+        if let Some(enc) = &self.vision {
+            for (o, f) in out.iter_mut().zip(frames) {
+                if let (true, Some(v)) = (f.has_video, &f.video) {
+                    let img = [(&v.rgb[..], v.width as usize, v.height as usize)];
+                    o.pixels = Some(enc.pixels(&img)?.squeeze(0)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes prepared inputs into per-frame [`EncodedFrame`]s (same order), batching
+    /// inputs of one shape. On training variables this is part of the training graph.
+    pub fn encode_inputs(&self, inputs: &[&EncoderInput]) -> Result<Vec<EncodedFrame>> {
+        let mut out = vec![EncodedFrame::default(); inputs.len()];
         if let Some(enc) = &self.audio {
             let start = Instant::now();
-            // Batch frames whose audio has the same length (normally all of them).
-            let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-            for (i, f) in frames.iter().enumerate() {
-                if f.has_audio && f.audio.len() > crate::audio::mel::N_FFT / 2 {
-                    groups.entry(f.audio.len()).or_default().push(i);
-                }
-            }
-            let mut n = 0;
-            for idx in groups.values() {
-                let chunks: Vec<&[f32]> = idx.iter().map(|i| &frames[*i].audio[..]).collect();
-                let x = enc.encode(&chunks)?;
-                for (b, i) in idx.iter().enumerate() {
-                    out[*i].audio = Some(x.get(b)?);
-                }
-                n += idx.len();
-            }
+            let n = batched(
+                inputs,
+                |i| i.mel.as_ref(),
+                |x| enc.encode_mel(x),
+                |i, t| out[i].audio = Some(t),
+            )?;
             record(&self.name, "audio", start, n);
         }
         if let Some(enc) = &self.vision {
             let start = Instant::now();
-            let idx: Vec<usize> = (0..frames.len())
-                .filter(|i| frames[*i].has_video && frames[*i].video.is_some())
-                .collect();
-            let imgs: Vec<(&[u8], usize, usize)> = idx
-                .iter()
-                .filter_map(|i| frames[*i].video.as_ref())
-                .map(|v| (&v.rgb[..], v.width as usize, v.height as usize))
-                .collect();
-            if !imgs.is_empty() {
-                let x = enc.encode_slots(&imgs, self.visual_slots)?;
-                for (b, i) in idx.iter().enumerate() {
-                    out[*i].visual = Some(x.get(b)?);
-                }
-            }
-            record(&self.name, "vision", start, imgs.len());
+            let n = batched(
+                inputs,
+                |i| i.pixels.as_ref(),
+                |x| enc.pixel_slots(x, self.visual_slots),
+                |i, t| out[i].visual = Some(t),
+            )?;
+            record(&self.name, "vision", start, n);
         }
         Ok(out)
     }
+
+    /// Encodes frames into per-frame [`EncodedFrame`]s (same order).
+    pub fn encode_frames(&self, frames: &[&SyncedFrame]) -> Result<Vec<EncodedFrame>> {
+        let inputs = self.prepare(frames)?;
+        self.encode_inputs(&inputs.iter().collect::<Vec<_>>())
+    }
+}
+
+/// Runs `encode` on the inputs `part` selects, stacked by shape (normally one batch), and
+/// hands each row to `put` by input index; returns how many were encoded.
+fn batched(
+    inputs: &[&EncoderInput],
+    part: impl Fn(&EncoderInput) -> Option<&Tensor>,
+    encode: impl Fn(&Tensor) -> Result<Tensor>,
+    mut put: impl FnMut(usize, Tensor),
+) -> Result<usize> {
+    let mut groups: Vec<(Vec<usize>, Vec<Tensor>)> = Vec::new();
+    for (i, x) in inputs.iter().enumerate() {
+        let Some(t) = part(x) else { continue };
+        match groups.iter_mut().find(|(_, ts)| ts[0].dims() == t.dims()) {
+            Some((idx, ts)) => {
+                idx.push(i);
+                ts.push(t.clone());
+            }
+            None => groups.push((vec![i], vec![t.clone()])),
+        }
+    }
+    let mut n = 0;
+    for (idx, ts) in groups {
+        let y = encode(&Tensor::stack(&ts, 0)?)?;
+        for (b, i) in idx.iter().enumerate() {
+            put(*i, y.get(b)?);
+        }
+        n += idx.len();
+    }
+    Ok(n)
 }
 
 impl AvFrameEncoder {
@@ -141,6 +203,27 @@ impl FrameEncoder for SharedFrameEncoder {
         frames: &[&SyncedFrame],
     ) -> std::result::Result<Vec<Features>, StageError> {
         self.0.features(frames)
+    }
+}
+
+/// A frame "encoder" that only prepares the encoders' inputs ([`EncoderInput`] features):
+/// how `train_encoders` captures clips, so the encoders themselves run in the training graph.
+pub struct InputPreparer(pub Arc<AvFrameEncoder>);
+
+impl FrameEncoder for InputPreparer {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn encode(
+        &mut self,
+        frames: &[&SyncedFrame],
+    ) -> std::result::Result<Vec<Features>, StageError> {
+        let p = self
+            .0
+            .prepare(frames)
+            .map_err(|e| StageError::new(&self.0.name, e))?;
+        Ok(p.into_iter().map(Features::new).collect())
     }
 }
 

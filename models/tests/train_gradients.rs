@@ -24,6 +24,10 @@ fn wake_lora(t: &Trainer) {
     }
 }
 
+fn is_key_bias(name: &str) -> bool {
+    name.ends_with(".key.bias") || name.ends_with(".k_proj.bias")
+}
+
 fn set_at(v: &Var, i: usize, x: f32) {
     let mut d = v
         .as_tensor()
@@ -40,7 +44,18 @@ fn set_at(v: &Var, i: usize, x: f32) {
 /// element autograd agrees with a central difference.
 fn check(llm: TrainLlm, want: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = trainer(llm, dir.path());
+    check_trainer(trainer(llm, dir.path()), clip, |_| 1e-2, want);
+}
+
+/// `step`: each tensor's smallest finite-difference step (f32 rounding of the loss limits how small a
+/// gradient a step resolves: about `1e-7 * loss / step`).
+fn check_trainer(
+    mut t: Trainer,
+    clip: fn(u64, usize) -> std::sync::Arc<sensorium_models::train::ClipFeatures>,
+    step: fn(&str) -> f32,
+    want: &[&str],
+) {
+    let llm = t.cfg.train_llm;
     t.cfg.diversity_loss = 0.5;
     wake_lora(&t);
     let a = example(&t, clip(1, 5), "What do you see?", "a red ball");
@@ -69,8 +84,8 @@ fn check(llm: TrainLlm, want: &[&str]) {
             .map(|(i, g)| (i, *g as f64))
             .unwrap();
         // A key bias shifts every score of a query's row by the same amount, which softmax
-        // ignores: its gradient is zero in exact arithmetic (BERT attention has one).
-        if name.ends_with(".key.bias") {
+        // ignores: its gradient is zero in exact arithmetic (BERT and CLIP attention have one).
+        if is_key_bias(name) {
             assert!(
                 gmax.abs() < 1e-4,
                 "{name}: a key bias cannot matter, got {gmax}"
@@ -84,7 +99,7 @@ fn check(llm: TrainLlm, want: &[&str]) {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap()[i];
-        let h = 1e-2f32.max(x0.abs() * 1e-2);
+        let h = step(name).max(x0.abs() * 1e-2);
         set_at(v, i, x0 + h);
         let up = loss(&t, &exs);
         set_at(v, i, x0 - h);
@@ -99,10 +114,7 @@ fn check(llm: TrainLlm, want: &[&str]) {
             "{name}[{i}]: autograd {gmax:.6e} vs finite difference {fd:.6e} (rel err {err:.3})"
         );
     }
-    let key_biases = vars
-        .iter()
-        .filter(|(n, _)| n.ends_with(".key.bias"))
-        .count();
+    let key_biases = vars.iter().filter(|(n, _)| is_key_bias(n)).count();
     assert_eq!(checked + key_biases, vars.len());
     eprintln!("{llm:?}: {checked} tensors, worst relative error {worst:.4}");
 }
@@ -133,6 +145,51 @@ fn full_llm_gradients_match_finite_differences() {
             "llm.model.layers.0.input_layernorm.weight",
             "llm.model.layers.1.mlp.down_proj.weight",
             "llm.model.norm.weight",
+        ],
+    );
+}
+
+/// `train_encoders`: the Whisper and CLIP towers' tensors (convolutions, patch embedding,
+/// attention, MLPs, LayerNorms) get their gradients through the Q-Former, beside LoRA's.
+#[test]
+fn encoder_gradients_match_finite_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = encoder_trainer(TrainLlm::Lora, dir.path());
+    let names: Vec<String> = t.named_vars().into_iter().map(|(n, _)| n).collect();
+    // Not on the path to the tokens: Whisper's fixed positions, CLIP's text tower and the
+    // post-LayerNorm that only the pooled CLS passes through.
+    for n in &names {
+        assert!(
+            !n.contains("embed_positions")
+                && !n.contains("text_model")
+                && !n.contains("post_layernorm"),
+            "{n} should not train"
+        );
+    }
+    // The encoders' gradients are small (they reach the loss through the Q-Former's
+    // projections): a larger step keeps f32 rounding below the 5% tolerance.
+    check_trainer(
+        t,
+        input_clip,
+        |name| {
+            if name.starts_with("audio.") || name.starts_with("vision.") {
+                5e-2
+            } else {
+                1e-2
+            }
+        },
+        &[
+            "audio.model.encoder.conv1.weight",
+            "audio.model.encoder.conv2.bias",
+            "audio.model.encoder.layers.1.self_attn.q_proj.weight",
+            "audio.model.encoder.layer_norm.weight",
+            "vision.vision_model.embeddings.patch_embedding.weight",
+            "vision.vision_model.embeddings.class_embedding",
+            "vision.vision_model.embeddings.position_embedding.weight",
+            "vision.vision_model.pre_layrnorm.bias",
+            "vision.vision_model.encoder.layers.0.mlp.fc1.weight",
+            "qformer.llama_proj",
+            "lora.base_model.model.model.layers.0.self_attn.q_proj.lora_B",
         ],
     );
 }

@@ -33,9 +33,34 @@ impl AudioEncoder {
         })
     }
 
+    /// With the given weights (see [`WhisperEncoder::load_with`]).
+    pub fn load_with(dir: &Path, vb: &crate::checkpoint::Weights) -> Result<Self> {
+        let encoder = WhisperEncoder::load_with(dir, vb)?;
+        Ok(Self {
+            mel: LogMel::new(encoder.config().num_mel_bins),
+            encoder,
+            device: vb.device().clone(),
+        })
+    }
+
     /// Width of the output tokens (`d_model`).
     pub fn width(&self) -> usize {
         self.encoder.config().d_model
+    }
+
+    /// The encoder's input for one 16 kHz chunk: log-mel `[n_mels, frames]`.
+    pub fn mel(&self, chunk: &[f32]) -> Result<Tensor> {
+        let n_mels = self.mel.n_mels();
+        Ok(Tensor::from_vec(
+            self.mel.compute(chunk)?,
+            (n_mels, LogMel::frames(chunk.len())),
+            &self.device,
+        )?)
+    }
+
+    /// Encodes log-mel inputs `[B, n_mels, frames]`: `[B, frames/2, d_model]`.
+    pub fn encode_mel(&self, mel: &Tensor) -> Result<Tensor> {
+        self.encoder.forward(mel)
     }
 
     /// Encodes equally long 16 kHz chunks in one batch: `[B, n/320, d_model]`.

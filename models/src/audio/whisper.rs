@@ -95,8 +95,7 @@ impl Conv1d {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv1d(&self.weight, 1, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1))?)
+        crate::ops::conv1d(x, &self.weight, Some(&self.bias), 1, self.stride)
     }
 }
 
@@ -126,20 +125,33 @@ impl WhisperEncoder {
             });
         }
         let cfg: WhisperConfig = checkpoint::parse_config(&path, &value)?;
-        let vb = Weights::from_dir(dir, device)?;
-        let vb = if vb.contains("model.encoder.conv1.weight") {
+        let vb = Self::root(&Weights::from_dir(dir, device)?)?;
+        Self::new(cfg, &vb, &path)
+    }
+
+    /// Loads from `dir`'s config with the given weights (the checkpoint's tensors by their
+    /// file names, e.g. training variables).
+    pub fn load_with(dir: &Path, vb: &Weights) -> Result<Self> {
+        let (path, value) = checkpoint::read_config(dir)?;
+        let cfg: WhisperConfig = checkpoint::parse_config(&path, &value)?;
+        Self::new(cfg, &Self::root(vb)?, &path)
+    }
+
+    /// The view of a checkpoint's weights rooted at the encoder: `model.encoder.`
+    /// (WhisperForConditionalGeneration), `encoder.` (WhisperModel) or bare.
+    pub fn root(vb: &Weights) -> Result<Weights> {
+        Ok(if vb.contains("model.encoder.conv1.weight") {
             vb.pp("model.encoder")
         } else if vb.contains("encoder.conv1.weight") {
             vb.pp("encoder")
         } else if vb.contains("conv1.weight") {
-            vb
+            vb.clone()
         } else {
             return Err(ModelError::MissingTensor {
                 path: vb.file(),
                 tensor: "model.encoder.conv1.weight".into(),
             });
-        };
-        Self::new(cfg, &vb, &path)
+        })
     }
 
     /// Builds from a config and weights rooted at the encoder (`conv1`, `layers`, ...).

@@ -29,7 +29,7 @@ use super::data::{Media, Sample};
 use super::TrainError;
 use crate::distill::st::{self, StFile, StTensor};
 use crate::qformer::FrameInput;
-use crate::stage::{AvFrameEncoder, EncodedFrame, SharedFrameEncoder};
+use crate::stage::{AvFrameEncoder, EncodedFrame, EncoderInput, InputPreparer, SharedFrameEncoder};
 
 /// One assembled window of a clip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,8 +45,11 @@ pub struct ClipWindow {
 /// A decoded, encoded media: every frame's encoder outputs and the windows over them.
 #[derive(Clone, Debug)]
 pub struct ClipFeatures {
-    /// Frames `0..n` of the stream (features of frame `i` at index `i`).
+    /// Frames `0..n` of the stream (features of frame `i` at index `i`); empty features when
+    /// the encoders are trained (then `inputs` holds what they read).
     pub frames: Vec<FrameInput>,
+    /// The encoders' inputs of frames `0..n` (`train_encoders`); empty otherwise.
+    pub inputs: Vec<EncoderInput>,
     pub windows: Vec<ClipWindow>,
 }
 
@@ -74,6 +77,7 @@ pub struct ExtractStats {
 #[derive(Default)]
 struct Captured {
     frames: BTreeMap<u64, FrameInput>,
+    inputs: BTreeMap<u64, EncoderInput>,
     windows: Vec<ClipWindow>,
 }
 
@@ -91,21 +95,26 @@ impl WindowModel for Capture {
         let mut c = self.0.lock();
         for w in windows {
             for (f, valid) in w.frames.iter().zip(&w.valid) {
-                if !*valid || c.frames.contains_key(&f.index) {
+                if !*valid || c.frames.contains_key(&f.index) || c.inputs.contains_key(&f.index) {
                     continue;
                 }
-                let enc = f
+                let feats = f
                     .features
                     .as_ref()
-                    .and_then(|x| x.downcast_ref::<EncodedFrame>())
                     .ok_or_else(|| StageError::new("train", "frame without encoder features"))?;
-                c.frames.insert(
-                    f.index,
-                    FrameInput {
-                        audio: enc.audio.clone(),
-                        visual: enc.visual.clone(),
-                    },
-                );
+                if let Some(enc) = feats.downcast_ref::<EncodedFrame>() {
+                    c.frames.insert(
+                        f.index,
+                        FrameInput {
+                            audio: enc.audio.clone(),
+                            visual: enc.visual.clone(),
+                        },
+                    );
+                } else if let Some(inp) = feats.downcast_ref::<EncoderInput>() {
+                    c.inputs.insert(f.index, inp.clone());
+                } else {
+                    return Err(StageError::new("train", "frame with unknown features"));
+                }
             }
             c.windows.push(ClipWindow {
                 first: w.frames.first().map_or(0, |f| f.index),
@@ -138,6 +147,8 @@ pub struct ClipExtractor {
     pub stats: ExtractStats,
     /// This run's features by media path: a file is hashed and read once per run.
     memo: Mutex<HashMap<Media, Arc<ClipFeatures>>>,
+    /// Capture the encoders' inputs instead of their outputs (`train_encoders`).
+    inputs_only: bool,
 }
 
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), TrainError> {
@@ -216,7 +227,18 @@ impl ClipExtractor {
             settings_key: hex(&h.finalize()),
             stats: ExtractStats::default(),
             memo: Mutex::new(HashMap::new()),
+            inputs_only: false,
         })
+    }
+
+    /// Captures what the encoders read ([`EncoderInput`]: log-mel, pixels) rather than what
+    /// they output, for training the encoders. The on-disk cache is bypassed (it holds
+    /// encoder outputs, which change as the encoders learn); each media is still decoded
+    /// once per run.
+    pub fn inputs_only(mut self) -> Self {
+        self.inputs_only = true;
+        self.cache_dir = None;
+        self
     }
 
     fn key(&self, media: &Media) -> Result<String, TrainError> {
@@ -291,8 +313,13 @@ impl ClipExtractor {
             height: None,
         }];
         let captured = Arc::new(Mutex::new(Captured::default()));
+        let encoder: Box<dyn sensorium_engine::model::FrameEncoder> = if self.inputs_only {
+            Box::new(InputPreparer(self.encoder.clone()))
+        } else {
+            Box::new(SharedFrameEncoder(self.encoder.clone()))
+        };
         let report = Runtime::new(config, self.factory.clone())
-            .with_encoder(Box::new(SharedFrameEncoder(self.encoder.clone())))
+            .with_encoder(encoder)
             .with_model(Box::new(Capture(captured.clone())))
             .with_sink(Box::new(NullSink))
             .run()
@@ -316,19 +343,32 @@ impl ClipExtractor {
             }
         }
         let c = std::mem::take(&mut *captured.lock());
-        if c.windows.is_empty() || c.frames.is_empty() {
+        if c.windows.is_empty() || (c.frames.is_empty() && c.inputs.is_empty()) {
             return Err(media_err(format!(
                 "shorter than one frame at {} fps: no window to learn from",
                 self.engine.engine.fps
             )));
         }
-        let n = c.frames.keys().last().map_or(0, |k| k + 1) as usize;
+        let n = c
+            .frames
+            .keys()
+            .chain(c.inputs.keys())
+            .max()
+            .map_or(0, |k| k + 1) as usize;
         let mut frames = vec![FrameInput::default(); n];
         for (i, f) in c.frames {
             frames[i as usize] = f;
         }
+        let mut inputs = Vec::new();
+        if !c.inputs.is_empty() {
+            inputs = vec![EncoderInput::default(); n];
+            for (i, f) in c.inputs {
+                inputs[i as usize] = f;
+            }
+        }
         Ok(ClipFeatures {
             frames,
+            inputs,
             windows: c.windows,
         })
     }
@@ -383,5 +423,9 @@ fn read_cache(path: &Path) -> Option<ClipFeatures> {
             visual: file.tensors.remove(&format!("f{i}.visual")),
         })
         .collect();
-    Some(ClipFeatures { frames, windows })
+    Some(ClipFeatures {
+        frames,
+        inputs: Vec::new(),
+        windows,
+    })
 }

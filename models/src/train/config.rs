@@ -96,8 +96,9 @@ pub struct TrainConfig {
     pub diversity_loss: f64,
     pub train_llm: TrainLlm,
     pub lora: LoraConfig,
-    /// Train the encoders too (small models only). Not supported yet: refused with a clear
-    /// error until the encoders have a differentiable training path.
+    /// Train the encoders too (small models only, such as the default model): their
+    /// outputs are then computed in the training graph at every step (no feature cache),
+    /// and `audio/` + `vision/` are written beside `qformer/`.
     pub train_encoders: bool,
     /// A Q-Former directory to start from (else `[models] qformer`, else a seeded random one).
     pub init_qformer: Option<PathBuf>,
@@ -195,12 +196,6 @@ impl TrainConfig {
                     ),
                 });
             }
-        }
-        if self.train_encoders {
-            return bad(
-                "train_encoders",
-                "training the encoders is not supported yet (they stay frozen); set it to false",
-            );
         }
         Ok(())
     }

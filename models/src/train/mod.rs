@@ -5,6 +5,7 @@
 //! - [`data`]: the JSON Lines manifest (LLaVA / video-SALMONN conversations).
 //! - [`source`]: the seam every example source (manifest, generator) plugs into.
 //! - [`clips`]: media → engine → frame encoder → windows, cached on disk.
+//! - [`encoders`]: the encoders as training variables (`train_encoders`).
 //! - [`lora`]: PEFT-layout LoRA pairs.
 //! - [`trainer`]: the loop (FAVOR's recipe: next-token cross-entropy on the answer tokens,
 //!   optional diversity loss, AdamW with warm-up + cosine, clipping, accumulation, atomic
@@ -19,6 +20,7 @@
 pub mod clips;
 pub mod config;
 pub mod data;
+pub mod encoders;
 pub mod eval;
 pub mod lora;
 pub mod plot;
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 pub use clips::{ClipExtractor, ClipFeatures, ClipWindow};
 pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
+pub use encoders::TrainableEncoders;
 pub use eval::{normalise_answer, EvalReport};
 pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};

@@ -1,5 +1,6 @@
 //! The training loop. What is trained and how follows FAVOR: the encoders are frozen (their
-//! outputs come cached from [`super::clips`]); the causal Q-Former and its LLM projection are
+//! outputs come cached from [`super::clips`]) unless `train_encoders` asks for them too
+//! ([`Trainer::with_encoders`]: small models); the causal Q-Former and its LLM projection are
 //! trained; the LLM is frozen, carries LoRA pairs, or is trained whole. The loss is
 //! next-token cross-entropy on the answer tokens only (system prompt, question and AV
 //! positions masked, as LLaVA/FAVOR do), averaged over the step's answer tokens, plus
@@ -17,6 +18,7 @@
 //! train.json          what was trained (refuses an output holding a different model)
 //! qformer/            config.json + model.safetensors (models/QFORMER_LAYOUT.md)
 //! adapter/            PEFT LoRA adapter (train_llm = "lora")
+//! audio/, vision/     the trained encoders in their HF layout (train_encoders = true)
 //! llm/                full HF checkpoint + tokenizer (train_llm = "full")
 //! state/              trainer.safetensors: weights, AdamW moments, step (for --resume)
 //! best/               the outputs at the best validation accuracy
@@ -39,6 +41,7 @@ use rand::SeedableRng;
 use super::clips::{ClipExtractor, ClipFeatures};
 use super::config::{Schedule, TrainConfig, TrainLlm};
 use super::data::{Sample, Turn};
+use super::encoders::TrainableEncoders;
 use super::eval::normalise_answer;
 use super::lora::LoraParams;
 use super::TrainError;
@@ -141,6 +144,9 @@ pub struct Trainer {
     best: Option<f64>,
     /// The current epoch's example order (epoch, permutation), made when first needed.
     order: Option<(u64, Vec<usize>)>,
+    /// The encoders as variables (`train_encoders`): clips then carry the encoders' inputs
+    /// and every step runs the encoders in the graph.
+    encoders: Option<TrainableEncoders>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -159,7 +165,7 @@ fn llm_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
 
 /// Replaces directory `dir` by what `fill` writes into a fresh sibling directory: the new
 /// one is complete before the old one goes, so `dir` is never half written.
-fn replace_dir(
+pub(super) fn replace_dir(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
@@ -365,7 +371,30 @@ impl Trainer {
             output,
             best: None,
             order: None,
+            encoders: None,
         })
+    }
+
+    /// Trains the encoders too (`train_encoders`): their variables join the optimizer, clips
+    /// captured with [`ClipExtractor::inputs_only`] are encoded in the graph, and `audio/`
+    /// and `vision/` are written beside `qformer/`. Call before [`Self::load_state`].
+    pub fn with_encoders(mut self, encoders: TrainableEncoders) -> Result<Self, TrainError> {
+        self.encoders = Some(encoders);
+        let vars = self.named_vars().into_iter().map(|(_, v)| v).collect();
+        self.opt = AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: self.cfg.lr,
+                weight_decay: self.cfg.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        Ok(self)
+    }
+
+    /// The trainable encoders, when they are trained.
+    pub fn encoders(&self) -> Option<&TrainableEncoders> {
+        self.encoders.as_ref()
     }
 
     /// Every trainable variable with its name (`qformer.…`, `lora.…`, `llm.…`).
@@ -380,6 +409,9 @@ impl Trainer {
         }
         if let Some(l) = &self.llm_vars {
             v.extend(l.iter().map(|(n, x)| (format!("llm.{n}"), x.clone())));
+        }
+        if let Some(e) = &self.encoders {
+            v.extend(e.vars());
         }
         v
     }
@@ -446,6 +478,7 @@ impl Trainer {
     pub fn av_tokens(&self, ex: &Example) -> Result<Vec<(Tensor, Tensor)>, TrainError> {
         let c = &self.qformer.cfg;
         let n = ex.clip.frames.len() as u64;
+        let encoded = self.encode_frames(ex)?;
         let mut out = Vec::new();
         for &wi in &ex.windows {
             let w = &ex.clip.windows[wi];
@@ -467,10 +500,10 @@ impl Trainer {
                     w.valid[(j - w.first) as usize] && j < n
                 };
                 valid.push(v);
-                frames.push(if v {
-                    ex.clip.frames[j as usize].clone()
-                } else {
-                    FrameInput::default()
+                frames.push(match (v, &encoded) {
+                    (false, _) => FrameInput::default(),
+                    (true, Some(e)) => e.get(&j).cloned().unwrap_or_default(),
+                    (true, None) => ex.clip.frames[j as usize].clone(),
                 });
             }
             let o = self
@@ -479,6 +512,54 @@ impl Trainer {
             out.push((o.hidden.squeeze(0)?, o.projected.squeeze(0)?));
         }
         Ok(out)
+    }
+
+    /// With trained encoders, the features of every frame `ex`'s windows read (their
+    /// lookback included), encoded once in the graph; `None` when the clip carries
+    /// features already.
+    fn encode_frames(&self, ex: &Example) -> Result<Option<HashMap<u64, FrameInput>>, TrainError> {
+        if ex.clip.inputs.is_empty() {
+            return Ok(None);
+        }
+        let Some(enc) = &self.encoders else {
+            return Err(TrainError::Config {
+                field: "train.train_encoders".into(),
+                message: format!(
+                    "{}: the clip carries encoder inputs but no encoders are trained",
+                    ex.origin
+                ),
+            });
+        };
+        let c = &self.qformer.cfg;
+        let history = match c.context {
+            SlotContext::Lookback => (c.num_hidden_layers * c.lookback.saturating_sub(1)) as u64,
+            SlotContext::Window => 0,
+        };
+        let n = ex.clip.inputs.len() as u64;
+        let mut idx: Vec<u64> = Vec::new();
+        for &wi in &ex.windows {
+            let w = &ex.clip.windows[wi];
+            let end = (w.first + w.valid.len() as u64).min(n);
+            idx.extend(w.first.saturating_sub(history)..end);
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        let inputs: Vec<_> = idx.iter().map(|&j| &ex.clip.inputs[j as usize]).collect();
+        let out = enc.encoder.encode_inputs(&inputs)?;
+        Ok(Some(
+            idx.into_iter()
+                .zip(out)
+                .map(|(j, f)| {
+                    (
+                        j,
+                        FrameInput {
+                            audio: f.audio,
+                            visual: f.visual,
+                        },
+                    )
+                })
+                .collect(),
+        ))
     }
 
     fn embed(&self, ids: &[u32]) -> Result<Option<Tensor>, TrainError> {
@@ -749,6 +830,7 @@ impl Trainer {
             "train_llm": self.cfg.train_llm,
             "lora": if self.lora.is_some() { serde_json::to_value(&self.cfg.lora).ok() } else { None },
             "qformer": self.qformer.cfg,
+            "train_encoders": self.encoders.as_ref().map(|e| e.sources().iter().map(|(k, p)| serde_json::json!({"kind": k, "source": canon(p)})).collect::<Vec<_>>()),
         })
     }
 
@@ -812,6 +894,9 @@ impl Trainer {
         })?;
         if let Some(l) = &self.lora {
             replace_dir(&dir.join("adapter"), |d| l.save(d, &self.llm_cfg.model))?;
+        }
+        if let Some(e) = &self.encoders {
+            e.save(dir)?;
         }
         if let Some(vars) = &self.llm_vars {
             replace_dir(&dir.join("llm"), |d| {

@@ -170,6 +170,13 @@ impl VisionEncoder {
     /// Loads a CLIP or SigLIP checkpoint directory (`config.json`, `*.safetensors`,
     /// optionally `preprocessor_config.json`). Tensors under `vision_model.` or bare.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, &Weights::from_dir(dir, device)?)
+    }
+
+    /// Loads `dir`'s config and preprocessing with the given weights (the checkpoint's
+    /// tensors by their file names, e.g. training variables).
+    pub fn load_with(dir: &Path, vb: &Weights) -> Result<Self> {
+        let device = vb.device().clone();
         let config = VisionConfig::load(dir)?;
         let act =
             Activation::from_hf(&config.hidden_act).ok_or_else(|| ModelError::InvalidConfig {
@@ -177,26 +184,30 @@ impl VisionEncoder {
                 message: format!("unsupported hidden_act {:?}", config.hidden_act),
             })?;
         let preprocess = load_preprocess(dir, &config)?;
-        let vb = Weights::from_dir(dir, device)?;
-        // CLIPModel / SiglipModel and older vision-only saves use `vision_model.`; newer
-        // transformers save vision-only models without the prefix.
-        let vb = if vb.contains("vision_model.embeddings.patch_embedding.weight") {
-            vb.pp("vision_model")
-        } else if vb.contains("embeddings.patch_embedding.weight") {
-            vb
-        } else {
-            return Err(ModelError::MissingTensor {
-                path: vb.file(),
-                tensor: "vision_model.embeddings.patch_embedding.weight".into(),
-            });
-        };
+        let vb = Self::root(vb)?;
         let tower = VisionTransformer::new(&config, act, &vb)?;
         Ok(Self {
             config,
             preprocess,
             tower,
-            device: device.clone(),
+            device,
         })
+    }
+
+    /// The view of a checkpoint's weights rooted at the tower.
+    pub fn root(vb: &Weights) -> Result<Weights> {
+        // CLIPModel / SiglipModel and older vision-only saves use `vision_model.`; newer
+        // transformers save vision-only models without the prefix.
+        if vb.contains("vision_model.embeddings.patch_embedding.weight") {
+            Ok(vb.pp("vision_model"))
+        } else if vb.contains("embeddings.patch_embedding.weight") {
+            Ok(vb.clone())
+        } else {
+            Err(ModelError::MissingTensor {
+                path: vb.file(),
+                tensor: "vision_model.embeddings.patch_embedding.weight".into(),
+            })
+        }
     }
 
     pub fn width(&self) -> usize {
@@ -230,7 +241,12 @@ impl VisionEncoder {
 
     /// Frames -> per-frame slots `[B, slots, D]` (CLS excluded from patch tokens).
     pub fn encode_slots(&self, frames: &[(&[u8], usize, usize)], mode: SlotMode) -> Result<Tensor> {
-        let (h, cls) = self.forward(&self.pixels(frames)?)?;
+        self.pixel_slots(&self.pixels(frames)?, mode)
+    }
+
+    /// Preprocessed pixels `[B, 3, S, S]` -> per-frame slots `[B, slots, D]`.
+    pub fn pixel_slots(&self, pixels: &Tensor, mode: SlotMode) -> Result<Tensor> {
+        let (h, cls) = self.forward(pixels)?;
         let patches = match self.config.family {
             Family::Clip => h.narrow(1, 1, h.dim(1)? - 1)?,
             Family::Siglip => h,

@@ -109,7 +109,11 @@ pub fn clip(seed: u64, frames: usize) -> Arc<ClipFeatures> {
             t_end: ((3 * w + 3).min(frames)) as u64 * 500_000_000,
         })
         .collect();
-    Arc::new(ClipFeatures { frames: f, windows })
+    Arc::new(ClipFeatures {
+        frames: f,
+        inputs: Vec::new(),
+        windows,
+    })
 }
 
 /// An example over the last two windows of `clip`.
@@ -127,4 +131,62 @@ pub fn example(t: &Trainer, clip: Arc<ClipFeatures>, q: &str, a: &str) -> Exampl
         &turn,
     )
     .unwrap()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A trainer whose encoders (the committed tiny Whisper and CLIP, 32-d) train too; the
+/// Q-Former reads 32-d audio and visual tokens, 2 visual slots per frame.
+pub fn encoder_trainer(llm: TrainLlm, out: &std::path::Path) -> Trainer {
+    let cfg = QFormerConfig {
+        audio_width: 32,
+        visual_width: 32,
+        ..qformer_cfg()
+    };
+    let init = QFormerInit::Random {
+        cfg,
+        seed: 7,
+        std: 0.2,
+    };
+    let enc = sensorium_models::train::TrainableEncoders::load(
+        Some(&fixture("whisper80")),
+        Some(&fixture("clip")),
+        sensorium_models::tokens::SlotMode::Pool(2),
+    )
+    .unwrap();
+    Trainer::new(train_cfg(llm), llm_cfg(), init, out.to_path_buf())
+        .unwrap()
+        .with_encoders(enc)
+        .unwrap()
+}
+
+/// A clip of `frames` frames carrying the encoders' inputs (8 mel frames of 80 bins, 32x32
+/// pixels; seeded), in windows of 3, stride 3.
+pub fn input_clip(seed: u64, frames: usize) -> Arc<ClipFeatures> {
+    let dev = Device::Cpu;
+    let inputs = (0..frames)
+        .map(|i| sensorium_models::stage::EncoderInput {
+            mel: Some(
+                Tensor::from_vec(values(seed * 1000 + 2 * i as u64, 640), (80, 8), &dev).unwrap(),
+            ),
+            pixels: Some(
+                Tensor::from_vec(
+                    values(seed * 1000 + 2 * i as u64 + 1, 3 * 32 * 32),
+                    (3, 32, 32),
+                    &dev,
+                )
+                .unwrap(),
+            ),
+        })
+        .collect();
+    let c = clip(seed, frames);
+    Arc::new(ClipFeatures {
+        frames: vec![FrameInput::default(); frames],
+        inputs,
+        windows: c.windows.clone(),
+    })
 }
