@@ -125,7 +125,14 @@ fn weights(t: &Trainer) -> Vec<(String, Vec<f32>)> {
 }
 
 fn resumable(dir: &std::path::Path) -> Trainer {
-    let mut t = trainer(TrainLlm::Lora, dir);
+    configure(trainer(TrainLlm::Lora, dir))
+}
+
+fn resumable_with_encoders(dir: &std::path::Path) -> Trainer {
+    configure(encoder_trainer(TrainLlm::Lora, dir))
+}
+
+fn configure(mut t: Trainer) -> Trainer {
     t.cfg.steps = Some(12);
     t.cfg.batch = 2;
     t.cfg.grad_accum = 2;
@@ -139,10 +146,45 @@ fn resumable(dir: &std::path::Path) -> Trainer {
 
 #[test]
 fn a_resumed_run_reaches_the_same_weights_bit_for_bit() {
+    let ex = |t: &Trainer| examples(t)[..6].to_vec();
+    resumes_bit_for_bit(resumable, ex, &[]);
+}
+
+/// The same with the encoders trained: their weights and moments are in the state too.
+#[test]
+fn a_resumed_run_with_trained_encoders_is_bit_identical() {
+    let ex = |t: &Trainer| {
+        (0..4)
+            .map(|i| {
+                example(
+                    t,
+                    input_clip(200 + i, 6),
+                    "What is it?",
+                    ANSWERS[i as usize],
+                )
+            })
+            .collect()
+    };
+    resumes_bit_for_bit(
+        resumable_with_encoders,
+        ex,
+        &[
+            "audio/config.json",
+            "audio/model.safetensors",
+            "vision/model.safetensors",
+        ],
+    );
+}
+
+fn resumes_bit_for_bit(
+    resumable: fn(&std::path::Path) -> Trainer,
+    examples: fn(&Trainer) -> Vec<Example>,
+    more_outputs: &[&str],
+) {
     let a_dir = tempfile::tempdir().unwrap();
     let mut a = resumable(a_dir.path());
     a.prepare_output(false).unwrap();
-    let ex = examples(&a)[..6].to_vec();
+    let ex = examples(&a);
     a.run(&ex, &[], &AtomicBool::new(false), &mut |_, _, _, _| {})
         .unwrap();
     let want = weights(&a);
@@ -192,7 +234,10 @@ fn a_resumed_run_reaches_the_same_weights_bit_for_bit() {
         "state/trainer.safetensors",
         "train.json",
         "train_log.jsonl",
-    ] {
+    ]
+    .iter()
+    .chain(more_outputs)
+    {
         assert!(b_dir.path().join(f).is_file(), "{f} missing");
     }
     let log = std::fs::read_to_string(b_dir.path().join("train_log.jsonl")).unwrap();
