@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSource, UriSource};
 use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
-use sensorium_engine::config::{SyntheticPattern, SyntheticSource};
+use sensorium_engine::config::{SceneSource, SyntheticPattern, SyntheticSource};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, Shutdown, StreamEnd};
 
 use crate::answers::Answers;
@@ -499,6 +499,14 @@ pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
             other => bail!("synthetic:{other}: unknown pattern (ball or gradient)"),
         }
         SourceConfig::Synthetic(s)
+    } else if let Some(seed) = uri.strip_prefix("scene:") {
+        let mut s = SceneSource::default();
+        if !seed.is_empty() {
+            s.seed = seed
+                .parse()
+                .map_err(|_| anyhow!("scene:{seed}: the seed must be a whole number"))?;
+        }
+        SourceConfig::Scene(s)
     } else if let Some(path) = uri.strip_prefix("file://") {
         SourceConfig::File(FileSource {
             path: Path::new(path).to_path_buf(),

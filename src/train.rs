@@ -12,7 +12,7 @@ use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
     check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, ManifestSource,
-    Sample, TrainConfig, TrainError, TrainableEncoders, Trainer,
+    Sample, SceneExamples, TrainConfig, TrainError, TrainableEncoders, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -194,12 +194,16 @@ pub fn train(
             std: s.models.init_std as f32,
         },
     };
-    let manifest = s.train.manifest.clone().unwrap_or_default();
-    let samples = read_manifest(&manifest).map_err(terr)?;
-    check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
-    let (train_s, val_s): (Vec<Sample>, Vec<Sample>) = match &s.train.val_manifest {
-        Some(v) => (samples, read_manifest(v).map_err(terr)?),
-        None => split(samples, s.train.val_fraction),
+    let (train_s, val_s): (Vec<Sample>, Vec<Sample>) = match &s.train.manifest {
+        Some(manifest) => {
+            let samples = read_manifest(manifest).map_err(terr)?;
+            check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
+            match &s.train.val_manifest {
+                Some(v) => (samples, read_manifest(v).map_err(terr)?),
+                None => split(samples, s.train.val_fraction),
+            }
+        }
+        None => (Vec::new(), Vec::new()),
     };
 
     let mut trainer =
@@ -222,8 +226,21 @@ pub fn train(
         samples,
         extractor: &ex,
     };
-    let train_ex = source(train_s).examples(&trainer).map_err(terr)?;
-    let val_ex = source(val_s).examples(&trainer).map_err(terr)?;
+    let mut train_ex = source(train_s).examples(&trainer).map_err(terr)?;
+    let mut val_ex = source(val_s).examples(&trainer).map_err(terr)?;
+    if let Some(sc) = &s.train.scenes {
+        let e = &s.config.engine;
+        let scenes = |seeds: [u64; 2]| SceneExamples {
+            seeds: seeds[0]..seeds[1],
+            seconds: sc.seconds,
+            questions: sc.questions,
+            window_s: e.window as f64 / e.fps,
+            aspect: f64::from(e.width) / f64::from(e.height),
+            extractor: &ex,
+        };
+        train_ex.extend(scenes(sc.train_seeds).examples(&trainer).map_err(terr)?);
+        val_ex.extend(scenes(sc.val_seeds).examples(&trainer).map_err(terr)?);
+    }
     let st = &ex.stats;
     eprintln!(
         "sensorium: features: {} media decoded, {} from cache; {} training / {} validation examples",

@@ -135,6 +135,9 @@ pub enum SourceConfig {
     /// A picture and a tone generated in Rust by the engine itself (no GStreamer): for
     /// builds without media stack, benchmarks and demos.
     Synthetic(SyntheticSource),
+    /// The default model's world (objects, motion, tones, clicks), generated in Rust with
+    /// exact ground truth: see `engine/src/scene/`.
+    Scene(SceneSource),
 }
 
 impl SourceConfig {
@@ -145,6 +148,7 @@ impl SourceConfig {
             SourceConfig::File(_) | SourceConfig::Uri(_) => false,
             SourceConfig::Launch(l) => l.live,
             SourceConfig::Synthetic(s) => s.is_live,
+            SourceConfig::Scene(s) => s.is_live,
             SourceConfig::Rtsp(_) | SourceConfig::Camera(_) | SourceConfig::Microphone(_) => true,
         }
     }
@@ -161,11 +165,12 @@ impl SourceConfig {
             SourceConfig::Microphone(_) => (false, true),
             SourceConfig::Launch(_) => (true, true),
             SourceConfig::Synthetic(s) => (s.video, s.audio),
+            SourceConfig::Scene(s) => (s.video, s.audio),
         }
     }
 
     /// Every `kind` value, for error messages.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "test",
         "file",
         "uri",
@@ -174,6 +179,7 @@ impl SourceConfig {
         "microphone",
         "launch",
         "synthetic",
+        "scene",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -186,6 +192,7 @@ impl SourceConfig {
             SourceConfig::Microphone(_) => "microphone",
             SourceConfig::Launch(_) => "launch",
             SourceConfig::Synthetic(_) => "synthetic",
+            SourceConfig::Scene(_) => "scene",
         }
     }
 }
@@ -262,6 +269,40 @@ impl Default for SyntheticSource {
             pattern: SyntheticPattern::Ball,
             freq: 440.0,
             volume: 0.5,
+            video: true,
+            audio: true,
+            is_live: true,
+            duration_s: None,
+            chunk_ms: 20,
+        }
+    }
+}
+
+/// The scene world (`kind = "scene"`): a stream of seeded scenes of 0–2 moving shapes and a
+/// sound, drawn at the stream's size and rate, 16 kHz audio, on an exact timeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SceneSource {
+    /// Which stream of scenes (the same seed gives the same scenes, frames and samples).
+    pub seed: u64,
+    /// Scenes last a whole number of these, s: set it to the window's span (`window / fps`)
+    /// so that no window straddles two scenes.
+    pub window_s: f64,
+    pub video: bool,
+    pub audio: bool,
+    /// Paced by the wall clock (like a camera). `false` runs as fast as the engine takes it.
+    pub is_live: bool,
+    /// Stop after this many seconds (EOS); `None` runs forever.
+    pub duration_s: Option<f64>,
+    /// Length of one audio chunk, ms.
+    pub chunk_ms: u32,
+}
+
+impl Default for SceneSource {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            window_s: 2.0,
             video: true,
             audio: true,
             is_live: true,

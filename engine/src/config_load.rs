@@ -321,6 +321,24 @@ fn check_source(s: &SourceConfig) -> Result<(), (&'static str, String)> {
             }
             check_generator("synthetic", s.volume, s.duration_s, s.video, s.audio)?;
         }
+        SourceConfig::Scene(s) => {
+            if !(s.window_s.is_finite() && s.window_s >= 0.5) {
+                return Err((
+                    "window_s",
+                    format!(
+                        "must be at least 0.5 s (the window's span), got {}",
+                        s.window_s
+                    ),
+                ));
+            }
+            if !(1..=1000).contains(&s.chunk_ms) {
+                return Err((
+                    "chunk_ms",
+                    format!("must be within 1..1000, got {}", s.chunk_ms),
+                ));
+            }
+            check_generator("scene", 0.5, s.duration_s, s.video, s.audio)?;
+        }
         SourceConfig::File(f) => {
             if f.path.as_os_str().is_empty() {
                 return Err(("path", "must not be empty".into()));

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod runtime;
+pub mod scene;
 pub mod sink;
 pub mod source;
 mod stages;

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{SourceConfig, StreamConfig, SyntheticPattern, SyntheticSource};
+use crate::config::{SceneSource, SourceConfig, StreamConfig, SyntheticPattern, SyntheticSource};
 use crate::frame::{AudioChunk, SourceEvent, VideoFrame, AUDIO_RATE};
 use crate::queue::QueueSender;
+use crate::scene::{self, SceneTimeline, WorldParams};
 use crate::source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 
 const NS_PER_SEC: f64 = 1e9;
@@ -43,11 +44,14 @@ impl SourceFactory for SyntheticFactory {
             SourceConfig::Synthetic(cfg) => {
                 Ok(Box::new(start(&stream.name, cfg, params, out)?) as Box<dyn SourceHandle>)
             }
+            SourceConfig::Scene(cfg) => {
+                Ok(Box::new(start_scene(&stream.name, cfg, params, out)?) as Box<dyn SourceHandle>)
+            }
             other => Err(SourceStartError {
                 stream: stream.name.clone(),
                 message: format!(
                     "source kind '{}' needs GStreamer, which this build of sensorium does not \
-                     include (only 'synthetic' sources run)",
+                     include (only 'synthetic' and 'scene' sources run)",
                     other.kind()
                 ),
             }),
@@ -83,10 +87,27 @@ pub fn start(
     params: &SourceParams,
     out: QueueSender<SourceEvent>,
 ) -> Result<SyntheticHandle, SourceStartError> {
-    let mut gen = Generator::new(cfg, params);
+    spawn(stream, Generator::new(cfg, params), cfg.is_live, out)
+}
+
+/// Starts a `scene` source (the default model's world) for `stream` on its own thread.
+pub fn start_scene(
+    stream: &str,
+    cfg: &SceneSource,
+    params: &SourceParams,
+    out: QueueSender<SourceEvent>,
+) -> Result<SyntheticHandle, SourceStartError> {
+    spawn(stream, Generator::scene(cfg, params), cfg.is_live, out)
+}
+
+fn spawn(
+    stream: &str,
+    mut gen: Generator,
+    live: bool,
+    out: QueueSender<SourceEvent>,
+) -> Result<SyntheticHandle, SourceStartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let live = cfg.is_live;
     let thread = std::thread::Builder::new()
         .name(format!("synthetic-{stream}"))
         .spawn(move || {
@@ -147,6 +168,8 @@ pub struct Generator {
     /// Frames with pts below this, samples below `end_sample` (no end: forever).
     end_ns: Option<u64>,
     end_sample: Option<u64>,
+    /// The scene world instead of the pattern and tone (`scene` sources).
+    scene: Option<Box<SceneTimeline>>,
 }
 
 impl Generator {
@@ -170,7 +193,30 @@ impl Generator {
             end_sample: cfg
                 .duration_s
                 .map(|d| (d * AUDIO_RATE as f64).round() as u64),
+            scene: None,
         }
+    }
+
+    /// A generator of the scene world: stream `cfg.seed`, drawn at the stream's size.
+    pub fn scene(cfg: &SceneSource, params: &SourceParams) -> Self {
+        let timing = SyntheticSource {
+            video: cfg.video,
+            audio: cfg.audio,
+            is_live: cfg.is_live,
+            duration_s: cfg.duration_s,
+            chunk_ms: cfg.chunk_ms,
+            ..SyntheticSource::default()
+        };
+        let mut g = Self::new(&timing, params);
+        let aspect = g.width as f64 / g.height as f64;
+        g.scene = Some(Box::new(SceneTimeline::new(
+            cfg.seed,
+            WorldParams {
+                window_s: cfg.window_s,
+                aspect,
+            },
+        )));
+        g
     }
 
     fn frame_pts(&self, i: u64) -> u64 {
@@ -220,19 +266,30 @@ impl Generator {
         if take_video {
             let i = self.frame.unwrap_or(0);
             self.frame = Some(i + 1);
+            let pts = self.frame_pts(i);
+            let rgb = match &mut self.scene {
+                Some(tl) => {
+                    scene::render::picture(tl, pts as f64 / NS_PER_SEC, i, self.width, self.height)
+                }
+                None => self.picture(i),
+            };
             Some(SourceEvent::Video(VideoFrame {
-                pts: self.frame_pts(i),
+                pts,
                 width: self.width,
                 height: self.height,
-                rgb: self.picture(i).into(),
+                rgb: rgb.into(),
                 captured: now,
             }))
         } else {
             let (p, n, _) = audio?;
             self.sample = Some(p + n);
+            let samples: Vec<f32> = match &mut self.scene {
+                Some(tl) => scene::render::audio(tl, p, n as usize),
+                None => (p..p + n).map(|q| self.tone(q)).collect(),
+            };
             Some(SourceEvent::Audio(AudioChunk {
                 pts: Self::sample_ns(p),
-                samples: (p..p + n).map(|q| self.tone(q)).collect(),
+                samples: samples.into(),
                 captured: now,
             }))
         }

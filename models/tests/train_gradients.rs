@@ -24,8 +24,11 @@ fn wake_lora(t: &Trainer) {
     }
 }
 
+/// A key bias of attention without rotary positions (the Q-Former's BERT layers, the encoder
+/// towers'); with RoPE (the LLM) the rotated bias differs per position and does matter.
 fn is_key_bias(name: &str) -> bool {
-    name.ends_with(".key.bias") || name.ends_with(".k_proj.bias")
+    name.ends_with(".key.bias")
+        || (name.ends_with(".k_proj.bias") && (name.starts_with("audio.") || name.starts_with("vision.")))
 }
 
 fn set_at(v: &Var, i: usize, x: f32) {

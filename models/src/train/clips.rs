@@ -284,6 +284,33 @@ impl ClipExtractor {
         Ok(feats)
     }
 
+    /// Features of a generated source (e.g. a `scene` stream), through the same path;
+    /// `key` names it in the cache (it must identify everything the source generates).
+    pub fn source_features(
+        &self,
+        source: SourceConfig,
+        key: &str,
+    ) -> Result<Arc<ClipFeatures>, TrainError> {
+        let mut h = Sha256::new();
+        h.update(self.settings_key.as_bytes());
+        h.update(b"\0source\0");
+        h.update(key.as_bytes());
+        let path = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.safetensors", hex(&h.finalize()))));
+        if let Some(f) = path.as_ref().filter(|p| p.is_file()).and_then(|p| read_cache(p)) {
+            self.stats.cached.fetch_add(1, Ordering::Relaxed);
+            return Ok(Arc::new(f));
+        }
+        let f = self.run_source(source, Path::new(key))?;
+        self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &path {
+            write_cache(p, &f)?;
+        }
+        Ok(Arc::new(f))
+    }
+
     /// Runs the media through the engine once.
     fn decode(&self, sample: &Sample) -> Result<ClipFeatures, TrainError> {
         let source = match &sample.media {
@@ -303,6 +330,11 @@ impl ClipExtractor {
                 live: false,
             }),
         };
+        self.run_source(source, sample.media.files()[0])
+    }
+
+    /// Runs `source` through the engine once; `origin` names it in errors.
+    fn run_source(&self, source: SourceConfig, origin: &Path) -> Result<ClipFeatures, TrainError> {
         let mut config = self.engine.clone();
         config.streams = vec![StreamConfig {
             name: "clip".into(),
@@ -324,11 +356,11 @@ impl ClipExtractor {
             .with_sink(Box::new(NullSink))
             .run()
             .map_err(|e| TrainError::Media {
-                path: sample.media.files()[0].to_owned(),
+                path: origin.to_owned(),
                 message: e.to_string(),
             })?;
         let media_err = |message: String| TrainError::Media {
-            path: sample.media.files()[0].to_owned(),
+            path: origin.to_owned(),
             message,
         };
         if let Some(s) = report.streams.first() {

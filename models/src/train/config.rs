@@ -104,6 +104,8 @@ pub struct TrainConfig {
     pub init_qformer: Option<PathBuf>,
     /// Where decoded clip features are cached (default: `<output>/cache`).
     pub cache: Option<PathBuf>,
+    /// Train on generated scene streams (the default model's world) instead of a manifest.
+    pub scenes: Option<super::scenes::ScenesConfig>,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +133,7 @@ impl Default for TrainConfig {
             train_encoders: false,
             init_qformer: None,
             cache: None,
+            scenes: None,
         }
     }
 }
@@ -144,8 +147,15 @@ impl TrainConfig {
                 message: message.into(),
             })
         };
-        if self.manifest.is_none() {
-            return bad("manifest", "missing: the training samples (JSON Lines)");
+        match &self.scenes {
+            Some(s) => s.validate()?,
+            None if self.manifest.is_none() => {
+                return bad(
+                    "manifest",
+                    "missing: the training samples (JSON Lines), or a [train.scenes] table",
+                )
+            }
+            None => {}
         }
         if self.steps.is_some() && self.epochs.is_some() {
             return bad("steps", "set either `steps` or `epochs`, not both");

@@ -24,6 +24,7 @@ pub mod encoders;
 pub mod eval;
 pub mod lora;
 pub mod plot;
+pub mod scenes;
 pub mod source;
 pub mod trainer;
 
@@ -34,6 +35,7 @@ pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use encoders::TrainableEncoders;
 pub use eval::{normalise_answer, EvalReport};
+pub use scenes::{SceneExamples, ScenesConfig};
 pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};
 

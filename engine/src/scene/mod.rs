@@ -1,0 +1,13 @@
+//! The scene world: the procedural audio-visual world the default model learns (and the
+//! `scene` source kind that streams it). [`world`] draws seeded scenes with exact timelines,
+//! [`render`] draws their frames and samples at any size, [`qa`] asks questions about a
+//! window with ground-truth answers.
+
+pub mod qa;
+pub mod render;
+pub mod world;
+
+pub use qa::{questions, Question, TASKS};
+pub use world::{
+    Colour, Motion, Object, Origin, Rng, Scene, SceneTimeline, Shape, Sound, WorldParams,
+};

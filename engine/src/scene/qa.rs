@@ -1,0 +1,303 @@
+//! Questions about a window of a scene stream, with their ground-truth answers, after
+//! AVHBench's and MUSIC-AVQA's task types: visual, audio, AV hallucination, AV sync,
+//! temporal order and caption. Each question has several phrasings; answers are short and
+//! canonical. A window that straddles two scenes, or a question whose answer would be
+//! ambiguous in that window, is not asked.
+
+use super::render::name;
+use super::world::{Motion, Object, Origin, Rng, Scene, SceneTimeline, Shape, Sound};
+
+/// The task types, in report order.
+pub const TASKS: [&str; 6] = [
+    "visual",
+    "audio",
+    "av_hallucination",
+    "av_sync",
+    "temporal",
+    "caption",
+];
+
+/// One question about one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Question {
+    pub task: &'static str,
+    /// Which question it is (e.g. `colour`), whatever the phrasing.
+    pub kind: &'static str,
+    pub question: String,
+    pub answer: String,
+}
+
+const NUMBERS: [&str; 7] = ["none", "one", "two", "three", "four", "five", "six"];
+
+fn number(n: usize) -> String {
+    NUMBERS
+        .get(n)
+        .map_or_else(|| n.to_string(), |s| (*s).to_owned())
+}
+
+const SEE: [&str; 4] = [
+    "What do you see?",
+    "What is on the screen?",
+    "What can you see?",
+    "What is in the picture?",
+];
+const HEAR: [&str; 4] = [
+    "What do you hear?",
+    "What can you hear?",
+    "What sound is playing?",
+    "What is the sound?",
+];
+const CAPTION: [&str; 3] = [
+    "Describe what you see and hear.",
+    "Describe the scene.",
+    "What do you see and hear?",
+];
+
+/// Every question one may ask about `[t0, t1)` (stream time, s), each in a phrasing drawn
+/// from `r`. Empty when the window is not inside one scene.
+pub fn questions(tl: &mut SceneTimeline, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
+    let s = tl.at(t0).clone();
+    if t1 > s.end_s() + 1e-6 {
+        return Vec::new();
+    }
+    let (a, b) = (t0 - s.start_s, t1 - s.start_s);
+    let mut out = Vec::new();
+    // Phrasings draw from their own generator, so the facts asked about do not depend on
+    // which phrasing came before.
+    let mut phrasing = Rng::new(r.next_u64());
+    let mut ask =
+        |task, kind, phrasings: &[&str], fill: &dyn Fn(&str) -> String, answer: String| {
+            let q = fill(phrasings[phrasing.below(phrasings.len())]);
+            out.push(Question {
+                task,
+                kind,
+                question: q,
+                answer,
+            });
+        };
+    let id = |q: &str| q.to_owned();
+    let onset_here = |t: f64| t > 0.0 && t + 1e-9 >= a && t < b;
+    let object_onset = s.objects.iter().any(|o| onset_here(o.onset_s));
+    let sound_onset = onset_here(s.sound_onset_s);
+    let hear = hear(&s, a, b);
+
+    if object_onset || sound_onset {
+        // The window where something starts: what came first, and the sound.
+        if let (Some(o), true) = (s.objects.first(), s.sound != Sound::Silence) {
+            let shape = o.shape.name();
+            let first = if o.onset_s < s.sound_onset_s {
+                format!("the {shape}")
+            } else {
+                "the sound".to_owned()
+            };
+            ask(
+                "temporal",
+                "order",
+                &[
+                    "What came first, the sound or the {s}?",
+                    "Which came first, the {s} or the sound?",
+                    "What started first, the sound or the {s}?",
+                ],
+                &|q| q.replace("{s}", shape),
+                first,
+            );
+        }
+        if !sound_onset {
+            ask("audio", "hear", &HEAR, &id, hear);
+        }
+        return out;
+    }
+
+    let see = see(&s, a, b);
+    ask("visual", "see", &SEE, &id, see.clone());
+    ask(
+        "visual",
+        "count",
+        &[
+            "How many objects are there?",
+            "How many objects do you see?",
+            "How many shapes are on the screen?",
+        ],
+        &id,
+        number(s.objects.len()),
+    );
+    for o in &s.objects {
+        let (c, sh) = (o.colour.name(), o.shape.name());
+        if s.objects.iter().filter(|q| q.shape == o.shape).count() == 1 {
+            ask(
+                "visual",
+                "colour",
+                &[
+                    "What colour is the {s}?",
+                    "Which colour is the {s}?",
+                    "What is the colour of the {s}?",
+                ],
+                &|q| q.replace("{s}", sh),
+                c.to_owned(),
+            );
+        }
+        if s.objects.iter().filter(|q| q.colour == o.colour).count() == 1 {
+            ask(
+                "visual",
+                "shape",
+                &["What shape is the {c} object?", "Which shape is {c}?"],
+                &|q| q.replace("{c}", c),
+                sh.to_owned(),
+            );
+        }
+        ask(
+            "visual",
+            "direction",
+            &[
+                "Which way is the {n} moving?",
+                "Where is the {n} going?",
+                "In which direction does the {n} move?",
+            ],
+            &|q| q.replace("{n}", &name(o.colour, o.shape)),
+            direction(o, &s, a, b),
+        );
+    }
+    ask("audio", "hear", &HEAR, &id, hear.clone());
+    if s.sound == Sound::Clicks {
+        ask(
+            "audio",
+            "clicks",
+            &[
+                "How many clicks do you hear?",
+                "How many clicks are there?",
+                "Count the clicks.",
+            ],
+            &id,
+            number(s.clicks(a, b).len()),
+        );
+    }
+    // Hallucination: a present object, or an absent one, asked about.
+    let exists = [
+        "Is there a {n}?",
+        "Do you see a {n}?",
+        "Is a {n} on the screen?",
+    ];
+    let present = !s.objects.is_empty() && r.chance(0.5);
+    if let Some(o) = present.then(|| &s.objects[r.below(s.objects.len())]) {
+        let n = name(o.colour, o.shape);
+        ask(
+            "av_hallucination",
+            "exists",
+            &exists,
+            &|q| q.replace("{n}", &n),
+            "yes".into(),
+        );
+    } else {
+        let absent = absent_object(&s, r);
+        ask(
+            "av_hallucination",
+            "exists",
+            &exists,
+            &|q| q.replace("{n}", &absent),
+            "no".into(),
+        );
+    }
+    if s.sound != Sound::Silence && !matches!(s.origin, Origin::Shifted { .. }) {
+        for (i, o) in s.objects.iter().enumerate() {
+            let yes = matches!(s.origin, Origin::Object { index } if index == i);
+            let n = name(o.colour, o.shape);
+            ask(
+                "av_hallucination",
+                "source",
+                &[
+                    "Is the {n} making the sound?",
+                    "Does the sound come from the {n}?",
+                    "Is the {n} the source of the sound?",
+                ],
+                &|q| q.replace("{n}", &n),
+                if yes { "yes" } else { "no" }.into(),
+            );
+        }
+    }
+    if s.sound == Sound::Clicks {
+        let sync = match s.origin {
+            Origin::Object { .. } => Some(true),
+            Origin::Shifted { .. } => Some(false),
+            Origin::OffScreen => None,
+        };
+        if let Some(sync) = sync.filter(|_| !s.clicks(a, b).is_empty()) {
+            ask(
+                "av_sync",
+                "sync",
+                &[
+                    "Are the sound and the picture in sync?",
+                    "Is the sound in sync with the picture?",
+                    "Do the sound and the picture match in time?",
+                ],
+                &id,
+                if sync { "yes" } else { "no" }.into(),
+            );
+        }
+    }
+    ask(
+        "caption",
+        "caption",
+        &CAPTION,
+        &id,
+        format!("{see} and {hear}"),
+    );
+    out
+}
+
+/// "What do you see?" in `[a, b)` (scene time): the objects left to right with their motion.
+pub fn see(s: &Scene, a: f64, b: f64) -> String {
+    let mut objs: Vec<&Object> = s.objects.iter().filter(|o| o.visible(a)).collect();
+    objs.sort_by(|p, q| p.centre(a, s.aspect).0.total_cmp(&q.centre(a, s.aspect).0));
+    if objs.is_empty() {
+        return "nothing".into();
+    }
+    objs.iter()
+        .map(|o| {
+            let motion = match direction(o, s, a, b).as_str() {
+                "it is still" => "standing still".to_owned(),
+                d => format!("moving {d}"),
+            };
+            format!("a {} {motion}", name(o.colour, o.shape))
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// "What do you hear?" in `[a, b)`.
+pub fn hear(s: &Scene, _a: f64, _b: f64) -> String {
+    s.sound.answer().to_owned()
+}
+
+/// Which way `o` moves over `[a, b)`: one direction, "left and right" / "up and down" when it
+/// bounces in the window, "it is still".
+pub fn direction(o: &Object, s: &Scene, a: f64, b: f64) -> String {
+    if o.motion == Motion::Still {
+        return "it is still".into();
+    }
+    if !o.bounces(a, b, s.aspect).is_empty() {
+        return match o.motion {
+            Motion::Left | Motion::Right => "left and right",
+            _ => "up and down",
+        }
+        .into();
+    }
+    match o.direction(a, s.aspect) {
+        Motion::Left => "left",
+        Motion::Right => "right",
+        Motion::Up => "up",
+        Motion::Down => "down",
+        Motion::Still => "it is still",
+    }
+    .into()
+}
+
+/// A colour/shape pair not in the scene.
+fn absent_object(s: &Scene, r: &mut Rng) -> String {
+    loop {
+        let c = r.pick(&super::world::Colour::ALL);
+        let sh = r.pick(&Shape::ALL);
+        if !s.objects.iter().any(|o| o.colour == c && o.shape == sh) {
+            return name(c, sh);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The scene world as an example source (the default model's training data): each seed is a
+//! `scene` stream run through exactly the path `sensorium run` serves with (source →
+//! synchroniser → frame encoder → windows), and each window gets questions with ground-truth
+//! answers from the world's timeline (`sensorium_engine::scene::qa`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use sensorium_engine::config::{SceneSource, SourceConfig};
+use sensorium_engine::scene::{self, Question, Rng, SceneTimeline, WorldParams};
+use serde::{Deserialize, Serialize};
+
+use super::clips::ClipExtractor;
+use super::data::Turn;
+use super::source::ExampleSource;
+use super::trainer::{Example, Trainer};
+use super::TrainError;
+
+/// First seed of the held-out evaluation streams (`sensorium eval --bench scenes`): training
+/// seeds must stay below it.
+pub const HELD_OUT_SEEDS: u64 = 1_000_000_000;
+
+/// `[train.scenes]`: train on generated scene streams instead of (or besides) a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScenesConfig {
+    /// Training streams: seeds `[from, to)`.
+    pub train_seeds: [u64; 2],
+    /// Validation streams: seeds `[from, to)` (disjoint from the training ones).
+    pub val_seeds: [u64; 2],
+    /// Length of each stream, s.
+    pub seconds: f64,
+    /// Questions asked per window (tasks drawn in turn, so every task is represented).
+    pub questions: usize,
+}
+
+impl Default for ScenesConfig {
+    fn default() -> Self {
+        Self {
+            train_seeds: [1000, 2000],
+            val_seeds: [1, 21],
+            seconds: 12.0,
+            questions: 4,
+        }
+    }
+}
+
+impl ScenesConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, message: String| {
+            Err(TrainError::Config {
+                field: format!("train.scenes.{field}"),
+                message,
+            })
+        };
+        for (name, [a, b]) in [("train_seeds", self.train_seeds), ("val_seeds", self.val_seeds)] {
+            if a > b {
+                return bad(name, format!("[{a}, {b}) is empty the wrong way round"));
+            }
+            if b > HELD_OUT_SEEDS {
+                return bad(
+                    name,
+                    format!("seeds from {HELD_OUT_SEEDS} on are held out for evaluation"),
+                );
+            }
+        }
+        let [ta, tb] = self.train_seeds;
+        let [va, vb] = self.val_seeds;
+        if ta < vb && va < tb {
+            return bad("val_seeds", "must not overlap train_seeds".into());
+        }
+        if !(self.seconds.is_finite() && self.seconds > 0.0) {
+            return bad("seconds", format!("must be > 0, got {}", self.seconds));
+        }
+        if self.questions == 0 {
+            return bad("questions", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Up to `n` of a window's questions, tasks taken in turn (shuffled), each task's questions
+/// shuffled: a balanced draw.
+pub fn pick_questions(all: Vec<Question>, n: usize, r: &mut Rng) -> Vec<Question> {
+    let mut by_task: BTreeMap<&str, Vec<Question>> = BTreeMap::new();
+    for q in all {
+        by_task.entry(q.task).or_default().push(q);
+    }
+    let mut tasks: Vec<Vec<Question>> = by_task.into_values().collect();
+    for t in &mut tasks {
+        for i in (1..t.len()).rev() {
+            t.swap(i, r.below(i + 1));
+        }
+    }
+    for i in (1..tasks.len()).rev() {
+        tasks.swap(i, r.below(i + 1));
+    }
+    let mut out = Vec::new();
+    while out.len() < n && tasks.iter().any(|t| !t.is_empty()) {
+        for t in &mut tasks {
+            if out.len() < n {
+                if let Some(q) = t.pop() {
+                    out.push(q);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The scene source config of stream `seed`, as training and evaluation run it.
+pub fn stream_source(seed: u64, seconds: f64, window_s: f64) -> SourceConfig {
+    SourceConfig::Scene(SceneSource {
+        seed,
+        window_s,
+        is_live: false,
+        duration_s: Some(seconds),
+        ..SceneSource::default()
+    })
+}
+
+/// Examples from the scene streams `seeds`.
+pub struct SceneExamples<'a> {
+    pub seeds: Range<u64>,
+    pub seconds: f64,
+    pub questions: usize,
+    /// The engine's window span, s (`window / fps`) and frame aspect (width / height).
+    pub window_s: f64,
+    pub aspect: f64,
+    pub extractor: &'a ClipExtractor,
+}
+
+impl ExampleSource for SceneExamples<'_> {
+    fn examples(&self, trainer: &Trainer) -> Result<Vec<Example>, TrainError> {
+        let mut out = Vec::new();
+        for seed in self.seeds.clone() {
+            let key = format!("scene seed={seed} seconds={}", self.seconds);
+            let clip = self.extractor.source_features(
+                stream_source(seed, self.seconds, self.window_s),
+                &key,
+            )?;
+            let mut tl = SceneTimeline::new(
+                seed,
+                WorldParams {
+                    window_s: self.window_s,
+                    aspect: self.aspect,
+                },
+            );
+            let mut r = Rng::for_item(seed, 0x9A);
+            for (wi, w) in clip.windows.iter().enumerate() {
+                if w.valid.iter().any(|v| !v) {
+                    continue; // the padded last window
+                }
+                let (t0, t1) = (w.t_start as f64 / 1e9, w.t_end as f64 / 1e9);
+                let qs = scene::questions(&mut tl, t0, t1, &mut r);
+                for q in pick_questions(qs, self.questions, &mut r) {
+                    let turn = Turn {
+                        question: q.question,
+                        answer: q.answer,
+                    };
+                    out.push(trainer.example(
+                        clip.clone(),
+                        vec![wi],
+                        q.task,
+                        &format!("scene {seed} window {wi}"),
+                        &turn,
+                    )?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
