@@ -11,6 +11,7 @@ pub mod ops;
 pub mod qformer;
 pub mod stack;
 pub mod stage;
+pub mod synth;
 pub mod tokens;
 pub mod train;
 pub mod vision;
