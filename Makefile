@@ -9,7 +9,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: deps nvrtc build run test bench bench-train check
+.PHONY: deps nvrtc build run test bench bench-train check train-default
+
+# The default model: trained from scratch (seeded) on the scene world, then copied into
+# default-model/ (see README, "The default model").
+DEFAULT_INIT ?= target/default-init
+DEFAULT_STEPS ?= 6000
+QUESTIONS := --question "What do you see?" --question "What do you hear?" \
+	--question "Describe what you see and hear."
 
 deps:
 	@missing=""; \
@@ -28,8 +35,22 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace
 
+# A live scene stream, answered by the default model as it plays (Ctrl-C stops).
 run: build
+	$(CARGO) run --release -p sensorium -- run --source scene:1 $(QUESTIONS)
+
+# The engine alone on a test pipeline, one JSON line per window.
+run-pipeline: build
 	$(CARGO) run --release -p sensorium -- run --config $(CONFIG)
+
+train-default: build
+	$(CARGO) run --release --example init_default -- $(DEFAULT_INIT) $(DEFAULT_STEPS)
+	rm -rf $(DEFAULT_INIT)/run
+	target/release/sensorium train --config $(DEFAULT_INIT)/train.toml
+	for part in audio vision qformer llm; do \
+		rm -rf default-model/$$part && cp -r $(DEFAULT_INIT)/run/best/$$part default-model/$$part; \
+	done
+	target/release/sensorium eval --bench scenes --questions 1000
 
 # NVRTC alone (no driver, no GPU) lets the kernel tests compile every CUDA kernel to PTX for
 # sm_80/sm_90. Optional: without it those tests say why they skipped.

@@ -33,7 +33,13 @@ fn main() -> anyhow::Result<()> {
         "<|im_end|>\n<|im_start|>assistant\n".into(),
     ];
     for seed in 0..400u64 {
-        let mut tl = SceneTimeline::new(seed, WorldParams { window_s, aspect: 1.0 });
+        let mut tl = SceneTimeline::new(
+            seed,
+            WorldParams {
+                window_s,
+                aspect: 1.0,
+            },
+        );
         let mut r = Rng::for_item(seed, 7);
         for w in 0..6 {
             let t0 = w as f64 * window_s;
@@ -146,7 +152,7 @@ seed = 1
 
 [train.scenes]
 train_seeds = [1000, 3000]
-val_seeds = [1, 11]
+val_seeds = [1, 6]
 seconds = 12.0
 questions = 4
 "#

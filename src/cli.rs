@@ -103,12 +103,27 @@ enum Command {
     /// print exact-match accuracy per task and overall.
     #[command(after_help = EXIT_CODES)]
     Eval {
-        /// Run config with `[models]` (a trained `qformer`) and `[llm]`.
+        /// Run config with `[models]` (a trained `qformer`) and `[llm]`; with `--bench`
+        /// optional (the default model, or `--model`).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Questions to answer (JSON Lines, the training manifest format).
-        #[arg(long, short)]
-        manifest: PathBuf,
+        #[arg(long, short, required_unless_present = "bench")]
+        manifest: Option<PathBuf>,
+        /// A generated benchmark instead of a manifest: `scenes` (held-out scene streams).
+        #[arg(long, value_parser = ["scenes"], conflicts_with = "manifest")]
+        bench: Option<String>,
+        /// Questions of the benchmark.
+        #[arg(long, default_value_t = 1000)]
+        questions: usize,
+        /// First held-out stream seed of the benchmark (at least 1000000000: lower seeds
+        /// may be training seeds).
+        #[arg(long, default_value_t = sensorium_models::train::scenes::HELD_OUT_SEEDS)]
+        seed: u64,
+        /// A model bundle directory instead of the default model (`--bench` without
+        /// `--config`).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -176,8 +191,8 @@ struct Input {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// One source instead of a config: a file path, file://, rtsp://, any URI, `test:`
-    /// (`test:PATTERN` picks a videotestsrc pattern), or `synthetic:` (`synthetic:gradient`;
-    /// generated without GStreamer).
+    /// (`test:PATTERN` picks a videotestsrc pattern), `synthetic:` (`synthetic:gradient`;
+    /// generated without GStreamer), or `scene:SEED` (the default model's world, live).
     #[arg(long, short)]
     source: Option<String>,
 }
@@ -196,6 +211,17 @@ struct RunArgs {
     /// overrides `[engine] device`.
     #[arg(long)]
     device: Option<String>,
+    /// A question asked on every window (repeatable). Without `[models]`/`[llm]` the
+    /// default model answers it.
+    #[arg(long, short = 'q')]
+    question: Vec<String>,
+    /// A model bundle directory (`bundle.toml` + its parts) instead of the default model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// `text` (answers, readable) or `json` (JSON lines); default: text on a terminal, JSON
+    /// lines to files and pipes.
+    #[arg(long, value_enum)]
+    format: Option<crate::output::Format>,
 }
 
 /// An error with the exit code it maps to.
@@ -271,8 +297,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Eval {
             config,
             manifest,
+            bench,
+            questions,
+            seed,
+            model,
             json,
-        } => crate::train::eval(&config, &manifest, json),
+        } => match (bench, manifest, config) {
+            (Some(_), _, config) => {
+                crate::train::eval_scenes(config.as_deref(), model, questions, seed, json)
+            }
+            (None, Some(m), Some(c)) => crate::train::eval(&c, &m, json),
+            (None, _, None) => {
+                Err(anyhow!("eval: --config FILE is required with --manifest")).code(code::USAGE)
+            }
+            (None, None, Some(_)) => {
+                Err(anyhow!("eval: give --manifest FILE or --bench scenes")).code(code::USAGE)
+            }
+        },
     }
 }
 
@@ -292,6 +333,28 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     }
     if let Some(d) = args.device {
         config.engine.device = d;
+    }
+    crate::bundle::add_questions(&mut config, &args.question).code(code::USAGE)?;
+    // Questions without a model of one's own: the default model (or --model) answers.
+    let own_llm = config.llm.as_ref().is_some_and(|l| l.contains_key("model"));
+    if args.model.is_some() || (config.models.is_none() && config.llm.is_some() && !own_llm) {
+        let dir = args
+            .model
+            .clone()
+            .unwrap_or_else(crate::bundle::default_dir);
+        let b = crate::bundle::Bundle::load(&dir).code(code::MODEL)?;
+        let explicit = match &args.input.config {
+            Some(p) => Some((
+                p.display().to_string(),
+                std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| t.parse::<toml::Table>().ok())
+                    .unwrap_or_default(),
+            )),
+            None => None,
+        };
+        b.apply(&mut config, explicit.as_ref().map(|(o, t)| (o.as_str(), t)))
+            .code(code::USAGE)?;
     }
     config.validate("<command line>").code(code::USAGE)?;
     if config.streams.is_empty() {
@@ -324,7 +387,7 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     .context("cannot install the Ctrl-C handler")
     .code(code::USAGE)?;
 
-    let out = SharedOut::open(&config.output.path).code(code::OUTPUT)?;
+    let out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
     let loaded = model_cfg::load(&setup, &config).code(code::MODEL)?;
     let mut runtime = Runtime::new(config.clone(), sources::source_factory())
         .with_shutdown(shutdown)

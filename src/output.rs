@@ -12,18 +12,41 @@ use parking_lot::Mutex;
 use sensorium_engine::{SinkError, WindowSink};
 use serde_json::Value;
 
+/// How the run's lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// JSON lines (window records and answers): for files and programs.
+    Json,
+    /// Readable answers only: `[scene 00:12.5] What do you see? → a red circle moving left`.
+    Text,
+}
+
 /// A JSON-lines writer shared between threads.
 #[derive(Clone)]
 pub struct SharedOut {
     target: String,
     to_stdout: bool,
+    format: Format,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     /// The first write error (the run's exit code becomes 5).
     failed: Arc<Mutex<Option<String>>>,
 }
 
 impl SharedOut {
-    /// `-` for stdout, otherwise a file (created or truncated).
+    /// `-` for stdout, otherwise a file (created or truncated). Without a `format`, text on
+    /// a terminal and JSON lines anywhere else.
+    pub fn open_as(path: &str, format: Option<Format>) -> Result<Self, SinkError> {
+        use std::io::IsTerminal;
+        let mut me = Self::open(path)?;
+        me.format = format.unwrap_or(if me.to_stdout && std::io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        });
+        Ok(me)
+    }
+
+    /// `-` for stdout, otherwise a file (created or truncated); JSON lines.
     pub fn open(path: &str) -> Result<Self, SinkError> {
         let (target, out, to_stdout): (String, Box<dyn Write + Send>, bool) = if path == "-" {
             ("stdout".into(), Box::new(std::io::stdout()), true)
@@ -37,6 +60,7 @@ impl SharedOut {
         Ok(Self {
             target,
             to_stdout,
+            format: Format::Json,
             out: Arc::new(Mutex::new(out)),
             failed: Arc::new(Mutex::new(None)),
         })
@@ -48,7 +72,13 @@ impl SharedOut {
     }
 
     pub fn write_line(&self, record: &Value) -> Result<(), SinkError> {
-        let mut line = record.to_string();
+        let mut line = match self.format {
+            Format::Json => record.to_string(),
+            Format::Text => match text_line(record) {
+                Some(l) => l,
+                None => return Ok(()),
+            },
+        };
         line.push('\n');
         let mut out = self.out.lock();
         out.write_all(line.as_bytes())
@@ -72,6 +102,21 @@ impl SharedOut {
     pub fn sink(&self) -> Box<dyn WindowSink> {
         Box::new(SharedSink(self.clone()))
     }
+}
+
+/// An answer record as one readable line (`None` for window records).
+pub fn text_line(record: &Value) -> Option<String> {
+    if record["type"] != "answer" {
+        return None;
+    }
+    let t = record["t_end_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+    let (m, s) = ((t / 60.0).floor(), t % 60.0);
+    Some(format!(
+        "[{} {m:02}:{s:04.1}] {} → {}",
+        record["stream"].as_str().unwrap_or("?"),
+        record["question"].as_str().unwrap_or(""),
+        record["answer"].as_str().unwrap_or("")
+    ))
 }
 
 struct SharedSink(SharedOut);

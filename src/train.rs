@@ -61,6 +61,10 @@ pub fn parse(config: &Config, origin: &str) -> anyhow::Result<Option<TrainConfig
 
 fn setup(path: &Path, need_train: bool) -> Result<TrainSetup, Failure> {
     let config = Config::load(path).map_err(|e| fail(code::USAGE, e))?;
+    setup_from(config, path, need_train)
+}
+
+fn setup_from(config: Config, path: &Path, need_train: bool) -> Result<TrainSetup, Failure> {
     let origin = path.display().to_string();
     let ms = ModelSetup::parse(&config, &origin).map_err(|e| fail(code::USAGE, e))?;
     let models = ms.models.clone().ok_or_else(|| {
@@ -317,9 +321,9 @@ fn split(mut samples: Vec<Sample>, fraction: f64) -> (Vec<Sample>, Vec<Sample>) 
     (samples, val)
 }
 
-/// `sensorium eval`.
-pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
-    let s = setup(config, false)?;
+/// The live inference path of `eval`: extractor (run path), streaming Q-Former, greedy
+/// answerer.
+fn eval_parts(s: &TrainSetup) -> Result<(ClipExtractor, QFormerRunner, Answerer), Failure> {
     let dir = s.models.qformer.clone().ok_or_else(|| {
         fail(
             code::USAGE,
@@ -334,10 +338,10 @@ pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
         )
     })?;
     let cache = s.train.cache.clone();
-    let (ex, aw, vw) = extractor(&s, Some(qf.cfg.slots_per_frame), cache)?;
+    let (ex, aw, vw) = extractor(s, Some(qf.cfg.slots_per_frame), cache)?;
     let mut llm = s.llm.clone();
     llm.sampling = SamplingConfig::default();
-    let mut answerer = Answerer::from_config(&llm, &dev).map_err(|e| {
+    let answerer = Answerer::from_config(&llm, &dev).map_err(|e| {
         fail(
             code::MODEL,
             anyhow!("llm.model '{}': {e}", llm.model.display()),
@@ -347,9 +351,10 @@ pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
         .map_err(|e| fail(code::USAGE, e))?;
     let (runner, _) = QFormerRunner::open(qf, Some("cpu"), StoragePrecision::F32)
         .map_err(|e| fail(code::MODEL, e))?;
-    let samples = read_manifest(manifest).map_err(terr)?;
-    check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
-    let report = train_eval::evaluate(&samples, &ex, &runner, &mut answerer).map_err(terr)?;
+    Ok((ex, runner, answerer))
+}
+
+fn print_report(report: &train_eval::EvalReport, json: bool) {
     if json {
         println!("{}", report.json());
     } else {
@@ -361,5 +366,70 @@ pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
             );
         }
     }
+}
+
+/// `sensorium eval`.
+pub fn eval(config: &Path, manifest: &Path, json: bool) -> Result<u8, Failure> {
+    let s = setup(config, false)?;
+    let (ex, runner, mut answerer) = eval_parts(&s)?;
+    let samples = read_manifest(manifest).map_err(terr)?;
+    check_ranges(&samples, s.config.engine.fps).map_err(terr)?;
+    let report = train_eval::evaluate(&samples, &ex, &runner, &mut answerer).map_err(terr)?;
+    print_report(&report, json);
+    Ok(code::OK)
+}
+
+/// `sensorium eval --bench scenes`: held-out scene streams (seeds from `seed` on), `n`
+/// questions, two per window, through the live inference path of `config` (else the
+/// default model, or the bundle `model`).
+pub fn eval_scenes(
+    config: Option<&Path>,
+    model: Option<PathBuf>,
+    n: usize,
+    seed: u64,
+    json: bool,
+) -> Result<u8, Failure> {
+    use sensorium_models::train::scenes::{evaluate_scenes, HELD_OUT_SEEDS};
+    if seed < HELD_OUT_SEEDS {
+        return Err(fail(
+            code::USAGE,
+            anyhow!("--seed {seed}: benchmark seeds start at {HELD_OUT_SEEDS} (lower ones may be training seeds)"),
+        ));
+    }
+    if n == 0 {
+        return Err(fail(code::USAGE, anyhow!("--questions must be at least 1")));
+    }
+    let (mut cfg, origin) = match config {
+        Some(p) => (
+            Config::load(p).map_err(|e| fail(code::USAGE, e))?,
+            p.to_owned(),
+        ),
+        None => (
+            Config::from_toml_str("", "<default model>").map_err(|e| fail(code::USAGE, e))?,
+            PathBuf::from("<default model>"),
+        ),
+    };
+    if model.is_some() || cfg.models.is_none() {
+        let dir = model.unwrap_or_else(crate::bundle::default_dir);
+        let b = crate::bundle::Bundle::load(&dir).map_err(|e| fail(code::MODEL, e))?;
+        b.apply(&mut cfg, None).map_err(|e| fail(code::USAGE, e))?;
+    }
+    let s = setup_from(cfg, &origin, false)?;
+    let (ex, runner, mut answerer) = eval_parts(&s)?;
+    let e = &s.config.engine;
+    let window_s = e.window as f64 / e.fps;
+    let report = evaluate_scenes(
+        seed..u64::MAX,
+        12.0,
+        2,
+        n,
+        window_s,
+        f64::from(e.width) / f64::from(e.height),
+        &ex,
+        &runner,
+        &mut answerer,
+    )
+    .map_err(terr)?;
+    print_report(&report, json);
     Ok(code::OK)
 }

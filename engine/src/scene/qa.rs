@@ -57,7 +57,13 @@ const CAPTION: [&str; 3] = [
 /// from `r`. Empty when the window is not inside one scene.
 pub fn questions(tl: &mut SceneTimeline, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
     let s = tl.at(t0).clone();
-    if t1 > s.end_s() + 1e-6 {
+    scene_questions(&s, t0, t1, r)
+}
+
+/// [`questions`] about scene `s` (stream times `t0..t1`).
+pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
+    let s = s.clone();
+    if t0 + 1e-6 < s.start_s || t1 > s.end_s() + 1e-6 {
         return Vec::new();
     }
     let (a, b) = (t0 - s.start_s, t1 - s.start_s);
@@ -299,5 +305,133 @@ fn absent_object(s: &Scene, r: &mut Rng) -> String {
         if !s.objects.iter().any(|o| o.colour == c && o.shape == sh) {
             return name(c, sh);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scene::world::{Colour, Object};
+
+    fn square(motion: Motion, speed: f64) -> Object {
+        Object {
+            shape: Shape::Square,
+            colour: Colour::Red,
+            radius: 0.1,
+            x0: 0.6,
+            y0: 0.5,
+            motion,
+            speed,
+            onset_s: 0.0,
+        }
+    }
+
+    fn scene(objects: Vec<Object>, sound: Sound, origin: Origin) -> Scene {
+        Scene {
+            start_s: 10.0,
+            duration_s: 4.0,
+            aspect: 1.0,
+            objects,
+            sound,
+            origin,
+            sound_onset_s: 0.0,
+            freq: 1000.0,
+            level: 0.5,
+            click_phase_s: 0.1,
+            brightness: 1.0,
+            noise_std: 0.0,
+            seed: 1,
+        }
+    }
+
+    fn answers(s: &Scene, t0: f64) -> Vec<(&'static str, String)> {
+        let mut r = Rng::new(5);
+        scene_questions(s, t0, t0 + 2.0, &mut r)
+            .into_iter()
+            .map(|q| (q.kind, q.answer))
+            .collect()
+    }
+
+    #[test]
+    fn a_moving_square_and_a_tone_from_off_screen() {
+        // Left at 0.05/s: 0.6 -> 0.5 over the window, no bounce.
+        let s = scene(
+            vec![square(Motion::Left, 0.05)],
+            Sound::HighTone,
+            Origin::OffScreen,
+        );
+        let a = answers(&s, 10.0);
+        let get = |k: &str| {
+            a.iter()
+                .find(|(kind, _)| *kind == k)
+                .map(|(_, x)| x.as_str())
+        };
+        assert_eq!(get("see"), Some("a red square moving left"));
+        assert_eq!(get("count"), Some("one"));
+        assert_eq!(get("colour"), Some("red"));
+        assert_eq!(get("shape"), Some("square"));
+        assert_eq!(get("direction"), Some("left"));
+        assert_eq!(get("hear"), Some("a high tone"));
+        assert_eq!(get("source"), Some("no"));
+        assert_eq!(get("sync"), None, "a tone has no sync question");
+        assert_eq!(
+            get("caption"),
+            Some("a red square moving left and a high tone")
+        );
+    }
+
+    #[test]
+    fn a_bouncing_clicking_square_is_in_sync_and_shifted_clicks_are_not() {
+        // 0.6 -> left edge (0.1) at 0.5 s/0.5 = 1 s: one bounce, one click in the window.
+        let o = square(Motion::Left, 0.5);
+        let s = scene(vec![o.clone()], Sound::Clicks, Origin::Object { index: 0 });
+        let a = answers(&s, 10.0);
+        assert!(a.contains(&("sync", "yes".into())), "{a:?}");
+        assert!(a.contains(&("clicks", "one".into())), "{a:?}");
+        assert!(a.contains(&("source", "yes".into())), "{a:?}");
+        assert!(a.contains(&("direction", "left and right".into())), "{a:?}");
+        let s = scene(
+            vec![o],
+            Sound::Clicks,
+            Origin::Shifted {
+                index: 0,
+                shift_s: 0.5,
+            },
+        );
+        let a = answers(&s, 10.0);
+        assert!(a.contains(&("sync", "no".into())), "{a:?}");
+        assert!(
+            !a.iter().any(|(k, _)| *k == "source"),
+            "not asked out of sync: {a:?}"
+        );
+    }
+
+    #[test]
+    fn straddling_and_onset_windows() {
+        let s = scene(
+            vec![square(Motion::Still, 0.0)],
+            Sound::Noise,
+            Origin::OffScreen,
+        );
+        assert!(
+            answers(&s, 13.0).is_empty(),
+            "a window past the scene's end"
+        );
+        let mut late = s.clone();
+        late.sound_onset_s = 1.0;
+        let a = answers(&late, 10.0);
+        assert_eq!(a, vec![("order", "the square".to_owned())]);
+        let mut late = s;
+        late.objects[0].onset_s = 1.5;
+        let a = answers(&late, 10.0);
+        assert_eq!(
+            a,
+            vec![
+                ("order", "the sound".to_owned()),
+                ("hear", "noise".to_owned())
+            ]
+        );
+        // The next window of the same scene: everything steady, all questions.
+        assert!(answers(&late, 12.0).len() > 5);
     }
 }
