@@ -28,7 +28,8 @@ fn wake_lora(t: &Trainer) {
 /// towers'); with RoPE (the LLM) the rotated bias differs per position and does matter.
 fn is_key_bias(name: &str) -> bool {
     name.ends_with(".key.bias")
-        || (name.ends_with(".k_proj.bias") && (name.starts_with("audio.") || name.starts_with("vision.")))
+        || (name.ends_with(".k_proj.bias")
+            && (name.starts_with("audio.") || name.starts_with("vision.")))
 }
 
 fn set_at(v: &Var, i: usize, x: f32) {

@@ -299,7 +299,11 @@ impl ClipExtractor {
             .cache_dir
             .as_ref()
             .map(|d| d.join(format!("{}.safetensors", hex(&h.finalize()))));
-        if let Some(f) = path.as_ref().filter(|p| p.is_file()).and_then(|p| read_cache(p)) {
+        if let Some(f) = path
+            .as_ref()
+            .filter(|p| p.is_file())
+            .and_then(|p| read_cache(p))
+        {
             self.stats.cached.fetch_add(1, Ordering::Relaxed);
             return Ok(Arc::new(f));
         }

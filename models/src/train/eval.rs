@@ -8,11 +8,11 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use serde::Serialize;
 
-use super::clips::ClipExtractor;
+use super::clips::{ClipExtractor, ClipFeatures};
 use super::data::Sample;
 use super::TrainError;
 use crate::llm::{Answerer, CancelToken, WindowMeta};
-use crate::qformer::{FrameInput, QFormerRunner, StreamFrame};
+use crate::qformer::{FrameInput, QFormerRunner, RunnerStream, StreamFrame};
 
 /// Lower case, surrounding whitespace and one final full stop ignored.
 pub fn normalise_answer(s: &str) -> String {
@@ -104,63 +104,94 @@ pub fn evaluate(
         }
         let stream: Arc<str> = Arc::from(format!("eval-{si}"));
         let mut st = qformer.new_stream();
-        let n = clip.frames.len() as u64;
         // Windows in stream order, as the live path sees them; answers use the selected.
-        for (wi, w) in clip.windows.iter().enumerate() {
-            let frames: Vec<StreamFrame> = w
-                .valid
-                .iter()
-                .enumerate()
-                .map(|(j, v)| {
-                    let index = w.first + j as u64;
-                    let valid = *v && index < n;
-                    StreamFrame {
-                        index,
-                        valid,
-                        input: if valid {
-                            clip.frames[index as usize].clone()
-                        } else {
-                            FrameInput::default()
-                        },
-                    }
-                })
-                .collect();
-            let kv = qformer.window(&mut st, &frames)?;
-            if !selected.contains(&wi) {
-                continue;
-            }
-            let out = qformer.query_batch(&[kv])?;
-            let tokens: Tensor = out.projected.get(0)?;
-            answerer.push_window(
-                WindowMeta {
-                    stream: stream.to_string(),
-                    index: wi as u64,
-                    t_start: w.t_start,
-                    t_end: w.t_end,
-                    captured: None,
-                },
-                &tokens,
+        for (wi, _) in clip.windows.iter().enumerate() {
+            push_window(
+                &clip,
+                wi,
+                &stream,
+                qformer,
+                &mut st,
+                answerer,
+                selected.contains(&wi),
             )?;
         }
         for t in &s.turns {
             let a = answerer.answer(&stream, &t.question, &CancelToken::new(), &mut |_| {})?;
-            let e = r.tasks.entry(s.task.clone()).or_default();
-            e.1 += 1;
-            r.total += 1;
-            if normalise_answer(&a.text) == normalise_answer(&t.answer) {
-                e.0 += 1;
-                r.correct += 1;
-            } else {
-                r.misses.push(Miss {
-                    origin: s.origin.clone(),
-                    task: s.task.clone(),
-                    question: t.question.clone(),
-                    expected: t.answer.clone(),
-                    got: a.text,
-                });
-            }
+            r.score(&s.origin, &s.task, &t.question, &t.answer, a.text);
         }
         answerer.end_stream(&stream);
     }
     Ok(r)
+}
+
+impl EvalReport {
+    /// Counts one answer against its expected one.
+    pub fn score(&mut self, origin: &str, task: &str, question: &str, expected: &str, got: String) {
+        let e = self.tasks.entry(task.to_owned()).or_default();
+        e.1 += 1;
+        self.total += 1;
+        if normalise_answer(&got) == normalise_answer(expected) {
+            e.0 += 1;
+            self.correct += 1;
+        } else {
+            self.misses.push(Miss {
+                origin: origin.to_owned(),
+                task: task.to_owned(),
+                question: question.to_owned(),
+                expected: expected.to_owned(),
+                got,
+            });
+        }
+    }
+}
+
+/// Runs window `wi` of `clip` through the streaming Q-Former (its cache `st`), and when
+/// `answer_it`, hands its tokens to the answerer as stream `stream`'s newest window.
+pub fn push_window(
+    clip: &ClipFeatures,
+    wi: usize,
+    stream: &str,
+    qformer: &QFormerRunner,
+    st: &mut RunnerStream,
+    answerer: &mut Answerer,
+    answer_it: bool,
+) -> Result<(), TrainError> {
+    let w = &clip.windows[wi];
+    let n = clip.frames.len() as u64;
+    let frames: Vec<StreamFrame> = w
+        .valid
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let index = w.first + j as u64;
+            let valid = *v && index < n;
+            StreamFrame {
+                index,
+                valid,
+                input: if valid {
+                    clip.frames[index as usize].clone()
+                } else {
+                    FrameInput::default()
+                },
+            }
+        })
+        .collect();
+    let kv = qformer.window(st, &frames)?;
+    if !answer_it {
+        return Ok(());
+    }
+    let out = qformer.query_batch(&[kv])?;
+    let tokens: Tensor = out.projected.get(0)?;
+    answerer.push_window(
+        WindowMeta {
+            stream: stream.to_string(),
+            index: wi as u64,
+            t_start: w.t_start,
+            t_end: w.t_end,
+            captured: None,
+        },
+        &tokens,
+    )?;
+    Ok(())
 }

@@ -53,7 +53,10 @@ impl ScenesConfig {
                 message,
             })
         };
-        for (name, [a, b]) in [("train_seeds", self.train_seeds), ("val_seeds", self.val_seeds)] {
+        for (name, [a, b]) in [
+            ("train_seeds", self.train_seeds),
+            ("val_seeds", self.val_seeds),
+        ] {
             if a > b {
                 return bad(name, format!("[{a}, {b}) is empty the wrong way round"));
             }
@@ -135,10 +138,9 @@ impl ExampleSource for SceneExamples<'_> {
         let mut out = Vec::new();
         for seed in self.seeds.clone() {
             let key = format!("scene seed={seed} seconds={}", self.seconds);
-            let clip = self.extractor.source_features(
-                stream_source(seed, self.seconds, self.window_s),
-                &key,
-            )?;
+            let clip = self
+                .extractor
+                .source_features(stream_source(seed, self.seconds, self.window_s), &key)?;
             let mut tl = SceneTimeline::new(
                 seed,
                 WorldParams {
@@ -170,4 +172,75 @@ impl ExampleSource for SceneExamples<'_> {
         }
         Ok(out)
     }
+}
+
+/// `sensorium eval --bench scenes`: held-out scene streams `seeds` (from
+/// [`HELD_OUT_SEEDS`] on) through the live inference path; every window's questions (a
+/// balanced draw of `per_window`) answered right after the window, until `limit` questions.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_scenes(
+    seeds: Range<u64>,
+    seconds: f64,
+    per_window: usize,
+    limit: usize,
+    window_s: f64,
+    aspect: f64,
+    extractor: &ClipExtractor,
+    qformer: &crate::qformer::QFormerRunner,
+    answerer: &mut crate::llm::Answerer,
+) -> Result<super::EvalReport, TrainError> {
+    let mut report = super::EvalReport::default();
+    for seed in seeds {
+        if report.total >= limit {
+            break;
+        }
+        let key = format!("scene seed={seed} seconds={seconds}");
+        let clip = extractor.source_features(stream_source(seed, seconds, window_s), &key)?;
+        let mut tl = SceneTimeline::new(seed, WorldParams { window_s, aspect });
+        let mut r = Rng::for_item(seed, 0xE7A1);
+        let stream = format!("scene-{seed}");
+        let mut st = qformer.new_stream();
+        for (wi, w) in clip.windows.iter().enumerate() {
+            let full = w.valid.iter().all(|v| *v);
+            let (t0, t1) = (w.t_start as f64 / 1e9, w.t_end as f64 / 1e9);
+            let qs = if full {
+                pick_questions(
+                    scene::questions(&mut tl, t0, t1, &mut r),
+                    per_window,
+                    &mut r,
+                )
+            } else {
+                Vec::new()
+            };
+            super::eval::push_window(
+                &clip,
+                wi,
+                &stream,
+                qformer,
+                &mut st,
+                answerer,
+                !qs.is_empty(),
+            )?;
+            for q in qs {
+                if report.total >= limit {
+                    break;
+                }
+                let a = answerer.answer(
+                    &stream,
+                    &q.question,
+                    &crate::llm::CancelToken::new(),
+                    &mut |_| {},
+                )?;
+                report.score(
+                    &format!("scene {seed} window {wi}"),
+                    q.task,
+                    &q.question,
+                    &q.answer,
+                    a.text,
+                );
+            }
+        }
+        answerer.end_stream(&stream);
+    }
+    Ok(report)
 }
