@@ -404,10 +404,13 @@ pub fn eval_scenes(
             Config::load(p).map_err(|e| fail(code::USAGE, e))?,
             p.to_owned(),
         ),
-        None => (
-            Config::from_toml_str("", "<default model>").map_err(|e| fail(code::USAGE, e))?,
-            PathBuf::from("<default model>"),
-        ),
+        None => {
+            // A config of nothing but the model sections (filled from the bundle below).
+            let mut c = Config::from_toml_str("[models]\n", "<default model>")
+                .map_err(|e| fail(code::USAGE, e))?;
+            c.models = None;
+            (c, PathBuf::from("<default model>"))
+        }
     };
     if model.is_some() || cfg.models.is_none() {
         let dir = model.unwrap_or_else(crate::bundle::default_dir);
