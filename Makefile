@@ -48,7 +48,7 @@ train-default: build
 	rm -rf $(DEFAULT_INIT)/run
 	target/release/sensorium train --config $(DEFAULT_INIT)/train.toml
 	for part in audio vision qformer llm; do \
-		rm -rf default-model/$$part && cp -r $(DEFAULT_INIT)/run/best/$$part default-model/$$part; \
+		rm -rf default-model/$$part && cp -r $(DEFAULT_INIT)/run/$$part default-model/$$part; \
 	done
 	target/release/sensorium eval --bench scenes --questions 1000
 
