@@ -343,16 +343,13 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
             .clone()
             .unwrap_or_else(crate::bundle::default_dir);
         let b = crate::bundle::Bundle::load(&dir).code(code::MODEL)?;
-        let explicit = match &args.input.config {
-            Some(p) => Some((
-                p.display().to_string(),
-                std::fs::read_to_string(p)
-                    .ok()
-                    .and_then(|t| t.parse::<toml::Table>().ok())
-                    .unwrap_or_default(),
-            )),
-            None => None,
-        };
+        let explicit = args.input.config.as_ref().map(|p| {
+            let table = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .unwrap_or_default();
+            (p.display().to_string(), table)
+        });
         b.apply(&mut config, explicit.as_ref().map(|(o, t)| (o.as_str(), t)))
             .code(code::USAGE)?;
     }

@@ -264,7 +264,7 @@ fn unknown_source_kind_and_malformed_toml_exit_2() {
         stderr(&o),
         format!(
             "sensorium: {cfg}: field `stream[0].source.kind`: unknown source kind \"webcam\" \
-             (expected one of: test, file, uri, rtsp, camera, microphone, launch, synthetic)\n"
+             (expected one of: test, file, uri, rtsp, camera, microphone, launch, synthetic, scene)\n"
         )
     );
     let bad = write(

@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "stream 'cam': source kind 'rtsp' needs GStreamer, which this build of sensorium \
-             does not include (only 'synthetic' sources run)"
+             does not include (only 'synthetic' and 'scene' sources run)"
         );
     }
 }
