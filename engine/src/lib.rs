@@ -11,6 +11,7 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod report;
 pub mod runtime;
 pub mod scene;
 pub mod sink;

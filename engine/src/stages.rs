@@ -16,7 +16,7 @@ use crate::frame::{SourceEvent, SyncedFrame, Window};
 use crate::metrics as m;
 use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{Closed, QueueReceiver, QueueSender};
-use crate::runtime::{StreamEnd, StreamReport};
+use crate::report::{StreamEnd, StreamReport};
 use crate::sink::{merge_fields, window_record, WindowSink};
 use crate::source::SourceHandle;
 use crate::sync::Synchroniser;
@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Why stages should stop early.
 #[derive(Clone)]
 pub(crate) struct Stop {
-    pub user: crate::runtime::Shutdown,
+    pub user: crate::report::Shutdown,
     pub sink_failed: Arc<AtomicBool>,
 }
 

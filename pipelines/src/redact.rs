@@ -2,18 +2,7 @@
 //! part, and known secrets are masked wherever an element's debug text might repeat them.
 
 /// `url` without userinfo: `rtsp://user:pw@host:554/x` -> `rtsp://host:554/x`.
-pub fn strip_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    // The authority ends at the first '/', '?' or '#'; userinfo is before its last '@'.
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..auth_end].rfind('@') {
-        Some(at) => format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
+pub use sensorium_engine::config_load::strip_userinfo;
 
 /// Element properties whose values are user names.
 const USER_KEYS: &[&str] = &["user-id", "proxy-id"];
