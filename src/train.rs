@@ -238,6 +238,7 @@ pub fn train(
             seeds: seeds[0]..seeds[1],
             seconds: sc.seconds,
             questions: sc.questions,
+            tasks: sc.tasks.clone(),
             window_s: e.window as f64 / e.fps,
             aspect: f64::from(e.width) / f64::from(e.height),
             extractor: &ex,

@@ -32,6 +32,8 @@ pub struct ScenesConfig {
     pub seconds: f64,
     /// Questions asked per window (tasks drawn in turn, so every task is represented).
     pub questions: usize,
+    /// Only these tasks (e.g. `["audio"]` for a first curriculum stage); empty: all.
+    pub tasks: Vec<String>,
 }
 
 impl Default for ScenesConfig {
@@ -41,6 +43,7 @@ impl Default for ScenesConfig {
             val_seeds: [1, 21],
             seconds: 12.0,
             questions: 4,
+            tasks: Vec::new(),
         }
     }
 }
@@ -77,6 +80,14 @@ impl ScenesConfig {
         }
         if self.questions == 0 {
             return bad("questions", "must be at least 1".into());
+        }
+        for t in &self.tasks {
+            if !scene::TASKS.contains(&t.as_str()) {
+                return bad(
+                    "tasks",
+                    format!("unknown task {t:?} (one of: {})", scene::TASKS.join(", ")),
+                );
+            }
         }
         Ok(())
     }
@@ -127,6 +138,8 @@ pub struct SceneExamples<'a> {
     pub seeds: Range<u64>,
     pub seconds: f64,
     pub questions: usize,
+    /// Only these tasks; empty: all.
+    pub tasks: Vec<String>,
     /// The engine's window span, s (`window / fps`) and frame aspect (width / height).
     pub window_s: f64,
     pub aspect: f64,
@@ -154,7 +167,10 @@ impl ExampleSource for SceneExamples<'_> {
                     continue; // the padded last window
                 }
                 let (t0, t1) = (w.t_start as f64 / 1e9, w.t_end as f64 / 1e9);
-                let qs = scene::questions(&mut tl, t0, t1, &mut r);
+                let mut qs = scene::questions(&mut tl, t0, t1, &mut r);
+                if !self.tasks.is_empty() {
+                    qs.retain(|q| self.tasks.iter().any(|t| t == q.task));
+                }
                 for q in pick_questions(qs, self.questions, &mut r) {
                     let turn = Turn {
                         question: q.question,
