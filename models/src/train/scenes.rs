@@ -260,3 +260,54 @@ pub fn evaluate_scenes(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(c: ScenesConfig) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn scene_configs_are_checked() {
+        assert!(ScenesConfig::default().validate().is_ok());
+        let c = ScenesConfig {
+            val_seeds: [1500, 1600],
+            ..ScenesConfig::default()
+        };
+        let e = err(c);
+        assert!(
+            e.contains("train.scenes.val_seeds") && e.contains("must not overlap"),
+            "{e}"
+        );
+        let c = ScenesConfig {
+            train_seeds: [0, HELD_OUT_SEEDS + 1],
+            ..ScenesConfig::default()
+        };
+        assert!(err(c).contains("held out for evaluation"));
+        let c = ScenesConfig {
+            tasks: vec!["smell".into()],
+            ..ScenesConfig::default()
+        };
+        assert!(err(c).contains("unknown task \"smell\""));
+    }
+
+    #[test]
+    fn a_balanced_draw_takes_tasks_in_turn() {
+        let q = |task: &'static str, i: usize| Question {
+            task,
+            kind: "k",
+            question: format!("{task}{i}"),
+            answer: "a".into(),
+        };
+        let all: Vec<Question> = (0..5)
+            .map(|i| q("visual", i))
+            .chain([q("audio", 0), q("caption", 0)])
+            .collect();
+        let got = pick_questions(all, 3, &mut Rng::new(1));
+        let mut tasks: Vec<&str> = got.iter().map(|q| q.task).collect();
+        tasks.sort();
+        assert_eq!(tasks, ["audio", "caption", "visual"]);
+    }
+}
