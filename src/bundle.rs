@@ -81,18 +81,11 @@ impl Bundle {
         explicit: Option<(&str, &toml::Table)>,
     ) -> anyhow::Result<()> {
         let engine = self.section("engine");
-        let num = |k: &str| {
-            engine
-                .get(k)
-                .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
-        };
+        let num = |k: &str| number(&engine, k);
         if let Some((origin, user)) = explicit {
             if let Some(e) = user.get("engine").and_then(|v| v.as_table()) {
                 for k in ENGINE_KEYS {
-                    let mine = e
-                        .get(k)
-                        .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)));
-                    if let (Some(m), Some(b)) = (mine, num(k)) {
+                    if let (Some(m), Some(b)) = (number(e, k), num(k)) {
                         if (m - b).abs() > 1e-9 {
                             bail!(
                                 "{origin}: engine.{k} = {m} conflicts with the model bundle {} (trained with {k} = {b}); remove it, or give [models] and [llm]",
@@ -147,6 +140,12 @@ impl Bundle {
     fn path(&self, part: &str) -> String {
         self.dir.join(part).display().to_string()
     }
+}
+
+/// A TOML number (integer or float) at `key` of `t`.
+fn number(t: &toml::Table, key: &str) -> Option<f64> {
+    t.get(key)
+        .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
 }
 
 /// Adds `--question` texts to `[llm]` (asked on every window).

@@ -176,18 +176,30 @@ impl WhisperSpec {
 /// decoder itself and warns that its weights are missing).
 pub fn write_whisper(spec: &WhisperSpec, dir: &Path) -> Result<()> {
     spec.validate()?;
-    create_dir(dir)?;
-    write_json(&dir.join("config.json"), &spec.config_json())?;
-    write_json(
-        &dir.join("preprocessor_config.json"),
+    write_checkpoint(
+        dir,
+        &spec.config_json(),
         &spec.preprocessor_json(),
-    )?;
-    write_safetensors(
-        &dir.join("model.safetensors"),
         spec.tensors(),
         spec.seed,
         spec.init_std,
     )
+}
+
+/// `dir/config.json`, `dir/preprocessor_config.json` and `dir/model.safetensors` (the
+/// tensors drawn from `seed`).
+fn write_checkpoint(
+    dir: &Path,
+    config: &serde_json::Value,
+    preprocessor: &serde_json::Value,
+    tensors: Vec<Synth>,
+    seed: u64,
+    init_std: f32,
+) -> Result<()> {
+    create_dir(dir)?;
+    write_json(&dir.join("config.json"), config)?;
+    write_json(&dir.join("preprocessor_config.json"), preprocessor)?;
+    write_safetensors(&dir.join("model.safetensors"), tensors, seed, init_std)
 }
 
 /// Shape and init of a synthetic CLIP vision tower.
@@ -308,14 +320,10 @@ impl ClipVisionSpec {
 /// `preprocessor_config.json` and `model.safetensors` (f32).
 pub fn write_clip_vision(spec: &ClipVisionSpec, dir: &Path) -> Result<()> {
     spec.validate()?;
-    create_dir(dir)?;
-    write_json(&dir.join("config.json"), &spec.config_json())?;
-    write_json(
-        &dir.join("preprocessor_config.json"),
+    write_checkpoint(
+        dir,
+        &spec.config_json(),
         &spec.preprocessor_json(),
-    )?;
-    write_safetensors(
-        &dir.join("model.safetensors"),
         spec.tensors(),
         spec.seed,
         spec.init_std,

@@ -56,13 +56,11 @@ const CAPTION: [&str; 3] = [
 /// Every question one may ask about `[t0, t1)` (stream time, s), each in a phrasing drawn
 /// from `r`. Empty when the window is not inside one scene.
 pub fn questions(tl: &mut SceneTimeline, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
-    let s = tl.at(t0).clone();
-    scene_questions(&s, t0, t1, r)
+    scene_questions(tl.at(t0), t0, t1, r)
 }
 
 /// [`questions`] about scene `s` (stream times `t0..t1`).
 pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
-    let s = s.clone();
     if t0 + 1e-6 < s.start_s || t1 > s.end_s() + 1e-6 {
         return Vec::new();
     }
@@ -85,7 +83,7 @@ pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question
     let onset_here = |t: f64| t > 0.0 && t + 1e-9 >= a && t < b;
     let object_onset = s.objects.iter().any(|o| onset_here(o.onset_s));
     let sound_onset = onset_here(s.sound_onset_s);
-    let hear = hear(&s, a, b);
+    let hear = hear(s);
 
     if object_onset || sound_onset {
         // The window where something starts: what came first, and the sound.
@@ -114,7 +112,7 @@ pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question
         return out;
     }
 
-    let see = see(&s, a, b);
+    let see = see(s, a, b);
     ask("visual", "see", &SEE, &id, see.clone());
     ask(
         "visual",
@@ -160,7 +158,7 @@ pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question
                 "In which direction does the {n} move?",
             ],
             &|q| q.replace("{n}", &name(o.colour, o.shape)),
-            direction(o, &s, a, b),
+            direction(o, s, a, b),
         );
     }
     ask("audio", "hear", &HEAR, &id, hear.clone());
@@ -194,7 +192,7 @@ pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question
             "yes".into(),
         );
     } else {
-        let absent = absent_object(&s, r);
+        let absent = absent_object(s, r);
         ask(
             "av_hallucination",
             "exists",
@@ -269,8 +267,8 @@ pub fn see(s: &Scene, a: f64, b: f64) -> String {
         .join(" and ")
 }
 
-/// "What do you hear?" in `[a, b)`.
-pub fn hear(s: &Scene, _a: f64, _b: f64) -> String {
+/// "What do you hear?" (one sound per scene).
+pub fn hear(s: &Scene) -> String {
     s.sound.answer().to_owned()
 }
 

@@ -27,7 +27,7 @@ pub fn picture(
     width: u32,
     height: u32,
 ) -> Vec<u8> {
-    let s = tl.at(t_s).clone();
+    let s = tl.at(t_s);
     let (w, h) = (width.max(1) as usize, height.max(1) as usize);
     let scale = h as f64; // pixels per frame height
     let xscale = w as f64 / s.aspect; // keeps the layout when the frame's aspect differs
@@ -82,10 +82,10 @@ pub fn audio(tl: &mut SceneTimeline, first: u64, n: usize) -> Vec<f32> {
     let mut p = first;
     let end = first + n as u64;
     while p < end {
-        let s = tl.at(p as f64 / rate).clone();
+        let s = tl.at(p as f64 / rate);
         let scene_end = (s.end_s() * rate).round() as u64;
         let stop = end.min(scene_end.max(p + 1));
-        render_scene_audio(&s, p, stop, &mut out);
+        render_scene_audio(s, p, stop, &mut out);
         p = stop;
     }
     out

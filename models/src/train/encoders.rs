@@ -56,24 +56,38 @@ fn load_part(
     frozen: &[&str],
 ) -> Result<(Part, Weights), TrainError> {
     let dev = Device::Cpu;
-    let prefix = root(&Weights::from_dir(dir, &dev)?)?.prefix().to_owned();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| model_err(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
-    let mut by_file = Vec::new();
-    let mut map: HashMap<String, Tensor> = HashMap::new();
-    let mut vars = Vec::new();
+    if files.is_empty() {
+        return Err(model_err(
+            &dir.join("model.safetensors"),
+            "no *.safetensors file in the checkpoint directory",
+        ));
+    }
+    // Read every file once; the encoder's root prefix is found on what was read.
+    let mut loaded = Vec::with_capacity(files.len());
     for f in &files {
-        let mut tensors = Vec::new();
-        let mut loaded: Vec<(String, Tensor)> = candle_core::safetensors::load(f, &dev)
+        let mut t: Vec<(String, Tensor)> = candle_core::safetensors::load(f, &dev)
             .map_err(|e| model_err(f, e))?
             .into_iter()
             .collect();
-        loaded.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, t) in loaded {
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        loaded.push(t);
+    }
+    let all: HashMap<String, Tensor> = loaded.iter().flatten().cloned().collect();
+    let prefix = root(&Weights::from_tensors(all, &files[0], &dev))?
+        .prefix()
+        .to_owned();
+    let mut by_file = Vec::new();
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    let mut vars = Vec::new();
+    for (f, file_tensors) in files.iter().zip(loaded) {
+        let mut tensors = Vec::new();
+        for (name, t) in file_tensors {
             let under = prefix.is_empty() || name.starts_with(&format!("{prefix}."));
             let float = matches!(
                 t.dtype(),

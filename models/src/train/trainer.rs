@@ -476,7 +476,6 @@ impl Trainer {
     /// The Q-Former's output for each window of `ex`, exactly as the streaming path computes
     /// it for that window: `(hidden [Q, H], projected [Q, llm])`.
     pub fn av_tokens(&self, ex: &Example) -> Result<Vec<(Tensor, Tensor)>, TrainError> {
-        let c = &self.qformer.cfg;
         let n = ex.clip.frames.len() as u64;
         let encoded = self.encode_frames(ex)?;
         let mut out = Vec::new();
@@ -484,13 +483,7 @@ impl Trainer {
             let w = &ex.clip.windows[wi];
             let k = w.valid.len() as u64;
             let end = w.first + k;
-            let lo = match c.context {
-                SlotContext::Lookback => {
-                    let history = (c.num_hidden_layers * c.lookback.saturating_sub(1)) as u64;
-                    w.first.saturating_sub(history)
-                }
-                SlotContext::Window => w.first,
-            };
+            let lo = w.first.saturating_sub(self.history_frames());
             let mut frames = Vec::with_capacity((end - lo) as usize);
             let mut valid = Vec::with_capacity((end - lo) as usize);
             for j in lo..end {
@@ -514,6 +507,16 @@ impl Trainer {
         Ok(out)
     }
 
+    /// Frames before a window that its slots still see (the causal Q-Former's lookback
+    /// reaches `lookback - 1` frames back per layer).
+    fn history_frames(&self) -> u64 {
+        let c = &self.qformer.cfg;
+        match c.context {
+            SlotContext::Lookback => (c.num_hidden_layers * c.lookback.saturating_sub(1)) as u64,
+            SlotContext::Window => 0,
+        }
+    }
+
     /// With trained encoders, the features of every frame `ex`'s windows read (their
     /// lookback included), encoded once in the graph; `None` when the clip carries
     /// features already.
@@ -530,11 +533,7 @@ impl Trainer {
                 ),
             });
         };
-        let c = &self.qformer.cfg;
-        let history = match c.context {
-            SlotContext::Lookback => (c.num_hidden_layers * c.lookback.saturating_sub(1)) as u64,
-            SlotContext::Window => 0,
-        };
+        let history = self.history_frames();
         let n = ex.clip.inputs.len() as u64;
         let mut idx: Vec<u64> = Vec::new();
         for &wi in &ex.windows {
