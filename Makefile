@@ -14,7 +14,8 @@ CONFIG ?= pipelines/configs/test.toml
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
 DEFAULT_INIT ?= target/default-init
-DEFAULT_STEPS ?= 6000
+DEFAULT_STEPS ?= 4000
+DEFAULT_PRETRAIN ?= 1500
 QUESTIONS := --question "What do you see?" --question "What do you hear?" \
 	--question "Describe what you see and hear."
 
@@ -44,7 +45,7 @@ run-pipeline: build
 	$(CARGO) run --release -p sensorium -- run --config $(CONFIG)
 
 train-default: build
-	$(CARGO) run --release --example init_default -- $(DEFAULT_INIT) $(DEFAULT_STEPS)
+	$(CARGO) run --release --example init_default -- $(DEFAULT_INIT) $(DEFAULT_STEPS) $(DEFAULT_PRETRAIN)
 	rm -rf $(DEFAULT_INIT)/run
 	target/release/sensorium train --config $(DEFAULT_INIT)/train.toml
 	for part in audio vision qformer llm; do \

@@ -4,7 +4,7 @@
 //! layout, plus the `sensorium train` config that trains them (and a random causal Q-Former)
 //! on the scene world. `make train-default` runs it, then trains.
 //!
-//! `cargo run --release --example init_default -- OUT_DIR [STEPS]`
+//! `cargo run --release --example init_default -- OUT_DIR [STEPS] [PRETRAIN_STEPS]`
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,8 @@ const VOCAB: usize = 384;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map_or("target/default-init", String::as_str));
-    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(6000);
+    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4000);
+    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1500);
     std::fs::create_dir_all(&out)?;
 
     // The tokenizer learns the world's words and the template's pieces.
@@ -95,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     let weights = llm.weights()?;
     llm.write_hf_dir(&out.join("llm"), &weights, &tok, 0, 2)?;
 
-    std::fs::write(out.join("train.toml"), train_config(&out, steps))?;
+    std::fs::write(out.join("train.toml"), train_config(&out, steps, pretrain))?;
     eprintln!(
         "init_default: untrained parts and train.toml in {} ({} corpus lines)",
         out.display(),
@@ -104,8 +105,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train_config(out: &Path, steps: u64) -> String {
-    let _ = out;
+fn train_config(out: &Path, steps: u64, pretrain: u64) -> String {
+    // The parts by absolute path: `sensorium train` may run from any directory.
+    let dir = out
+        .canonicalize()
+        .unwrap_or_else(|_| out.to_path_buf())
+        .display()
+        .to_string()
+        .replace('\\', "/");
     format!(
         r#"# The default model: every part trained on the scene world (written by init_default).
 [engine]
@@ -116,8 +123,8 @@ window = {WINDOW}
 stride = {WINDOW}
 
 [models]
-audio = "audio"
-vision = "vision"
+audio = "{dir}/audio"
+vision = "{dir}/vision"
 random = true
 seed = 1
 init_std = 0.05
@@ -128,7 +135,7 @@ queries = 8
 slots = 16
 
 [llm]
-model = "llm"
+model = "{dir}/llm"
 context_windows = 1
 max_tokens = 40
 max_context_tokens = 256
@@ -155,6 +162,11 @@ train_seeds = [1000, 3000]
 val_seeds = [1, 6]
 seconds = 12.0
 questions = 4
+# Stage 1: the encoders learn to see and hear from the streams' per-frame labels.
+pretrain_steps = {pretrain}
+pretrain_batch = 64
+# Stage 2 (the answers) keeps a label loss on the Q-Former's query tokens.
+labels_loss = 1.0
 "#
     )
 }

@@ -12,7 +12,7 @@ use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
     check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, ManifestSource,
-    Sample, SceneExamples, TrainConfig, TrainError, TrainableEncoders, Trainer,
+    Sample, SceneExamples, TrainConfig, FrameExample, TrainError, TrainableEncoders, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -221,6 +221,11 @@ pub fn train(
         eprintln!("sensorium: training the encoders too ({n} weights)");
         trainer = trainer.with_encoders(enc).map_err(terr)?;
     }
+    if let Some(w) = s.train.scenes.as_ref().map(|c| c.labels_loss).filter(|w| *w > 0.0) {
+        trainer = trainer
+            .with_labels(sensorium_engine::scene::LABELS, w)
+            .map_err(terr)?;
+    }
     trainer.prepare_output(resume).map_err(terr)?;
     if resume {
         trainer.load_state().map_err(terr)?;
@@ -243,8 +248,15 @@ pub fn train(
             aspect: f64::from(e.width) / f64::from(e.height),
             extractor: &ex,
         };
-        train_ex.extend(scenes(sc.train_seeds).examples(&trainer).map_err(terr)?);
+        let pretrain = sc.pretrain_steps > 0 && trainer.step == 0;
+        let (examples, frames) = scenes(sc.train_seeds)
+            .examples_and_frames(&trainer, pretrain)
+            .map_err(terr)?;
+        train_ex.extend(examples);
         val_ex.extend(scenes(sc.val_seeds).examples(&trainer).map_err(terr)?);
+        if pretrain {
+            pretrain_encoders(&trainer, &frames, sc.pretrain_steps, sc.pretrain_batch)?;
+        }
     }
     let st = &ex.stats;
     eprintln!(
@@ -312,6 +324,36 @@ pub fn train(
         }
         Err(e) => Err(terr(e)),
     }
+}
+
+/// The encoders' pretraining stage on the scene streams' per-frame labels, with a bar.
+fn pretrain_encoders(
+    trainer: &Trainer,
+    frames: &[FrameExample],
+    steps: u64,
+    batch: usize,
+) -> Result<(), Failure> {
+    eprintln!(
+        "sensorium: pretraining the encoders on {} labelled frames ({steps} steps of {batch})",
+        frames.len()
+    );
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} pretrain {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let sum = trainer
+        .pretrain_encoders(frames, steps, batch, &mut |step, _, loss| {
+            bar.set_position(step);
+            bar.set_message(format!("label loss {loss:.4}"));
+        })
+        .map_err(terr)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "sensorium: pretrained the encoders: {} steps in {:.1} s ({:.0} frames/s), label loss {:.4} -> {:.4}",
+        sum.steps, sum.seconds, sum.frames_per_s, sum.first_loss, sum.last_loss
+    );
+    Ok(())
 }
 
 /// Holds out the last `fraction` of the samples (in manifest order) for validation.

@@ -3,10 +3,14 @@
 //! [`render`] draws their frames and samples at any size, [`qa`] asks questions about a
 //! window with ground-truth answers.
 
+pub mod labels;
 pub mod qa;
 pub mod render;
 pub mod world;
 
+pub use labels::{
+    frame_labels, window_labels, FrameLabels, Labels, AUDIO_LABELS, LABELS, VISION_LABELS,
+};
 pub use qa::{questions, Question, TASKS};
 pub use world::{
     Colour, Motion, Object, Origin, Rng, Scene, SceneTimeline, Shape, Sound, WorldParams,

@@ -6,6 +6,7 @@
 //! - [`source`]: the seam every example source (manifest, generator) plugs into.
 //! - [`clips`]: media → engine → frame encoder → windows, cached on disk.
 //! - [`encoders`]: the encoders as training variables (`train_encoders`).
+//! - [`labels`]: learning from the scene world's facts (label heads, encoder pretraining).
 //! - [`lora`]: PEFT-layout LoRA pairs.
 //! - [`trainer`]: the loop (FAVOR's recipe: next-token cross-entropy on the answer tokens,
 //!   optional diversity loss, AdamW with warm-up + cosine, clipping, accumulation, atomic
@@ -22,6 +23,7 @@ pub mod config;
 pub mod data;
 pub mod encoders;
 pub mod eval;
+pub mod labels;
 pub mod lora;
 pub mod plot;
 pub mod scenes;
@@ -35,6 +37,7 @@ pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use encoders::TrainableEncoders;
 pub use eval::{normalise_answer, EvalReport};
+pub use labels::{FrameExample, PretrainSummary};
 pub use scenes::{SceneExamples, ScenesConfig};
 pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};

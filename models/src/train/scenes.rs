@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use sensorium_engine::config::{SceneSource, SourceConfig};
 use sensorium_engine::scene::{self, Question, Rng, SceneTimeline, WorldParams};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clips::ClipExtractor;
 use super::data::Turn;
+use super::labels::FrameExample;
 use super::source::ExampleSource;
 use super::trainer::{Example, Trainer};
 use super::TrainError;
@@ -34,6 +36,16 @@ pub struct ScenesConfig {
     pub questions: usize,
     /// Only these tasks (e.g. `["audio"]` for a first curriculum stage); empty: all.
     pub tasks: Vec<String>,
+    /// Weight of the auxiliary label loss (0 = off): the window's facts from the world
+    /// (objects, positions, motion, sound, sync, order; `scene::labels`) read by a linear
+    /// head from the Q-Former's query tokens, so the encoders and the Q-Former learn from
+    /// the world directly and not only through the LLM's answer tokens.
+    pub labels_loss: f64,
+    /// Steps of the encoders' pretraining stage on the streams' per-frame labels before
+    /// the answer training (0 = none; needs `train_encoders`).
+    pub pretrain_steps: u64,
+    /// Frames per pretraining step.
+    pub pretrain_batch: usize,
 }
 
 impl Default for ScenesConfig {
@@ -44,6 +56,9 @@ impl Default for ScenesConfig {
             seconds: 12.0,
             questions: 4,
             tasks: Vec::new(),
+            labels_loss: 0.0,
+            pretrain_steps: 0,
+            pretrain_batch: 64,
         }
     }
 }
@@ -80,6 +95,15 @@ impl ScenesConfig {
         }
         if self.questions == 0 {
             return bad("questions", "must be at least 1".into());
+        }
+        if self.pretrain_steps > 0 && self.pretrain_batch == 0 {
+            return bad("pretrain_batch", "must be at least 1".into());
+        }
+        if !(self.labels_loss.is_finite() && self.labels_loss >= 0.0) {
+            return bad(
+                "labels_loss",
+                format!("must be >= 0 (0 = off), got {}", self.labels_loss),
+            );
         }
         for t in &self.tasks {
             if !scene::TASKS.contains(&t.as_str()) {
@@ -148,7 +172,20 @@ pub struct SceneExamples<'a> {
 
 impl ExampleSource for SceneExamples<'_> {
     fn examples(&self, trainer: &Trainer) -> Result<Vec<Example>, TrainError> {
+        Ok(self.examples_and_frames(trainer, false)?.0)
+    }
+}
+
+impl SceneExamples<'_> {
+    /// The examples, and with `frames` every frame of the streams with its labels (the
+    /// encoders' pretraining data, [`Trainer::pretrain_encoders`]).
+    pub fn examples_and_frames(
+        &self,
+        trainer: &Trainer,
+        frames: bool,
+    ) -> Result<(Vec<Example>, Vec<FrameExample>), TrainError> {
         let mut out = Vec::new();
+        let mut frame_out = Vec::new();
         for seed in self.seeds.clone() {
             let key = format!("scene seed={seed} seconds={}", self.seconds);
             let clip = self
@@ -162,6 +199,24 @@ impl ExampleSource for SceneExamples<'_> {
                 },
             );
             let mut r = Rng::for_item(seed, 0x9A);
+            if frames {
+                let mut seen = std::collections::HashSet::new();
+                for w in &clip.windows {
+                    let k = w.valid.len().max(1) as u64;
+                    let span = (w.t_end - w.t_start) as f64 / 1e9 / k as f64;
+                    for (i, _) in w.valid.iter().enumerate().filter(|(_, v)| **v) {
+                        let j = w.first + i as u64;
+                        if (j as usize) < clip.inputs.len() && seen.insert(j) {
+                            let t = w.t_start as f64 / 1e9 + i as f64 * span;
+                            frame_out.push(FrameExample {
+                                clip: clip.clone(),
+                                frame: j as usize,
+                                labels: scene::frame_labels(&mut tl, t, span),
+                            });
+                        }
+                    }
+                }
+            }
             for (wi, w) in clip.windows.iter().enumerate() {
                 if w.valid.iter().any(|v| !v) {
                     continue; // the padded last window
@@ -171,22 +226,25 @@ impl ExampleSource for SceneExamples<'_> {
                 if !self.tasks.is_empty() {
                     qs.retain(|q| self.tasks.iter().any(|t| t == q.task));
                 }
+                let labels = scene::window_labels(&mut tl, t0, t1).map(Arc::new);
                 for q in pick_questions(qs, self.questions, &mut r) {
                     let turn = Turn {
                         question: q.question,
                         answer: q.answer,
                     };
-                    out.push(trainer.example(
+                    let mut ex = trainer.example(
                         clip.clone(),
                         vec![wi],
                         q.task,
                         &format!("scene {seed} window {wi}"),
                         &turn,
-                    )?);
+                    )?;
+                    ex.labels = labels.clone();
+                    out.push(ex);
                 }
             }
         }
-        Ok(out)
+        Ok((out, frame_out))
     }
 }
 

@@ -37,12 +37,14 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use sensorium_engine::scene::Labels;
 
 use super::clips::{ClipExtractor, ClipFeatures};
 use super::config::{Schedule, TrainConfig, TrainLlm};
 use super::data::{Sample, Turn};
 use super::encoders::TrainableEncoders;
 use super::eval::normalise_answer;
+use super::labels::LabelHead;
 use super::lora::LoraParams;
 use super::TrainError;
 use crate::checkpoint::Weights;
@@ -79,6 +81,9 @@ pub struct Example {
     /// The answer's tokens followed by the end-of-turn token.
     pub answer_ids: Vec<u32>,
     pub origin: String,
+    /// The window's facts for the auxiliary label loss (scene examples; see
+    /// [`Trainer::with_labels`]).
+    pub labels: Option<Arc<Labels>>,
 }
 
 /// What [`Trainer::run`] reports at the end.
@@ -103,6 +108,8 @@ pub struct StepStats {
     pub lr: f64,
     /// Answer tokens learnt.
     pub tokens: usize,
+    /// The auxiliary label loss's mean over the step's examples (when it is on).
+    pub labels_loss: Option<f64>,
 }
 
 /// One evaluation.
@@ -147,7 +154,10 @@ pub struct Trainer {
     /// The encoders as variables (`train_encoders`): clips then carry the encoders' inputs
     /// and every step runs the encoders in the graph.
     encoders: Option<TrainableEncoders>,
+    /// The auxiliary label head and its loss weight ([`Self::with_labels`]).
+    labels: Option<(LabelHead, f64)>,
 }
+
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Output {
@@ -372,6 +382,7 @@ impl Trainer {
             best: None,
             order: None,
             encoders: None,
+            labels: None,
         })
     }
 
@@ -380,6 +391,28 @@ impl Trainer {
     /// and `vision/` are written beside `qformer/`. Call before [`Self::load_state`].
     pub fn with_encoders(mut self, encoders: TrainableEncoders) -> Result<Self, TrainError> {
         self.encoders = Some(encoders);
+        let vars = self.named_vars().into_iter().map(|(_, v)| v).collect();
+        self.opt = AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: self.cfg.lr,
+                weight_decay: self.cfg.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        Ok(self)
+    }
+
+    /// Adds the auxiliary label loss (weight `weight`): a linear head reads `n` window facts
+    /// (e.g. [`sensorium_engine::scene::LABELS`]) from the last window's query tokens, and
+    /// examples that carry [`Example::labels`] add its masked binary cross-entropy to the
+    /// step's loss. The encoders and the Q-Former thus learn from the world's facts directly,
+    /// not only through the LLM. Call after [`Self::with_encoders`], before
+    /// [`Self::load_state`].
+    pub fn with_labels(mut self, n: usize, weight: f64) -> Result<Self, TrainError> {
+        let c = &self.qformer.cfg;
+        let head = LabelHead::new(c.num_query_tokens * c.hidden_size, n, self.cfg.seed)?;
+        self.labels = Some((head, weight));
         let vars = self.named_vars().into_iter().map(|(_, v)| v).collect();
         self.opt = AdamW::new(
             vars,
@@ -412,6 +445,10 @@ impl Trainer {
         }
         if let Some(e) = &self.encoders {
             v.extend(e.vars());
+        }
+        if let Some((h, _)) = &self.labels {
+            v.push(("labels.weight".into(), h.weight.clone()));
+            v.push(("labels.bias".into(), h.bias.clone()));
         }
         v
     }
@@ -470,6 +507,7 @@ impl Trainer {
             question_ids: self.layout.question_ids(&self.tokenizer, &turn.question)?,
             answer_ids,
             origin: origin.to_owned(),
+            labels: None,
         })
     }
 
@@ -621,28 +659,41 @@ impl Trainer {
         tokens: usize,
         n: usize,
         mut dropout: Option<&mut LoraDropout>,
-    ) -> Result<Tensor, TrainError> {
+    ) -> Result<(Tensor, f64), TrainError> {
         let mut total: Option<Tensor> = None;
+        let mut labels_sum = 0f64;
         for ex in examples {
             let av = self.av_tokens(ex)?;
             let (nll, div) = self.example_loss(ex, &av, dropout.as_deref_mut())?;
-            let l = ((nll / tokens as f64)? + (div * (self.cfg.diversity_loss / n as f64))?)?;
+            let mut l = ((nll / tokens as f64)? + (div * (self.cfg.diversity_loss / n as f64))?)?;
+            if let (Some((head, w)), Some(labels), Some((hidden, _))) =
+                (&self.labels, &ex.labels, av.last())
+            {
+                let ll = head.loss(
+                    &hidden.flatten_all()?.unsqueeze(0)?,
+                    &labels.target,
+                    &labels.mask,
+                )?;
+                labels_sum += ll.to_scalar::<f32>()? as f64;
+                l = (l + (ll * (*w / n as f64))?)?;
+            }
             total = Some(match total {
                 Some(t) => (t + l)?,
                 None => l,
             });
         }
-        total.ok_or_else(|| TrainError::Config {
+        let total = total.ok_or_else(|| TrainError::Config {
             field: "train.manifest".into(),
             message: "no examples".into(),
-        })
+        })?;
+        Ok((total, labels_sum))
     }
 
     /// The loss of a set of examples as one step computes it (answer-token mean
     /// cross-entropy + diversity term), without dropout: what the gradient tests probe.
     pub fn loss(&self, examples: &[&Example]) -> Result<Tensor, TrainError> {
         let tokens: usize = examples.iter().map(|e| e.answer_ids.len()).sum();
-        self.partial_loss(examples, tokens, examples.len(), None)
+        Ok(self.partial_loss(examples, tokens, examples.len(), None)?.0)
     }
 
     /// Learning rate at `step` (0-based).
@@ -706,9 +757,11 @@ impl Trainer {
         let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut last: Option<GradStore> = None;
         let mut loss_sum = 0f64;
+        let mut labels_sum = 0f64;
         for micro in idx.chunks(b) {
             let exs: Vec<&Example> = micro.iter().map(|&i| &train[i]).collect();
-            let l = self.partial_loss(&exs, tokens, idx.len(), dropout.as_mut())?;
+            let (l, ls) = self.partial_loss(&exs, tokens, idx.len(), dropout.as_mut())?;
+            labels_sum += ls;
             loss_sum += l.to_scalar::<f32>()? as f64;
             let grads = l.backward()?;
             for (slot, (_, v)) in acc.iter_mut().zip(&vars) {
@@ -750,6 +803,10 @@ impl Trainer {
             grad_norm: norm,
             lr,
             tokens,
+            labels_loss: self
+                .labels
+                .is_some()
+                .then(|| labels_sum / idx.len() as f64),
         })
     }
 
@@ -1024,7 +1081,7 @@ impl Trainer {
         super::plot::write_curves(&self.output.join("train_curves.png"), &loss, &acc)
     }
 
-    fn log(&self, line: serde_json::Value) -> Result<(), TrainError> {
+    pub(super) fn log(&self, line: serde_json::Value) -> Result<(), TrainError> {
         let path = self.output.join("train_log.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -1063,9 +1120,13 @@ impl Trainer {
             last_loss = st.loss;
             samples += (self.cfg.batch * self.cfg.grad_accum) as u64;
             tokens += st.tokens as u64;
-            self.log(serde_json::json!({
+            let mut line = serde_json::json!({
                 "step": self.step, "loss": st.loss, "lr": st.lr, "grad_norm": st.grad_norm,
-            }))?;
+            });
+            if let Some(l) = st.labels_loss {
+                line["labels_loss"] = l.into();
+            }
+            self.log(line)?;
             progress(self.step, total, st.loss, st.lr);
             let at_end = self.step == total;
             let eval_now = !val.is_empty()
