@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: deps nvrtc build run test bench bench-train check train-default
+.PHONY: deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -70,6 +70,16 @@ bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
 
 # Training step vs PyTorch + PEFT (benches/TRAINING.md); installs torch, transformers, peft.
+# FAVOR's ablations (see benches/ablations.md): the default recipe once per variant, at the
+# budget below; one training run per variant.
+ABLATION_STEPS ?= 1000
+ABLATION_PRETRAIN ?= 500
+ABLATION_STREAMS ?= 600
+bench-ablations: build
+	$(CARGO) run --release --example init_default -- $(DEFAULT_INIT) $(DEFAULT_STEPS) $(DEFAULT_PRETRAIN)
+	$(CARGO) run --release --example ablations -- $(DEFAULT_INIT) $(ABLATION_STEPS) \
+		$(ABLATION_PRETRAIN) $(ABLATION_STREAMS) 1000
+
 bench-train:
 	python3 -c 'import torch, transformers, peft' 2>/dev/null || python3 -m pip install -q torch transformers peft
 	python3 benches/train_vs_torch.py --steps 3 --layers 24

@@ -15,7 +15,9 @@ use sensorium_models::distill::{
     WhisperAudioFeatures,
 };
 use sensorium_models::llm::{Answerer, LlmConfig, LlmError};
-use sensorium_models::qformer::{QFormer, QFormerConfig, QFormerRunner, StoragePrecision};
+use sensorium_models::qformer::{
+    AudioSync, QFormer, QFormerConfig, QFormerRunner, StoragePrecision,
+};
 use sensorium_models::stage::{AvFrameEncoder, QFormerWindowModel};
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::{audio::AudioEncoder, vision::VisionEncoder};
@@ -60,6 +62,12 @@ pub struct ModelsConfig {
     pub queries: usize,
     /// Projection width (the LLM's hidden size); default: the `[llm]` model's, else 768.
     pub projection: Option<usize>,
+    /// The random Q-Former's block-causal slot self-attention (false: FAVOR's ablation
+    /// without it).
+    pub causal_slots: bool,
+    /// The random Q-Former's audio: `frame` (each frame its own) or `window` (pooled over
+    /// each window: the coarse-sync ablation).
+    pub audio_sync: AudioSync,
 }
 
 impl Default for ModelsConfig {
@@ -78,6 +86,8 @@ impl Default for ModelsConfig {
             heads: 12,
             queries: 32,
             projection: None,
+            causal_slots: true,
+            audio_sync: AudioSync::Frame,
         }
     }
 }
@@ -397,6 +407,8 @@ pub fn random_qformer_config(
         slot_attention_heads: m.heads,
         lookback: config.engine.window,
         llm_hidden_size: m.projection.or(llm_width).unwrap_or(768),
+        causal_slots: m.causal_slots,
+        audio_sync: m.audio_sync,
         ..QFormerConfig::default()
     }
 }

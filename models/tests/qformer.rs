@@ -190,3 +190,80 @@ fn random_init_is_seeded_and_matches_reference_layout() {
         assert_eq!(ours[k].dims(), t.dims(), "{k}");
     }
 }
+
+/// The coarse-sync ablation: each window's audio is its frames' mean, the same in the
+/// streaming runner (serving, `eval`) and in `forward_sequence` (training); the order of the
+/// sound inside a window no longer matters, while it does with frame-level sync.
+#[test]
+fn coarse_sync_pools_each_windows_audio_in_streaming_and_training_alike() {
+    use sensorium_models::qformer::{pool_window_audio, AudioSync, QFormerRunner};
+    let inputs: Vec<FrameInput> = (0..8).map(frame_input).collect();
+    let valid = vec![true; 8];
+
+    let pooled = pool_window_audio(&inputs, &valid, 4).unwrap();
+    let mean: Vec<f32> = {
+        let a: Vec<Vec<f32>> = (4..8)
+            .map(|i| flat(inputs[i].audio.as_ref().unwrap()))
+            .collect();
+        (0..a[0].len())
+            .map(|j| a.iter().map(|x| x[j]).sum::<f32>() / 4.0)
+            .collect()
+    };
+    for f in &pooled[4..8] {
+        let e = max_rel_err(&flat(f.audio.as_ref().unwrap()), &mean, 1e-6);
+        assert!(e < 1e-6, "window mean: {e}");
+    }
+    assert!(pooled[3].audio.is_none(), "a frame without audio stays without");
+    assert_eq!(
+        flat(pooled[5].visual.as_ref().unwrap()),
+        flat(inputs[5].visual.as_ref().unwrap()),
+        "pictures untouched"
+    );
+
+    let out = |sync: AudioSync, inputs: &[FrameInput]| {
+        let cfg = QFormerConfig {
+            audio_sync: sync,
+            ..tiny_cfg()
+        };
+        let qf = QFormer::random(cfg, 9, 0.2, &Device::Cpu).unwrap();
+        let training = qf.forward_sequence(inputs, &valid, 0, 4).unwrap();
+        let runner = QFormerRunner::Candle(Box::new(qf));
+        let mut st = runner.new_stream();
+        let mut last = None;
+        for start in [0usize, 4] {
+            let frames: Vec<StreamFrame> = (start..start + 4)
+                .map(|i| StreamFrame {
+                    index: i as u64,
+                    valid: true,
+                    input: inputs[i].clone(),
+                })
+                .collect();
+            let w = runner.window(&mut st, &frames).unwrap();
+            last = Some(runner.query_batch(&[w]).unwrap());
+        }
+        let streaming = flat(&last.unwrap().projected);
+        let e = max_rel_err(&streaming, &flat(&training.projected), 1e-6);
+        assert!(e <= 1e-5, "{sync:?}: streaming vs training rel err {e}");
+        streaming
+    };
+    // The same sounds in another order inside the last window.
+    let mut swapped = inputs.clone();
+    let a4 = swapped[4].audio.clone();
+    swapped[4].audio = swapped[6].audio.clone();
+    swapped[6].audio = a4;
+    let coarse = max_rel_err(
+        &out(AudioSync::Window, &inputs),
+        &out(AudioSync::Window, &swapped),
+        1e-6,
+    );
+    assert!(coarse < 1e-5, "coarse sync keeps no order: {coarse}");
+    let fine = max_rel_err(
+        &out(AudioSync::Frame, &inputs),
+        &out(AudioSync::Frame, &swapped),
+        1e-6,
+    );
+    assert!(fine > 1e-3, "frame-level sync sees the order: {fine}");
+    // Frame-level configs keep their config.json as before.
+    let json = serde_json::to_string(&tiny_cfg()).unwrap();
+    assert!(!json.contains("audio_sync"), "{json}");
+}

@@ -42,6 +42,25 @@ pub enum PositionMode {
     Window,
 }
 
+/// How a frame's audio reaches its slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioSync {
+    /// Each frame carries its own audio (FAVOR's frame-level synchronisation; default).
+    #[default]
+    Frame,
+    /// Every frame of a window carries the window's audio averaged over its frames: no
+    /// timing of the sound within the window is left (the coarse-sync ablation of
+    /// `eval --bench scenes`).
+    Window,
+}
+
+impl AudioSync {
+    pub fn is_frame(&self) -> bool {
+        *self == AudioSync::Frame
+    }
+}
+
 /// Q-Former hyper-parameters. Field names follow HF `BertConfig` where one exists.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -77,6 +96,10 @@ pub struct QFormerConfig {
     pub positions: PositionMode,
     /// Width of the LLM the output is projected to (`llama_proj`).
     pub llm_hidden_size: usize,
+    /// Frame-level audio (default) or window-pooled audio (an ablation); not written when
+    /// it is the default, so existing checkpoints' `config.json` stay as they are.
+    #[serde(skip_serializing_if = "AudioSync::is_frame")]
+    pub audio_sync: AudioSync,
 }
 
 impl Default for QFormerConfig {
@@ -104,6 +127,7 @@ impl Default for QFormerConfig {
             lookback: 10,
             positions: PositionMode::Absolute,
             llm_hidden_size: 5120,
+            audio_sync: AudioSync::Frame,
         }
     }
 }

@@ -10,8 +10,8 @@ pub mod model;
 pub mod runner;
 pub mod stream;
 
-pub use config::{MaskDirection, PositionMode, QFormerConfig, SlotContext};
+pub use config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
 pub use gpu::{KStream, KWindow, KernelQFormer};
-pub use model::{FrameInput, QFormer, QFormerOutput, WindowKv};
+pub use model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
 pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision};
 pub use stream::{QFormerStream, StreamFrame};

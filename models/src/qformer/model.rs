@@ -45,7 +45,7 @@ use crate::ops::{Activation, MASK_NEG};
 use crate::tokens::{self, SlotMode};
 
 use super::blocks::{BertAttention, QFormerLayer, QueryFfn};
-use super::config::{MaskDirection, PositionMode, QFormerConfig, SlotContext};
+use super::config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
 
 /// One frame's encoder outputs as the Q-Former takes them. `None` = modality missing for
 /// this frame (its half of every slot is zero, FAVOR's 0/1 modality mask).
@@ -55,6 +55,34 @@ pub struct FrameInput {
     pub audio: Option<Tensor>,
     /// Visual tokens `[T_v, visual_width]`.
     pub visual: Option<Tensor>,
+}
+
+/// [`AudioSync::Window`]: each run of `k` frames, counted back from the last one (the
+/// window, then the windows before it that the lookback reaches), gets the mean of its valid
+/// frames' audio tokens in place of each frame's own; pictures are untouched.
+pub fn pool_window_audio(frames: &[FrameInput], valid: &[bool], k: usize) -> Result<Vec<FrameInput>> {
+    let mut out = frames.to_vec();
+    if k == 0 {
+        return Ok(out);
+    }
+    let mut end = frames.len();
+    while end > 0 {
+        let start = end.saturating_sub(k);
+        let audio: Vec<&Tensor> = (start..end)
+            .filter(|&i| valid.get(i).copied().unwrap_or(false))
+            .filter_map(|i| frames[i].audio.as_ref())
+            .collect();
+        if !audio.is_empty() {
+            let mean = (Tensor::stack(&audio, 0)?.sum(0)? / audio.len() as f64)?;
+            for f in &mut out[start..end] {
+                if f.audio.is_some() {
+                    f.audio = Some(mean.clone());
+                }
+            }
+        }
+        end = start;
+    }
+    Ok(out)
 }
 
 /// Per-window Q-Former output.
@@ -492,6 +520,13 @@ impl QFormer {
         first_index: u64,
         k: usize,
     ) -> Result<WindowKv> {
+        let pooled;
+        let frames = if self.cfg.audio_sync == AudioSync::Window {
+            pooled = pool_window_audio(frames, valid, k)?;
+            &pooled[..]
+        } else {
+            frames
+        };
         let n = frames.len();
         if n == 0 || k == 0 || k > n || valid.len() != n {
             return Err(ModelError::InvalidInput(format!(

@@ -9,7 +9,8 @@ use sensorium_kernels::{Backend, DeviceSpec};
 use crate::error::Result;
 
 use super::gpu::{KStream, KWindow, KernelQFormer};
-use super::model::{FrameInput, QFormer, QFormerOutput, WindowKv};
+use super::config::AudioSync;
+use super::model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
 use super::stream::{QFormerStream, StreamFrame};
 
 /// Storage type of the kernels path (arithmetic is f32 either way).
@@ -122,6 +123,24 @@ impl QFormerRunner {
 
     /// The slot side of one window of a stream (see [`QFormerStream::window`]).
     pub fn window(&self, st: &mut RunnerStream, frames: &[StreamFrame]) -> Result<RunnerWindow> {
+        let pooled;
+        let frames = if self.model().cfg.audio_sync == AudioSync::Window {
+            let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
+            let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
+            let audio = pool_window_audio(&inputs, &valid, frames.len())?;
+            pooled = frames
+                .iter()
+                .zip(audio)
+                .map(|(f, input)| StreamFrame {
+                    index: f.index,
+                    valid: f.valid,
+                    input,
+                })
+                .collect::<Vec<_>>();
+            &pooled[..]
+        } else {
+            frames
+        };
         Ok(match (self, st) {
             (Self::Candle(q), RunnerStream::Candle(s)) => {
                 RunnerWindow::Candle(s.window(q, frames)?)

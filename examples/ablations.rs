@@ -1,0 +1,250 @@
+//! FAVOR's ablations on the scene world: the default model's recipe (`init_default`'s
+//! `train.toml`) trained once per variant with the same steps, streams and seeds, each
+//! evaluated on the same held-out questions (`sensorium eval --bench scenes`):
+//!
+//! - `full`: the model as shipped (frame-level sync, causal slot self-attention);
+//! - `no_causal`: no slot self-attention (`[models] causal_slots = false`);
+//! - `coarse_sync`: each window's audio pooled over the whole window (`audio_sync = "window"`);
+//! - `audio_only` / `video_only`: one encoder only.
+//!
+//! Writes `benches/ablations.md` (table), `benches/ablations.json` and
+//! `benches/ablations.png` (bars per task). `make bench-ablations` runs it (after
+//! `init_default`); it takes one training run per variant.
+//!
+//! `cargo run --release --example ablations -- INIT_DIR STEPS PRETRAIN STREAMS QUESTIONS [VARIANT...]`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use sensorium_engine::scene::TASKS;
+
+struct Variant {
+    name: &'static str,
+    what: &'static str,
+    /// Lines added to `[models]`.
+    models: &'static str,
+    audio: bool,
+    vision: bool,
+}
+
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        name: "full",
+        what: "frame-level sync, causal slot attention",
+        models: "",
+        audio: true,
+        vision: true,
+    },
+    Variant {
+        name: "no_causal",
+        what: "(a) no causal slot self-attention",
+        models: "causal_slots = false\n",
+        audio: true,
+        vision: true,
+    },
+    Variant {
+        name: "coarse_sync",
+        what: "(b) audio pooled over each window",
+        models: "audio_sync = \"window\"\n",
+        audio: true,
+        vision: true,
+    },
+    Variant {
+        name: "audio_only",
+        what: "(c) audio only",
+        models: "",
+        audio: true,
+        vision: false,
+    },
+    Variant {
+        name: "video_only",
+        what: "(d) video only",
+        models: "",
+        audio: false,
+        vision: true,
+    },
+];
+
+/// The value of `key = ...` in `text` (first occurrence), unquoted.
+fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"'))
+}
+
+/// `text` with the line `key = ...` replaced by `key = new` (or dropped when `new` is None).
+fn set(text: &str, key: &str, new: Option<&str>) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        let hit = l
+            .trim()
+            .strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with('='));
+        match (hit, new) {
+            (true, Some(v)) => out.push_str(&format!("{key} = {v}\n")),
+            (true, None) => {}
+            (false, _) => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn sensorium() -> PathBuf {
+    PathBuf::from("target/release/sensorium")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 5 {
+        bail!("usage: ablations INIT_DIR STEPS PRETRAIN STREAMS QUESTIONS [VARIANT...]");
+    }
+    let init = PathBuf::from(&args[0]);
+    let (steps, pretrain, streams, questions) = (&args[1], &args[2], &args[3], &args[4]);
+    let streams: u64 = streams.parse().context("STREAMS")?;
+    let only: Vec<&str> = args[5..].iter().map(String::as_str).collect();
+    let base = std::fs::read_to_string(init.join("train.toml"))
+        .with_context(|| format!("{}: run init_default first", init.join("train.toml").display()))?;
+    let first = value(&base, "train_seeds")
+        .and_then(|v| v.trim_matches(['[', ']']).split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1000);
+    let mut results: Vec<(String, String, serde_json::Value)> = Vec::new();
+    for v in VARIANTS.iter().filter(|v| only.is_empty() || only.contains(&v.name)) {
+        let out = format!("ablation-{}", v.name);
+        let dir = init.canonicalize()?.join(&out);
+        let mut cfg = set(&base, "output", Some(&format!("\"{out}\"")));
+        cfg = set(&cfg, "steps", Some(steps));
+        cfg = set(&cfg, "pretrain_steps", Some(pretrain));
+        cfg = set(
+            &cfg,
+            "train_seeds",
+            Some(&format!("[{first}, {}]", first + streams)),
+        );
+        if !v.audio {
+            cfg = set(&cfg, "audio", None);
+        }
+        if !v.vision {
+            cfg = set(&cfg, "vision", None);
+        }
+        cfg = cfg.replacen("[models]\n", &format!("[models]\n{}", v.models), 1);
+        let train_toml = init.join(format!("{out}.toml"));
+        std::fs::write(&train_toml, &cfg)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("ablations: training {} ({})", v.name, v.what);
+        let t0 = std::time::Instant::now();
+        let st = Command::new(sensorium())
+            .args(["train", "--config"])
+            .arg(&train_toml)
+            .status()?;
+        if !st.success() {
+            bail!("training {} failed ({st})", v.name);
+        }
+        let train_s = t0.elapsed().as_secs_f64();
+
+        // The trained parts, evaluated like the shipped model.
+        let engine = base
+            .split("[models]")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let part = |p: &str| format!("{p} = \"{}\"\n", dir.join(p).display());
+        let mut models = String::from("[models]\n");
+        if v.audio {
+            models.push_str(&part("audio"));
+        }
+        if v.vision {
+            models.push_str(&part("vision"));
+        }
+        models.push_str(&part("qformer"));
+        if let Some(s) = value(&base, "slots") {
+            models.push_str(&format!("slots = {s}\n"));
+        }
+        let llm = base
+            .split("[llm]")
+            .nth(1)
+            .and_then(|r| r.split("[train]").next())
+            .unwrap_or_default();
+        let llm = set(llm, "model", Some(&format!("\"{}\"", dir.join("llm").display())));
+        let eval_toml = init.join(format!("{out}-eval.toml"));
+        std::fs::write(&eval_toml, format!("{engine}{models}\n[llm]{llm}"))?;
+        let o = Command::new(sensorium())
+            .args(["eval", "--bench", "scenes", "--json", "--questions", questions, "--config"])
+            .arg(&eval_toml)
+            .output()?;
+        if !o.status.success() {
+            bail!(
+                "evaluating {} failed: {}",
+                v.name,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let mut r: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        r["train_seconds"] = train_s.into();
+        if let Some(m) = r.as_object_mut() {
+            m.remove("misses");
+        }
+        eprintln!("ablations: {} overall {:.1}%", v.name, 100.0 * r["accuracy"].as_f64().unwrap_or(0.0));
+        results.push((v.name.to_owned(), v.what.to_owned(), r));
+    }
+    write(&results, steps, pretrain, streams, questions)
+}
+
+fn write(
+    results: &[(String, String, serde_json::Value)],
+    steps: &str,
+    pretrain: &str,
+    streams: u64,
+    questions: &str,
+) -> anyhow::Result<()> {
+    let dir = Path::new("benches");
+    std::fs::create_dir_all(dir)?;
+    let acc = |r: &serde_json::Value, t: &str| r["tasks"][t]["accuracy"].as_f64();
+    let mut md = format!(
+        "# FAVOR's ablations on the scene world\n\n`cargo run --release --example ablations -- target/default-init {steps} {pretrain} {streams} {questions}`: \
+         each variant trained with the default model's recipe ({pretrain} pretraining steps, {steps} answer steps, {streams} training streams), \
+         then `sensorium eval --bench scenes --questions {questions}` on the same held-out seeds.\n\n| variant | "
+    );
+    md.push_str(&TASKS.join(" | "));
+    md.push_str(" | overall | train s |\n|---|");
+    md.push_str(&"---|".repeat(TASKS.len() + 2));
+    md.push('\n');
+    for (name, what, r) in results {
+        md.push_str(&format!("| {name}: {what} |"));
+        for t in TASKS {
+            md.push_str(&match acc(r, t) {
+                Some(a) => format!(" {:.1}% |", 100.0 * a),
+                None => " – |".into(),
+            });
+        }
+        md.push_str(&format!(
+            " {:.1}% | {:.0} |\n",
+            100.0 * r["accuracy"].as_f64().unwrap_or(0.0),
+            r["train_seconds"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    std::fs::write(dir.join("ablations.md"), &md)?;
+    let json: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(n, w, r)| serde_json::json!({"variant": n, "what": w, "result": r}))
+        .collect();
+    std::fs::write(
+        dir.join("ablations.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    let series: Vec<(String, Vec<f64>)> = results
+        .iter()
+        .map(|(n, _, r)| (n.clone(), TASKS.iter().map(|t| acc(r, t).unwrap_or(0.0)).collect()))
+        .collect();
+    sensorium_models::train::plot::write_bars(
+        &dir.join("ablations.png"),
+        "held-out accuracy per task and variant",
+        &TASKS,
+        &series,
+    )?;
+    print!("{md}");
+    Ok(())
+}
