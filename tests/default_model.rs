@@ -17,16 +17,17 @@ fn sensorium(args: &[&str]) -> std::process::Output {
 
 /// Per-task lower bounds on the first 200 held-out questions (seeded and greedy, so the
 /// same questions and answers every run): a few points under what the shipped model measured
-/// (visual 22.9%, audio 34.1%, AV hallucination 78.3%, AV sync 6/6, temporal 3/5, caption 0%,
-/// overall 35.5%), which is far under the targets (README, "The default model").
-/// They guard the shipped weights and the serving path against regressions. Caption is
-/// not bounded: the model gets none right, so a bound could not fail.
-const BOUNDS: [(&str, f64); 5] = [
-    ("visual", 0.15),
-    ("audio", 0.25),
+/// (visual 27/48 = 56.3%, audio 40/44 = 90.9%, AV hallucination 34/46 = 73.9%, AV sync 6/6,
+/// temporal 3/5, caption 10/51 = 19.6%, overall 60.0%), which is still under the issue's
+/// targets for all but AV sync (README, "The default model"). They guard the shipped weights
+/// and the serving path against regressions.
+const BOUNDS: [(&str, f64); 6] = [
+    ("visual", 0.50),
+    ("audio", 0.85),
     ("av_hallucination", 0.65),
     ("av_sync", 0.80),
     ("temporal", 0.40),
+    ("caption", 0.12),
 ];
 
 #[test]
@@ -41,7 +42,7 @@ fn held_out_accuracy_of_the_shipped_model() {
         assert!(acc >= min, "{task}: {acc:.3} < {min} ({v})");
     }
     let overall = v["accuracy"].as_f64().unwrap();
-    assert!(overall >= 0.30, "overall {overall:.3}");
+    assert!(overall >= 0.55, "overall {overall:.3}");
 }
 
 /// What the world says the answer to `question` is for stream time `[t0, t1)`.
@@ -102,17 +103,17 @@ fn a_live_scene_stream_is_answered_as_it_plays() {
             eprintln!("[{t0}, {t1}) {q}: expected {want:?}, got {}", v["answer"]);
         }
     }
+    eprintln!("{right}/{asked} right");
     assert!(asked >= 10, "{asked} answers checked");
-    // The shipped model measured 4/12 here (the count right mostly, the sound never): the
-    // bound guards the live path (scene source -> bundle -> answers), not the target.
-    assert!(right * 10 >= asked * 2, "{right}/{asked} right");
+    // The shipped model measured 11/12 here (one object count wrong): the bound guards the
+    // live path (scene source -> bundle -> answers) against regressions.
+    assert!(right * 10 >= asked * 7, "{right}/{asked} right");
 }
 
 /// GStreamer draws the scene instead of our renderer: `videotestsrc pattern=ball` (a white
 /// disc on black) with a 1 kHz `audiotestsrc` sine, written as H.264 + AAC in MP4 at
 /// 320x240; the engine scales it to the model's 64x64.
 #[test]
-#[ignore = "the shipped default model fails it (answers blue, square, a high tone): run with --ignored once a better model is trained"]
 fn another_renderer_gets_colour_shape_and_sound_right() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("ball.mp4");

