@@ -106,14 +106,21 @@ fn main() -> anyhow::Result<()> {
     let (steps, pretrain, streams, questions) = (&args[1], &args[2], &args[3], &args[4]);
     let streams: u64 = streams.parse().context("STREAMS")?;
     let only: Vec<&str> = args[5..].iter().map(String::as_str).collect();
-    let base = std::fs::read_to_string(init.join("train.toml"))
-        .with_context(|| format!("{}: run init_default first", init.join("train.toml").display()))?;
+    let base = std::fs::read_to_string(init.join("train.toml")).with_context(|| {
+        format!(
+            "{}: run init_default first",
+            init.join("train.toml").display()
+        )
+    })?;
     let first = value(&base, "train_seeds")
         .and_then(|v| v.trim_matches(['[', ']']).split(',').next())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(1000);
     let mut results: Vec<(String, String, serde_json::Value)> = Vec::new();
-    for v in VARIANTS.iter().filter(|v| only.is_empty() || only.contains(&v.name)) {
+    for v in VARIANTS
+        .iter()
+        .filter(|v| only.is_empty() || only.contains(&v.name))
+    {
         let out = format!("ablation-{}", v.name);
         let dir = init.canonicalize()?.join(&out);
         let mut cfg = set(&base, "output", Some(&format!("\"{out}\"")));
@@ -146,11 +153,7 @@ fn main() -> anyhow::Result<()> {
         let train_s = t0.elapsed().as_secs_f64();
 
         // The trained parts, evaluated like the shipped model.
-        let engine = base
-            .split("[models]")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let engine = base.split("[models]").next().unwrap_or_default().to_owned();
         let part = |p: &str| format!("{p} = \"{}\"\n", dir.join(p).display());
         let mut models = String::from("[models]\n");
         if v.audio {
@@ -168,11 +171,23 @@ fn main() -> anyhow::Result<()> {
             .nth(1)
             .and_then(|r| r.split("[train]").next())
             .unwrap_or_default();
-        let llm = set(llm, "model", Some(&format!("\"{}\"", dir.join("llm").display())));
+        let llm = set(
+            llm,
+            "model",
+            Some(&format!("\"{}\"", dir.join("llm").display())),
+        );
         let eval_toml = init.join(format!("{out}-eval.toml"));
         std::fs::write(&eval_toml, format!("{engine}{models}\n[llm]{llm}"))?;
         let o = Command::new(sensorium())
-            .args(["eval", "--bench", "scenes", "--json", "--questions", questions, "--config"])
+            .args([
+                "eval",
+                "--bench",
+                "scenes",
+                "--json",
+                "--questions",
+                questions,
+                "--config",
+            ])
             .arg(&eval_toml)
             .output()?;
         if !o.status.success() {
@@ -187,7 +202,11 @@ fn main() -> anyhow::Result<()> {
         if let Some(m) = r.as_object_mut() {
             m.remove("misses");
         }
-        eprintln!("ablations: {} overall {:.1}%", v.name, 100.0 * r["accuracy"].as_f64().unwrap_or(0.0));
+        eprintln!(
+            "ablations: {} overall {:.1}%",
+            v.name,
+            100.0 * r["accuracy"].as_f64().unwrap_or(0.0)
+        );
         results.push((v.name.to_owned(), v.what.to_owned(), r));
     }
     write(&results, steps, pretrain, streams, questions)
@@ -237,7 +256,12 @@ fn write(
     )?;
     let series: Vec<(String, Vec<f64>)> = results
         .iter()
-        .map(|(n, _, r)| (n.clone(), TASKS.iter().map(|t| acc(r, t).unwrap_or(0.0)).collect()))
+        .map(|(n, _, r)| {
+            (
+                n.clone(),
+                TASKS.iter().map(|t| acc(r, t).unwrap_or(0.0)).collect(),
+            )
+        })
         .collect();
     sensorium_models::train::plot::write_bars(
         &dir.join("ablations.png"),

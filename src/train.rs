@@ -11,8 +11,8 @@ use sensorium_models::llm::{Answerer, LlmConfig, SamplingConfig};
 use sensorium_models::qformer::{QFormer, QFormerRunner, StoragePrecision};
 use sensorium_models::train::trainer::QFormerInit;
 use sensorium_models::train::{
-    check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, ManifestSource,
-    Sample, SceneExamples, TrainConfig, FrameExample, TrainError, TrainableEncoders, Trainer,
+    check_ranges, eval as train_eval, read_manifest, ClipExtractor, ExampleSource, FrameExample,
+    ManifestSource, Sample, SceneExamples, TrainConfig, TrainError, TrainableEncoders, Trainer,
 };
 
 use crate::cli::{code, Failure};
@@ -221,7 +221,13 @@ pub fn train(
         eprintln!("sensorium: training the encoders too ({n} weights)");
         trainer = trainer.with_encoders(enc).map_err(terr)?;
     }
-    if let Some(w) = s.train.scenes.as_ref().map(|c| c.labels_loss).filter(|w| *w > 0.0) {
+    if let Some(w) = s
+        .train
+        .scenes
+        .as_ref()
+        .map(|c| c.labels_loss)
+        .filter(|w| *w > 0.0)
+    {
         trainer = trainer
             .with_labels(sensorium_engine::scene::LABELS, w)
             .map_err(terr)?;
@@ -339,8 +345,10 @@ fn pretrain_encoders(
     );
     let bar = indicatif::ProgressBar::new(steps);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} pretrain {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} pretrain {pos}/{len} {msg} [{elapsed} < {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let sum = trainer
         .pretrain_encoders(frames, steps, batch, &mut |step, _, loss| {

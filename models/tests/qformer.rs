@@ -213,7 +213,10 @@ fn coarse_sync_pools_each_windows_audio_in_streaming_and_training_alike() {
         let e = max_rel_err(&flat(f.audio.as_ref().unwrap()), &mean, 1e-6);
         assert!(e < 1e-6, "window mean: {e}");
     }
-    assert!(pooled[3].audio.is_none(), "a frame without audio stays without");
+    assert!(
+        pooled[3].audio.is_none(),
+        "a frame without audio stays without"
+    );
     assert_eq!(
         flat(pooled[5].visual.as_ref().unwrap()),
         flat(inputs[5].visual.as_ref().unwrap()),

@@ -79,7 +79,12 @@ fn pretraining_fits_the_frame_labels_and_keeps_only_the_encoders() {
         .iter()
         .zip(&before)
         .filter(|((_, v), b)| {
-            v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap() != **b
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                != **b
         })
         .count();
     assert_eq!(moved, after.len(), "every encoder variable learnt");
@@ -113,10 +118,7 @@ fn the_label_loss_joins_the_step_and_falls() {
     t.cfg.batch = 4;
     t.cfg.clip_grad_norm = 1.0;
     t.prepare_output(false).unwrap();
-    assert!(t
-        .named_vars()
-        .iter()
-        .any(|(n, _)| n == "labels.weight"));
+    assert!(t.named_vars().iter().any(|(n, _)| n == "labels.weight"));
     let mut ex: Vec<_> = (0..4u64)
         .map(|i| example(&t, clip(400 + i, 6), "What is it?", "a red circle"))
         .collect();

@@ -275,7 +275,9 @@ mod tests {
         let l = scene_labels(&s, 0.0, 2.0).expect("inside the scene");
         assert_eq!(l.target.len(), LABELS);
         let red_square = pair(Colour::Red, Shape::Square);
-        let present: Vec<usize> = (0..PAIRS).filter(|p| l.target[PRESENT + p] == 1.0).collect();
+        let present: Vec<usize> = (0..PAIRS)
+            .filter(|p| l.target[PRESENT + p] == 1.0)
+            .collect();
         assert_eq!(present, [red_square]);
         assert_eq!(hot(&l, COUNT, 3), Some(1));
         assert_eq!(

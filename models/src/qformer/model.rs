@@ -60,7 +60,11 @@ pub struct FrameInput {
 /// [`AudioSync::Window`]: each run of `k` frames, counted back from the last one (the
 /// window, then the windows before it that the lookback reaches), gets the mean of its valid
 /// frames' audio tokens in place of each frame's own; pictures are untouched.
-pub fn pool_window_audio(frames: &[FrameInput], valid: &[bool], k: usize) -> Result<Vec<FrameInput>> {
+pub fn pool_window_audio(
+    frames: &[FrameInput],
+    valid: &[bool],
+    k: usize,
+) -> Result<Vec<FrameInput>> {
     let mut out = frames.to_vec();
     if k == 0 {
         return Ok(out);

@@ -32,7 +32,7 @@ pub(super) struct LabelHead {
 impl LabelHead {
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` weights (PyTorch's `nn.Linear`), seeded.
     pub(super) fn new(inputs: usize, labels: usize, seed: u64) -> Result<Self, TrainError> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x1ABE_15);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x001A_BE15);
         let a = 1.0 / (inputs as f32).sqrt();
         let w: Vec<f32> = (0..inputs * labels)
             .map(|_| rng.random_range(-a..a))
@@ -45,7 +45,12 @@ impl LabelHead {
 
     /// Masked mean binary cross-entropy of the labels read from `x` (`[B, inputs]`);
     /// `target` and `mask` are `[B, labels]` row-major.
-    pub(super) fn loss(&self, x: &Tensor, target: &[f32], mask: &[f32]) -> Result<Tensor, TrainError> {
+    pub(super) fn loss(
+        &self,
+        x: &Tensor,
+        target: &[f32],
+        mask: &[f32],
+    ) -> Result<Tensor, TrainError> {
         let logits = x
             .matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())?;
@@ -101,8 +106,7 @@ impl Trainer {
         let Some(enc) = self.encoders() else {
             return Err(TrainError::Config {
                 field: "train.scenes.pretrain_steps".into(),
-                message: "pretraining trains the encoders: set train.train_encoders = true"
-                    .into(),
+                message: "pretraining trains the encoders: set train.train_encoders = true".into(),
             });
         };
         if frames.is_empty() || batch == 0 {
@@ -112,7 +116,9 @@ impl Trainer {
             });
         }
         // Token shapes from one frame: which heads there are and how wide they read.
-        let probe = enc.encoder.encode_inputs(&[&frames[0].clip.inputs[frames[0].frame]])?;
+        let probe = enc
+            .encoder
+            .encode_inputs(&[&frames[0].clip.inputs[frames[0].frame]])?;
         let width = |t: &Option<Tensor>| t.as_ref().map(Tensor::elem_count);
         let seed = self.cfg.seed;
         let vision_head = width(&probe[0].visual)
@@ -151,8 +157,7 @@ impl Trainer {
             while pick.len() < batch {
                 if cursor == order.len() {
                     let epoch = (step as usize * batch + pick.len()) / frames.len();
-                    let mut rng =
-                        rand::rngs::StdRng::seed_from_u64(seed ^ 0xF4A3E ^ epoch as u64);
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xF4A3E ^ epoch as u64);
                     order = (0..frames.len()).collect();
                     order.shuffle(&mut rng);
                     cursor = 0;

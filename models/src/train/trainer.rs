@@ -158,7 +158,6 @@ pub struct Trainer {
     labels: Option<(LabelHead, f64)>,
 }
 
-
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Output {
         path: path.to_owned(),
@@ -803,10 +802,7 @@ impl Trainer {
             grad_norm: norm,
             lr,
             tokens,
-            labels_loss: self
-                .labels
-                .is_some()
-                .then(|| labels_sum / idx.len() as f64),
+            labels_loss: self.labels.is_some().then(|| labels_sum / idx.len() as f64),
         })
     }
 
