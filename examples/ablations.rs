@@ -140,17 +140,33 @@ fn main() -> anyhow::Result<()> {
         cfg = cfg.replacen("[models]\n", &format!("[models]\n{}", v.models), 1);
         let train_toml = init.join(format!("{out}.toml"));
         std::fs::write(&train_toml, &cfg)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("ablations: training {} ({})", v.name, v.what);
-        let t0 = std::time::Instant::now();
-        let st = Command::new(sensorium())
-            .args(["train", "--config"])
-            .arg(&train_toml)
-            .status()?;
-        if !st.success() {
-            bail!("training {} failed ({st})", v.name);
-        }
-        let train_s = t0.elapsed().as_secs_f64();
+        // A variant trained before with the same config is reused (an interrupted
+        // benchmark resumes where it stopped).
+        let done = dir.join("ablation.toml");
+        let train_s = match std::fs::read_to_string(&done) {
+            Ok(prev) if prev == cfg && dir.join("qformer/model.safetensors").is_file() => {
+                eprintln!("ablations: {} already trained, evaluating", v.name);
+                value(&std::fs::read_to_string(dir.join("seconds.txt")).unwrap_or_default(), "s")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0)
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&dir);
+                eprintln!("ablations: training {} ({})", v.name, v.what);
+                let t0 = std::time::Instant::now();
+                let st = Command::new(sensorium())
+                    .args(["train", "--config"])
+                    .arg(&train_toml)
+                    .status()?;
+                if !st.success() {
+                    bail!("training {} failed ({st})", v.name);
+                }
+                let s = t0.elapsed().as_secs_f64();
+                std::fs::write(&done, &cfg)?;
+                std::fs::write(dir.join("seconds.txt"), format!("s = {s}\n"))?;
+                s
+            }
+        };
 
         // The trained parts, evaluated like the shipped model.
         let engine = base.split("[models]").next().unwrap_or_default().to_owned();
@@ -208,8 +224,9 @@ fn main() -> anyhow::Result<()> {
             100.0 * r["accuracy"].as_f64().unwrap_or(0.0)
         );
         results.push((v.name.to_owned(), v.what.to_owned(), r));
+        write(&results, steps, pretrain, streams, questions)?;
     }
-    write(&results, steps, pretrain, streams, questions)
+    Ok(())
 }
 
 fn write(
