@@ -146,9 +146,12 @@ fn main() -> anyhow::Result<()> {
         let train_s = match std::fs::read_to_string(&done) {
             Ok(prev) if prev == cfg && dir.join("qformer/model.safetensors").is_file() => {
                 eprintln!("ablations: {} already trained, evaluating", v.name);
-                value(&std::fs::read_to_string(dir.join("seconds.txt")).unwrap_or_default(), "s")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0.0)
+                value(
+                    &std::fs::read_to_string(dir.join("seconds.txt")).unwrap_or_default(),
+                    "s",
+                )
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0.0)
             }
             _ => {
                 let _ = std::fs::remove_dir_all(&dir);
