@@ -18,12 +18,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use sensorium_engine::scene::TASKS;
+use toml::{Table, Value};
 
 struct Variant {
     name: &'static str,
     what: &'static str,
-    /// Lines added to `[models]`.
-    models: &'static str,
+    /// Keys set in `[models]` (TOML values).
+    models: &'static [(&'static str, &'static str)],
     audio: bool,
     vision: bool,
 }
@@ -32,65 +33,55 @@ const VARIANTS: [Variant; 5] = [
     Variant {
         name: "full",
         what: "frame-level sync, causal slot attention",
-        models: "",
+        models: &[],
         audio: true,
         vision: true,
     },
     Variant {
         name: "no_causal",
         what: "(a) no causal slot self-attention",
-        models: "causal_slots = false\n",
+        models: &[("causal_slots", "false")],
         audio: true,
         vision: true,
     },
     Variant {
         name: "coarse_sync",
         what: "(b) audio pooled over each window",
-        models: "audio_sync = \"window\"\n",
+        models: &[("audio_sync", "\"window\"")],
         audio: true,
         vision: true,
     },
     Variant {
         name: "audio_only",
         what: "(c) audio only",
-        models: "",
+        models: &[],
         audio: true,
         vision: false,
     },
     Variant {
         name: "video_only",
         what: "(d) video only",
-        models: "",
+        models: &[],
         audio: false,
         vision: true,
     },
 ];
 
-/// The value of `key = ...` in `text` (first occurrence), unquoted.
-fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(key)?.trim().strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"'))
+/// The table at `path` (e.g. `["train", "scenes"]`) of `t`, created when missing.
+fn table<'a>(t: &'a mut Table, path: &[&str]) -> anyhow::Result<&'a mut Table> {
+    let mut t = t;
+    for k in path {
+        t = t
+            .entry(k.to_string())
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("[{k}] is not a table"))?;
+    }
+    Ok(t)
 }
 
-/// `text` with the line `key = ...` replaced by `key = new` (or dropped when `new` is None).
-fn set(text: &str, key: &str, new: Option<&str>) -> String {
-    let mut out = String::new();
-    for l in text.lines() {
-        let hit = l
-            .trim()
-            .strip_prefix(key)
-            .is_some_and(|r| r.trim_start().starts_with('='));
-        match (hit, new) {
-            (true, Some(v)) => out.push_str(&format!("{key} = {v}\n")),
-            (true, None) => {}
-            (false, _) => {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    out
+fn path_value(p: &Path) -> Value {
+    Value::String(p.display().to_string())
 }
 
 fn sensorium() -> PathBuf {
@@ -106,15 +97,23 @@ fn main() -> anyhow::Result<()> {
     let (steps, pretrain, streams, questions) = (&args[1], &args[2], &args[3], &args[4]);
     let streams: u64 = streams.parse().context("STREAMS")?;
     let only: Vec<&str> = args[5..].iter().map(String::as_str).collect();
-    let base = std::fs::read_to_string(init.join("train.toml")).with_context(|| {
-        format!(
-            "{}: run init_default first",
-            init.join("train.toml").display()
-        )
-    })?;
-    let first = value(&base, "train_seeds")
-        .and_then(|v| v.trim_matches(['[', ']']).split(',').next())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    let base_path = init.join("train.toml");
+    let base: Table = std::fs::read_to_string(&base_path)
+        .with_context(|| format!("{}: run init_default first", base_path.display()))?
+        .parse()
+        .with_context(|| format!("{}", base_path.display()))?;
+    let num = |v: &str, what: &str| -> anyhow::Result<Value> {
+        Ok(Value::Integer(v.parse().with_context(|| what.to_owned())?))
+    };
+    let first = base
+        .get("train")
+        .and_then(|t| {
+            t.get("scenes")?
+                .get("train_seeds")?
+                .as_array()?
+                .first()?
+                .as_integer()
+        })
         .unwrap_or(1000);
     let mut results: Vec<(String, String, serde_json::Value)> = Vec::new();
     for v in VARIANTS
@@ -123,21 +122,31 @@ fn main() -> anyhow::Result<()> {
     {
         let out = format!("ablation-{}", v.name);
         let dir = init.canonicalize()?.join(&out);
-        let mut cfg = set(&base, "output", Some(&format!("\"{out}\"")));
-        cfg = set(&cfg, "steps", Some(steps));
-        cfg = set(&cfg, "pretrain_steps", Some(pretrain));
-        cfg = set(
-            &cfg,
-            "train_seeds",
-            Some(&format!("[{first}, {}]", first + streams)),
+        let mut t = base.clone();
+        let train = table(&mut t, &["train"])?;
+        train.insert("output".into(), Value::String(out.clone()));
+        train.insert("steps".into(), num(steps, "STEPS")?);
+        let sc = table(&mut t, &["train", "scenes"])?;
+        sc.insert("pretrain_steps".into(), num(pretrain, "PRETRAIN")?);
+        sc.insert(
+            "train_seeds".into(),
+            Value::Array(vec![
+                Value::Integer(first),
+                Value::Integer(first + streams as i64),
+            ]),
         );
+        let models = table(&mut t, &["models"])?;
         if !v.audio {
-            cfg = set(&cfg, "audio", None);
+            models.remove("audio");
         }
         if !v.vision {
-            cfg = set(&cfg, "vision", None);
+            models.remove("vision");
         }
-        cfg = cfg.replacen("[models]\n", &format!("[models]\n{}", v.models), 1);
+        for (k, val) in v.models {
+            let val: Table = format!("v = {val}").parse()?;
+            models.insert((*k).into(), val["v"].clone());
+        }
+        let cfg = toml::to_string(&t)?;
         let train_toml = init.join(format!("{out}.toml"));
         std::fs::write(&train_toml, &cfg)?;
         // A variant trained before with the same config is reused (an interrupted
@@ -146,12 +155,10 @@ fn main() -> anyhow::Result<()> {
         let train_s = match std::fs::read_to_string(&done) {
             Ok(prev) if prev == cfg && dir.join("qformer/model.safetensors").is_file() => {
                 eprintln!("ablations: {} already trained, evaluating", v.name);
-                value(
-                    &std::fs::read_to_string(dir.join("seconds.txt")).unwrap_or_default(),
-                    "s",
-                )
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0.0)
+                std::fs::read_to_string(dir.join("seconds.txt"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0.0)
             }
             _ => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -166,37 +173,31 @@ fn main() -> anyhow::Result<()> {
                 }
                 let s = t0.elapsed().as_secs_f64();
                 std::fs::write(&done, &cfg)?;
-                std::fs::write(dir.join("seconds.txt"), format!("s = {s}\n"))?;
+                std::fs::write(dir.join("seconds.txt"), format!("{s}\n"))?;
                 s
             }
         };
 
-        // The trained parts, evaluated like the shipped model.
-        let engine = base.split("[models]").next().unwrap_or_default().to_owned();
-        let part = |p: &str| format!("{p} = \"{}\"\n", dir.join(p).display());
-        let mut models = String::from("[models]\n");
-        if v.audio {
-            models.push_str(&part("audio"));
+        // The trained parts, evaluated like the shipped model: the same engine and `[llm]`
+        // settings, the variant's parts.
+        let mut e = Table::new();
+        for k in ["engine", "llm"] {
+            if let Some(x) = t.get(k) {
+                e.insert(k.into(), x.clone());
+            }
         }
-        if v.vision {
-            models.push_str(&part("vision"));
+        table(&mut e, &["llm"])?.insert("model".into(), path_value(&dir.join("llm")));
+        let models = table(&mut e, &["models"])?;
+        for (part, on) in [("audio", v.audio), ("vision", v.vision), ("qformer", true)] {
+            if on {
+                models.insert(part.into(), path_value(&dir.join(part)));
+            }
         }
-        models.push_str(&part("qformer"));
-        if let Some(s) = value(&base, "slots") {
-            models.push_str(&format!("slots = {s}\n"));
+        if let Some(s) = t["models"].get("slots") {
+            models.insert("slots".into(), s.clone());
         }
-        let llm = base
-            .split("[llm]")
-            .nth(1)
-            .and_then(|r| r.split("[train]").next())
-            .unwrap_or_default();
-        let llm = set(
-            llm,
-            "model",
-            Some(&format!("\"{}\"", dir.join("llm").display())),
-        );
         let eval_toml = init.join(format!("{out}-eval.toml"));
-        std::fs::write(&eval_toml, format!("{engine}{models}\n[llm]{llm}"))?;
+        std::fs::write(&eval_toml, toml::to_string(&e)?)?;
         let o = Command::new(sensorium())
             .args([
                 "eval",

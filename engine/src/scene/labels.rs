@@ -6,7 +6,7 @@
 //! with a mask (a fact that does not apply to the window is masked out); one-of-n facts are
 //! one-hot groups.
 
-use super::qa::direction;
+use super::qa::{direction, scene_window, SceneWindow};
 use super::world::{Colour, Origin, Scene, SceneTimeline, Shape, Sound};
 
 const PAIRS: usize = Colour::ALL.len() * Shape::ALL.len();
@@ -89,14 +89,13 @@ pub fn window_labels(tl: &mut SceneTimeline, t0: f64, t1: f64) -> Option<Labels>
 
 /// [`window_labels`] of scene `s`.
 pub fn scene_labels(s: &Scene, t0: f64, t1: f64) -> Option<Labels> {
-    if t0 + 1e-6 < s.start_s || t1 > s.end_s() + 1e-6 {
-        return None;
-    }
-    let (a, b) = (t0 - s.start_s, t1 - s.start_s);
+    let SceneWindow {
+        a,
+        b,
+        object_onset,
+        sound_onset,
+    } = scene_window(s, t0, t1)?;
     let mut l = Labels::new();
-    let onset_here = |t: f64| t > 0.0 && t + 1e-9 >= a && t < b;
-    let object_onset = s.objects.iter().any(|o| onset_here(o.onset_s));
-    let sound_onset = onset_here(s.sound_onset_s);
 
     if let Some(i) = SOUNDS.iter().position(|x| *x == s.sound) {
         if !sound_onset {
@@ -230,21 +229,7 @@ mod tests {
     use super::*;
 
     fn scene(objects: Vec<Object>, sound: Sound, origin: Origin) -> Scene {
-        Scene {
-            start_s: 0.0,
-            duration_s: 4.0,
-            aspect: 1.0,
-            objects,
-            sound,
-            origin,
-            sound_onset_s: 0.0,
-            freq: 1000.0,
-            level: 0.5,
-            click_phase_s: 0.0,
-            brightness: 1.0,
-            noise_std: 0.0,
-            seed: 1,
-        }
+        super::super::world::test_scene(0.0, objects, sound, origin)
     }
 
     fn square(colour: Colour, x0: f64, motion: Motion) -> Object {

@@ -53,6 +53,30 @@ const CAPTION: [&str; 3] = [
     "What do you see and hear?",
 ];
 
+/// A stream window `[t0, t1)` inside one scene, in scene time `[a, b)`, and whether an
+/// object or the sound starts inside it.
+pub(super) struct SceneWindow {
+    pub a: f64,
+    pub b: f64,
+    pub object_onset: bool,
+    pub sound_onset: bool,
+}
+
+/// `[t0, t1)` in scene `s`; `None` when the window is not inside the scene.
+pub(super) fn scene_window(s: &Scene, t0: f64, t1: f64) -> Option<SceneWindow> {
+    if t0 + 1e-6 < s.start_s || t1 > s.end_s() + 1e-6 {
+        return None;
+    }
+    let (a, b) = (t0 - s.start_s, t1 - s.start_s);
+    let onset_here = |t: f64| t > 0.0 && t + 1e-9 >= a && t < b;
+    Some(SceneWindow {
+        a,
+        b,
+        object_onset: s.objects.iter().any(|o| onset_here(o.onset_s)),
+        sound_onset: onset_here(s.sound_onset_s),
+    })
+}
+
 /// Every question one may ask about `[t0, t1)` (stream time, s), each in a phrasing drawn
 /// from `r`. Empty when the window is not inside one scene.
 pub fn questions(tl: &mut SceneTimeline, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
@@ -61,10 +85,15 @@ pub fn questions(tl: &mut SceneTimeline, t0: f64, t1: f64, r: &mut Rng) -> Vec<Q
 
 /// [`questions`] about scene `s` (stream times `t0..t1`).
 pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question> {
-    if t0 + 1e-6 < s.start_s || t1 > s.end_s() + 1e-6 {
+    let Some(SceneWindow {
+        a,
+        b,
+        object_onset,
+        sound_onset,
+    }) = scene_window(s, t0, t1)
+    else {
         return Vec::new();
-    }
-    let (a, b) = (t0 - s.start_s, t1 - s.start_s);
+    };
     let mut out = Vec::new();
     // Phrasings draw from their own generator, so the facts asked about do not depend on
     // which phrasing came before.
@@ -80,9 +109,6 @@ pub fn scene_questions(s: &Scene, t0: f64, t1: f64, r: &mut Rng) -> Vec<Question
             });
         };
     let id = |q: &str| q.to_owned();
-    let onset_here = |t: f64| t > 0.0 && t + 1e-9 >= a && t < b;
-    let object_onset = s.objects.iter().any(|o| onset_here(o.onset_s));
-    let sound_onset = onset_here(s.sound_onset_s);
     let hear = hear(s);
 
     if object_onset || sound_onset {
@@ -325,21 +351,7 @@ mod tests {
     }
 
     fn scene(objects: Vec<Object>, sound: Sound, origin: Origin) -> Scene {
-        Scene {
-            start_s: 10.0,
-            duration_s: 4.0,
-            aspect: 1.0,
-            objects,
-            sound,
-            origin,
-            sound_onset_s: 0.0,
-            freq: 1000.0,
-            level: 0.5,
-            click_phase_s: 0.1,
-            brightness: 1.0,
-            noise_std: 0.0,
-            seed: 1,
-        }
+        super::super::world::test_scene(10.0, objects, sound, origin)
     }
 
     fn answers(s: &Scene, t0: f64) -> Vec<(&'static str, String)> {

@@ -542,6 +542,32 @@ impl SceneTimeline {
     }
 }
 
+/// A hand-built one-scene test fixture: 4 s from `start_s`, square frame, full brightness,
+/// no sensor noise.
+#[cfg(test)]
+pub(crate) fn test_scene(
+    start_s: f64,
+    objects: Vec<Object>,
+    sound: Sound,
+    origin: Origin,
+) -> Scene {
+    Scene {
+        start_s,
+        duration_s: 4.0,
+        aspect: 1.0,
+        objects,
+        sound,
+        origin,
+        sound_onset_s: 0.0,
+        freq: 1000.0,
+        level: 0.5,
+        click_phase_s: 0.1,
+        brightness: 1.0,
+        noise_std: 0.0,
+        seed: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,12 +16,13 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng as _, SeedableRng};
-use sensorium_engine::scene::{FrameLabels, AUDIO_LABELS, VISION_LABELS};
+use sensorium_engine::scene::{FrameLabels, Labels, AUDIO_LABELS, VISION_LABELS};
 
 use super::clips::ClipFeatures;
-use super::trainer::Trainer;
+use super::trainer::{warmup_cosine, Trainer};
 use super::TrainError;
 use crate::distill::optim::AdamW;
+use crate::stage::EncodedFrame;
 
 /// A linear read-out of labels: `sigmoid(W x + b)` against 0/1 targets.
 pub(super) struct LabelHead {
@@ -132,6 +133,12 @@ impl Trainer {
             vars.push(h.weight.clone());
             vars.push(h.bias.clone());
         }
+        type Tokens = fn(&EncodedFrame) -> Option<Tensor>;
+        type Part = fn(&FrameLabels) -> &Labels;
+        let heads: [(Option<LabelHead>, Tokens, Part); 2] = [
+            (vision_head, |o| o.visual.clone(), |l| &l.vision),
+            (audio_head, |o| o.audio.clone(), |l| &l.audio),
+        ];
         let mut opt = AdamW::new(
             vars.clone(),
             ParamsAdamW {
@@ -146,12 +153,7 @@ impl Trainer {
         let mut cursor = 0usize;
         let mut losses = Vec::with_capacity(steps as usize);
         for step in 0..steps {
-            let lr = if step < warmup {
-                self.cfg.lr * (step + 1) as f64 / warmup as f64
-            } else {
-                let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
-                self.cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-            };
+            let lr = warmup_cosine(self.cfg.lr, step, warmup, steps);
             opt.set_learning_rate(lr);
             let mut pick = Vec::with_capacity(batch);
             while pick.len() < batch {
@@ -166,34 +168,23 @@ impl Trainer {
                 cursor += 1;
             }
             let inputs: Vec<_> = pick.iter().map(|f| &f.clip.inputs[f.frame]).collect();
-            let enc = self.encoders().ok_or_else(|| TrainError::Config {
-                field: "train.train_encoders".into(),
-                message: "the encoders went away".into(),
-            })?;
             let out = enc.encoder.encode_inputs(&inputs)?;
             let mut loss: Option<Tensor> = None;
-            let mut add = |l: Tensor| -> Result<(), TrainError> {
+            for (head, tokens, labels) in &heads {
+                let Some(h) = head else { continue };
+                let x = rows(out.iter().filter_map(tokens).collect())?;
+                let (t, m): (Vec<f32>, Vec<f32>) = pick
+                    .iter()
+                    .flat_map(|f| {
+                        let l = labels(&f.labels);
+                        l.target.iter().zip(&l.mask)
+                    })
+                    .unzip();
+                let l = h.loss(&x, &t, &m)?;
                 loss = Some(match loss.take() {
                     Some(x) => (x + l)?,
                     None => l,
                 });
-                Ok(())
-            };
-            if let Some(h) = &vision_head {
-                let x = rows(out.iter().filter_map(|o| o.visual.clone()).collect())?;
-                let (t, m): (Vec<f32>, Vec<f32>) = pick
-                    .iter()
-                    .flat_map(|f| f.labels.vision.target.iter().zip(&f.labels.vision.mask))
-                    .unzip();
-                add(h.loss(&x, &t, &m)?)?;
-            }
-            if let Some(h) = &audio_head {
-                let x = rows(out.iter().filter_map(|o| o.audio.clone()).collect())?;
-                let (t, m): (Vec<f32>, Vec<f32>) = pick
-                    .iter()
-                    .flat_map(|f| f.labels.audio.target.iter().zip(&f.labels.audio.mask))
-                    .unzip();
-                add(h.loss(&x, &t, &m)?)?;
             }
             let Some(loss) = loss else {
                 break;

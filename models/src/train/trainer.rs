@@ -130,6 +130,17 @@ impl EvalPoint {
     }
 }
 
+/// Learning rate at `step` (0-based) of `total`: linear warm-up over `warmup` steps, then
+/// cosine to 0.
+pub(super) fn warmup_cosine(lr: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let t = (step - warmup) as f64 / span;
+    lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
 /// The trainable model: Q-Former (+ LoRA or a trainable LLM) with its optimizer.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -390,15 +401,7 @@ impl Trainer {
     /// and `vision/` are written beside `qformer/`. Call before [`Self::load_state`].
     pub fn with_encoders(mut self, encoders: TrainableEncoders) -> Result<Self, TrainError> {
         self.encoders = Some(encoders);
-        let vars = self.named_vars().into_iter().map(|(_, v)| v).collect();
-        self.opt = AdamW::new(
-            vars,
-            ParamsAdamW {
-                lr: self.cfg.lr,
-                weight_decay: self.cfg.weight_decay,
-                ..Default::default()
-            },
-        )?;
+        self.reset_optimizer()?;
         Ok(self)
     }
 
@@ -412,6 +415,12 @@ impl Trainer {
         let c = &self.qformer.cfg;
         let head = LabelHead::new(c.num_query_tokens * c.hidden_size, n, self.cfg.seed)?;
         self.labels = Some((head, weight));
+        self.reset_optimizer()?;
+        Ok(self)
+    }
+
+    /// A fresh AdamW over every trainable variable (after variables were added).
+    fn reset_optimizer(&mut self) -> Result<(), TrainError> {
         let vars = self.named_vars().into_iter().map(|(_, v)| v).collect();
         self.opt = AdamW::new(
             vars,
@@ -421,7 +430,7 @@ impl Trainer {
                 ..Default::default()
             },
         )?;
-        Ok(self)
+        Ok(())
     }
 
     /// The trainable encoders, when they are trained.
@@ -698,16 +707,9 @@ impl Trainer {
     /// Learning rate at `step` (0-based).
     pub fn lr_at(&self, step: u64, total: u64) -> f64 {
         let c = &self.cfg;
-        if step < c.warmup_steps {
-            return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
-        }
         match c.schedule {
-            Schedule::Constant => c.lr,
-            Schedule::Cosine => {
-                let span = total.saturating_sub(c.warmup_steps).max(1) as f64;
-                let t = (step - c.warmup_steps) as f64 / span;
-                c.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
-            }
+            Schedule::Constant if step >= c.warmup_steps => c.lr,
+            _ => warmup_cosine(c.lr, step, c.warmup_steps, total),
         }
     }
 
