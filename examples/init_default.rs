@@ -23,8 +23,8 @@ const VOCAB: usize = 384;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map_or("target/default-init", String::as_str));
-    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4000);
-    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1500);
+    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2800);
+    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2000);
     std::fs::create_dir_all(&out)?;
 
     // The tokenizer learns the world's words and the template's pieces.
@@ -148,7 +148,9 @@ output = "run"
 train_encoders = true
 train_llm = "full"
 steps = {steps}
-batch = 8
+# A window's four questions share a step: the window is encoded once for all four.
+batch = 32
+group_windows = true
 lr = 2e-3
 warmup_steps = 200
 weight_decay = 0.01

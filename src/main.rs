@@ -9,6 +9,12 @@ mod output;
 mod sources;
 mod train;
 
+/// mimalloc rather than glibc's malloc: candle allocates a fresh buffer for every tensor, and
+/// glibc hands each large one straight back to the kernel (`munmap`), so every step of
+/// training or inference paid page faults and TLB shootdowns for the same memory again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     pin_thread_count();
     cli::main()

@@ -493,6 +493,72 @@ impl Decoder {
         run().ctx(|| format!("decoder training forward of {seq} positions"))
     }
 
+    /// [`Self::forward_train`] over several sequences at once: each of `inputs` (`[len_i,
+    /// hidden]`, positions `0..len_i`) is right-padded to the longest and the batch goes
+    /// through every layer as one; the causal mask keeps padding out of every real position.
+    /// Returns f32 logits `[batch, longest, vocab]`; rows past `len_i` are padding.
+    pub fn forward_train_batch(
+        &self,
+        inputs: &[Tensor],
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor, LlmError> {
+        let bad = |m: String| LlmError::Candle {
+            context: "decoder training forward".into(),
+            source: candle_core::Error::Msg(m),
+        };
+        let mut longest = 0;
+        for e in inputs {
+            let (seq, h) = e
+                .dims2()
+                .ctx(|| "input embeddings must be [seq, hidden]".into())?;
+            if h != self.cfg.hidden_size {
+                return Err(bad(format!(
+                    "input embeddings have width {h}, the model's hidden_size is {}",
+                    self.cfg.hidden_size
+                )));
+            }
+            longest = longest.max(seq);
+        }
+        if inputs.is_empty() || longest == 0 || longest > self.cache.capacity() {
+            return Err(bad(format!(
+                "{} sequences, the longest {longest} positions: a training batch needs 1..={} \
+                 (llm.max_context_tokens)",
+                inputs.len(),
+                self.cache.capacity()
+            )));
+        }
+        let run = || -> candle_core::Result<Tensor> {
+            let rows = inputs
+                .iter()
+                .map(|e| {
+                    let e = e.to_dtype(self.dtype)?;
+                    let pad = longest - e.dim(0)?;
+                    if pad == 0 {
+                        Ok(e)
+                    } else {
+                        e.pad_with_zeros(0, 0, pad)
+                    }
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let x = Tensor::stack(&rows, 0)?;
+            let mut parts = Parts {
+                cfg: &self.cfg,
+                blocks: &self.blocks,
+                rope: &self.rope,
+                device: &self.device,
+                dtype: self.dtype,
+            };
+            let x = parts.blocks(x, 0, longest, None, dropout)?;
+            parts.head(&x, &self.norm, &self.lm_head)
+        };
+        run().ctx(|| {
+            format!(
+                "decoder training forward of {} sequences of up to {longest} positions",
+                inputs.len()
+            )
+        })
+    }
+
     /// The embedding table `[vocab, hidden]` (a training variable when the LLM is trained).
     pub fn embed_table(&self) -> &Tensor {
         &self.embed
@@ -620,8 +686,8 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Every block over `x` `[1, seq, hidden]` at positions `pos..pos + seq`; with a cache,
-    /// the new K/V are appended and all cached positions are attended.
+    /// Every block over `x` `[batch, seq, hidden]` at positions `pos..pos + seq`; with a
+    /// cache (batch 1), the new K/V are appended and all cached positions are attended.
     fn blocks(
         &mut self,
         mut x: Tensor,
@@ -650,16 +716,17 @@ impl Parts<'_> {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
+        let b = x.dim(0)?;
         for (l, blk) in self.blocks.iter().enumerate() {
             let residual = &x;
             let hs = rms_norm(&x, &blk.input_norm, eps)?;
             let q = blk.attn.q.forward_with(&hs, dropout.as_deref_mut())?;
             let k = blk.attn.k.forward_with(&hs, dropout.as_deref_mut())?;
             let v = blk.attn.v.forward_with(&hs, dropout.as_deref_mut())?;
-            let q = q.reshape((1, seq, nh, hd))?.transpose(1, 2)?;
-            let k = k.reshape((1, seq, nkv, hd))?.transpose(1, 2)?;
+            let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?;
+            let k = k.reshape((b, seq, nkv, hd))?.transpose(1, 2)?;
             let v = v
-                .reshape((1, seq, nkv, hd))?
+                .reshape((b, seq, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let q = self.rope.apply(&q, pos)?;
@@ -671,17 +738,17 @@ impl Parts<'_> {
             // Grouped-query attention: fold the query heads of a group into the sequence axis
             // so one matmul per KV head serves the whole group without copying K/V.
             let groups = nh / nkv;
-            let q = q.contiguous()?.reshape((1, nkv, groups * seq, hd))?;
+            let q = q.contiguous()?.reshape((b, nkv, groups * seq, hd))?;
             let att = (q.matmul(&k.t()?)? * scale)?;
-            let att = att.reshape((1, nkv * groups, seq, total))?;
+            let att = att.reshape((b, nkv * groups, seq, total))?;
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
             };
             let att = crate::ops::softmax_last(&att.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
-            let att = att.reshape((1, nkv, groups * seq, total))?;
-            let y = att.matmul(&v)?.reshape((1, nh, seq, hd))?;
-            let y = y.transpose(1, 2)?.reshape((1, seq, nh * hd))?;
+            let att = att.reshape((b, nkv, groups * seq, total))?;
+            let y = att.matmul(&v)?.reshape((b, nh, seq, hd))?;
+            let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
             let y = blk.attn.o.forward_with(&y, dropout.as_deref_mut())?;
             let x1 = (residual + y)?;
             let hs = rms_norm(&x1, &blk.post_norm, eps)?;

@@ -81,6 +81,10 @@ pub struct TrainConfig {
     pub batch: usize,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// Shuffle whole runs of examples about the same window(s) (a sample's turns, a scene
+    /// window's questions) instead of single examples, so that they share a micro-batch and
+    /// the window goes through the encoders and the Q-Former once for all of them.
+    pub group_windows: bool,
     pub lr: f64,
     pub warmup_steps: u64,
     pub schedule: Schedule,
@@ -119,6 +123,7 @@ impl Default for TrainConfig {
             epochs: None,
             batch: 1,
             grad_accum: 1,
+            group_windows: false,
             lr: 1e-4,
             warmup_steps: 0,
             schedule: Schedule::Cosine,

@@ -632,6 +632,26 @@ impl Trainer {
         Ok(Tensor::cat(&parts, 0)?)
     }
 
+    /// One example's training input (prompt, then the answer shifted right: teacher
+    /// forcing) and the prompt's length.
+    fn train_input(&self, ex: &Example, av: &[(Tensor, Tensor)]) -> Result<(Tensor, usize), TrainError> {
+        let prompt = self.prompt_embeds(ex, av)?;
+        let p = prompt.dim(0)?;
+        let m = ex.answer_ids.len();
+        let mut parts = vec![prompt];
+        parts.extend(self.embed(&ex.answer_ids[..m - 1])?);
+        Ok((Tensor::cat(&parts, 0)?, p))
+    }
+
+    /// The mean diversity term over the Q-Former outputs `av` of one example's windows.
+    fn diversity_of(av: &[(Tensor, Tensor)]) -> Result<Tensor, TrainError> {
+        let div = av
+            .iter()
+            .map(|(h, _)| diversity(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tensor::stack(&div, 0)?.mean_all()?)
+    }
+
     /// Summed answer-token cross-entropy and the diversity term of one example whose
     /// windows' Q-Former outputs are `av`.
     fn example_loss(
@@ -640,40 +660,45 @@ impl Trainer {
         av: &[(Tensor, Tensor)],
         dropout: Option<&mut LoraDropout>,
     ) -> Result<(Tensor, Tensor), TrainError> {
-        let prompt = self.prompt_embeds(ex, av)?;
-        let p = prompt.dim(0)?;
+        let (input, p) = self.train_input(ex, av)?;
         let m = ex.answer_ids.len();
-        let mut parts = vec![prompt];
-        parts.extend(self.embed(&ex.answer_ids[..m - 1])?);
-        let input = Tensor::cat(&parts, 0)?;
         let logits = self.decoder.forward_train(&input, dropout)?;
         let rows = logits.narrow(0, p - 1, m)?;
         let targets = Tensor::new(ex.answer_ids.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
         let logp = candle_nn::ops::log_softmax(&rows, D::Minus1)?;
         let nll = logp.gather(&targets, 1)?.sum_all()?.neg()?;
-        let div = av
-            .iter()
-            .map(|(h, _)| diversity(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let div = Tensor::stack(&div, 0)?.mean_all()?;
-        Ok((nll, div))
+        Ok((nll, Self::diversity_of(av)?))
     }
 
-    /// `examples`' share of a step's loss: each one's answer cross-entropy over the step's
-    /// `tokens`, plus the diversity term over the step's `n` examples.
+    /// `examples`' share of a step's loss: their answer cross-entropy over the step's
+    /// `tokens`, plus the diversity and label terms over the step's `n` examples. A run of
+    /// consecutive examples about the same window(s) (a sample's turns, a scene window's
+    /// questions) encodes them and runs the Q-Former once; every answer goes through the
+    /// LLM in one padded batch.
     fn partial_loss(
         &self,
         examples: &[&Example],
         tokens: usize,
         n: usize,
-        mut dropout: Option<&mut LoraDropout>,
+        dropout: Option<&mut LoraDropout>,
     ) -> Result<(Tensor, f64), TrainError> {
-        let mut total: Option<Tensor> = None;
+        let mut terms: Vec<Tensor> = Vec::new();
         let mut labels_sum = 0f64;
-        for ex in examples {
+        let mut inputs = Vec::with_capacity(examples.len());
+        let mut spans = Vec::with_capacity(examples.len());
+        let mut targets: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while i < examples.len() {
+            let ex = examples[i];
+            let g = examples[i..]
+                .iter()
+                .take_while(|e| Arc::ptr_eq(&e.clip, &ex.clip) && e.windows == ex.windows)
+                .count();
             let av = self.av_tokens(ex)?;
-            let (nll, div) = self.example_loss(ex, &av, dropout.as_deref_mut())?;
-            let mut l = ((nll / tokens as f64)? + (div * (self.cfg.diversity_loss / n as f64))?)?;
+            let share = g as f64 / n as f64;
+            if self.cfg.diversity_loss > 0.0 {
+                terms.push((Self::diversity_of(&av)? * (self.cfg.diversity_loss * share))?);
+            }
             if let (Some((head, w)), Some(labels), Some((hidden, _))) =
                 (&self.labels, &ex.labels, av.last())
             {
@@ -682,18 +707,34 @@ impl Trainer {
                     &labels.target,
                     &labels.mask,
                 )?;
-                labels_sum += ll.to_scalar::<f32>()? as f64;
-                l = (l + (ll * (*w / n as f64))?)?;
+                labels_sum += ll.to_scalar::<f32>()? as f64 * g as f64;
+                terms.push((ll * (*w * share))?);
             }
-            total = Some(match total {
-                Some(t) => (t + l)?,
-                None => l,
+            for e in &examples[i..i + g] {
+                let (input, p) = self.train_input(e, &av)?;
+                inputs.push(input);
+                spans.push((p, e.answer_ids.len()));
+                targets.extend_from_slice(&e.answer_ids);
+            }
+            i += g;
+        }
+        if inputs.is_empty() {
+            return Err(TrainError::Config {
+                field: "train.manifest".into(),
+                message: "no examples".into(),
             });
         }
-        let total = total.ok_or_else(|| TrainError::Config {
-            field: "train.manifest".into(),
-            message: "no examples".into(),
-        })?;
+        let logits = self.decoder.forward_train_batch(&inputs, dropout)?;
+        let rows = spans
+            .iter()
+            .enumerate()
+            .map(|(b, &(p, m))| logits.get(b)?.narrow(0, p - 1, m))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let rows = Tensor::cat(&rows, 0)?;
+        let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
+        let logp = candle_nn::ops::log_softmax(&rows, D::Minus1)?;
+        let nll = (logp.gather(&targets, 1)?.sum_all()?.neg()? / tokens as f64)?;
+        let total = terms.into_iter().try_fold(nll, |acc, t| acc + t)?;
         Ok((total, labels_sum))
     }
 
@@ -724,12 +765,20 @@ impl Trainer {
     }
 
     /// Index of the example at position `c` of the endless epoch-by-epoch order.
-    fn example_at(&mut self, c: u64, n: usize) -> usize {
+    fn example_at(&mut self, c: u64, train: &[Example]) -> usize {
+        let n = train.len();
         let epoch = c / n as u64;
         if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut v: Vec<usize> = (0..n).collect();
             let mut rng = rand::rngs::StdRng::seed_from_u64(self.cfg.seed.wrapping_add(epoch));
-            v.shuffle(&mut rng);
+            let v = if self.cfg.group_windows {
+                let mut runs = window_runs(train);
+                runs.shuffle(&mut rng);
+                runs.into_iter().flatten().collect()
+            } else {
+                let mut v: Vec<usize> = (0..n).collect();
+                v.shuffle(&mut rng);
+                v
+            };
             self.order = Some((epoch, v));
         }
         self.order
@@ -742,7 +791,7 @@ impl Trainer {
         let (b, a) = (self.cfg.batch, self.cfg.grad_accum);
         let base = self.step * (b * a) as u64;
         let idx: Vec<usize> = (0..(b * a) as u64)
-            .map(|i| self.example_at(base + i, train.len()))
+            .map(|i| self.example_at(base + i, train))
             .collect();
         let tokens: usize = idx.iter().map(|i| train[*i].answer_ids.len()).sum();
         let lr = self.lr_at(self.step, total);
@@ -1173,6 +1222,23 @@ impl Trainer {
 }
 
 /// FAVOR's diversity term: mean off-diagonal cosine similarity of the rows of `h` `[Q, H]`.
+/// The runs of consecutive examples about the same window(s) of the same clip, as index
+/// ranges in order.
+fn window_runs(train: &[Example]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=train.len() {
+        let split = i == train.len()
+            || !(Arc::ptr_eq(&train[i].clip, &train[start].clip)
+                && train[i].windows == train[start].windows);
+        if split {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
+}
+
 pub fn diversity(h: &Tensor) -> Result<Tensor, TrainError> {
     let q = h.dim(0)?;
     if q < 2 {
