@@ -131,6 +131,14 @@ enum Command {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum WorldArg {
+    /// GStreamer test patterns with their sounds (8 classes; needs gst-launch-1.0).
+    TestSources,
+    /// The default model's scene world: sounding objects, one class per shape.
+    Scenes,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum SelectionArg {
     Weighted,
     Hard,
@@ -144,6 +152,12 @@ struct DistillEvalArgs {
     /// stand-in extractors).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The labelled clips: GStreamer's test sources (8 classes) or the scene world's
+    /// sounding objects (circle <-> high tone, square <-> clicks, triangle <-> noise; 2 s
+    /// clips; the circle is the hard class). With `scenes`, `--audio default-model/audio
+    /// --vision default-model/vision` distils on the default model's own encoders.
+    #[arg(long, value_enum, default_value = "test-sources")]
+    world: WorldArg,
     /// Difficulty-aware arm (the other arm is always uniform); default: the config's, else
     /// weighted.
     #[arg(long, value_enum)]
@@ -160,7 +174,7 @@ struct DistillEvalArgs {
     /// SNR (dB) of the noise buried in the hard classes' sound.
     #[arg(long, default_value_t = -20.0, allow_hyphen_values = true)]
     snr: f64,
-    /// Clips per class (1 s each), of which `--test-clips` are held out.
+    /// Clips per class (1 s each; 2 s in `scenes`), of which `--test-clips` are held out.
     #[arg(long, default_value_t = 40)]
     clips: usize,
     #[arg(long, default_value_t = 16)]
@@ -513,7 +527,10 @@ fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
     let cache = args
         .cache
         .unwrap_or_else(|| std::env::temp_dir().join("sensorium-distill-eval"));
-    let spec = SynthSpec::new(cache, args.clips, args.snr);
+    let spec = match args.world {
+        WorldArg::TestSources => SynthSpec::new(cache, args.clips, args.snr),
+        WorldArg::Scenes => SynthSpec::scenes(args.clips, args.snr),
+    };
     distill.classes = spec.classes.iter().map(|c| c.name.clone()).collect();
     let cfg = EvalConfig {
         distill,

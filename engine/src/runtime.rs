@@ -3,13 +3,14 @@
 //! returns what happened to each stream.
 //!
 //! ```text
-//! source ──q(stream mode)──▶ sync thread (per stream) ─┬─ no encoder: window assembler ─┐
-//!                                                     └─q─▶ encoder stage (all streams,  │
-//!                                                           batched) + assemblers ───────┤
-//!                                   ┌─────────────────────────────────────────────────────┘
-//!                                   ├─ no model ───────────────────────▶ sink ── JSON lines
-//!                                   └─q─▶ model stage (all streams, batched) ─▶ sink
+//! source ─q─▶ sync thread ─q─▶ frame stage ─────────────q─▶ window stage ──────────q─▶ sink
+//!  (per stream)  (per stream)   (all streams: encoder,       (all streams: model,      (builds
+//!                               batched, or pass-through;    batched, or pass-through)  each
+//!                               window assembler)                                       record)
 //! ```
+//! One path whatever is configured: without an encoder frames pass through the frame stage
+//! unchanged, without a model windows pass through the window stage; each window's record
+//! is built once, in the sink.
 //! Every queue but the sink's is per stream and uses the stream's mode (realtime: drop the
 //! oldest, never block; lossless: back-pressure), so streams are isolated: a stream that
 //! ends, fails or is slowed down by its own data does not hold up another. A model that
@@ -28,7 +29,7 @@ use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{bounded, QueueMode};
 use crate::sink::{JsonLinesSink, SinkError, WindowSink};
 use crate::source::SourceFactory;
-use crate::stages::{self, FrameDest, StreamCtx, WindowDest};
+use crate::stages::{self, StreamCtx};
 use crate::sync::Synchroniser;
 use crate::window::WindowAssembler;
 
@@ -133,66 +134,54 @@ impl Runtime {
 
         // Per-stream queues into the shared stages, created up front so the stage threads
         // know all their inputs.
-        let mut model_inputs = Vec::new();
-        let mut window_dests = Vec::new();
-        for (i, r) in resolved.iter().enumerate() {
-            if self.model.is_some() {
-                let (tx, rx) = bounded(cap, r.params.mode);
-                model_inputs.push((i, rx));
-                window_dests.push(WindowDest::Model(tx));
-            } else {
-                window_dests.push(WindowDest::Sink(sink_tx.clone()));
-            }
-        }
         let ctxs: Vec<Arc<StreamCtx>> = resolved
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 Arc::new(StreamCtx {
-                    index: i,
                     name: r.config.name.clone(),
                     report: reports[i].clone(),
                 })
             })
             .collect();
-
-        if let Some(model) = self.model {
-            let ctxs = ctxs.clone();
-            let sink_tx = sink_tx.clone();
+        let mut window_inputs = Vec::new();
+        let mut frame_inputs = Vec::new();
+        let mut assemblers = Vec::new();
+        let mut frame_dests = Vec::new();
+        // A pass-through stage never falls behind: its queue keeps everything (back-pressure
+        // then comes from the sink, as it would without the stage); a real encoder or model
+        // gets the stream's own mode (realtime: drop the oldest).
+        let mode = |r: &crate::config_load::ResolvedStream, real: bool| {
+            if real {
+                r.params.mode
+            } else {
+                QueueMode::Lossless
+            }
+        };
+        for (i, r) in resolved.iter().enumerate() {
+            let (wtx, wrx) = bounded(cap, mode(r, self.model.is_some()));
+            window_inputs.push((i, wrx));
+            let asm = WindowAssembler::new(
+                r.config.name.as_str().into(),
+                cfg.engine.window,
+                cfg.engine.stride,
+            );
+            assemblers.push((asm, wtx));
+            let (ftx, frx) = bounded(cap, mode(r, self.encoder.is_some()));
+            frame_inputs.push((i, frx));
+            frame_dests.push(Some(ftx));
+        }
+        {
+            let (model, ctxs) = (self.model, ctxs.clone());
             threads.push(spawn("model", move || {
-                stages::model_stage(model, model_inputs, ctxs, sink_tx, batch)
+                stages::model_stage(model, window_inputs, ctxs, sink_tx, batch)
             })?);
         }
-        drop(sink_tx);
-
-        let mut frame_dests = Vec::new();
-        if let Some(encoder) = self.encoder {
-            let mut inputs = Vec::new();
-            let mut assemblers = Vec::new();
-            for (i, (r, dest)) in resolved.iter().zip(window_dests).enumerate() {
-                let (tx, rx) = bounded(cap, r.params.mode);
-                inputs.push((i, rx));
-                frame_dests.push(Some(FrameDest::Encoder(tx)));
-                let asm = WindowAssembler::new(
-                    r.config.name.as_str().into(),
-                    cfg.engine.window,
-                    cfg.engine.stride,
-                );
-                assemblers.push((asm, dest));
-            }
-            let ctxs = ctxs.clone();
+        {
+            let (encoder, ctxs) = (self.encoder, ctxs.clone());
             threads.push(spawn("encoder", move || {
-                stages::encoder_stage(encoder, inputs, assemblers, ctxs, batch)
+                stages::encoder_stage(encoder, frame_inputs, assemblers, ctxs, batch)
             })?);
-        } else {
-            for (r, dest) in resolved.iter().zip(window_dests) {
-                let asm = WindowAssembler::new(
-                    r.config.name.as_str().into(),
-                    cfg.engine.window,
-                    cfg.engine.stride,
-                );
-                frame_dests.push(Some(FrameDest::Local(asm, dest)));
-            }
         }
 
         for (i, r) in resolved.iter().enumerate() {

@@ -1,6 +1,7 @@
-//! The bodies of the runtime's stage threads: per-stream sync (+ assembly), the batched
-//! encoder and model stages, and the sink. Kept apart from `runtime.rs`, which only wires
-//! them together.
+//! The bodies of the runtime's stage threads, one path for every stream: per-stream sync,
+//! the frame stage (the encoder, batched across streams, or a pass-through; then the window
+//! assembler), the window stage (the model, batched, or a pass-through) and the sink, which
+//! builds each window's record. Kept apart from `runtime.rs`, which only wires them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,23 +41,15 @@ impl Stop {
 
 /// One stream as the stages see it.
 pub(crate) struct StreamCtx {
-    pub index: usize,
     pub name: String,
     pub report: Arc<Mutex<StreamReport>>,
 }
 
-/// A window's output line on its way to the sink.
+/// A window on its way to the sink, with what the window model added to its record.
 pub(crate) struct SinkItem {
     pub stream: usize,
-    pub record: Map<String, Value>,
-    /// Capture time of the window's newest data.
-    pub captured: Option<Instant>,
-}
-
-/// Where a stream's windows go.
-pub(crate) enum WindowDest {
-    Model(QueueSender<Window>),
-    Sink(QueueSender<SinkItem>),
+    pub window: Window,
+    pub fields: Map<String, Value>,
 }
 
 /// What the sync thread sends to the encoder stage.
@@ -64,12 +57,6 @@ pub(crate) enum FrameMsg {
     Frame(SyncedFrame),
     /// A discontinuity: emit the padded partial window, start windows afresh.
     Flush,
-}
-
-/// Where a stream's synced frames go.
-pub(crate) enum FrameDest {
-    Encoder(QueueSender<FrameMsg>),
-    Local(WindowAssembler, WindowDest),
 }
 
 /// Sends with the queue's policy, recording drops and depth for `stage` (the consumer).
@@ -93,23 +80,6 @@ fn send<T>(
     Ok(())
 }
 
-impl WindowDest {
-    fn send(&self, w: Window, ctx: &StreamCtx) -> Result<(), Closed> {
-        ctx.report.lock().windows += 1;
-        match self {
-            WindowDest::Model(tx) => send(tx, w, "model", ctx),
-            WindowDest::Sink(tx) => {
-                let item = SinkItem {
-                    stream: ctx.index,
-                    captured: w.newest_capture(),
-                    record: window_record(&w),
-                };
-                send(tx, item, "sink", ctx)
-            }
-        }
-    }
-}
-
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -117,13 +87,13 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// Per stream: source events -> synchroniser -> (encoder queue | assembler -> windows).
+/// Per stream: source events -> synchroniser -> the frame stage's queue.
 pub(crate) fn sync_stage(
     ctx: Arc<StreamCtx>,
     rx: QueueReceiver<SourceEvent>,
     mut handle: Box<dyn SourceHandle>,
     mut sync: Synchroniser,
-    mut dest: FrameDest,
+    dest: QueueSender<FrameMsg>,
     stop: Stop,
     rx_mode: crate::queue::QueueMode,
 ) {
@@ -150,8 +120,7 @@ pub(crate) fn sync_stage(
                 if let (true, Some(mark)) = (live, last_mark) {
                     let idle = last_event.elapsed().as_nanos() as u64;
                     sync.advance_to(mark.saturating_add(idle), &mut frames);
-                    downstream_open &=
-                        forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+                    downstream_open &= forward(&ctx, &mut frames, &dest, &labels, &mut first_frame);
                 }
                 continue;
             }
@@ -171,10 +140,10 @@ pub(crate) fn sync_stage(
         last_event = t;
         last_mark = sync.watermark();
         histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
-        downstream_open &= forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
+        downstream_open &= forward(&ctx, &mut frames, &dest, &labels, &mut first_frame);
         if discontinuity {
             // No window straddles a discontinuity: the partial one goes out padded.
-            downstream_open &= flush_windows(&ctx, &mut dest);
+            downstream_open &= send(&dest, FrameMsg::Flush, "encoder", &ctx).is_ok();
         }
         if let Some(end) = end {
             break end;
@@ -190,10 +159,9 @@ pub(crate) fn sync_stage(
     drop(rx);
     handle.stop();
     sync.finish(&mut frames);
-    forward(&ctx, &mut frames, &mut dest, &labels, &mut first_frame);
-    if let FrameDest::Local(..) = dest {
-        flush_windows(&ctx, &mut dest);
-    }
+    forward(&ctx, &mut frames, &dest, &labels, &mut first_frame);
+    // Closing the frame queue makes the frame stage emit this stream's partial window.
+    drop(dest);
     {
         let mut r = ctx.report.lock();
         r.end = end;
@@ -211,23 +179,11 @@ pub(crate) fn sync_stage(
     gauge!(m::ACTIVE_STREAMS).decrement(1.0);
 }
 
-/// Emits the padded partial window (directly, or through the encoder stage's queue).
-fn flush_windows(ctx: &StreamCtx, dest: &mut FrameDest) -> bool {
-    match dest {
-        FrameDest::Encoder(tx) => send(tx, FrameMsg::Flush, "encoder", ctx).is_ok(),
-        FrameDest::Local(asm, wdest) => {
-            let mut windows = Vec::new();
-            asm.flush(&mut windows);
-            windows.into_iter().all(|w| wdest.send(w, ctx).is_ok())
-        }
-    }
-}
-
 /// Hands synced frames on; `false` once the next stage is gone.
 fn forward(
     ctx: &StreamCtx,
     frames: &mut Vec<SyncedFrame>,
-    dest: &mut FrameDest,
+    dest: &QueueSender<FrameMsg>,
     labels: &[(&'static str, String); 2],
     first: &mut Option<Instant>,
 ) -> bool {
@@ -244,16 +200,7 @@ fn forward(
             gauge!(m::STREAM_FPS, "stream" => ctx.name.clone()).set(n as f64 / secs);
         }
         counter!(m::ITEMS_OUT, labels).increment(1);
-        match dest {
-            FrameDest::Encoder(tx) => open &= send(tx, FrameMsg::Frame(f), "encoder", ctx).is_ok(),
-            FrameDest::Local(asm, wdest) => {
-                let mut windows = Vec::new();
-                asm.push(f, &mut windows);
-                for w in windows {
-                    open &= wdest.send(w, ctx).is_ok();
-                }
-            }
-        }
+        open &= send(dest, FrameMsg::Frame(f), "encoder", ctx).is_ok();
     }
     open
 }
@@ -345,22 +292,25 @@ fn isolate<I, O>(
     }
 }
 
-/// Encodes frames (batched across streams), attaches features, assembles windows.
+/// The frame stage: encodes frames (batched across streams; frames pass through unchanged
+/// without an encoder), attaches their features and assembles each stream's windows.
 pub(crate) fn encoder_stage(
-    mut encoder: Box<dyn FrameEncoder>,
+    mut encoder: Option<Box<dyn FrameEncoder>>,
     inputs: Vec<(usize, QueueReceiver<FrameMsg>)>,
-    mut assemblers: Vec<(WindowAssembler, WindowDest)>,
+    mut assemblers: Vec<(WindowAssembler, QueueSender<Window>)>,
     ctxs: Vec<Arc<StreamCtx>>,
     batch: usize,
 ) {
-    let name = encoder.name().to_string();
+    let name = encoder
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |e| e.name().to_string());
     let mut inputs = Inputs {
         list: inputs,
         next: 0,
     };
-    let mut dests: Vec<Option<(WindowAssembler, WindowDest)>> =
+    let mut dests: Vec<Option<(WindowAssembler, QueueSender<Window>)>> =
         assemblers.drain(..).map(Some).collect();
-    let assemble = |dests: &mut Vec<Option<(WindowAssembler, WindowDest)>>,
+    let assemble = |dests: &mut Vec<Option<(WindowAssembler, QueueSender<Window>)>>,
                     s: usize,
                     frame: Option<SyncedFrame>| {
         if let Some((asm, dest)) = &mut dests[s] {
@@ -370,7 +320,8 @@ pub(crate) fn encoder_stage(
                 None => asm.flush(&mut windows),
             }
             for w in windows {
-                let _ = dest.send(w, &ctxs[s]);
+                ctxs[s].report.lock().windows += 1;
+                let _ = send(dest, w, "model", &ctxs[s]);
             }
         }
     };
@@ -390,13 +341,15 @@ pub(crate) fn encoder_stage(
             })
             .collect();
         let t = Instant::now();
-        let mut results = if frames.is_empty() {
-            Vec::new()
-        } else {
-            isolate(&frames, |refs| {
+        let mut results = match &mut encoder {
+            Some(enc) if !frames.is_empty() => isolate(&frames, |refs| {
                 let refs: Vec<&SyncedFrame> = refs.iter().map(|f| **f).collect();
-                encoder.encode(&refs).map_err(|e| e.to_string())
+                enc.encode(&refs).map_err(|e| e.to_string())
             })
+            .into_iter()
+            .map(|r| r.map(Some))
+            .collect(),
+            _ => vec![Ok(None); frames.len()],
         }
         .into_iter();
         let secs = t.elapsed().as_secs_f64();
@@ -421,7 +374,9 @@ pub(crate) fn encoder_stage(
                 Some(Ok(features)) => {
                     counter!(m::ITEMS_OUT, &labels).increment(1);
                     if ctx.report.lock().model_error.is_none() {
-                        frame.features = Some(features);
+                        if features.is_some() {
+                            frame.features = features;
+                        }
                         assemble(&mut dests, s, Some(frame));
                     }
                 }
@@ -441,15 +396,18 @@ pub(crate) fn encoder_stage(
     }
 }
 
-/// Runs the window model (batched across streams) and hands records to the sink.
+/// The window stage: runs the window model (batched across streams; without one, windows
+/// pass through) and hands windows with the model's fields to the sink.
 pub(crate) fn model_stage(
-    mut model: Box<dyn WindowModel>,
+    mut model: Option<Box<dyn WindowModel>>,
     inputs: Vec<(usize, QueueReceiver<Window>)>,
     ctxs: Vec<Arc<StreamCtx>>,
     sink: QueueSender<SinkItem>,
     batch: usize,
 ) {
-    let name = model.name().to_string();
+    let name = model
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |m| m.name().to_string());
     let mut inputs = Inputs {
         list: inputs,
         next: 0,
@@ -462,37 +420,42 @@ pub(crate) fn model_stage(
             .unzip();
         if !windows.is_empty() {
             let t = Instant::now();
-            let results = isolate(&windows, |refs| {
-                model.process(refs).map_err(|e| e.to_string())
-            });
+            let results = match &mut model {
+                Some(model) => isolate(&windows, |refs| {
+                    model.process(refs).map_err(|e| e.to_string())
+                }),
+                None => windows.iter().map(|_| Ok(Map::new())).collect(),
+            };
             let secs = t.elapsed().as_secs_f64();
-            for ((s, w), res) in streams.into_iter().zip(windows).zip(results) {
+            for ((s, window), res) in streams.into_iter().zip(windows).zip(results) {
                 let ctx = &ctxs[s];
                 let labels = [("stage", "model".to_string()), ("stream", ctx.name.clone())];
                 counter!(m::ITEMS_IN, &labels).increment(1);
                 histogram!(m::STAGE_LATENCY, &labels).record(secs);
                 match res {
-                    Ok(extra) => {
+                    Ok(fields) => {
                         counter!(m::ITEMS_OUT, &labels).increment(1);
-                        let mut record = window_record(&w);
-                        merge_fields(&mut record, extra);
                         let item = SinkItem {
                             stream: s,
-                            captured: w.newest_capture(),
-                            record,
+                            window,
+                            fields,
                         };
                         let _ = send(&sink, item, "sink", ctx);
                     }
                     Err(e) => {
                         fail_stream(ctx, format!("window model '{name}': {e}"));
-                        let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&ctx.name)));
+                        if let Some(model) = &mut model {
+                            let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&ctx.name)));
+                        }
                     }
                 }
             }
         }
         for s in closed {
             let stream = ctxs[s].name.clone();
-            let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&stream)));
+            if let Some(model) = &mut model {
+                let _ = catch_unwind(AssertUnwindSafe(|| model.end_stream(&stream)));
+            }
         }
         if inputs.list.is_empty() {
             break;
@@ -508,7 +471,7 @@ pub(crate) fn sink_stage(
     stop: Stop,
     error: Arc<Mutex<Option<String>>>,
 ) {
-    while let Some(mut item) = rx.recv() {
+    while let Some(item) = rx.recv() {
         if stop.sink_failed.load(Ordering::Acquire) {
             continue;
         }
@@ -516,16 +479,22 @@ pub(crate) fn sink_stage(
             continue;
         };
         let name = report.lock().name.clone();
-        let latency = item.captured.map(|c| c.elapsed().as_secs_f64());
+        // The window's one record: built here, whatever stages it went through.
+        let mut record = window_record(&item.window);
+        merge_fields(&mut record, item.fields);
+        let latency = item
+            .window
+            .newest_capture()
+            .map(|c| c.elapsed().as_secs_f64());
         let latency_ms = latency.map_or(Value::Null, |s| {
             serde_json::Number::from_f64((s * 1e3 * 1000.0).round() / 1000.0)
                 .map_or(Value::Null, Value::Number)
         });
-        item.record.insert("latency_ms".into(), latency_ms);
+        record.insert("latency_ms".into(), latency_ms);
         let labels = [("stage", "sink".to_string()), ("stream", name)];
         counter!(m::ITEMS_IN, &labels).increment(1);
         let t = Instant::now();
-        match sink.write(&Value::Object(item.record)) {
+        match sink.write(&Value::Object(record)) {
             Ok(()) => {
                 histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
                 if let Some(s) = latency {

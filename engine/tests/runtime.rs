@@ -412,8 +412,27 @@ fn discontinuity_closes_the_window_with_and_without_encoder() {
     }
 }
 
-/// One expectation, every code path: the runtime (with and without a frame encoder) writes
-/// exactly the windows that the synchroniser and assembler make directly of the same events.
+/// Adds the window's index to its record (no features needed).
+struct Tag;
+impl WindowModel for Tag {
+    fn name(&self) -> &str {
+        "tag"
+    }
+    fn process(&mut self, windows: &[&Window]) -> Result<Vec<Map<String, Value>>, StageError> {
+        Ok(windows
+            .iter()
+            .map(|w| {
+                let mut m = Map::new();
+                m.insert("tag".into(), json!(w.index));
+                m
+            })
+            .collect())
+    }
+}
+
+/// One expectation, one path: the runtime, with or without a frame encoder and with or
+/// without a window model, writes exactly the windows that the synchroniser and assembler
+/// make directly of the same events; the model only adds its fields.
 #[test]
 fn runtime_writes_the_same_windows_as_the_direct_path() {
     use sensorium_engine::sink::window_record;
@@ -445,7 +464,7 @@ fn runtime_writes_the_same_windows_as_the_direct_path() {
     // 13 frames: windows at 0, 3, 6, 9; then 28 frames: windows at 0, 3, .., 24.
     assert_eq!(want.len(), 4 + 9);
 
-    for encoder in [false, true] {
+    for (encoder, model) in [(false, false), (true, false), (false, true), (true, true)] {
         let factory = SynthFactory::default().with("cam", script.clone());
         let sink = MemorySink::default();
         let mut rt = Runtime::new(
@@ -456,14 +475,23 @@ fn runtime_writes_the_same_windows_as_the_direct_path() {
         if encoder {
             rt = rt.with_encoder(Box::new(SumEncoder));
         }
+        if model {
+            rt = rt.with_model(Box::new(Tag));
+        }
         rt.run().unwrap();
         let got: Vec<Value> = records_of(&sink, "cam")
             .into_iter()
             .map(|mut r| {
-                r.as_object_mut().unwrap().remove("latency_ms");
-                r
+                let r = r.as_object_mut().unwrap();
+                r.remove("latency_ms");
+                let tag = r.remove("tag");
+                assert_eq!(tag.is_some(), model, "encoder: {encoder}, model: {model}");
+                if let Some(tag) = tag {
+                    assert_eq!(tag, r["index"]);
+                }
+                Value::Object(r.clone())
             })
             .collect();
-        assert_eq!(got, want, "encoder: {encoder}");
+        assert_eq!(got, want, "encoder: {encoder}, model: {model}");
     }
 }

@@ -270,3 +270,97 @@ fn an_output_holding_another_model_is_refused() {
         "mine"
     );
 }
+
+/// Every micro-batch's answers go through the LLM as one padded batch, and examples about the
+/// same windows share one encoder and Q-Former pass: the loss of a mixed micro-batch is still
+/// exactly its examples' own losses, weighted by their answer tokens (cross-entropy) and by
+/// their count (diversity).
+#[test]
+fn a_batched_micro_batch_loses_what_its_examples_lose_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(TrainLlm::Lora, dir.path());
+    let c = clip(7, 9);
+    let exs = [
+        example(&t, c.clone(), "What is it?", "a red circle"),
+        example(
+            &t,
+            c,
+            "How many clicks do you hear?",
+            "three clicks and a low tone",
+        ),
+        example(&t, clip(8, 6), "What is it?", "no"),
+    ];
+    assert!(exs[0].question_ids.len() != exs[1].question_ids.len());
+    let all: Vec<&Example> = exs.iter().collect();
+    let tokens: Vec<f64> = exs.iter().map(|e| e.answer_ids.len() as f64).collect();
+    let total: f64 = tokens.iter().sum();
+    let loss = |t: &Trainer, e: &[&Example]| t.loss(e).unwrap().to_scalar::<f32>().unwrap() as f64;
+
+    t.cfg.diversity_loss = 0.0;
+    let nll: Vec<f64> = exs
+        .iter()
+        .zip(&tokens)
+        .map(|(e, n)| loss(&t, &[e]) * n)
+        .collect();
+    let batched = loss(&t, &all);
+    let want = nll.iter().sum::<f64>() / total;
+    assert!((batched - want).abs() < 1e-5 * want, "{batched} vs {want}");
+
+    t.cfg.diversity_loss = 0.5;
+    let div: Vec<f64> = exs
+        .iter()
+        .zip(&nll)
+        .zip(&tokens)
+        .map(|((e, l), n)| (loss(&t, &[e]) - l / n) / 0.5)
+        .collect();
+    assert!(div.iter().all(|d| *d > 1e-4), "{div:?}");
+    let batched = loss(&t, &all);
+    let want = want + 0.5 * div.iter().sum::<f64>() / 3.0;
+    assert!((batched - want).abs() < 1e-5 * want, "{batched} vs {want}");
+}
+
+/// `group_windows`: a window's examples stay together in the shuffled order (so they share
+/// a micro-batch), every example still comes once per epoch, and the order is seeded.
+#[test]
+fn grouped_windows_stay_together_in_the_shuffled_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(TrainLlm::Lora, dir.path());
+    let mut train = Vec::new();
+    for w in 0..6u64 {
+        let c = clip(200 + w, 6);
+        for q in 0..4 {
+            train.push(example(
+                &t,
+                c.clone(),
+                "What is it?",
+                ANSWERS[(4 * w + q) as usize % 16],
+            ));
+        }
+    }
+    t.cfg.batch = 8;
+    t.cfg.group_windows = true;
+    let mut seen = Vec::new();
+    for step in 0..3 {
+        t.step = step;
+        let idx = t.step_examples(&train);
+        for chunk in idx.chunks(4) {
+            let w = chunk[0] / 4;
+            assert!(chunk.iter().all(|i| i / 4 == w), "step {step}: {idx:?}");
+        }
+        seen.extend(idx);
+    }
+    let first = seen.clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..24).collect::<Vec<_>>());
+    assert_ne!(first, seen, "the runs are shuffled");
+
+    let mut t = trainer(TrainLlm::Lora, dir.path());
+    t.cfg.batch = 8;
+    let ungrouped = t.step_examples(&train);
+    assert!(
+        ungrouped
+            .chunks(4)
+            .any(|c| c.iter().any(|i| i / 4 != c[0] / 4)),
+        "without grouping examples are shuffled one by one: {ungrouped:?}"
+    );
+}

@@ -431,6 +431,50 @@ impl Scene {
         s
     }
 
+    /// A "sounding object" scene of `duration_s` from `start_s`, drawn from `(seed, k)`: one
+    /// object of `shape` that makes its shape's sound (circle: a high tone, square: clicks at
+    /// its bounces, triangle: noise), as in [`Scene::draw`]'s sounding scenes. What
+    /// distillation's shape classes are made of.
+    pub fn sounding(
+        seed: u64,
+        k: u64,
+        shape: Shape,
+        start_s: f64,
+        duration_s: f64,
+        p: &WorldParams,
+    ) -> Scene {
+        let mut r = Rng::for_item(seed ^ 0x50_0D1D, k);
+        let mut o = draw_object(&mut r, p.aspect, p.window_s);
+        o.shape = shape;
+        let sound = match shape {
+            Shape::Circle => Sound::HighTone,
+            Shape::Square => Sound::Clicks,
+            Shape::Triangle => Sound::Noise,
+        };
+        if sound == Sound::Clicks {
+            make_bouncy(&mut o, &mut r, p.aspect, duration_s);
+        }
+        Scene {
+            start_s,
+            duration_s,
+            aspect: p.aspect,
+            objects: vec![o],
+            sound,
+            origin: Origin::Object { index: 0 },
+            sound_onset_s: 0.0,
+            freq: if sound == Sound::HighTone {
+                r.range(HIGH_BAND.0, HIGH_BAND.1)
+            } else {
+                0.0
+            },
+            level: r.range(0.2, 0.7),
+            click_phase_s: 0.0,
+            brightness: r.range(0.8, 1.2),
+            noise_std: r.range(0.0, 0.04),
+            seed: r.next_u64(),
+        }
+    }
+
     pub fn end_s(&self) -> f64 {
         self.start_s + self.duration_s
     }
@@ -515,6 +559,16 @@ impl SceneTimeline {
             seed,
             params,
             scenes: Vec::new(),
+        }
+    }
+
+    /// A timeline that starts with `scenes` (back to back from 0 s) and continues with
+    /// stream `seed`'s own draws after them.
+    pub fn with_scenes(seed: u64, params: WorldParams, scenes: Vec<Scene>) -> Self {
+        Self {
+            seed,
+            params,
+            scenes,
         }
     }
 
@@ -655,5 +709,34 @@ mod tests {
             t = s.end_s();
         }
         assert_ne!(SceneTimeline::new(4, params()).at(0.0), a.at(0.0));
+    }
+
+    /// Sounding-object scenes: the shape decides the sound, the object makes it, and the
+    /// rest varies with the item; a timeline built on them plays them first.
+    #[test]
+    fn a_sounding_scene_sounds_like_its_shape() {
+        let p = params();
+        for (shape, sound) in [
+            (Shape::Circle, Sound::HighTone),
+            (Shape::Square, Sound::Clicks),
+            (Shape::Triangle, Sound::Noise),
+        ] {
+            let a = Scene::sounding(3, 1, shape, 0.0, 2.0, &p);
+            let b = Scene::sounding(3, 2, shape, 0.0, 2.0, &p);
+            assert_eq!(
+                (a.objects.len(), a.objects[0].shape, a.sound),
+                (1, shape, sound)
+            );
+            assert_eq!(a.origin, Origin::Object { index: 0 });
+            assert_eq!(a, Scene::sounding(3, 1, shape, 0.0, 2.0, &p), "seeded");
+            assert_ne!(a.objects[0].x0, b.objects[0].x0);
+            if sound == Sound::HighTone {
+                assert!((HIGH_BAND.0..=HIGH_BAND.1).contains(&a.freq));
+            }
+        }
+        let s = Scene::sounding(3, 1, Shape::Square, 0.0, 2.0, &p);
+        let mut tl = SceneTimeline::with_scenes(9, p, vec![s.clone()]);
+        assert_eq!(tl.at(1.9), &s);
+        assert_eq!(tl.at(2.0).start_s, 2.0, "the stream's own scenes follow");
     }
 }

@@ -1,5 +1,14 @@
-//! Synthetic audio-visual scenes from GStreamer test sources, for tests and the eval command.
+//! Labelled audio-visual clips for tests and the eval command, from one of two worlds:
+//! GStreamer's test sources ([`ClipWorld::TestSources`]) or the default model's scene world
+//! ([`ClipWorld::Scenes`], rendered in Rust).
 //!
+//! **Scenes**: the classes are the three shapes of the scene world's "sounding object" scenes
+//! (circle <-> a high tone, square <-> clicks at its bounces, triangle <-> white noise), each
+//! clip one such scene with its own colour, size, position, motion, brightness and level,
+//! drawn at `width`x`height` (what the default model's encoders read). The circle is the hard
+//! class: its tone is buried in white noise at `hard_snr_db`, so it sounds like a triangle.
+//!
+//! **Test sources**:
 //! Each class pairs a `videotestsrc` pattern with its own `audiotestsrc` sound (ball <-> ticks,
 //! snow <-> white noise, ...). Some classes are made hard for an audio student by mixing white
 //! noise into their sound at a low SNR (done here in Rust, seeded). Media is produced by
@@ -65,9 +74,30 @@ pub fn default_classes(hard_snr_db: f64) -> Vec<SceneClass> {
     ]
 }
 
+/// Where the clips come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClipWorld {
+    /// `videotestsrc` patterns with `audiotestsrc` sounds (needs `gst-launch-1.0`).
+    #[default]
+    TestSources,
+    /// The scene world's sounding objects, one class per shape (no GStreamer).
+    Scenes,
+}
+
+/// The scene world's shape classes: circle (hard: its high tone buried in noise at
+/// `hard_snr_db`), square, triangle. `pattern`/`wave` name the shape and its sound.
+pub fn scene_classes(hard_snr_db: f64) -> Vec<SceneClass> {
+    vec![
+        SceneClass::new("circle", "circle", "high-tone", 1000.0, 0.5).with_snr(hard_snr_db),
+        SceneClass::new("square", "square", "clicks", 0.0, 0.5),
+        SceneClass::new("triangle", "triangle", "noise", 0.0, 0.5),
+    ]
+}
+
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SynthSpec {
+    pub world: ClipWorld,
     /// Raw media is cached here (created if missing) and reused by later calls.
     pub cache_dir: PathBuf,
     pub classes: Vec<SceneClass>,
@@ -85,6 +115,7 @@ impl SynthSpec {
     /// 64x64 at 2 fps, 2 frames (1 s) per clip, the default classes.
     pub fn new(cache_dir: impl Into<PathBuf>, clips_per_class: usize, hard_snr_db: f64) -> Self {
         Self {
+            world: ClipWorld::TestSources,
             cache_dir: cache_dir.into(),
             classes: default_classes(hard_snr_db),
             clips_per_class,
@@ -95,6 +126,22 @@ impl SynthSpec {
             seed: 7,
         }
     }
+    /// The scene world's shape classes: 64x64 at 2 fps, 4 frames (2 s, one window of the
+    /// default model) per clip; nothing is cached (rendering is cheap).
+    pub fn scenes(clips_per_class: usize, hard_snr_db: f64) -> Self {
+        Self {
+            world: ClipWorld::Scenes,
+            cache_dir: PathBuf::new(),
+            classes: scene_classes(hard_snr_db),
+            clips_per_class,
+            frames_per_clip: 4,
+            width: 64,
+            height: 64,
+            fps: 2,
+            seed: 7,
+        }
+    }
+
     pub fn samples_per_frame(&self) -> usize {
         16_000 / self.fps.max(1) as usize
     }
@@ -168,6 +215,64 @@ fn cached(
 
 /// Generate (or load from the cache) every clip of `spec`, class after class.
 pub fn generate(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+    match spec.world {
+        ClipWorld::TestSources => test_source_clips(spec),
+        ClipWorld::Scenes => scene_clips(spec),
+    }
+}
+
+/// The scene world's clips: class `name` is a shape; clip `k` of a class is one sounding
+/// scene of that shape drawn from `(seed, class, k)`.
+fn scene_clips(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+    use sensorium_engine::scene::{render, Scene, SceneTimeline, Shape, WorldParams};
+    let fps = spec.fps.max(1) as f64;
+    let duration = spec.frames_per_clip as f64 / fps;
+    let params = WorldParams {
+        window_s: duration,
+        aspect: spec.width as f64 / spec.height.max(1) as f64,
+    };
+    let spf = spec.samples_per_frame();
+    let mut clips = Vec::new();
+    for (ci, class) in spec.classes.iter().enumerate() {
+        let shape = Shape::ALL
+            .into_iter()
+            .find(|s| s.name() == class.pattern)
+            .ok_or_else(|| {
+                DistillError::input(
+                    "scene class",
+                    format!(
+                        "{:?} is not a shape (circle, square, triangle)",
+                        class.pattern
+                    ),
+                )
+            })?;
+        for k in 0..spec.clips_per_class {
+            let item = ((ci as u64) << 32) | k as u64;
+            let scene = Scene::sounding(spec.seed, item, shape, 0.0, duration, &params);
+            let mut tl = SceneTimeline::with_scenes(spec.seed, params, vec![scene]);
+            let frames = (0..spec.frames_per_clip)
+                .map(|f| {
+                    render::picture(&mut tl, f as f64 / fps, f as u64, spec.width, spec.height)
+                })
+                .collect();
+            let mut audio = render::audio(&mut tl, 0, spec.frames_per_clip * spf);
+            let mut rng = SplitMix(spec.seed ^ item.wrapping_mul(0x9E37_79B9));
+            mix_noise(&mut audio, class.snr_db, &mut rng);
+            clips.push(Clip {
+                class: ci,
+                index: k,
+                width: spec.width,
+                height: spec.height,
+                frames,
+                audio,
+            });
+        }
+    }
+    Ok(clips)
+}
+
+/// GStreamer's test sources, rendered once per class by `gst-launch-1.0` into the cache.
+fn test_source_clips(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
     std::fs::create_dir_all(&spec.cache_dir).map_err(|e| DistillError::io(&spec.cache_dir, e))?;
     let n_frames = spec.clips_per_class * spec.frames_per_clip;
     let spf = spec.samples_per_frame();

@@ -634,7 +634,11 @@ impl Trainer {
 
     /// One example's training input (prompt, then the answer shifted right: teacher
     /// forcing) and the prompt's length.
-    fn train_input(&self, ex: &Example, av: &[(Tensor, Tensor)]) -> Result<(Tensor, usize), TrainError> {
+    fn train_input(
+        &self,
+        ex: &Example,
+        av: &[(Tensor, Tensor)],
+    ) -> Result<(Tensor, usize), TrainError> {
         let prompt = self.prompt_embeds(ex, av)?;
         let p = prompt.dim(0)?;
         let m = ex.answer_ids.len();
@@ -786,13 +790,17 @@ impl Trainer {
             .map_or(0, |(_, v)| v[(c % n as u64) as usize])
     }
 
+    /// Indices into `train` of the `batch * grad_accum` examples the next step learns.
+    pub fn step_examples(&mut self, train: &[Example]) -> Vec<usize> {
+        let per = (self.cfg.batch * self.cfg.grad_accum) as u64;
+        let base = self.step * per;
+        (0..per).map(|i| self.example_at(base + i, train)).collect()
+    }
+
     /// One optimizer step over `batch * grad_accum` examples.
     pub fn train_step(&mut self, train: &[Example], total: u64) -> Result<StepStats, TrainError> {
-        let (b, a) = (self.cfg.batch, self.cfg.grad_accum);
-        let base = self.step * (b * a) as u64;
-        let idx: Vec<usize> = (0..(b * a) as u64)
-            .map(|i| self.example_at(base + i, train))
-            .collect();
+        let b = self.cfg.batch;
+        let idx = self.step_examples(train);
         let tokens: usize = idx.iter().map(|i| train[*i].answer_ids.len()).sum();
         let lr = self.lr_at(self.step, total);
         self.opt.set_learning_rate(lr);
