@@ -3,11 +3,12 @@
 //! the live-question inputs (stdin lines, the HTTP SSE endpoint), with an orderly stop after
 //! the engine finished: inputs closed first, then every queued window answered.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
+use sensorium_engine::StopToken;
 use sensorium_models::llm::{
     spawn_line_questions, AnswerRecord, AnswerService, Answerer, HttpEndpoint, LiveEvent,
     ServiceHandle, ServiceOutput,
@@ -31,7 +32,7 @@ fn answer_line(rec: &AnswerRecord, live: bool) -> Value {
 pub struct Answers {
     service: AnswerService,
     http: Option<HttpEndpoint>,
-    stdin: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    stdin: Option<(StopToken, JoinHandle<()>)>,
     errors: Arc<AtomicU64>,
     answers: Arc<AtomicU64>,
 }
@@ -98,7 +99,7 @@ impl Answers {
             me.http = Some(ep);
         }
         if cfg.stdin {
-            let stop = Arc::new(AtomicBool::new(false));
+            let stop = StopToken::new();
             let lines = crate::output::StdinLines::spawn(stop.clone())
                 .context("cannot start the stdin reader")?;
             let (o3, e3) = (out.clone(), me.errors.clone());
@@ -150,7 +151,7 @@ impl Answers {
             answers,
         } = self;
         if let Some((stop, join)) = stdin {
-            stop.store(true, Ordering::Release);
+            stop.trigger();
             let _ = join.join();
         }
         if let Some(h) = http {

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSource, UriSource};
 use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
 use sensorium_engine::config::{SceneSource, SyntheticPattern, SyntheticSource};
-use sensorium_engine::{metrics, Config, Runtime, RuntimeError, Shutdown, StreamEnd};
+use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd};
 
 use crate::answers::Answers;
 use crate::models::{self as model_cfg, ModelSetup};
@@ -384,7 +384,7 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         eprintln!("sensorium: metrics on http://{addr}/metrics");
     }
 
-    let shutdown = Shutdown::new();
+    let shutdown = StopToken::new();
     let token = shutdown.clone();
     let mut presses = 0u32;
     ctrlc::set_handler(move || {

@@ -4,12 +4,10 @@
 //! lines go to a file (on stdout they would break the JSON lines).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use sensorium_engine::{SinkError, WindowSink};
+use sensorium_engine::{SinkError, StopToken, WindowSink};
 use serde_json::Value;
 
 /// How the run's lines are written.
@@ -134,18 +132,18 @@ pub fn echo(text: &str) {
     let _ = out.flush();
 }
 
-/// Lines of stdin as a `BufRead` that reports end of input once `stop` is set, so the
+/// Lines of stdin as a `BufRead` that reports end of input once `stop` fires, so the
 /// live-question thread (which owns a handle into the answer service) ends with the run even
 /// when stdin stays open. A helper thread does the blocking reads.
 pub struct StdinLines {
     rx: crossbeam_channel::Receiver<String>,
-    stop: Arc<AtomicBool>,
+    stop: StopToken,
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl StdinLines {
-    pub fn spawn(stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+    pub fn spawn(stop: StopToken) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(16);
         std::thread::Builder::new()
             .name("stdin".into())
@@ -169,17 +167,17 @@ impl StdinLines {
 impl std::io::Read for StdinLines {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.buf.len() {
-            if self.stop.load(Ordering::Acquire) {
-                return Ok(0);
-            }
-            match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    self.buf = line.into_bytes();
-                    self.buf.push(b'\n');
-                    self.pos = 0;
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(0),
+            // A line, the end of stdin, or the stop token: whichever comes first.
+            crossbeam_channel::select! {
+                recv(self.rx) -> line => match line {
+                    Ok(line) => {
+                        self.buf = line.into_bytes();
+                        self.buf.push(b'\n');
+                        self.pos = 0;
+                    }
+                    Err(_) => return Ok(0),
+                },
+                recv(self.stop.fired()) -> _ => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);

@@ -36,7 +36,7 @@ fn wait_for_windows(sink: &MemorySink, n: usize, deadline: Instant) -> Vec<Value
 /// thread, with `reconnect` lines added to its reconnect table.
 struct Live {
     sink: MemorySink,
-    stop: sensorium_engine::Shutdown,
+    stop: sensorium_engine::StopToken,
     run: std::thread::JoinHandle<Result<RunReport, sensorium_engine::RuntimeError>>,
     deadline: Instant,
 }

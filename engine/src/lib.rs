@@ -17,6 +17,7 @@ pub mod scene;
 pub mod sink;
 pub mod source;
 mod stages;
+pub mod stop;
 pub mod sync;
 pub mod synthetic;
 pub mod window;
@@ -27,10 +28,11 @@ pub use frame::{
     AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
-pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender};
-pub use runtime::{RunReport, Runtime, RuntimeError, Shutdown, StreamEnd, StreamReport};
+pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender, Recv};
+pub use runtime::{RunReport, Runtime, RuntimeError, StreamEnd, StreamReport};
 pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
+pub use stop::StopToken;
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
 pub use synthetic::SyntheticFactory;
 pub use window::WindowAssembler;

@@ -4,11 +4,14 @@
 //! and counted, so capture always sees fresh data. `Lossless` applies back-pressure: the
 //! producer waits until the consumer catches up and nothing is lost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
+
+use crate::stop::StopToken;
 
 /// What a full queue does to its producer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -41,10 +44,23 @@ impl QueueStats {
     }
 }
 
-/// The consumer of a queue went away.
+/// The consumer of a queue went away (or, for [`QueueSender::send_until`], the stop token
+/// fired first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("queue closed: the consuming stage has stopped")]
 pub struct Closed;
+
+/// What [`QueueReceiver::recv_until`] got.
+#[derive(Debug)]
+pub enum Recv<T> {
+    Item(T),
+    /// Nothing came before the timeout.
+    Timeout,
+    /// Every sender is gone and the queue is empty.
+    Closed,
+    /// The stop token fired.
+    Stopped,
+}
 
 /// Producing end. Cloneable; all clones share the policy and counters.
 pub struct QueueSender<T> {
@@ -52,7 +68,9 @@ pub struct QueueSender<T> {
     // A receiver clone lets a realtime sender evict the oldest item itself.
     evict: Receiver<T>,
     mode: QueueMode,
-    closed: Arc<AtomicBool>,
+    /// Fires when the receiver is dropped (the sender's `evict` clone keeps the channel
+    /// itself connected).
+    closed: StopToken,
     stats: Arc<QueueStats>,
 }
 
@@ -71,20 +89,20 @@ impl<T> Clone for QueueSender<T> {
 /// Consuming end. Dropping it closes the queue for its senders.
 pub struct QueueReceiver<T> {
     rx: Receiver<T>,
-    closed: Arc<AtomicBool>,
+    closed: StopToken,
     stats: Arc<QueueStats>,
 }
 
 impl<T> Drop for QueueReceiver<T> {
     fn drop(&mut self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.trigger();
     }
 }
 
 /// A bounded queue of `capacity` (at least 1) with the given overflow policy.
 pub fn bounded<T>(capacity: usize, mode: QueueMode) -> (QueueSender<T>, QueueReceiver<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    let closed = Arc::new(AtomicBool::new(false));
+    let closed = StopToken::new();
     let stats = Arc::new(QueueStats::default());
     (
         QueueSender {
@@ -101,31 +119,41 @@ pub fn bounded<T>(capacity: usize, mode: QueueMode) -> (QueueSender<T>, QueueRec
 impl<T> QueueSender<T> {
     /// Enqueue according to the policy. Returns the number of items dropped to make room
     /// (always 0 in lossless mode), or [`Closed`] when the consumer is gone.
-    pub fn send(&self, mut item: T) -> Result<u64, Closed> {
+    pub fn send(&self, item: T) -> Result<u64, Closed> {
+        self.send_inner(item, None)
+    }
+
+    /// [`send`](Self::send) that gives up when `stop` fires while a lossless queue is full
+    /// (`Err(Closed)`: the producer should stop producing either way).
+    pub fn send_until(&self, item: T, stop: &StopToken) -> Result<u64, Closed> {
+        self.send_inner(item, Some(stop))
+    }
+
+    fn send_inner(&self, mut item: T, stop: Option<&StopToken>) -> Result<u64, Closed> {
         match self.mode {
-            QueueMode::Lossless => loop {
-                if self.closed.load(Ordering::Acquire) {
+            QueueMode::Lossless => {
+                if self.closed.is_triggered() || stop.is_some_and(StopToken::is_triggered) {
                     return Err(Closed);
                 }
-                // Wake up now and then to notice a consumer that went away.
-                match self
-                    .tx
-                    .send_timeout(item, std::time::Duration::from_millis(100))
-                {
-                    Ok(()) => {
-                        self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        return Ok(0);
-                    }
-                    Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => item = back,
-                    Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                        return Err(Closed)
-                    }
+                // Waits for room, for the consumer to go away, or for the stop token.
+                let never = crossbeam_channel::never();
+                let stopped = stop.map_or(&never, StopToken::fired);
+                select! {
+                    send(self.tx, item) -> r => match r {
+                        Ok(()) => {
+                            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                            Ok(0)
+                        }
+                        Err(_) => Err(Closed),
+                    },
+                    recv(self.closed.fired()) -> _ => Err(Closed),
+                    recv(stopped) -> _ => Err(Closed),
                 }
-            },
+            }
             QueueMode::Realtime => {
                 let mut dropped = 0;
                 loop {
-                    if self.closed.load(Ordering::Acquire) {
+                    if self.closed.is_triggered() {
                         return Err(Closed);
                     }
                     match self.tx.try_send(item) {
@@ -150,6 +178,10 @@ impl<T> QueueSender<T> {
     pub fn mode(&self) -> QueueMode {
         self.mode
     }
+    /// Whether the consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_triggered()
+    }
     /// Items waiting in the queue now.
     pub fn len(&self) -> usize {
         self.tx.len()
@@ -171,6 +203,29 @@ impl<T> QueueReceiver<T> {
         let item = self.rx.recv().ok()?;
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         Some(item)
+    }
+
+    /// The next item, waiting at most `timeout` (forever without one) and no longer than
+    /// until `stop` fires.
+    pub fn recv_until(&self, stop: &StopToken, timeout: Option<Duration>) -> Recv<T> {
+        if stop.is_triggered() {
+            return Recv::Stopped;
+        }
+        let timer = match timeout {
+            Some(t) => crossbeam_channel::after(t),
+            None => crossbeam_channel::never(),
+        };
+        select! {
+            recv(self.rx) -> r => match r {
+                Ok(item) => {
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    Recv::Item(item)
+                }
+                Err(_) => Recv::Closed,
+            },
+            recv(stop.fired()) -> _ => Recv::Stopped,
+            recv(timer) -> _ => Recv::Timeout,
+        }
     }
 
     /// Like [`recv`](Self::recv) with a deadline; `Err(true)` means disconnected.
@@ -237,6 +292,45 @@ mod tests {
         assert_eq!(rx.try_recv(), Some(3));
         assert_eq!(rx.try_recv(), Some(4));
         assert_eq!(rx.try_recv(), None);
+    }
+
+    /// A lossless send blocked on a full queue wakes when the consumer goes away or the stop
+    /// token fires, at once (no timer).
+    #[test]
+    fn a_blocked_lossless_send_gives_up_on_close_or_stop() {
+        let (tx, rx) = bounded::<u32>(1, QueueMode::Lossless);
+        tx.send(1).unwrap();
+        let stop = StopToken::new();
+        let waiter = {
+            let (tx, stop) = (tx.clone(), stop.clone());
+            std::thread::spawn(move || tx.send_until(2, &stop))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        stop.trigger();
+        assert_eq!(waiter.join().unwrap(), Err(Closed));
+        let waiter = std::thread::spawn(move || tx.send(3));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(rx);
+        assert_eq!(waiter.join().unwrap(), Err(Closed));
+    }
+
+    #[test]
+    fn recv_until_tells_items_timeouts_stops_and_closes_apart() {
+        let (tx, rx) = bounded::<u32>(2, QueueMode::Lossless);
+        let stop = StopToken::new();
+        tx.send(7).unwrap();
+        assert!(matches!(rx.recv_until(&stop, None), Recv::Item(7)));
+        let short = Some(Duration::from_millis(5));
+        assert!(matches!(rx.recv_until(&stop, short), Recv::Timeout));
+        let child = stop.child();
+        stop.trigger();
+        assert!(matches!(rx.recv_until(&child, None), Recv::Stopped));
+        drop(tx);
+        assert!(matches!(
+            rx.recv_until(&StopToken::new(), None),
+            Recv::Closed
+        ));
+        assert_eq!(rx.stats().received(), 1);
     }
 
     #[test]

@@ -1,27 +1,7 @@
-//! What a run reports and the token that stops it: the types the runtime's wiring
-//! (`runtime.rs`) and its stage threads (`stages.rs`) share, so neither imports the other's.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+//! What a run reports: the types the runtime's wiring (`runtime.rs`) and its stage threads
+//! (`stages.rs`) share, so neither imports the other's.
 
 use crate::sync::SyncStats;
-
-/// Asks a running [`Runtime`](crate::Runtime) to stop: sources are stopped, buffered frames flushed and the
-/// padded last windows written. Cloneable; cheap to check.
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 /// How a stream's source side ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

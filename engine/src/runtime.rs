@@ -16,12 +16,11 @@
 //! ends, fails or is slowed down by its own data does not hold up another. A model that
 //! errors or panics fails only the streams whose windows it failed on.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-pub use crate::report::{RunReport, Shutdown, StreamEnd, StreamReport};
+pub use crate::report::{RunReport, StreamEnd, StreamReport};
 
 use crate::config::Config;
 use crate::config_load::ConfigError;
@@ -30,6 +29,7 @@ use crate::queue::{bounded, QueueMode};
 use crate::sink::{JsonLinesSink, SinkError, WindowSink};
 use crate::source::SourceFactory;
 use crate::stages::{self, StreamCtx};
+use crate::stop::StopToken;
 use crate::sync::Synchroniser;
 use crate::window::WindowAssembler;
 
@@ -56,7 +56,7 @@ pub struct Runtime {
     encoder: Option<Box<dyn FrameEncoder>>,
     model: Option<Box<dyn WindowModel>>,
     sink: Option<Box<dyn WindowSink>>,
-    shutdown: Shutdown,
+    shutdown: StopToken,
 }
 
 impl Runtime {
@@ -67,7 +67,7 @@ impl Runtime {
             encoder: None,
             model: None,
             sink: None,
-            shutdown: Shutdown::new(),
+            shutdown: StopToken::new(),
         }
     }
 
@@ -89,13 +89,14 @@ impl Runtime {
         self
     }
 
-    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+    pub fn with_shutdown(mut self, shutdown: StopToken) -> Self {
         self.shutdown = shutdown;
         self
     }
 
-    /// The token that stops this runtime.
-    pub fn shutdown_token(&self) -> Shutdown {
+    /// The token that stops this runtime: sources are stopped, buffered frames flushed and
+    /// the padded last windows written.
+    pub fn shutdown_token(&self) -> StopToken {
         self.shutdown.clone()
     }
 
@@ -109,10 +110,8 @@ impl Runtime {
         let cfg = &self.config;
         let cap = cfg.engine.queue_capacity;
         let batch = cfg.engine.batch;
-        let stop = stages::Stop {
-            user: self.shutdown.clone(),
-            sink_failed: Arc::new(AtomicBool::new(false)),
-        };
+        // The stages' token: fires on the user's shutdown and on a sink failure.
+        let stop = self.shutdown.child();
         let resolved = cfg.resolved_streams();
         let reports: Vec<Arc<Mutex<StreamReport>>> = resolved
             .iter()

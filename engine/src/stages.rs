@@ -4,7 +4,6 @@
 //! builds each window's record. Kept apart from `runtime.rs`, which only wires them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,28 +15,17 @@ use serde_json::{Map, Value};
 use crate::frame::{SourceEvent, SyncedFrame, Window};
 use crate::metrics as m;
 use crate::model::{FrameEncoder, WindowModel};
-use crate::queue::{Closed, QueueReceiver, QueueSender};
+use crate::queue::{Closed, QueueReceiver, QueueSender, Recv};
 use crate::report::{StreamEnd, StreamReport};
 use crate::sink::{merge_fields, window_record, WindowSink};
 use crate::source::SourceHandle;
+use crate::stop::StopToken;
 use crate::sync::Synchroniser;
 use crate::window::WindowAssembler;
 
-/// How often blocked stage threads look at the stop flags.
-const POLL: Duration = Duration::from_millis(50);
-
-/// Why stages should stop early.
-#[derive(Clone)]
-pub(crate) struct Stop {
-    pub user: crate::report::Shutdown,
-    pub sink_failed: Arc<AtomicBool>,
-}
-
-impl Stop {
-    fn any(&self) -> bool {
-        self.user.is_triggered() || self.sink_failed.load(Ordering::Acquire)
-    }
-}
+/// A live stream's clock: after this long without source events, the synchroniser is
+/// advanced by the wall time elapsed (not a stop poll: stopping wakes the stage at once).
+const LIVE_TICK: Duration = Duration::from_millis(50);
 
 /// One stream as the stages see it.
 pub(crate) struct StreamCtx {
@@ -94,7 +82,7 @@ pub(crate) fn sync_stage(
     mut handle: Box<dyn SourceHandle>,
     mut sync: Synchroniser,
     dest: QueueSender<FrameMsg>,
-    stop: Stop,
+    stop: StopToken,
     rx_mode: crate::queue::QueueMode,
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
@@ -111,20 +99,18 @@ pub(crate) fn sync_stage(
     let mut last_event = Instant::now();
     let mut last_mark: Option<u64> = None;
     let end = loop {
-        if stop.any() {
-            break StreamEnd::Stopped;
-        }
-        let ev = match rx.recv_timeout(POLL) {
-            Ok(ev) => ev,
-            Err(false) => {
-                if let (true, Some(mark)) = (live, last_mark) {
+        let ev = match rx.recv_until(&stop, live.then_some(LIVE_TICK)) {
+            Recv::Item(ev) => ev,
+            Recv::Timeout => {
+                if let Some(mark) = last_mark {
                     let idle = last_event.elapsed().as_nanos() as u64;
                     sync.advance_to(mark.saturating_add(idle), &mut frames);
                     downstream_open &= forward(&ctx, &mut frames, &dest, &labels, &mut first_frame);
                 }
                 continue;
             }
-            Err(true) => {
+            Recv::Stopped => break StreamEnd::Stopped,
+            Recv::Closed => {
                 break StreamEnd::SourceFailed("source stopped without end-of-stream".into())
             }
         };
@@ -213,7 +199,7 @@ struct Inputs<T> {
 
 impl<T> Inputs<T> {
     /// Up to `max` items across inputs (round-robin, each input in order), and the streams
-    /// whose input closed. Blocks up to one poll interval when nothing is ready.
+    /// whose input closed. Blocks until something is ready.
     fn gather(&mut self, max: usize) -> (Vec<(usize, T)>, Vec<usize>) {
         let mut items = Vec::new();
         let mut closed = Vec::new();
@@ -245,11 +231,12 @@ impl<T> Inputs<T> {
             if !items.is_empty() || !closed.is_empty() || self.list.is_empty() || attempt == 1 {
                 break;
             }
+            // Wait for data or a closed input (no timer: a closing input wakes the select).
             let mut sel = Select::new();
             for (_, rx) in &self.list {
                 sel.recv(rx.as_crossbeam());
             }
-            let _ = sel.ready_timeout(POLL);
+            let _ = sel.ready();
         }
         (items, closed)
     }
@@ -468,11 +455,12 @@ pub(crate) fn sink_stage(
     mut sink: Box<dyn WindowSink>,
     rx: QueueReceiver<SinkItem>,
     reports: Vec<Arc<Mutex<StreamReport>>>,
-    stop: Stop,
+    stop: StopToken,
     error: Arc<Mutex<Option<String>>>,
 ) {
+    let mut failed = false;
     while let Some(item) = rx.recv() {
-        if stop.sink_failed.load(Ordering::Acquire) {
+        if failed {
             continue;
         }
         let Some(report) = reports.get(item.stream) else {
@@ -505,7 +493,8 @@ pub(crate) fn sink_stage(
             }
             Err(e) => {
                 *error.lock() = Some(e.to_string());
-                stop.sink_failed.store(true, Ordering::Release);
+                failed = true;
+                stop.trigger();
             }
         }
     }

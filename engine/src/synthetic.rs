@@ -13,8 +13,6 @@
 //! whole engine and model stack, and it gives benchmarks a source whose own cost is tiny.
 
 use std::f64::consts::TAU;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,10 +21,9 @@ use crate::frame::{AudioChunk, SourceEvent, VideoFrame, AUDIO_RATE};
 use crate::queue::QueueSender;
 use crate::scene::{self, SceneTimeline, WorldParams};
 use crate::source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
+use crate::stop::StopToken;
 
 const NS_PER_SEC: f64 = 1e9;
-/// Longest sleep of a paced source between checks of its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A [`SourceFactory`] for `synthetic` sources only: what a build without GStreamer uses.
 /// Any other kind is refused with a message saying why.
@@ -61,13 +58,13 @@ impl SourceFactory for SyntheticFactory {
 
 /// A running synthetic source; stopping (or dropping) it joins its thread.
 pub struct SyntheticHandle {
-    stop: Arc<AtomicBool>,
+    stop: StopToken,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SourceHandle for SyntheticHandle {
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -106,24 +103,25 @@ fn spawn(
     live: bool,
     out: QueueSender<SourceEvent>,
 ) -> Result<SyntheticHandle, SourceStartError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopToken::new();
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("synthetic-{stream}"))
         .spawn(move || {
             let t0 = Instant::now();
-            while !flag.load(Ordering::Acquire) {
+            while !flag.is_triggered() {
                 let Some(ready) = gen.next_ready() else {
-                    let _ = out.send(SourceEvent::Eos);
+                    let _ = out.send_until(SourceEvent::Eos, &flag);
                     return;
                 };
-                if live && !sleep_until(t0 + Duration::from_nanos(ready), &flag) {
+                // Paced like a live capture; a stop request wakes the wait at once.
+                if live && flag.wait_until(t0 + Duration::from_nanos(ready)) {
                     return;
                 }
                 let Some(ev) = gen.next_event(Instant::now()) else {
                     continue;
                 };
-                if out.send(ev).is_err() {
+                if out.send_until(ev, &flag).is_err() {
                     return; // nobody listens any more
                 }
             }
@@ -136,20 +134,6 @@ fn spawn(
         stop,
         thread: Some(thread),
     })
-}
-
-/// Sleeps until `at`, waking to look at `stop`; `false` when stopped.
-fn sleep_until(at: Instant, stop: &AtomicBool) -> bool {
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= at {
-            return true;
-        }
-        std::thread::sleep((at - now).min(STOP_POLL));
-    }
 }
 
 /// The picture and tone, item by item in the order a live capture would hand them over.

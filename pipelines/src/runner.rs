@@ -225,10 +225,10 @@ impl Run {
     /// Stops a session: a lossless send waiting for room gives up, then the pipeline
     /// goes to `Null` (which waits for its streaming threads).
     fn teardown(&self, pipeline: gst::Pipeline) {
-        self.emitter.set_abort(true);
+        self.emitter.end_session();
         self.stop.set_bus(None);
         let _ = pipeline.set_state(gst::State::Null);
-        self.emitter.set_abort(false);
+        self.emitter.new_session();
     }
 
     /// Connects again until a session starts, the source gives up, or it is stopped.

@@ -6,10 +6,11 @@
 //! The appsink callbacks run on GStreamer streaming threads. They only map the buffer, copy it
 //! and hand it to the queue: a realtime queue drops its oldest item instead of blocking, so a
 //! live capture never stalls; a lossless queue makes the callback wait, which back-pressures
-//! file decoding. The wait polls a stop flag so that stopping a source is always prompt.
+//! file decoding. The wait also ends when the source's stop token (or the session's, at a
+//! teardown) fires, so stopping a source is always prompt.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -19,37 +20,35 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use sensorium_engine::frame::NS_PER_SEC;
-use sensorium_engine::{AudioChunk, QueueMode, QueueSender, SourceEvent, SourceParams, VideoFrame};
+use sensorium_engine::{AudioChunk, QueueSender, SourceEvent, SourceParams, StopToken, VideoFrame};
 
 use crate::error::PipelineError;
 
 /// Name of the application message that wakes a bus loop to look at its stop flag.
 pub(crate) const WAKE_MESSAGE: &str = "sensorium-wake";
 
-/// How often a lossless send looks again whether the queue has room (or it should give up).
-const LOSSLESS_POLL: Duration = Duration::from_millis(2);
-
-/// A stop request shared by a source's handle, its bus thread and its streaming threads.
+/// A stop request shared by a source's handle, its bus thread and its streaming threads: the
+/// source's [`StopToken`], plus a wake-up for the GStreamer bus loop (a `gst::Bus` is not a
+/// channel a `select!` can wait on, so the loop pops it with a timeout and a stop request
+/// posts an application message to wake it at once).
 #[derive(Default)]
 pub(crate) struct StopSignal {
-    flag: AtomicBool,
-    lock: Mutex<()>,
-    cv: Condvar,
+    token: StopToken,
     /// The bus of the pipeline running now, so a stop request can wake its loop.
     bus: Mutex<Option<gst::Bus>>,
 }
 
 impl StopSignal {
     pub(crate) fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.token.is_triggered()
+    }
+
+    pub(crate) fn token(&self) -> &StopToken {
+        &self.token
     }
 
     pub(crate) fn request(&self) {
-        self.flag.store(true, Ordering::Release);
-        {
-            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.cv.notify_all();
-        }
+        self.token.trigger();
         self.wake();
     }
 
@@ -69,19 +68,7 @@ impl StopSignal {
 
     /// Sleeps for `d` unless stopped first; returns whether a stop was requested.
     pub(crate) fn wait(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        while !self.is_set() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            g = match self.cv.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        self.is_set()
+        self.token.wait(d)
     }
 }
 
@@ -133,8 +120,9 @@ pub(crate) struct Emitter {
     out: QueueSender<SourceEvent>,
     metrics: SourceMetrics,
     pub(crate) stop: Arc<StopSignal>,
-    /// Set while a session is being torn down, so a waiting lossless send gives up.
-    abort: AtomicBool,
+    /// The current session's token (a child of the source's): fired while a session is torn
+    /// down, so a waiting lossless send gives up; replaced by a fresh one afterwards.
+    session: Mutex<StopToken>,
     frame_ns: u64,
     state: Mutex<Timeline>,
 }
@@ -149,8 +137,8 @@ impl Emitter {
         Self {
             out,
             metrics: SourceMetrics::new(stream),
+            session: Mutex::new(stop.token().child()),
             stop,
-            abort: AtomicBool::new(false),
             frame_ns: (NS_PER_SEC as f64 / params.fps).round() as u64,
             state: Mutex::new(Timeline::default()),
         }
@@ -162,17 +150,11 @@ impl Emitter {
 
     /// Sends one event with the queue's policy; `Err` tells the caller to stop producing.
     fn send(&self, ev: SourceEvent) -> Result<(), gst::FlowError> {
-        if self.out.mode() == QueueMode::Lossless {
-            // `QueueSender::send` would wait for room without looking at our stop flag;
-            // all sends of a source are serialised by the timeline lock, so once there is
-            // room the send below cannot block.
-            while self.out.len() >= self.out.capacity() {
-                if self.stop.is_set() || self.abort.load(Ordering::Acquire) {
-                    return Err(gst::FlowError::Flushing);
-                }
-                std::thread::sleep(LOSSLESS_POLL);
-            }
-        }
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         match &ev {
             SourceEvent::Video(_) => self.metrics.video_frames.increment(1),
             SourceEvent::Audio(a) => self.metrics.audio_samples.increment(a.samples.len() as u64),
@@ -180,11 +162,15 @@ impl Emitter {
             SourceEvent::Error { .. } => self.metrics.errors.increment(1),
             SourceEvent::Eos => {}
         }
-        match self.out.send(ev) {
+        // A lossless send waits for room, or gives up when the session's token fires.
+        match self.out.send_until(ev, &session) {
             Ok(dropped) => {
                 self.metrics.dropped.increment(dropped);
                 Ok(())
             }
+            // The session ended (teardown, or the source is stopping) while a lossless send
+            // waited: drop the event, the source itself lives on.
+            Err(_) if !self.out.is_closed() => Err(gst::FlowError::Flushing),
             Err(_closed) => {
                 // Nobody listens any more: shut this source down.
                 self.stop.request();
@@ -213,9 +199,17 @@ impl Emitter {
         t.last_activity = Some(Instant::now());
     }
 
-    /// Lets a lossless send waiting for room give up (while a session is torn down).
-    pub(crate) fn set_abort(&self, on: bool) {
-        self.abort.store(on, Ordering::Release);
+    /// Ends the current session's sends: a lossless send waiting for room gives up (while a
+    /// session is torn down). [`Self::new_session`] lets sends through again.
+    pub(crate) fn end_session(&self) {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .trigger();
+    }
+
+    pub(crate) fn new_session(&self) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = self.stop.token().child();
     }
 
     /// Running time of the end of the latest data emitted (ns).
