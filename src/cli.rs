@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sensorium_models::distill::eval::{self, EvalConfig};
-use sensorium_models::distill::synth::SynthSpec;
+use sensorium_models::distill::labelled::LabelledSpec;
 use sensorium_models::distill::{DistillConfig, DistillError, Selection};
 use sensorium_models::stack::ModelStack;
 
@@ -528,13 +528,13 @@ fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
         .cache
         .unwrap_or_else(|| std::env::temp_dir().join("sensorium-distill-eval"));
     let spec = match args.world {
-        WorldArg::TestSources => SynthSpec::new(cache, args.clips, args.snr),
-        WorldArg::Scenes => SynthSpec::scenes(args.clips, args.snr),
+        WorldArg::TestSources => LabelledSpec::new(cache, args.clips, args.snr),
+        WorldArg::Scenes => LabelledSpec::scenes(args.clips, args.snr),
     };
     distill.classes = spec.classes.iter().map(|c| c.name.clone()).collect();
     let cfg = EvalConfig {
         distill,
-        synth: spec,
+        clips: spec,
         test_clips_per_class: args.test_clips,
         teacher_frames_per_class: args.teacher_frames,
         teacher: args.teacher,

@@ -5,7 +5,7 @@
 //!    [--snr DB] [--warmup N] [--budget N] [--selection weighted|hard] [--lr X] [--seeds N] [--cache DIR]`
 
 use sensorium_models::distill::eval::{self, EvalConfig};
-use sensorium_models::distill::synth::SynthSpec;
+use sensorium_models::distill::labelled::LabelledSpec;
 use sensorium_models::distill::{DistillConfig, Selection};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .display()
             .to_string()
     });
-    let spec = SynthSpec::new(cache, 40, snr);
+    let spec = LabelledSpec::new(cache, 40, snr);
     let mut distill = DistillConfig {
         classes: spec.classes.iter().map(|c| c.name.clone()).collect(),
         ..DistillConfig::default()
@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = get("--seeds").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let cfg = EvalConfig {
         distill,
-        synth: spec,
+        clips: spec,
         test_clips_per_class: 16,
         teacher_frames_per_class: 2,
         teacher: None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sensorium_engine::frame::{SyncedFrame, VideoFrame, Window, NS_PER_SEC};
-use sensorium_models::distill::synth::{self, SynthSpec};
+use sensorium_models::distill::labelled::{self, LabelledSpec};
 use sensorium_models::distill::{
     DistillConfig, DistillStage, DistillTrainer, Extractors, GridVisualFeatures, Pair, Teacher,
     VisualFeatureExtractor,
@@ -24,12 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(2000);
-    let spec = SynthSpec::new(
+    let spec = LabelledSpec::new(
         std::env::temp_dir().join("sensorium-distill-eval"),
         8,
         -10.0,
     );
-    let clips = synth::generate(&spec)?;
+    let clips = labelled::generate(&spec)?;
     let k = spec.classes.len();
     let vis = GridVisualFeatures::default();
     let (xs, ys): (Vec<_>, Vec<_>) = clips

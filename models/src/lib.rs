@@ -12,6 +12,7 @@ pub mod qformer;
 pub mod stack;
 pub mod stage;
 pub mod synth;
+pub(crate) mod tensor_file;
 pub mod tokens;
 pub mod train;
 pub mod vision;

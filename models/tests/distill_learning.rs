@@ -35,7 +35,7 @@ fn visual_teacher_teaches_audio_student_to_90_percent_within_bound() {
     assert!(!teacher.is_zero_shot());
 
     let (train, test): (Vec<_>, Vec<_>) = clips.iter().partition(|c| c.index < 16);
-    let vfeat = |c: &sensorium_models::distill::synth::Clip| {
+    let vfeat = |c: &sensorium_models::distill::labelled::Clip| {
         let per: Vec<Vec<f32>> = c
             .frames
             .iter()
@@ -164,10 +164,10 @@ fn audio_teacher_teaches_visual_student() {
 fn eval_reports_before_after_and_ablation_deterministically() {
     let dir = tempfile::tempdir().unwrap();
     let spec =
-        sensorium_models::distill::synth::SynthSpec::new(dir.path().join("media"), 12, -20.0);
+        sensorium_models::distill::labelled::LabelledSpec::new(dir.path().join("media"), 12, -20.0);
     let cfg = EvalConfig {
         distill: config_for(&spec),
-        synth: spec,
+        clips: spec,
         test_clips_per_class: 4,
         teacher_frames_per_class: 2,
         teacher: None,

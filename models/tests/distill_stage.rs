@@ -122,7 +122,7 @@ fn training_failure_does_not_stop_inference() {
 
 /// Frames 0..8 of one stream, from 4 clips of 2 frames.
 fn stream_frames(
-    clips: &[sensorium_models::distill::synth::Clip],
+    clips: &[sensorium_models::distill::labelled::Clip],
     stream: &Arc<str>,
     spf: usize,
 ) -> Vec<sensorium_engine::frame::SyncedFrame> {

@@ -53,7 +53,7 @@ fn av_tokens_at_placeholder_equal_text_tokens_with_those_embeddings() {
     let cfg = config("llama", TemplateKind::Vicuna);
     let mut a = Answerer::from_config(&cfg, &Device::Cpu).unwrap();
     let ids: Vec<u32> = vec![40, 41, 300, 301, 7];
-    let rows = a.engine().decoder().embed(&ids).unwrap();
+    let rows = a.generator().decoder().embed(&ids).unwrap();
     let q = "What is happening?";
     let ans = a
         .answer_window(meta("cam", 0), &rows, q, &CancelToken::new(), &mut |_| {})
@@ -76,7 +76,7 @@ fn av_tokens_at_placeholder_equal_text_tokens_with_those_embeddings() {
     let q_ids = tok.encode(&format!(" {q}\nASSISTANT:")).unwrap();
     prompt.extend(&q_ids);
     assert_eq!(ans.prompt_tokens, prompt.len());
-    let mut engine = sensorium_models::llm::Engine::new(m.decoder, m.tokenizer);
+    let mut engine = sensorium_models::llm::TextGenerator::new(m.decoder, m.tokenizer);
     let params = GenParams {
         max_tokens: 8,
         stop_ids: vec![6],
@@ -120,7 +120,7 @@ fn prefix_kv_is_reused_and_streamed_text_equals_answer() {
         .unwrap();
     let window_positions = 6; // ChatML window wrapper is just "<AV>"
     let chatml_prefix = a
-        .engine()
+        .generator()
         .tokenizer()
         .encode("<|im_start|>system\nYou are a helpful assistant. You watch and listen to a live audio-visual stream.<|im_end|>\n<|im_start|>user\n")
         .unwrap()
@@ -198,8 +198,8 @@ fn ten_thousand_windows_keep_context_and_cache_at_their_caps() {
     cfg.context_windows = 3;
     cfg.max_context_tokens = 96;
     let mut a = Answerer::from_config(&cfg, &Device::Cpu).unwrap();
-    let cap = a.engine().decoder().cache_capacity();
-    let bytes = a.engine().decoder().cache_bytes();
+    let cap = a.generator().decoder().cache_capacity();
+    let bytes = a.generator().decoder().cache_bytes();
     assert_eq!(cap, 96);
     // 2 layers * (k + v) * 2 kv heads * 96 positions * 16 dims * 4 bytes
     assert_eq!(bytes, 2 * 2 * 2 * 96 * 16 * 4);
@@ -215,8 +215,8 @@ fn ten_thousand_windows_keep_context_and_cache_at_their_caps() {
             assert_eq!(ans.context_windows, (i as usize + 1).min(3));
             max_prompt = max_prompt.max(ans.prompt_tokens);
         }
-        assert!(a.engine().decoder().cache_len() <= cap);
-        assert_eq!(a.engine().decoder().cache_bytes(), bytes);
+        assert!(a.generator().decoder().cache_len() <= cap);
+        assert_eq!(a.generator().decoder().cache_bytes(), bytes);
     }
     assert_eq!(a.context_windows("cam"), 3);
     assert_eq!(a.streams().count(), 1);

@@ -12,8 +12,8 @@ use gstreamer_app as gst_app;
 
 use sensorium_engine::SourceParams;
 
+use crate::appsink::{attach_appsink, audio_caps, track_input_end, video_caps, Emitter, SinkKind};
 use crate::error::PipelineError;
-use crate::sink::{attach_appsink, audio_caps, track_input_end, video_caps, Emitter, SinkKind};
 
 pub(crate) fn make(factory: &str, input: &str) -> Result<gst::Element, PipelineError> {
     gst::ElementFactory::make(factory)

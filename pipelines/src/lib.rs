@@ -73,13 +73,13 @@
 //! handle.stop();
 //! ```
 
+mod appsink;
 mod error;
 mod graph;
 mod probe;
 pub mod redact;
 mod rtsp;
 mod runner;
-mod sink;
 mod sources;
 #[cfg(feature = "testutil")]
 pub mod testutil;

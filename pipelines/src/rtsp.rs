@@ -16,11 +16,11 @@ use gstreamer::prelude::*;
 use sensorium_engine::config::{RtspSource, RtspTransport};
 use sensorium_engine::SourceParams;
 
+use crate::appsink::video_caps;
 use crate::error::PipelineError;
 use crate::graph::{make, new_pipeline, post_error, set_nick, DecodeTargets};
 use crate::redact::{strip_userinfo, Redactor};
 use crate::runner::{OnEnd, SourceSpec};
-use crate::sink::video_caps;
 
 /// An RTSP camera.
 ///

@@ -15,9 +15,9 @@ use gstreamer::prelude::*;
 use sensorium_engine::config::ReconnectConfig;
 use sensorium_engine::{QueueSender, SourceEvent, SourceHandle, SourceParams};
 
+use crate::appsink::{Emitter, StopSignal, WAKE_MESSAGE};
 use crate::error::PipelineError;
 use crate::redact::Redactor;
-use crate::sink::{Emitter, StopSignal, WAKE_MESSAGE};
 
 /// How long the bus loop sleeps between checks of its stop flag and the stall watchdog.
 const BUS_POLL: Duration = Duration::from_millis(250);

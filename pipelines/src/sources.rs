@@ -19,6 +19,7 @@ use sensorium_engine::config::{
 use sensorium_engine::frame::AUDIO_RATE;
 use sensorium_engine::SourceParams;
 
+use crate::appsink::{attach_appsink, audio_caps, fps_fraction, video_caps, SinkKind};
 use crate::error::PipelineError;
 use crate::graph::{
     add_branch, add_chain, converters, make, new_pipeline, set_f64, set_nick, DecodeTargets,
@@ -26,7 +27,6 @@ use crate::graph::{
 };
 use crate::redact::{strip_userinfo, Redactor};
 use crate::runner::{OnEnd, SourceSpec};
-use crate::sink::{attach_appsink, audio_caps, fps_fraction, video_caps, SinkKind};
 
 /// Audio samples per `audiotestsrc` buffer (50 ms at 16 kHz).
 const TEST_AUDIO_CHUNK: u32 = AUDIO_RATE / 20;
@@ -430,7 +430,7 @@ fn add_mic(
     pipeline: &gst::Pipeline,
     cfg: &MicrophoneSource,
     params: &SourceParams,
-    emitter: &Arc<crate::sink::Emitter>,
+    emitter: &Arc<crate::appsink::Emitter>,
     input: &str,
 ) -> Result<(), PipelineError> {
     let src = mic_element(cfg, input)?;
@@ -549,7 +549,7 @@ fn wire_launch_sink(
     modality: Modality,
     params: &SourceParams,
     live: bool,
-    emitter: &Arc<crate::sink::Emitter>,
+    emitter: &Arc<crate::appsink::Emitter>,
     input: &str,
 ) -> Result<(), PipelineError> {
     let caps = match modality {

@@ -26,9 +26,9 @@ use super::difficulty::DifficultyModel;
 use super::error::DistillError;
 use super::optim::AdamState;
 use super::replay::Pair;
-use super::st::{self, ReadError, StFile, StTensor};
 use super::student::StudentArch;
 use super::trainer::{DistillTrainer, TrainerState};
+use crate::tensor_file::{self, ReadError, StFile, StTensor};
 
 const FORMAT: &str = "sensorium-distill";
 const FORMAT_VERSION: &str = "2";
@@ -141,11 +141,11 @@ impl DistillTrainer {
         // Order matters for a kill at any point: the new file is complete before anything
         // is touched, `.prev` is replaced atomically by a link to the current file, and the
         // current file is replaced by one rename, so `path` always holds a whole checkpoint.
-        let tmp = st::write_tmp(path, &st::to_bytes(&tensors, &meta))?;
+        let tmp = tensor_file::write_tmp(path, &tensor_file::to_bytes(&tensors, &meta))?;
         if path.exists() && StFile::read(path).is_ok() {
-            st::atomic_copy(path, &prev_path(path))?;
+            tensor_file::atomic_copy(path, &prev_path(path))?;
         }
-        st::commit(&tmp, path)
+        tensor_file::commit(&tmp, path)
     }
 
     /// Resume exactly from `path` for `cfg` and `in_dim`; a file that is unreadable or does
@@ -207,7 +207,7 @@ impl DistillTrainer {
                     t.dims()
                 )));
             }
-            let v = st::to_vec(t).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let v = tensor_file::to_vec(t).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(bad(format!("tensor `{name}` holds non-finite values")));
             }

@@ -20,7 +20,7 @@ use candle_transformers::models::clip::text_model::{
 use serde::Deserialize;
 
 use super::error::{CandleContext, DistillError};
-use super::st::{self, StTensor};
+use crate::tensor_file::{self, StTensor};
 
 /// The `config.json` keys this loader reads (HF `CLIPConfig`).
 #[derive(Deserialize)]
@@ -171,7 +171,7 @@ impl ClipTextEmbedder {
             .projection
             .forward(&pooled)
             .ctx("clip text projection")?;
-        let mut v = st::to_vec(&z).ctx("clip text features")?;
+        let mut v = tensor_file::to_vec(&z).ctx("clip text features")?;
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         v.iter_mut().for_each(|x| *x /= norm);
         Ok(v)
@@ -227,5 +227,5 @@ pub fn save_class_embeddings(
             data: vec![logit_scale],
         },
     ];
-    st::write_atomic(path, &st::to_bytes(&tensors, &BTreeMap::new()))
+    tensor_file::write_atomic(path, &tensor_file::to_bytes(&tensors, &BTreeMap::new()))
 }

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use super::config::{Direction, DistillConfig, Selection};
 use super::error::DistillError;
 use super::features::{audio_stats, mean_pool, Extractors};
+use super::labelled::{self, Clip, LabelledSpec};
 use super::replay::Pair;
 use super::student::{SplitMix, StudentSnapshot};
-use super::synth::{self, Clip, SynthSpec};
 use super::teacher::{argmax, Teacher};
 use super::trainer::DistillTrainer;
 
@@ -25,8 +25,8 @@ pub struct EvalConfig {
     /// The `[distill]` settings; `classes` must equal the scene class names. Its
     /// `difficulty.selection` is the difficulty-aware arm (`uniform` there means `weighted`).
     pub distill: DistillConfig,
-    /// The labelled clips (synthetic GStreamer scenes).
-    pub synth: SynthSpec,
+    /// The labelled clips (GStreamer test sources or the scene world).
+    pub clips: LabelledSpec,
     /// The last this-many clips of every class are held out for scoring.
     pub test_clips_per_class: usize,
     /// Labelled frames per class used to fit a linear teacher, when `teacher` is `None`.
@@ -207,7 +207,7 @@ pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
 /// through [`super::encoders`]) instead of the stand-in ones.
 pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, DistillError> {
     cfg.distill.validate()?;
-    let names: Vec<String> = cfg.synth.classes.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = cfg.clips.classes.iter().map(|c| c.name.clone()).collect();
     if names != cfg.distill.classes {
         return Err(DistillError::config(
             "classes",
@@ -217,12 +217,12 @@ pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, Distill
             ),
         ));
     }
-    if cfg.test_clips_per_class == 0 || cfg.test_clips_per_class >= cfg.synth.clips_per_class {
+    if cfg.test_clips_per_class == 0 || cfg.test_clips_per_class >= cfg.clips.clips_per_class {
         return Err(DistillError::input(
             "eval",
             format!(
                 "test_clips_per_class {} must be in 1..{}",
-                cfg.test_clips_per_class, cfg.synth.clips_per_class
+                cfg.test_clips_per_class, cfg.clips.clips_per_class
             ),
         ));
     }
@@ -231,11 +231,11 @@ pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, Distill
     }
     let k = names.len();
     let hard: Vec<usize> = (0..k)
-        .filter(|c| cfg.synth.classes[*c].snr_db.is_some())
+        .filter(|c| cfg.clips.classes[*c].snr_db.is_some())
         .collect();
-    let clips = synth::generate(&cfg.synth)?;
-    let spf = cfg.synth.samples_per_frame();
-    let split = cfg.synth.clips_per_class - cfg.test_clips_per_class;
+    let clips = labelled::generate(&cfg.clips)?;
+    let spf = cfg.clips.samples_per_frame();
+    let split = cfg.clips.clips_per_class - cfg.test_clips_per_class;
     let (teacher_dim, student_dim) = match cfg.distill.direction {
         Direction::VisualToAudio => (ex.visual.dim(), ex.audio.dim()),
         Direction::AudioToVisual => (ex.audio.dim(), ex.visual.dim()),

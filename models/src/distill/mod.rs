@@ -26,10 +26,10 @@ pub mod eval;
 pub mod features;
 pub mod optim;
 pub mod replay;
-pub(crate) mod st;
+
+pub mod labelled;
 pub mod stage;
 pub mod student;
-pub mod synth;
 pub mod teacher;
 pub mod trainer;
 

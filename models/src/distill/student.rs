@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor, Var};
 
 use super::error::{CandleContext, DistillError};
-use super::st;
+use crate::tensor_file;
 
 /// A tiny deterministic PRNG (SplitMix64), so runs are reproducible without a dependency.
 #[derive(Clone, Debug)]
@@ -146,14 +146,14 @@ impl StudentSnapshot {
         }
         let t = Tensor::from_slice(x, (1, x.len()), &Device::Cpu).ctx("student logits")?;
         let out = forward(&self.params, &t).ctx("student logits")?;
-        st::to_vec(&out).ctx("student logits")
+        tensor_file::to_vec(&out).ctx("student logits")
     }
 
     /// Parameter values in `StudentArch::params` order.
     pub fn values(&self) -> Result<Vec<Vec<f32>>, DistillError> {
         self.params
             .iter()
-            .map(|t| st::to_vec(t).ctx("student values"))
+            .map(|t| tensor_file::to_vec(t).ctx("student values"))
             .collect()
     }
 }
@@ -199,7 +199,7 @@ impl TrainableStudent {
     pub fn values(&self) -> Result<Vec<Vec<f32>>, DistillError> {
         self.vars
             .iter()
-            .map(|v| st::to_vec(v.as_tensor()).ctx("student values"))
+            .map(|v| tensor_file::to_vec(v.as_tensor()).ctx("student values"))
             .collect()
     }
 }

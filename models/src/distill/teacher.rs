@@ -18,8 +18,8 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use super::error::{CandleContext, DistillError};
-use super::st::{self, ReadError, StFile, StTensor};
 use super::student::SplitMix;
+use crate::tensor_file::{self, ReadError, StFile, StTensor};
 
 #[derive(Clone, Debug)]
 enum Kind {
@@ -66,7 +66,7 @@ fn take(file: &StFile, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f
             format!("expected shape {shape:?}, got {:?}", t.dims()),
         ));
     }
-    st::to_vec(t).map_err(|e| weights_err(path, name, e))
+    tensor_file::to_vec(t).map_err(|e| weights_err(path, name, e))
 }
 
 impl Teacher {
@@ -168,7 +168,8 @@ impl Teacher {
             };
             let scale = match file.tensors.get("logit_scale") {
                 Some(t) => {
-                    let v = st::to_vec(t).map_err(|err| weights_err(path, "logit_scale", err))?;
+                    let v = tensor_file::to_vec(t)
+                        .map_err(|err| weights_err(path, "logit_scale", err))?;
                     match v.as_slice() {
                         [x] if x.is_finite() => x.exp(),
                         _ => {
@@ -218,7 +219,7 @@ impl Teacher {
                 data: bias.clone(),
             },
         ];
-        st::write_atomic(path, &st::to_bytes(&tensors, &BTreeMap::new()))
+        tensor_file::write_atomic(path, &tensor_file::to_bytes(&tensors, &BTreeMap::new()))
     }
 
     pub fn num_classes(&self) -> usize {
@@ -326,8 +327,8 @@ impl Teacher {
             let loss = candle_nn::loss::cross_entropy(&logits, &y).ctx("teacher fit")?;
             opt.backward_step(&loss).ctx("teacher fit")?;
         }
-        let weight = st::to_vec(w.as_tensor()).ctx("teacher fit")?;
-        let bias = st::to_vec(b.as_tensor()).ctx("teacher fit")?;
+        let weight = tensor_file::to_vec(w.as_tensor()).ctx("teacher fit")?;
+        let bias = tensor_file::to_vec(b.as_tensor()).ctx("teacher fit")?;
         Self::linear(weight, bias, d)
     }
 }

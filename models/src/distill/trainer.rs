@@ -172,7 +172,10 @@ impl DistillTrainer {
         let x = Tensor::from_slice(&pair.student_features, (1, arch.in_dim), &Device::Cpu)
             .ctx("student probe")?;
         let logits = self.student.forward(&x).ctx("student probe")?;
-        let probs = softmax(&super::st::to_vec(&logits).ctx("student probe")?, 1.0);
+        let probs = softmax(
+            &crate::tensor_file::to_vec(&logits).ctx("student probe")?,
+            1.0,
+        );
         self.difficulty.observe(tc, conf, &probs, pair.snr_db);
         self.replay.push(Stored {
             pair,

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::error::{CandleCtx, LlmError};
-use super::generate::{CancelToken, Engine, Finish, GenParams, Segment, TokenEvent};
+use super::generate::{CancelToken, Finish, GenParams, Segment, TextGenerator, TokenEvent};
 use super::loader::{load_model_with, LoadedModel};
 use super::sampling::Sampler;
 use super::settings::LlmConfig;
@@ -119,7 +119,7 @@ impl Answer {
 /// thread ([`super::service`]) owns it.
 #[derive(Debug)]
 pub struct Answerer {
-    engine: Engine,
+    generator: TextGenerator,
     layout: TokenLayout,
     cfg: LlmConfig,
     contexts: HashMap<String, VecDeque<ContextWindow>>,
@@ -168,7 +168,7 @@ impl Answerer {
         let dc = m.decoder.config();
         let layout = TokenLayout::new(&layout, &m.tokenizer, dc.bos_token_id, &dc.eos_token_ids)?;
         Ok(Self {
-            engine: Engine::new(m.decoder, m.tokenizer),
+            generator: TextGenerator::new(m.decoder, m.tokenizer),
             layout,
             cfg: cfg.clone(),
             contexts: HashMap::new(),
@@ -182,11 +182,11 @@ impl Answerer {
 
     /// Width the AV embeddings must have (the decoder's hidden size).
     pub fn hidden_size(&self) -> usize {
-        self.engine.decoder().hidden_size()
+        self.generator.decoder().hidden_size()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    pub fn generator(&self) -> &TextGenerator {
+        &self.generator
     }
 
     /// Adds a window's AV tokens (`[n_tokens, hidden]`, e.g. the Q-Former's 32 projected
@@ -212,7 +212,7 @@ impl Answerer {
                 av.dtype()
             )));
         }
-        let dec = self.engine.decoder();
+        let dec = self.generator.decoder();
         let embeds = av
             .to_device(dec.device())
             .and_then(|t| t.to_dtype(dec.dtype()))
@@ -284,8 +284,8 @@ impl Answerer {
             .ok_or_else(|| LlmError::UnknownStream(stream.to_owned()))?;
         let q_ids = self
             .layout
-            .question_ids(self.engine.tokenizer(), question)?;
-        let cap = self.engine.decoder().cache_capacity();
+            .question_ids(self.generator.tokenizer(), question)?;
+        let cap = self.generator.decoder().cache_capacity();
         let max_new = self.cfg.max_tokens;
         let win_len = |w: &ContextWindow| w.embeds.dims()[0] + self.layout.window_overhead();
         // Newest windows first, as many as fit.
@@ -332,9 +332,9 @@ impl Answerer {
             stop_strings: self.layout.stop_strings.clone(),
         };
         let mut sampler = Sampler::new(self.cfg.sampling.clone());
-        let g = self
-            .engine
-            .generate(&segments, &params, &mut sampler, &q_ids, cancel, on_token)?;
+        let g =
+            self.generator
+                .generate(&segments, &params, &mut sampler, &q_ids, cancel, on_token)?;
         Ok(Answer {
             stream: stream.to_owned(),
             window,

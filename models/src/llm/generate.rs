@@ -110,13 +110,13 @@ pub struct Generated {
 
 /// Decoder + tokenizer + a record of what the KV cache holds.
 #[derive(Debug)]
-pub struct Engine {
+pub struct TextGenerator {
     pub(crate) decoder: Decoder,
     pub(crate) tokenizer: LlmTokenizer,
     cached: Vec<Key>,
 }
 
-impl Engine {
+impl TextGenerator {
     pub fn new(decoder: Decoder, tokenizer: LlmTokenizer) -> Self {
         Self {
             decoder,

@@ -36,7 +36,7 @@ pub mod tokenizer;
 
 pub use answerer::{Answer, AnswerRecord, Answerer, WindowMeta};
 pub use error::LlmError;
-pub use generate::{CancelToken, Engine, Finish, GenParams, Generated, Segment, TokenEvent};
+pub use generate::{CancelToken, Finish, GenParams, Generated, Segment, TextGenerator, TokenEvent};
 pub use hf_config::{Arch, DecoderConfig, RopeStyle};
 pub use http::HttpEndpoint;
 pub use loader::{load_model, load_model_with, ComputeDtype, LoadedModel};

@@ -5,13 +5,13 @@
 
 pub mod blocks;
 pub mod config;
-pub mod gpu;
+pub mod fused;
 pub mod model;
 pub mod runner;
 pub mod stream;
 
 pub use config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
-pub use gpu::{KStream, KWindow, KernelQFormer};
+pub use fused::{KStream, KWindow, KernelQFormer};
 pub use model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
 pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision};
 pub use stream::{QFormerStream, StreamFrame};

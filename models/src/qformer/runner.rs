@@ -9,7 +9,7 @@ use sensorium_kernels::{Backend, DeviceSpec};
 use crate::error::Result;
 
 use super::config::AudioSync;
-use super::gpu::{KStream, KWindow, KernelQFormer};
+use super::fused::{KStream, KWindow, KernelQFormer};
 use super::model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
 use super::stream::{QFormerStream, StreamFrame};
 

@@ -27,9 +27,9 @@ use sha2::{Digest, Sha256};
 
 use super::data::{Media, Sample};
 use super::TrainError;
-use crate::distill::st::{self, StFile, StTensor};
 use crate::qformer::FrameInput;
 use crate::stage::{AvFrameEncoder, EncodedFrame, EncoderInput, InputPreparer, SharedFrameEncoder};
+use crate::tensor_file::{self, StFile, StTensor};
 
 /// One assembled window of a clip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -445,7 +445,8 @@ fn write_cache(path: &Path, f: &ClipFeatures) -> Result<(), TrainError> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| io(e.to_string()))?;
     }
-    st::write_atomic(path, &st::to_bytes(&tensors, &meta)).map_err(|e| io(e.to_string()))
+    tensor_file::write_atomic(path, &tensor_file::to_bytes(&tensors, &meta))
+        .map_err(|e| io(e.to_string()))
 }
 
 /// A cache file, or `None` when it is unreadable (then the media is decoded again).

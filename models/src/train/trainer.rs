@@ -49,10 +49,10 @@ use super::lora::LoraParams;
 use super::TrainError;
 use crate::checkpoint::Weights;
 use crate::distill::optim::{AdamState, AdamW};
-use crate::distill::st;
 use crate::llm::model::LoraDropout;
 use crate::llm::{Decoder, DecoderConfig, LlmConfig, LlmTokenizer, TokenLayout};
 use crate::qformer::{FrameInput, QFormer, QFormerConfig, SlotContext};
+use crate::tensor_file;
 
 /// Where the Q-Former's first weights come from.
 #[derive(Clone, Debug)]
@@ -873,7 +873,7 @@ impl Trainer {
     }
 
     /// Greedy decoding after `prompt` (the answer service's stop rules). Not the service's
-    /// `Engine::generate`: that reuses cached prefix K/V across answers, which would go stale
+    /// `TextGenerator::generate`: that reuses cached prefix K/V across answers, which would go stale
     /// here, where the weights change between evaluations.
     fn greedy(&mut self, prompt: &Tensor) -> Result<String, TrainError> {
         let prompt = prompt.detach();
@@ -986,7 +986,7 @@ impl Trainer {
         std::fs::create_dir_all(out).map_err(|e| io_err(out, e))?;
         let text =
             serde_json::to_string_pretty(&self.fingerprint()).map_err(|e| io_err(&meta, e))?;
-        st::write_atomic(&meta, text.as_bytes()).map_err(|e| io_err(&meta, e))
+        tensor_file::write_atomic(&meta, text.as_bytes()).map_err(|e| io_err(&meta, e))
     }
 
     /// Writes `qformer/` (+ `adapter/` or `llm/`) into `dir`.

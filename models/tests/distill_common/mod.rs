@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sensorium_engine::frame::{SyncedFrame, VideoFrame, Window, NS_PER_SEC};
-use sensorium_models::distill::synth::{self, Clip, SynthSpec};
+use sensorium_models::distill::labelled::{self, Clip, LabelledSpec};
 use sensorium_models::distill::{
     DistillConfig, GridVisualFeatures, SpectralAudioFeatures, Teacher, VisualFeatureExtractor,
 };
 
 /// The 8-class scene set (3 hard classes at `hard_snr_db`), `clips` clips per class.
-pub fn scenes(dir: &Path, clips: usize, hard_snr_db: f64) -> (SynthSpec, Vec<Clip>) {
-    let spec = SynthSpec::new(dir.join("media"), clips, hard_snr_db);
-    let clips = synth::generate(&spec).expect("gst-launch-1.0 generates the test scenes");
+pub fn scenes(dir: &Path, clips: usize, hard_snr_db: f64) -> (LabelledSpec, Vec<Clip>) {
+    let spec = LabelledSpec::new(dir.join("media"), clips, hard_snr_db);
+    let clips = labelled::generate(&spec).expect("gst-launch-1.0 generates the test scenes");
     (spec, clips)
 }
 
-pub fn config_for(spec: &SynthSpec) -> DistillConfig {
+pub fn config_for(spec: &LabelledSpec) -> DistillConfig {
     DistillConfig {
         classes: spec.classes.iter().map(|c| c.name.clone()).collect(),
         ..DistillConfig::default()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::error::DistillError;
+use crate::distill::DistillError;
 
 /// One tensor to write: name, shape, row-major f32 data.
 pub(crate) struct StTensor {

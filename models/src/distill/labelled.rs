@@ -96,7 +96,7 @@ pub fn scene_classes(hard_snr_db: f64) -> Vec<SceneClass> {
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SynthSpec {
+pub struct LabelledSpec {
     pub world: ClipWorld,
     /// Raw media is cached here (created if missing) and reused by later calls.
     pub cache_dir: PathBuf,
@@ -111,7 +111,7 @@ pub struct SynthSpec {
     pub seed: u64,
 }
 
-impl SynthSpec {
+impl LabelledSpec {
     /// 64x64 at 2 fps, 2 frames (1 s) per clip, the default classes.
     pub fn new(cache_dir: impl Into<PathBuf>, clips_per_class: usize, hard_snr_db: f64) -> Self {
         Self {
@@ -150,7 +150,7 @@ impl SynthSpec {
 /// One labelled clip: `frames_per_clip` RGB frames and their audio.
 #[derive(Clone, Debug)]
 pub struct Clip {
-    /// Index into `SynthSpec::classes`.
+    /// Index into `LabelledSpec::classes`.
     pub class: usize,
     /// Index of the clip within its class.
     pub index: usize,
@@ -214,7 +214,7 @@ fn cached(
 }
 
 /// Generate (or load from the cache) every clip of `spec`, class after class.
-pub fn generate(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+pub fn generate(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
     match spec.world {
         ClipWorld::TestSources => test_source_clips(spec),
         ClipWorld::Scenes => scene_clips(spec),
@@ -223,7 +223,7 @@ pub fn generate(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
 
 /// The scene world's clips: class `name` is a shape; clip `k` of a class is one sounding
 /// scene of that shape drawn from `(seed, class, k)`.
-fn scene_clips(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+fn scene_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
     use sensorium_engine::scene::{render, Scene, SceneTimeline, Shape, WorldParams};
     let fps = spec.fps.max(1) as f64;
     let duration = spec.frames_per_clip as f64 / fps;
@@ -272,7 +272,7 @@ fn scene_clips(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
 }
 
 /// GStreamer's test sources, rendered once per class by `gst-launch-1.0` into the cache.
-fn test_source_clips(spec: &SynthSpec) -> Result<Vec<Clip>, DistillError> {
+fn test_source_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
     std::fs::create_dir_all(&spec.cache_dir).map_err(|e| DistillError::io(&spec.cache_dir, e))?;
     let n_frames = spec.clips_per_class * spec.frames_per_clip;
     let spf = spec.samples_per_frame();
