@@ -126,21 +126,17 @@ fn field_err(origin: &str, field: &str, message: impl std::fmt::Display) -> anyh
     anyhow!("{origin}: field `{field}`: {message}")
 }
 
-/// Deserializes a section with the failing key path in the error.
+/// Deserializes a section with the failing key path in the error (the engine's helper).
 pub fn section<T: DeserializeOwned>(
     table: &toml::Table,
     name: &str,
     origin: &str,
 ) -> anyhow::Result<T> {
-    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{name}.{path}")
-        };
-        field_err(origin, &field, e.into_inner().message().trim())
-    })
+    Ok(sensorium_engine::config_load::deserialize_section(
+        table.clone(),
+        name,
+        origin,
+    )?)
 }
 
 impl ModelSetup {

@@ -470,17 +470,7 @@ fn check_source_fields(
         prefix: &str,
         origin: &str,
     ) -> Result<(), ConfigError> {
-        serde_path_to_error::deserialize::<_, T>(toml::Value::Table(fields))
-            .map(|_| ())
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let path = if path == "." || path.is_empty() {
-                    prefix.to_string()
-                } else {
-                    format!("{prefix}.{path}")
-                };
-                field_error(origin, &path, &e.into_inner().to_string())
-            })
+        deserialize_section::<T>(fields, prefix, origin).map(|_| ())
     }
     match kind {
         "test" => de::<TestSource>(fields, prefix, origin),
@@ -493,6 +483,26 @@ fn check_source_fields(
         "synthetic" => de::<SyntheticSource>(fields, prefix, origin),
         _ => Ok(()),
     }
+}
+
+/// Deserializes the table at key path `prefix` (`"models"`, `"stream[0].source"`) as `T`;
+/// an error names the failing key's full path (`models.heads`), unknown and missing fields
+/// by their own key. The one helper every section of a config goes through (the engine's
+/// own and the models crate's `[models]`, `[llm]`, `[distill]`, `[train]`).
+pub fn deserialize_section<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." || path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        field_error(origin, &path, &e.into_inner().to_string())
+    })
 }
 
 /// Turns a serde error at `path` into a field error; unknown and missing fields are named
