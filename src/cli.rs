@@ -1,7 +1,7 @@
 //! Command line: argument parsing (clap derive), building the engine from a config, and the
 //! mapping of every outcome to a documented exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,11 +11,8 @@ use sensorium_models::distill::labelled::LabelledSpec;
 use sensorium_models::distill::{DistillConfig, DistillError, Selection};
 use sensorium_models::stack::ModelStack;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
-use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig, TestSource, UriSource};
-use sensorium_engine::config::{ReconnectConfig, RtspSource, RtspTransport};
-use sensorium_engine::config::{SceneSource, SyntheticPattern, SyntheticSource};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd};
 
 use crate::answers::Answers;
@@ -334,7 +331,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     let mut config = match (&args.input.config, &args.input.source) {
         (Some(path), _) => Config::load(path).code(code::USAGE)?,
-        (None, Some(uri)) => config_for_source(uri).code(code::USAGE)?,
+        (None, Some(uri)) => Config::for_source(uri).code(code::USAGE)?,
         (None, None) => {
             return Err(anyhow!("give --config FILE or --source URI")).code(code::USAGE)
         }
@@ -557,119 +554,5 @@ fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
             };
             Err(anyhow!("distill-eval: {e}")).code(c)
         }
-    }
-}
-
-/// A one-stream config for `run --source URI`.
-pub fn config_for_source(uri: &str) -> anyhow::Result<Config> {
-    let source = if let Some(pattern) = uri.strip_prefix("test:") {
-        let mut t = TestSource::default();
-        if !pattern.is_empty() {
-            t.pattern = pattern.into();
-        }
-        SourceConfig::Test(t)
-    } else if let Some(pattern) = uri.strip_prefix("synthetic:") {
-        let mut s = SyntheticSource::default();
-        match pattern {
-            "" | "ball" => {}
-            "gradient" => s.pattern = SyntheticPattern::Gradient,
-            other => bail!("synthetic:{other}: unknown pattern (ball or gradient)"),
-        }
-        SourceConfig::Synthetic(s)
-    } else if let Some(seed) = uri.strip_prefix("scene:") {
-        let mut s = SceneSource::default();
-        if !seed.is_empty() {
-            s.seed = seed
-                .parse()
-                .map_err(|_| anyhow!("scene:{seed}: the seed must be a whole number"))?;
-        }
-        SourceConfig::Scene(s)
-    } else if let Some(path) = uri.strip_prefix("file://") {
-        SourceConfig::File(FileSource {
-            path: Path::new(path).to_path_buf(),
-            looping: false,
-            video: true,
-            audio: true,
-        })
-    } else if uri.to_ascii_lowercase().starts_with("rtsp") && uri.contains("://") {
-        SourceConfig::Rtsp(RtspSource {
-            url: uri.into(),
-            transport: RtspTransport::default(),
-            latency_ms: 200,
-            user: None,
-            password: None,
-            reconnect: ReconnectConfig::default(),
-            video: true,
-            audio: true,
-        })
-    } else if uri.contains("://") {
-        SourceConfig::Uri(UriSource {
-            uri: uri.into(),
-            looping: false,
-            video: true,
-            audio: true,
-        })
-    } else {
-        SourceConfig::File(FileSource {
-            path: uri.into(),
-            looping: false,
-            video: true,
-            audio: true,
-        })
-    };
-    let config = Config {
-        engine: Default::default(),
-        output: Default::default(),
-        metrics: Default::default(),
-        streams: vec![StreamConfig {
-            name: "source".into(),
-            source,
-            mode: None,
-            fps: None,
-            width: None,
-            height: None,
-        }],
-        models: None,
-        llm: None,
-        distill: None,
-        train: None,
-    };
-    config.validate("--source").map_err(|e| anyhow!(e))?;
-    Ok(config)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind_of(uri: &str) -> SourceConfig {
-        config_for_source(uri).unwrap().streams.remove(0).source
-    }
-
-    #[test]
-    fn source_shorthand_picks_the_kind() {
-        assert!(matches!(kind_of("test:"), SourceConfig::Test(t) if t.pattern == "smpte"));
-        assert!(matches!(kind_of("test:ball"), SourceConfig::Test(t) if t.pattern == "ball"));
-        assert!(matches!(kind_of("synthetic:"), SourceConfig::Synthetic(s) if s.is_live));
-        assert!(matches!(
-            kind_of("synthetic:gradient"),
-            SourceConfig::Synthetic(s) if s.pattern == SyntheticPattern::Gradient
-        ));
-        assert_eq!(
-            config_for_source("synthetic:snow").unwrap_err().to_string(),
-            "synthetic:snow: unknown pattern (ball or gradient)"
-        );
-        assert!(
-            matches!(kind_of("file:///data/a.mp4"), SourceConfig::File(f) if f.path == Path::new("/data/a.mp4"))
-        );
-        assert!(
-            matches!(kind_of("clip.mkv"), SourceConfig::File(f) if f.path == Path::new("clip.mkv"))
-        );
-        assert!(
-            matches!(kind_of("rtsp://cam:554/live"), SourceConfig::Rtsp(r) if r.url == "rtsp://cam:554/live")
-        );
-        assert!(
-            matches!(kind_of("https://x/y.webm"), SourceConfig::Uri(u) if u.uri == "https://x/y.webm")
-        );
     }
 }

@@ -6,7 +6,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::config::{Config, SourceConfig, StreamConfig};
+use crate::config::{
+    Config, FileSource, ReconnectConfig, RtspSource, RtspTransport, SceneSource, SourceConfig,
+    StreamConfig, SyntheticPattern, SyntheticSource, TestSource, UriSource,
+};
 use crate::source::SourceParams;
 use crate::sync::SyncConfig;
 
@@ -25,6 +28,9 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+    /// A `--source` shorthand that names no source.
+    #[error("{uri}: {message}")]
+    Source { uri: String, message: String },
     /// A field is unknown, missing, of the wrong type or has an invalid value.
     #[error("{origin}: field `{field}`: {message}")]
     Field {
@@ -550,8 +556,123 @@ fn check_device(d: &str) -> Result<(), String> {
     }
 }
 
+impl Config {
+    /// A one-stream config for `run --source URI`: `test:[PATTERN]`, `synthetic:[ball|gradient]`,
+    /// `scene:[SEED]`, `file://PATH`, `rtsp://…`, any other URI (`uri` source), or a path.
+    pub fn for_source(uri: &str) -> Result<Config, ConfigError> {
+        let bad = |message: String| ConfigError::Source {
+            uri: uri.to_owned(),
+            message,
+        };
+        let source = if let Some(pattern) = uri.strip_prefix("test:") {
+            let mut t = TestSource::default();
+            if !pattern.is_empty() {
+                t.pattern = pattern.into();
+            }
+            SourceConfig::Test(t)
+        } else if let Some(pattern) = uri.strip_prefix("synthetic:") {
+            let mut s = SyntheticSource::default();
+            match pattern {
+                "" | "ball" => {}
+                "gradient" => s.pattern = SyntheticPattern::Gradient,
+                _ => return Err(bad("unknown pattern (ball or gradient)".into())),
+            }
+            SourceConfig::Synthetic(s)
+        } else if let Some(seed) = uri.strip_prefix("scene:") {
+            let mut s = SceneSource::default();
+            if !seed.is_empty() {
+                s.seed = seed
+                    .parse()
+                    .map_err(|_| bad("the seed must be a whole number".into()))?;
+            }
+            SourceConfig::Scene(s)
+        } else if let Some(path) = uri.strip_prefix("file://") {
+            SourceConfig::File(FileSource {
+                path: Path::new(path).to_path_buf(),
+                looping: false,
+                video: true,
+                audio: true,
+            })
+        } else if uri.to_ascii_lowercase().starts_with("rtsp") && uri.contains("://") {
+            SourceConfig::Rtsp(RtspSource {
+                url: uri.into(),
+                transport: RtspTransport::default(),
+                latency_ms: 200,
+                user: None,
+                password: None,
+                reconnect: ReconnectConfig::default(),
+                video: true,
+                audio: true,
+            })
+        } else if uri.contains("://") {
+            SourceConfig::Uri(UriSource {
+                uri: uri.into(),
+                looping: false,
+                video: true,
+                audio: true,
+            })
+        } else {
+            SourceConfig::File(FileSource {
+                path: uri.into(),
+                looping: false,
+                video: true,
+                audio: true,
+            })
+        };
+        let config = Config {
+            engine: Default::default(),
+            output: Default::default(),
+            metrics: Default::default(),
+            streams: vec![StreamConfig {
+                name: "source".into(),
+                source,
+                mode: None,
+                fps: None,
+                width: None,
+                height: None,
+            }],
+            models: None,
+            llm: None,
+            distill: None,
+            train: None,
+        };
+        config.validate("--source")?;
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::config::{SourceConfig as Sc, SyntheticPattern};
+
+    fn kind_of(uri: &str) -> Sc {
+        Config::for_source(uri).unwrap().streams.remove(0).source
+    }
+
+    #[test]
+    fn source_shorthand_picks_the_kind() {
+        assert!(matches!(kind_of("test:"), Sc::Test(t) if t.pattern == "smpte"));
+        assert!(matches!(kind_of("test:ball"), Sc::Test(t) if t.pattern == "ball"));
+        assert!(matches!(kind_of("synthetic:"), Sc::Synthetic(s) if s.is_live));
+        assert!(matches!(
+            kind_of("synthetic:gradient"),
+            Sc::Synthetic(s) if s.pattern == SyntheticPattern::Gradient
+        ));
+        assert_eq!(
+            Config::for_source("synthetic:snow")
+                .unwrap_err()
+                .to_string(),
+            "synthetic:snow: unknown pattern (ball or gradient)"
+        );
+        assert!(
+            matches!(kind_of("file:///data/a.mp4"), Sc::File(f) if f.path == Path::new("/data/a.mp4"))
+        );
+        assert!(matches!(kind_of("clip.mkv"), Sc::File(f) if f.path == Path::new("clip.mkv")));
+        assert!(
+            matches!(kind_of("rtsp://cam:554/live"), Sc::Rtsp(r) if r.url == "rtsp://cam:554/live")
+        );
+        assert!(matches!(kind_of("https://x/y.webm"), Sc::Uri(u) if u.uri == "https://x/y.webm"));
+    }
 
     /// Both redactions end the authority at '/', '?' or '#' (they once disagreed: an '@'
     /// in a query was taken for the userinfo's end by one of them).
