@@ -16,9 +16,9 @@ use clap::{Args, Parser, Subcommand};
 use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd};
 
 use crate::answers::Answers;
-use crate::models::{self as model_cfg, ModelSetup};
 use crate::output::SharedOut;
 use crate::sources;
+use sensorium_models::setup::{self as model_cfg, ModelSetup};
 
 /// Exit codes (also in README.md and `--help`).
 pub mod code {

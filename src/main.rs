@@ -4,7 +4,6 @@
 mod answers;
 mod bundle;
 mod cli;
-mod models;
 mod output;
 mod sources;
 mod train;

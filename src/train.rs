@@ -16,8 +16,8 @@ use sensorium_models::train::{
 };
 
 use crate::cli::{code, Failure};
-use crate::models::{self as model_cfg, ModelSetup, ModelsConfig};
 use crate::sources;
+use sensorium_models::setup::{self as model_cfg, ModelSetup, ModelsConfig};
 
 fn fail(code: u8, error: impl Into<anyhow::Error>) -> Failure {
     Failure {

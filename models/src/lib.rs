@@ -9,6 +9,7 @@ pub mod error;
 pub mod llm;
 pub mod ops;
 pub mod qformer;
+pub mod setup;
 pub mod stack;
 pub mod stage;
 pub mod synth;

@@ -1,28 +1,59 @@
 //! The model sections of a config (`[models]`, `[llm]`, `[distill]`): parsed from the
 //! engine's opaque tables into the model crate's types (errors name the file and the field,
 //! e.g. `llm.sampling.temperature`), validated, and loaded into the engine's stages
-//! (frame encoder, window model stack, answer service, distillation).
+//! (frame encoder, window model stack, answer service, distillation). Errors are
+//! [`SetupError`]s: the CLI maps config errors to exit code 2 and model errors to 4.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::anyhow;
-use candle_core::Device;
-use sensorium_engine::{Config, QueueMode};
-use sensorium_models::distill::{AudioFeatureExtractor, VisualFeatureExtractor};
-use sensorium_models::distill::{
+use crate::distill::{AudioFeatureExtractor, VisualFeatureExtractor};
+use crate::distill::{
     DistillConfig, DistillError, DistillStage, Extractors, Teacher, VisionTowerFeatures,
     WhisperAudioFeatures,
 };
-use sensorium_models::llm::{Answerer, LlmConfig, LlmError};
-use sensorium_models::qformer::{
-    AudioSync, QFormer, QFormerConfig, QFormerRunner, StoragePrecision,
-};
-use sensorium_models::stage::{AvFrameEncoder, QFormerWindowModel};
-use sensorium_models::tokens::SlotMode;
-use sensorium_models::{audio::AudioEncoder, vision::VisionEncoder};
+use crate::llm::{Answerer, LlmConfig, LlmError};
+use crate::qformer::{AudioSync, QFormer, QFormerConfig, QFormerRunner, StoragePrecision};
+use crate::stage::{AvFrameEncoder, QFormerWindowModel};
+use crate::tokens::SlotMode;
+use crate::{audio::AudioEncoder, vision::VisionEncoder};
+use candle_core::Device;
+use sensorium_engine::{Config, ConfigError, QueueMode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// A [`SetupError::Model`] from a format string.
+macro_rules! model_err {
+    ($($t:tt)*) => {
+        SetupError::Model(format!($($t)*))
+    };
+}
+
+/// Why the model sections could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A section does not deserialize (the failing key is named).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A field has a value the schema allows but the models do not.
+    #[error("{origin}: field `{field}`: {message}")]
+    Field {
+        origin: String,
+        field: String,
+        message: String,
+    },
+    /// A section is inconsistent as a whole.
+    #[error("{origin}: [{section}]: {message}")]
+    Section {
+        origin: String,
+        section: String,
+        message: String,
+    },
+    /// A model does not load, or does not fit the others (the file or field is named).
+    #[error("{0}")]
+    Model(String),
+}
 
 /// How the frame encoder turns a vision tower's tokens into per-frame visual slots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +153,12 @@ pub struct ModelSetup {
     pub distill: Option<DistillSetup>,
 }
 
-fn field_err(origin: &str, field: &str, message: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{origin}: field `{field}`: {message}")
+fn field_err(origin: &str, field: &str, message: impl std::fmt::Display) -> SetupError {
+    SetupError::Field {
+        origin: origin.into(),
+        field: field.into(),
+        message: message.to_string(),
+    }
 }
 
 /// Deserializes a section with the failing key path in the error (the engine's helper).
@@ -131,7 +166,7 @@ pub fn section<T: DeserializeOwned>(
     table: &toml::Table,
     name: &str,
     origin: &str,
-) -> anyhow::Result<T> {
+) -> Result<T, SetupError> {
     Ok(sensorium_engine::config_load::deserialize_section(
         table.clone(),
         name,
@@ -141,7 +176,7 @@ pub fn section<T: DeserializeOwned>(
 
 impl ModelSetup {
     /// Parses and validates the sections of `config` (read from `origin`).
-    pub fn parse(config: &Config, origin: &str) -> anyhow::Result<Self> {
+    pub fn parse(config: &Config, origin: &str) -> Result<Self, SetupError> {
         let models: Option<ModelsConfig> = config
             .models
             .as_ref()
@@ -158,7 +193,11 @@ impl ModelSetup {
                     LlmError::Settings { field, message } => {
                         field_err(origin, &format!("llm.{field}"), message)
                     }
-                    e => anyhow!("{origin}: [llm]: {e}"),
+                    e => SetupError::Section {
+                        origin: origin.into(),
+                        section: "llm".into(),
+                        message: e.to_string(),
+                    },
                 })?;
                 // Files are finite: without an explicit choice, every scheduled question is
                 // answered (no stale cancelling) when no stream drops data anyway.
@@ -222,7 +261,7 @@ fn table<T: Serialize>(v: &T) -> Option<toml::Table> {
 }
 
 impl ModelsConfig {
-    fn validate(&self, origin: &str) -> anyhow::Result<()> {
+    fn validate(&self, origin: &str) -> Result<(), SetupError> {
         let e = |f: &str, m: &str| Err(field_err(origin, &format!("models.{f}"), m));
         if self.random && self.qformer.is_some() {
             return e(
@@ -256,7 +295,7 @@ impl ModelsConfig {
 
 /// The `DistillConfig` fields of a `[distill]` table (without the CLI's own keys), not yet
 /// validated.
-pub fn distill_section(t: &toml::Table, origin: &str) -> anyhow::Result<DistillConfig> {
+pub fn distill_section(t: &toml::Table, origin: &str) -> Result<DistillConfig, SetupError> {
     section(t, "distill", origin)
 }
 
@@ -264,7 +303,7 @@ fn parse_distill(
     table: &toml::Table,
     origin: &str,
     models: Option<&ModelsConfig>,
-) -> anyhow::Result<DistillSetup> {
+) -> Result<DistillSetup, SetupError> {
     let mut t = table.clone();
     let teacher = match t.remove("teacher") {
         Some(toml::Value::String(s)) => PathBuf::from(s),
@@ -293,7 +332,11 @@ fn parse_distill(
         DistillError::Config { field, message } => {
             field_err(origin, &format!("distill.{field}"), message)
         }
-        e => anyhow!("{origin}: [distill]: {e}"),
+        e => SetupError::Section {
+            origin: origin.into(),
+            section: "distill".into(),
+            message: e.to_string(),
+        },
     })?;
     if features == FeatureChoice::Encoders
         && !models.is_some_and(|m| m.audio.is_some() && m.vision.is_some())
@@ -319,12 +362,12 @@ pub struct Loaded {
     pub distill: Option<DistillStage>,
 }
 
-fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{what} '{}': {e}", dir.display())
+fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> SetupError {
+    SetupError::Model(format!("{what} '{}': {e}", dir.display()))
 }
 
 /// Loads every configured model (encoders and LLM on the CPU; the Q-Former on `engine.device`). Errors name the file and, for checkpoints, the tensor.
-pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
+pub fn load(setup: &ModelSetup, config: &Config) -> Result<Loaded, SetupError> {
     let dev = Device::Cpu;
     let m = setup.models.clone().unwrap_or_default();
     let (audio, vision) = load_encoders(&m)?;
@@ -346,14 +389,14 @@ pub fn load(setup: &ModelSetup, config: &Config) -> anyhow::Result<Loaded> {
     } else if m.random {
         let cfg = random_qformer_config(&m, config, aw, vw, llm_width);
         let qf = QFormer::random(cfg, m.seed, m.init_std as f32, &dev)
-            .map_err(|e| anyhow!("models.random: random Q-Former: {e}"))?;
+            .map_err(|e| model_err!("models.random: random Q-Former: {e}"))?;
         Some(qf)
     } else {
         None
     };
     if let (Some(p), Some(q)) = (m.projection, &qformer) {
         if p != q.cfg.llm_hidden_size {
-            return Err(anyhow!(
+            return Err(model_err!(
                 "models.projection = {p} but the Q-Former projects to {}",
                 q.cfg.llm_hidden_size
             ));
@@ -414,7 +457,7 @@ pub fn random_qformer_config(
 pub fn frame_encoder(
     m: &ModelsConfig,
     slots: Option<usize>,
-) -> anyhow::Result<(AvFrameEncoder, Option<usize>, Option<usize>)> {
+) -> Result<(AvFrameEncoder, Option<usize>, Option<usize>), SetupError> {
     let (audio, vision) = load_encoders(m)?;
     let (aw, vw) = (
         audio.as_ref().map(|a| a.width()),
@@ -430,7 +473,7 @@ pub fn frame_encoder(
 /// The encoders `[models]` names.
 fn load_encoders(
     m: &ModelsConfig,
-) -> anyhow::Result<(Option<AudioEncoder>, Option<VisionEncoder>)> {
+) -> Result<(Option<AudioEncoder>, Option<VisionEncoder>), SetupError> {
     let dev = Device::Cpu;
     let audio = m
         .audio
@@ -457,13 +500,13 @@ pub fn slot_mode(m: &ModelsConfig, qformer_slots: Option<usize>) -> SlotMode {
 
 /// Puts the Q-Former on `[engine] device` / `--device`: our CUDA kernels (weights and caches
 /// resident on the GPU) or candle on the CPU. `auto` without a usable GPU says so once.
-fn open_qformer(q: QFormer, device: &str, window: usize) -> anyhow::Result<QFormerWindowModel> {
+fn open_qformer(q: QFormer, device: &str, window: usize) -> Result<QFormerWindowModel, SetupError> {
     let (runner, note) = QFormerRunner::open(q, Some(device), StoragePrecision::F32)
-        .map_err(|e| anyhow!("engine.device '{device}': {e}"))?;
+        .map_err(|e| model_err!("engine.device '{device}': {e}"))?;
     // The first live window should not pay for kernel loading and GEMM set-up.
     runner
         .warm_up(window)
-        .map_err(|e| anyhow!("engine.device '{device}': Q-Former warm-up failed: {e}"))?;
+        .map_err(|e| model_err!("engine.device '{device}': Q-Former warm-up failed: {e}"))?;
     if let Some(note) = note {
         eprintln!("sensorium: {note}");
     }
@@ -479,7 +522,7 @@ pub fn check_widths(
     audio: Option<usize>,
     vision: Option<usize>,
     llm: Option<usize>,
-) -> anyhow::Result<()> {
+) -> Result<(), SetupError> {
     let file = dir.join("config.json");
     let pairs = [
         (
@@ -504,7 +547,7 @@ pub fn check_widths(
     for (field, have, want, what) in pairs {
         if let Some(w) = want {
             if have != w {
-                return Err(anyhow!(
+                return Err(model_err!(
                     "{}: `{field}` = {have} does not match {what} ({w})",
                     file.display()
                 ));
@@ -518,7 +561,7 @@ fn build_distill(
     d: &DistillSetup,
     audio_width: Option<usize>,
     vision_width: Option<usize>,
-) -> anyhow::Result<DistillStage> {
+) -> Result<DistillStage, SetupError> {
     let stand_in = Extractors::stand_in();
     let use_enc = d.features != FeatureChoice::StandIn;
     // The frame encoder runs whenever [models] has an encoder, so the stage only pools the
@@ -532,19 +575,22 @@ fn build_distill(
         _ => stand_in.visual.clone(),
     };
     let teacher_dim = match d.config.direction {
-        sensorium_models::distill::Direction::VisualToAudio => visual.dim(),
-        sensorium_models::distill::Direction::AudioToVisual => audio.dim(),
+        crate::distill::Direction::VisualToAudio => visual.dim(),
+        crate::distill::Direction::AudioToVisual => audio.dim(),
     };
     let teacher = Teacher::load(&d.teacher, d.config.num_classes(), teacher_dim)
-        .map_err(|e| anyhow!("distill.teacher: {e}"))?;
+        .map_err(|e| model_err!("distill.teacher: {e}"))?;
     DistillStage::new(d.config.clone(), teacher, Extractors { audio, visual })
-        .map_err(|e| anyhow!("[distill]: {e}"))
+        .map_err(|e| model_err!("[distill]: {e}"))
 }
 
 /// Feature extractors for `distill-eval`: the real Whisper encoder and CLIP/SigLIP tower
 /// (vision tokens mean-pooled over all patches) for the directories given, the stand-in
 /// extractors for the modalities without one.
-pub fn eval_extractors(audio: Option<&Path>, vision: Option<&Path>) -> anyhow::Result<Extractors> {
+pub fn eval_extractors(
+    audio: Option<&Path>,
+    vision: Option<&Path>,
+) -> Result<Extractors, SetupError> {
     let dev = Device::Cpu;
     let mut ex = Extractors::stand_in();
     if let Some(d) = audio {
