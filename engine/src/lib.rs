@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod scene;
 pub mod sink;

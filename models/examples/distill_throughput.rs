@@ -50,10 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Trainer alone.
     let mut t = DistillTrainer::new(&cfg, 50)?;
-    let mut rng = sensorium_models::distill::student::SplitMix(1);
+    let mut rng = sensorium_models::distill::student::Rng::new(1);
     let pairs: Vec<Pair> = (0..256)
         .map(|i| Pair {
-            student_features: (0..50).map(|_| rng.normal()).collect(),
+            student_features: (0..50).map(|_| rng.normal() as f32).collect(),
             teacher_logits: (0..k).map(|c| if c == i % k { 5.0 } else { 0.0 }).collect(),
             snr_db: 10.0,
         })

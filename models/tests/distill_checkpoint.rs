@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use sensorium_models::distill::student::SplitMix;
+use sensorium_models::distill::student::Rng;
 use sensorium_models::distill::{
     prev_path, BackgroundTrainer, DistillConfig, DistillError, DistillTrainer, Pair,
 };
@@ -28,10 +28,10 @@ fn cfg(path: Option<&Path>) -> DistillConfig {
 
 /// Class-dependent features and a confident teacher, deterministic in `i`.
 fn pair(i: usize) -> Pair {
-    let mut rng = SplitMix(i as u64);
+    let mut rng = Rng::new(i as u64);
     let c = i % 4;
     let student_features = (0..DIM)
-        .map(|d| if d == c { 1.0 } else { 0.0 } + 0.3 * rng.normal())
+        .map(|d| if d == c { 1.0 } else { 0.0 } + 0.3 * rng.normal() as f32)
         .collect();
     let mut teacher_logits = vec![0.0; 4];
     teacher_logits[c] = 4.0;

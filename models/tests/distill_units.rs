@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use sensorium_models::distill::student::SplitMix;
+use sensorium_models::distill::student::Rng;
 use sensorium_models::distill::{
     audio_stats, distillation_loss, AudioFeatureExtractor, DifficultyConfig, DifficultyModel,
     Direction, DistillConfig, DistillError, DistillTrainer, GridVisualFeatures, Pair, Selection,
@@ -206,12 +206,12 @@ fn gate_drops_unconfident_teacher_pairs_and_replay_is_capped() {
         ..DistillConfig::default()
     };
     let mut t = DistillTrainer::new(&cfg, 3).unwrap();
-    let mut rng = SplitMix(1);
+    let mut rng = Rng::new(1);
     for i in 0..40 {
         // Even i: confident teacher (p = 0.993); odd i: unsure (p = 0.62).
         let margin = if i % 2 == 0 { 5.0 } else { 0.5 };
         t.observe(Pair {
-            student_features: (0..3).map(|_| rng.normal()).collect(),
+            student_features: (0..3).map(|_| rng.normal() as f32).collect(),
             teacher_logits: vec![margin, 0.0],
             snr_db: 10.0,
         })
@@ -361,8 +361,8 @@ fn stand_in_extractors_have_documented_shapes_and_reject_bad_input() {
 
 #[test]
 fn audio_stats_separate_tones_from_noise() {
-    let mut rng = SplitMix(9);
-    let noise: Vec<f32> = (0..8000).map(|_| 0.1 * rng.normal()).collect();
+    let mut rng = Rng::new(9);
+    let noise: Vec<f32> = (0..8000).map(|_| 0.1 * rng.normal() as f32).collect();
     let tone: Vec<f32> = (0..8000)
         .map(|i| 0.1 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin())
         .collect();

@@ -15,7 +15,7 @@ use super::error::DistillError;
 use super::features::{audio_stats, mean_pool, Extractors};
 use super::labelled::{self, Clip, LabelledSpec};
 use super::replay::Pair;
-use super::student::{SplitMix, StudentSnapshot};
+use super::student::{Rng, StudentSnapshot};
 use super::teacher::{argmax, Teacher};
 use super::trainer::DistillTrainer;
 
@@ -303,7 +303,7 @@ pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, Distill
     for (si, seed) in cfg.seeds.iter().enumerate() {
         // The same shuffled stream for both arms of this seed.
         let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut rng = SplitMix(*seed ^ 0xC1_1B5);
+        let mut rng = Rng::new(*seed ^ 0xC1_1B5);
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i + 1));
         }

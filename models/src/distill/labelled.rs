@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::error::DistillError;
-use super::student::SplitMix;
+use super::student::Rng;
 
 /// One scene class: what is seen and what is heard.
 #[derive(Clone, Debug, PartialEq)]
@@ -256,7 +256,7 @@ fn scene_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
                 })
                 .collect();
             let mut audio = render::audio(&mut tl, 0, spec.frames_per_clip * spf);
-            let mut rng = SplitMix(spec.seed ^ item.wrapping_mul(0x9E37_79B9));
+            let mut rng = Rng::new(spec.seed ^ item.wrapping_mul(0x9E37_79B9));
             mix_noise(&mut audio, class.snr_db, &mut rng);
             clips.push(Clip {
                 class: ci,
@@ -324,7 +324,7 @@ fn test_source_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
         let clip_samples = spec.frames_per_clip * spf;
         for k in 0..spec.clips_per_class {
             let mut rng =
-                SplitMix(spec.seed ^ ((ci as u64) << 32) ^ (k as u64).wrapping_mul(0x9E37_79B9));
+                Rng::new(spec.seed ^ ((ci as u64) << 32) ^ (k as u64).wrapping_mul(0x9E37_79B9));
             let frames = (0..spec.frames_per_clip)
                 .map(|f| {
                     let i = k * spec.frames_per_clip + f;
@@ -352,13 +352,13 @@ fn test_source_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
 
 /// Add white Gaussian noise at `snr_db` below the signal's power (if given), plus a -80 dB
 /// floor so no clip is digitally silent.
-pub fn mix_noise(samples: &mut [f32], snr_db: Option<f64>, rng: &mut SplitMix) {
+pub fn mix_noise(samples: &mut [f32], snr_db: Option<f64>, rng: &mut Rng) {
     let power = samples.iter().map(|x| x * x).sum::<f32>() / samples.len().max(1) as f32;
     let sigma = match snr_db {
         Some(s) => (power / 10f32.powf(s as f32 / 10.0)).sqrt(),
         None => 0.0,
     } + 1e-4;
     for x in samples.iter_mut() {
-        *x += sigma * rng.normal();
+        *x += sigma * rng.normal() as f32;
     }
 }

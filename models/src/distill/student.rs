@@ -9,37 +9,7 @@ use candle_core::{Device, Tensor, Var};
 use super::error::{CandleContext, DistillError};
 use crate::tensor_file;
 
-/// A tiny deterministic PRNG (SplitMix64), so runs are reproducible without a dependency.
-#[derive(Clone, Debug)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [-a, a).
-    pub fn uniform(&mut self, a: f32) -> f32 {
-        ((self.unit() * 2.0 - 1.0) as f32) * a
-    }
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = self.unit().max(1e-12);
-        let u2 = self.unit();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-    /// Uniform index in [0, n) (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
-}
+pub use sensorium_engine::rng::Rng;
 
 /// Shape of the student head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +41,7 @@ impl StudentArch {
     /// Seeded initial values: fc1 uniform(+-1/sqrt(D)), classifier uniform(+-0.01/sqrt(fan_in)),
     /// biases zero, so the untrained student is close to uniform (chance).
     pub fn init(&self, seed: u64) -> Vec<Vec<f32>> {
-        let mut rng = SplitMix(seed ^ 0x5EED_57D0);
+        let mut rng = Rng::new(seed ^ 0x5EED_57D0);
         self.params()
             .into_iter()
             .map(|(name, shape)| {

@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use super::error::{CandleContext, DistillError};
-use super::student::SplitMix;
+use super::student::Rng;
 use crate::tensor_file::{self, ReadError, StFile, StTensor};
 
 #[derive(Clone, Debug)]
@@ -306,7 +306,7 @@ impl Teacher {
             &dev,
         )
         .ctx("teacher fit")?;
-        let mut rng = SplitMix(seed);
+        let mut rng = Rng::new(seed);
         let init: Vec<f32> = (0..num_classes * d).map(|_| rng.uniform(0.01)).collect();
         let w = Var::from_vec(init, (num_classes, d), &dev).ctx("teacher fit")?;
         let b = Var::zeros(num_classes, candle_core::DType::F32, &dev).ctx("teacher fit")?;

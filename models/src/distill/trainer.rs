@@ -13,7 +13,7 @@ use super::difficulty::DifficultyModel;
 use super::error::{CandleContext, DistillError};
 use super::optim::{AdamState, AdamW};
 use super::replay::{Pair, ReplayBuffer, Stored};
-use super::student::{SplitMix, StudentArch, StudentSnapshot, TrainableStudent};
+use super::student::{Rng, StudentArch, StudentSnapshot, TrainableStudent};
 use super::teacher::{argmax, softmax};
 
 /// Temperature-scaled distillation loss, mean over the batch:
@@ -59,7 +59,7 @@ pub struct DistillTrainer {
     pub(crate) difficulty: DifficultyModel,
     pub(crate) step: u64,
     since_update: usize,
-    rng: SplitMix,
+    rng: Rng,
     pub(crate) counters: TrainerCounters,
 }
 
@@ -107,7 +107,7 @@ impl DistillTrainer {
             difficulty,
             step,
             since_update: 0,
-            rng: SplitMix(cfg.seed.wrapping_add(step)),
+            rng: Rng::new(cfg.seed.wrapping_add(step)),
             counters: TrainerCounters::default(),
         })
     }
@@ -195,7 +195,7 @@ impl DistillTrainer {
         Ok(TrainerState {
             adam: self.opt.state().ctx("optimizer state")?,
             replay: self.replay.iter().map(|s| s.pair.clone()).collect(),
-            rng: self.rng.0,
+            rng: self.rng.state(),
             since_update: self.since_update,
         })
     }
@@ -212,7 +212,7 @@ impl DistillTrainer {
                 teacher_class,
             });
         }
-        self.rng = SplitMix(state.rng);
+        self.rng = Rng::new(state.rng);
         self.since_update = state.since_update;
         Ok(())
     }

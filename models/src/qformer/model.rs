@@ -165,29 +165,6 @@ fn layout(cfg: &QFormerConfig) -> Vec<(String, Vec<usize>, Init)> {
     v
 }
 
-/// SplitMix64: a tiny seeded generator so random weights are identical on every machine.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-}
-
 /// Seeded random tensors for every name of the layout: N(0, std) (BERT's
 /// initializer_range is 0.02); LayerNorm weights 1 + N(0, std).
 pub fn random_tensors(
@@ -196,13 +173,13 @@ pub fn random_tensors(
     std: f32,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    let mut rng = SplitMix(seed);
+    let mut rng = sensorium_engine::rng::Rng::new(seed);
     let mut out = HashMap::new();
     for (name, shape, init) in layout(cfg) {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n)
             .map(|_| {
-                let x = std * rng.normal();
+                let x = std * rng.normal_open() as f32;
                 match init {
                     Init::Normal => x,
                     Init::LnWeight => 1.0 + x,
