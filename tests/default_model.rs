@@ -17,16 +17,16 @@ fn sensorium(args: &[&str]) -> std::process::Output {
 
 /// Per-task lower bounds on the first 200 held-out questions (seeded and greedy, so the
 /// same questions and answers every run): a few points under what the shipped model measured
-/// (visual 27/48 = 56.3%, audio 40/44 = 90.9%, AV hallucination 34/46 = 73.9%, AV sync 6/6,
-/// temporal 3/5, caption 10/51 = 19.6%, overall 60.0%), which is still under the issue's
-/// targets for all but AV sync (README, "The default model"). They guard the shipped weights
-/// and the serving path against regressions.
+/// (visual 26/48 = 54.2%, audio 44/44, AV hallucination 33/46 = 71.7%, AV sync 6/6,
+/// temporal 4/5, caption 10/51 = 19.6%, overall 61.5%), which is still under the issue's
+/// targets for visual, AV hallucination and caption (README, "The default model"). They
+/// guard the shipped weights and the serving path against regressions.
 const BOUNDS: [(&str, f64); 6] = [
-    ("visual", 0.50),
-    ("audio", 0.85),
+    ("visual", 0.48),
+    ("audio", 0.93),
     ("av_hallucination", 0.65),
     ("av_sync", 0.80),
-    ("temporal", 0.40),
+    ("temporal", 0.60),
     ("caption", 0.12),
 ];
 
@@ -42,7 +42,62 @@ fn held_out_accuracy_of_the_shipped_model() {
         assert!(acc >= min, "{task}: {acc:.3} < {min} ({v})");
     }
     let overall = v["accuracy"].as_f64().unwrap();
-    assert!(overall >= 0.55, "overall {overall:.3}");
+    assert!(overall >= 0.57, "overall {overall:.3}");
+}
+
+/// Distillation on the default model's own encoders (`distill-eval --world scenes`): a visual
+/// teacher fitted on 24 labelled frames per shape teaches the audio student the sounding
+/// objects' classes. Measured (5 seeds, 60 clips per class, 20 held out): teacher 0.567;
+/// student 0.287 before, 0.790 after difficulty-aware selection, 0.667 after uniform; the
+/// hard class (circle, its tone under 20 dB of noise) 0.770 vs 0.600. The bounds are below.
+#[test]
+fn distillation_runs_on_the_default_models_encoders() {
+    let o = sensorium(&[
+        "distill-eval",
+        "--world",
+        "scenes",
+        "--audio",
+        "default-model/audio",
+        "--vision",
+        "default-model/vision",
+        "--clips",
+        "60",
+        "--test-clips",
+        "20",
+        "--teacher-frames",
+        "24",
+        "--seeds",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("features: audio whisper-mean (64 floats), visual vision-mean (64 floats)"),
+        "{out}"
+    );
+    let row = |name: &str| -> Vec<f64> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {out}"));
+        line.split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    // teacher, before, warm, after-diff, after-uni
+    let overall = row("overall");
+    let (teacher, before, after_d, after_u) = (overall[0], overall[1], overall[3], overall[4]);
+    assert!(teacher >= 0.45, "teacher {teacher}: {out}");
+    assert!(after_d >= before + 0.3 && after_u >= before + 0.25, "{out}");
+    let circle = out
+        .lines()
+        .find(|l| l.starts_with("circle"))
+        .unwrap_or_default();
+    assert_eq!(
+        circle.split_whitespace().nth(1),
+        Some("yes"),
+        "the circle is the hard class: {out}"
+    );
 }
 
 /// What the world says the answer to `question` is for stream time `[t0, t1)`.

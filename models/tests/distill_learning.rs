@@ -193,3 +193,54 @@ fn eval_reports_before_after_and_ablation_deterministically() {
     let text = a.to_string();
     assert!(text.contains("hard classes: Weighted-selection"), "{text}");
 }
+
+/// The scene world's labelled clips (`distill-eval --world scenes`): three shape classes,
+/// each clip one sounding object of its class drawn and heard by the scene renderer (no
+/// GStreamer), seeded; the circle's high tone is buried in noise (the hard class).
+#[test]
+fn scene_world_clips_are_sounding_shapes() {
+    use sensorium_models::distill::labelled::{self, ClipWorld, LabelledSpec};
+    let spec = LabelledSpec::scenes(5, -20.0);
+    assert_eq!(spec.world, ClipWorld::Scenes);
+    let names: Vec<&str> = spec.classes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["circle", "square", "triangle"]);
+    let clips = labelled::generate(&spec).unwrap();
+    assert_eq!(clips.len(), 15);
+    let spf = spec.samples_per_frame();
+    let rms = |a: &[f32]| (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
+    let peak = |a: &[f32]| a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for c in &clips {
+        assert_eq!(c.frames.len(), 4);
+        assert!(c.frames.iter().all(|f| f.len() == 64 * 64 * 3));
+        assert_eq!(c.audio.len(), 4 * spf);
+        let lit = c.frames[0]
+            .chunks(3)
+            .filter(|p| p.iter().any(|&v| v > 100))
+            .count();
+        // One object of 1/8-1/4 of the frame height: between a few and a few hundred pixels.
+        assert!(
+            (10..1200).contains(&lit),
+            "class {} clip {}: {lit} lit pixels",
+            c.class,
+            c.index
+        );
+        match c.class {
+            // A tone under 20 dB more noise: loud everywhere.
+            0 => assert!(
+                rms(&c.audio) > 0.5,
+                "circle {}: rms {}",
+                c.index,
+                rms(&c.audio)
+            ),
+            // Clicks: short bursts over silence, a high peak over a low rms.
+            1 => assert!(peak(&c.audio) > 8.0 * rms(&c.audio).max(1e-6) || peak(&c.audio) < 1e-2),
+            // Uniform noise: peak close to sqrt(3) rms.
+            _ => assert!(peak(&c.audio) < 2.0 * rms(&c.audio), "triangle {}", c.index),
+        }
+    }
+    let again = labelled::generate(&spec).unwrap();
+    assert!(clips
+        .iter()
+        .zip(&again)
+        .all(|(a, b)| a.frames == b.frames && a.audio == b.audio));
+}
