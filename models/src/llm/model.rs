@@ -549,7 +549,13 @@ impl Decoder {
                 dtype: self.dtype,
             };
             let x = parts.blocks(x, 0, longest, None, dropout)?;
-            parts.head(&x, &self.norm, &self.lm_head)
+            let logits = parts.head(&x, &self.norm, &self.lm_head)?;
+            // `head` drops a batch of one; keep the batch axis whatever its size.
+            if logits.rank() == 2 {
+                logits.unsqueeze(0)
+            } else {
+                Ok(logits)
+            }
         };
         run().ctx(|| {
             format!(
