@@ -279,7 +279,7 @@ impl ModelsConfig {
             return e("init_std", "must be > 0");
         }
         if self.random {
-            if self.heads == 0 || self.hidden_size % self.heads != 0 {
+            if self.heads == 0 || !self.hidden_size.is_multiple_of(self.heads) {
                 return e("heads", "must divide hidden_size");
             }
             if self.layers == 0 || self.queries == 0 {
