@@ -1,9 +1,9 @@
 //! Per-frame encoder latency and per-window Q-Former latency on CPU at real model shapes
 //! (whisper-base encoder, clip-vit-base-patch16, FAVOR's Q-Former: 2 layers, 768-d, 12
 //! heads, 32 queries, 10 frames x 32 slots of 1536-d), with random weights that
-//! `tools/bench_encoders.py` generates at bench time and also runs in PyTorch eager.
+//! `benches/bench_encoders.py` generates at bench time and also runs in PyTorch eager.
 //!
-//! Run through the driver: `python3 tools/bench_encoders.py` (it prints the ratios).
+//! Run through the driver: `python3 benches/bench_encoders.py` (it prints the ratios).
 //! Directly: `SENSORIUM_BENCH_DIR=<dir made by the driver> cargo bench -p sensorium-models
 //! --bench encoders`. Prints `RESULT <name> <median ms>` lines.
 
@@ -44,7 +44,7 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 
 fn main() {
     let Ok(dir) = std::env::var("SENSORIUM_BENCH_DIR") else {
-        eprintln!("SENSORIUM_BENCH_DIR is not set: run python3 tools/bench_encoders.py");
+        eprintln!("SENSORIUM_BENCH_DIR is not set: run python3 benches/bench_encoders.py");
         return;
     };
     let dir = PathBuf::from(dir);

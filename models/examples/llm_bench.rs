@@ -1,4 +1,4 @@
-//! CPU benchmark driver for the LLM decoder, used by tools/bench_llm.py to compare with
+//! CPU benchmark driver for the LLM decoder, used by benches/bench_llm.py to compare with
 //! llama.cpp on the same GGUF file.
 //!
 //!   llm_bench gen <dir> [--layers N] [--tokenizer tokenizer.json]

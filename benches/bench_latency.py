@@ -6,7 +6,7 @@ every window). Reports percentiles of the window lines' `latency_ms` (capture of
 newest data -> its line written) and of the answers' `capture_to_first_token_ms`, and the
 windows dropped. Run from the repository root after `cargo build --release`:
 
-    python3 tools/bench_latency.py --bin target/release/sensorium --seconds 30 --models
+    python3 benches/bench_latency.py --bin target/release/sensorium --seconds 30 --models
 """
 import argparse
 import json

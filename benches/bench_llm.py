@@ -13,7 +13,7 @@ Printed: time to first token (prefill + first argmax) and decode tokens/s, and t
 sensorium / llama.cpp ratios per file. Threads: both engines use N_THREADS (default: all cores).
 
 Run from the repository root:
-  CARGO_TARGET_DIR=... python3 tools/bench_llm.py [--prompt 128] [--gen 32] [--dir /tmp/x]
+  CARGO_TARGET_DIR=... python3 benches/bench_llm.py [--prompt 128] [--gen 32] [--dir /tmp/x]
 """
 import argparse
 import json

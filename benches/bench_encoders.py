@@ -7,7 +7,7 @@ Generates random real-shape checkpoints at bench time into a temporary directory
 eager with the same thread count, and prints both with the ratio (PyTorch / Rust; > 1 means
 Rust is faster). Medians of N runs after 2 warm-ups on both sides.
 
-Usage (repository root): python3 tools/bench_encoders.py [--threads 2] [--iters 10] [--rust-bin B]
+Usage (repository root): python3 benches/bench_encoders.py [--threads 2] [--iters 10] [--rust-bin B]
 Needs CARGO_TARGET_DIR as usual for cargo. Nothing is downloaded.
 """
 import argparse
@@ -24,7 +24,7 @@ from transformers import (CLIPVisionConfig, CLIPVisionModel, WhisperConfig,
                           WhisperFeatureExtractor, WhisperModel)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import qformer_reference as qref  # noqa: E402
 
 torch.set_grad_enabled(False)
