@@ -43,6 +43,7 @@ fn noise(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
+    sensorium_models::pin_thread_count();
     let Ok(dir) = std::env::var("SENSORIUM_BENCH_DIR") else {
         eprintln!("SENSORIUM_BENCH_DIR is not set: run python3 benches/bench_encoders.py");
         return;

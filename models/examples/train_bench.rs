@@ -26,6 +26,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    sensorium_models::pin_thread_count();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 {
         return Err("usage: train_bench MODEL_DIR TOKENIZER STEPS".into());

@@ -17,3 +17,16 @@ pub(crate) mod tensor_file;
 pub mod tokens;
 pub mod train;
 pub mod vision;
+
+/// Settles candle's thread count once: candle 0.11.1 asks for it on every matmul and, unless
+/// `RAYON_NUM_THREADS` is set, re-reads `/proc/cpuinfo` each time to count physical cores
+/// (`candle_core::utils::get_num_threads`) — thousands of reads per training step, one per
+/// linear layer per decoded token. Sets it to the physical core count, as candle would, unless
+/// the user set it. Call it first thing in `main`, before any thread starts (it writes the
+/// process environment).
+pub fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = num_cpus::get_physical().max(1);
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
