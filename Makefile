@@ -72,7 +72,7 @@ bench:
 # Training step vs PyTorch + PEFT (benches/TRAINING.md); installs torch, transformers, peft.
 # FAVOR's ablations (see benches/ablations.md): the default recipe once per variant, at the
 # budget below; one training run per variant.
-ABLATION_STEPS ?= 1000
+ABLATION_STEPS ?= 600
 ABLATION_PRETRAIN ?= 500
 ABLATION_STREAMS ?= 600
 bench-ablations: build
