@@ -211,20 +211,24 @@ impl<T> QueueReceiver<T> {
         if stop.is_triggered() {
             return Recv::Stopped;
         }
-        let timer = match timeout {
-            Some(t) => crossbeam_channel::after(t),
-            None => crossbeam_channel::never(),
+        let got = |r: Result<T, crossbeam_channel::RecvError>| match r {
+            Ok(item) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                Recv::Item(item)
+            }
+            Err(_) => Recv::Closed,
         };
-        select! {
-            recv(self.rx) -> r => match r {
-                Ok(item) => {
-                    self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    Recv::Item(item)
-                }
-                Err(_) => Recv::Closed,
+        // No timer channel per call: `default(t)` is the select's own deadline.
+        match timeout {
+            Some(t) => select! {
+                recv(self.rx) -> r => got(r),
+                recv(stop.fired()) -> _ => Recv::Stopped,
+                default(t) => Recv::Timeout,
             },
-            recv(stop.fired()) -> _ => Recv::Stopped,
-            recv(timer) -> _ => Recv::Timeout,
+            None => select! {
+                recv(self.rx) -> r => got(r),
+                recv(stop.fired()) -> _ => Recv::Stopped,
+            },
         }
     }
 

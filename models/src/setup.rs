@@ -193,11 +193,7 @@ impl ModelSetup {
                     LlmError::Settings { field, message } => {
                         field_err(origin, &format!("llm.{field}"), message)
                     }
-                    e => SetupError::Section {
-                        origin: origin.into(),
-                        section: "llm".into(),
-                        message: e.to_string(),
-                    },
+                    e => section_err(origin, "llm", e),
                 })?;
                 // Files are finite: without an explicit choice, every scheduled question is
                 // answered (no stale cancelling) when no stream drops data anyway.
@@ -332,11 +328,7 @@ fn parse_distill(
         DistillError::Config { field, message } => {
             field_err(origin, &format!("distill.{field}"), message)
         }
-        e => SetupError::Section {
-            origin: origin.into(),
-            section: "distill".into(),
-            message: e.to_string(),
-        },
+        e => section_err(origin, "distill", e),
     })?;
     if features == FeatureChoice::Encoders
         && !models.is_some_and(|m| m.audio.is_some() && m.vision.is_some())
@@ -360,6 +352,14 @@ pub struct Loaded {
     pub qformer: Option<QFormerWindowModel>,
     pub answerer: Option<Answerer>,
     pub distill: Option<DistillStage>,
+}
+
+fn section_err(origin: &str, section: &str, e: impl std::fmt::Display) -> SetupError {
+    SetupError::Section {
+        origin: origin.into(),
+        section: section.into(),
+        message: e.to_string(),
+    }
 }
 
 fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> SetupError {

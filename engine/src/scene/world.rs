@@ -31,6 +31,15 @@ pub enum Shape {
 impl Shape {
     pub const ALL: [Shape; 3] = [Shape::Circle, Shape::Square, Shape::Triangle];
 
+    /// The sound of this shape in "sounding object" scenes.
+    pub fn sound(self) -> Sound {
+        match self {
+            Shape::Circle => Sound::HighTone,
+            Shape::Square => Sound::Clicks,
+            Shape::Triangle => Sound::Noise,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Shape::Circle => "circle",
@@ -323,11 +332,7 @@ impl Scene {
         if sounding {
             // The shape decides the sound.
             let o = &mut s.objects[0];
-            s.sound = match o.shape {
-                Shape::Circle => Sound::HighTone,
-                Shape::Square => Sound::Clicks,
-                Shape::Triangle => Sound::Noise,
-            };
+            s.sound = o.shape.sound();
             if s.sound == Sound::Clicks {
                 make_bouncy(o, &mut r, p.aspect, p.window_s);
             }
@@ -394,11 +399,7 @@ impl Scene {
         let mut r = Rng::for_item(seed ^ 0x50_0D1D, k);
         let mut o = draw_object(&mut r, p.aspect, p.window_s);
         o.shape = shape;
-        let sound = match shape {
-            Shape::Circle => Sound::HighTone,
-            Shape::Square => Sound::Clicks,
-            Shape::Triangle => Sound::Noise,
-        };
+        let sound = shape.sound();
         if sound == Sound::Clicks {
             make_bouncy(&mut o, &mut r, p.aspect, duration_s);
         }

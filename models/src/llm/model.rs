@@ -459,38 +459,9 @@ impl Decoder {
         embeds: &Tensor,
         dropout: Option<&mut LoraDropout>,
     ) -> Result<Tensor, LlmError> {
-        let (seq, h) = embeds
-            .dims2()
-            .ctx(|| "input embeddings must be [seq, hidden]".into())?;
-        let bad = |m: String| LlmError::Candle {
-            context: "decoder training forward".into(),
-            source: candle_core::Error::Msg(m),
-        };
-        if h != self.cfg.hidden_size {
-            return Err(bad(format!(
-                "input embeddings have width {h}, the model's hidden_size is {}",
-                self.cfg.hidden_size
-            )));
-        }
-        if seq == 0 || seq > self.cache.capacity() {
-            return Err(bad(format!(
-                "{seq} positions: a training sequence needs 1..={} (llm.max_context_tokens)",
-                self.cache.capacity()
-            )));
-        }
-        let run = || -> candle_core::Result<Tensor> {
-            let mut parts = Parts {
-                cfg: &self.cfg,
-                blocks: &self.blocks,
-                rope: &self.rope,
-                device: &self.device,
-                dtype: self.dtype,
-            };
-            let x = embeds.to_dtype(self.dtype)?.unsqueeze(0)?;
-            let x = parts.blocks(x, 0, seq, None, dropout)?;
-            parts.head(&x, &self.norm, &self.lm_head)
-        };
-        run().ctx(|| format!("decoder training forward of {seq} positions"))
+        // A batch of one: no padding, the same shapes and products as a lone sequence.
+        let logits = self.forward_train_batch(std::slice::from_ref(embeds), dropout)?;
+        logits.squeeze(0).ctx(|| "decoder training forward".into())
     }
 
     /// [`Self::forward_train`] over several sequences at once: each of `inputs` (`[len_i,

@@ -696,7 +696,7 @@ impl Trainer {
             let ex = examples[i];
             let g = examples[i..]
                 .iter()
-                .take_while(|e| Arc::ptr_eq(&e.clip, &ex.clip) && e.windows == ex.windows)
+                .take_while(|e| same_windows(e, ex))
                 .count();
             let av = self.av_tokens(ex)?;
             let share = g as f64 / n as f64;
@@ -1230,15 +1230,19 @@ impl Trainer {
 }
 
 /// FAVOR's diversity term: mean off-diagonal cosine similarity of the rows of `h` `[Q, H]`.
+/// Whether two examples are about the same window(s) of the same clip (so one encoder and
+/// Q-Former pass serves both).
+fn same_windows(a: &Example, b: &Example) -> bool {
+    Arc::ptr_eq(&a.clip, &b.clip) && a.windows == b.windows
+}
+
 /// The runs of consecutive examples about the same window(s) of the same clip, as index
 /// ranges in order.
 fn window_runs(train: &[Example]) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let mut start = 0;
     for i in 1..=train.len() {
-        let split = i == train.len()
-            || !(Arc::ptr_eq(&train[i].clip, &train[start].clip)
-                && train[i].windows == train[start].windows);
+        let split = i == train.len() || !same_windows(&train[i], &train[start]);
         if split {
             runs.push(start..i);
             start = i;
