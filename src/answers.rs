@@ -78,7 +78,7 @@ impl Answers {
                 }
                 ServiceOutput::Error { stream, message } => {
                     e2.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("sensorium: llm: stream '{stream}': {message}");
+                    tracing::error!("llm: stream '{stream}': {message}");
                 }
             }),
         );
@@ -92,8 +92,8 @@ impl Answers {
         if let Some(listen) = &cfg.http.listen {
             let ep = HttpEndpoint::start(listen, me.service.handle())
                 .with_context(|| "llm.http.listen".to_string())?;
-            eprintln!(
-                "sensorium: questions on http://{}/ask (server-sent events)",
+            tracing::info!(
+                "questions on http://{}/ask (server-sent events)",
                 ep.local_addr()
             );
             me.http = Some(ep);
@@ -126,7 +126,7 @@ impl Answers {
                         if *status >= 500 {
                             e3.fetch_add(1, Ordering::Relaxed);
                         }
-                        eprintln!("sensorium: question {line:?}: {message}");
+                        tracing::error!("question {line:?}: {message}");
                     }
                 },
             )
@@ -142,7 +142,9 @@ impl Answers {
 
     /// After the engine finished: closes the question inputs, then answers every window
     /// still queued and stops the service.
-    pub fn finish(self) -> AnswersSummary {
+    /// `deadline`: after an interrupt, how long the service may take to answer what is
+    /// queued; past it the error names the service (its thread is left to the process exit).
+    pub fn finish(self, deadline: Option<std::time::Instant>) -> anyhow::Result<AnswersSummary> {
         let Self {
             service,
             http,
@@ -157,11 +159,24 @@ impl Answers {
         if let Some(h) = http {
             h.stop();
         }
-        let stale = service.join();
-        AnswersSummary {
+        let stale = match deadline {
+            None => service.join(),
+            Some(at) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                std::thread::spawn(move || {
+                    let _ = tx.send(service.join());
+                });
+                rx.recv_deadline(at).map_err(|_| {
+                    anyhow::anyhow!(
+                        "shutdown did not finish in time: still running: llm answer service"
+                    )
+                })?
+            }
+        };
+        Ok(AnswersSummary {
             answers: answers.load(Ordering::Relaxed),
             errors: errors.load(Ordering::Relaxed),
             stale,
-        }
+        })
     }
 }

@@ -33,7 +33,10 @@ pub mod code {
     pub const MODEL: u8 = 4;
     /// Writing the output failed.
     pub const OUTPUT: u8 = 5;
-    /// Interrupted (Ctrl-C) after a clean shutdown.
+    /// Interrupted, but the shutdown did not finish within `[engine] shutdown_timeout_ms`
+    /// (the error names the stages still running); the last windows may be missing.
+    pub const SHUTDOWN_TIMEOUT: u8 = 6;
+    /// Interrupted (Ctrl-C or SIGTERM) after a clean shutdown.
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -44,7 +47,10 @@ Exit codes:
   3    source/input error (missing file, non-media, unreachable URL), or a stream failed
   4    model error (checkpoint missing or wrong: names file and tensor; or a model failed)
   5    output I/O error
-  130  interrupted (Ctrl-C), after flushing the last windows";
+  6    interrupted, but the shutdown did not finish within [engine] shutdown_timeout_ms
+       (the error names what was still running)
+  130  interrupted (Ctrl-C or SIGTERM), after flushing the last windows; a second
+       signal exits at once";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +62,13 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log level of sensorium's own messages (error, warn, info, debug, trace, off);
+    /// default: `RUST_LOG` if set (full filter syntax), else info.
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<crate::logging::LogLevel>,
+    /// `text` (`sensorium: ...` lines) or `json` (one JSON object per event) on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: crate::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,10 +280,13 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if let Some(problem) = crate::logging::init(cli.log_level, cli.log_format) {
+        tracing::warn!("{problem}");
+    }
     match run(cli) {
         Ok(c) => ExitCode::from(c),
         Err(f) => {
-            eprintln!("sensorium: {:#}", f.error);
+            tracing::error!(exit_code = f.code, "{:#}", f.error);
             ExitCode::from(f.code)
         }
     }
@@ -378,10 +394,11 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     let setup = ModelSetup::parse(&config, &origin).code(code::USAGE)?;
     if let Some(listen) = &config.metrics.listen {
         let addr = metrics::install_prometheus(listen).code(code::USAGE)?;
-        eprintln!("sensorium: metrics on http://{addr}/metrics");
+        tracing::info!("metrics on http://{addr}/metrics");
     }
 
     let shutdown = StopToken::new();
+    let interrupted = shutdown.clone();
     let token = shutdown.clone();
     let mut presses = 0u32;
     ctrlc::set_handler(move || {
@@ -420,9 +437,22 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         .code(code::USAGE)?;
         runtime = runtime.with_model(Box::new(stack));
     }
-    let report = runtime.run();
-    // Every window is in the service's queue now: answer them before reporting.
-    let answered = answers.map(Answers::finish);
+    let grace = std::time::Duration::from_millis(config.engine.shutdown_timeout_ms);
+    let report = match runtime.run() {
+        Err(e @ RuntimeError::ShutdownTimeout { .. }) => {
+            // The stuck stages may hold the answer service: the process exit ends both.
+            std::mem::forget(answers);
+            return Err(e).code(code::SHUTDOWN_TIMEOUT);
+        }
+        r => r,
+    };
+    // Every window is in the service's queue now: answer them before reporting (after an
+    // interrupt, within the shutdown deadline).
+    let deadline = interrupted.is_triggered().then(|| std::time::Instant::now() + grace);
+    let answered = match answers.map(|a| a.finish(deadline)).transpose() {
+        Ok(a) => a,
+        Err(e) => return Err(e).code(code::SHUTDOWN_TIMEOUT),
+    };
     let report = match report {
         Ok(r) => r,
         Err(RuntimeError::Output(e)) => return Err(e).code(code::OUTPUT),
@@ -446,28 +476,28 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     for s in &report.streams {
         match &s.end {
             StreamEnd::StartFailed(m) => {
-                eprintln!("sensorium: {m}");
+                tracing::error!("{m}");
                 raise(code::SOURCE);
                 continue;
             }
             StreamEnd::SourceFailed(m) => {
-                eprintln!("sensorium: stream '{}': {m}", s.name);
+                tracing::error!("stream '{}': {m}", s.name);
                 raise(code::SOURCE);
             }
             _ => {}
         }
         if let Some(m) = &s.model_error {
-            eprintln!("sensorium: stream '{}': {m}", s.name);
+            tracing::error!("stream '{}': {m}", s.name);
             raise(code::MODEL);
         }
-        eprintln!(
-            "sensorium: stream '{}': {} frames, {} windows written, {} items dropped",
+        tracing::info!(
+            "stream '{}': {} frames, {} windows written, {} items dropped",
             s.name, s.frames, s.windows_written, s.dropped
         );
     }
     if let Some(a) = &answered {
-        eprintln!(
-            "sensorium: llm: {} scheduled answers, {} stale (cancelled or skipped), {} errors",
+        tracing::info!(
+            "llm: {} scheduled answers, {} stale (cancelled or skipped), {} errors",
             a.answers, a.stale, a.errors
         );
         if a.errors > 0 {
@@ -477,8 +507,8 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     if let Some(stage) = distill.and_then(|d| d.lock().take()) {
         let version = stage.student_version();
         match stage.shutdown() {
-            Ok(s) => eprintln!(
-                "sensorium: distill: {} updates from {} pairs ({} below confidence_gate), live student version {version}{}",
+            Ok(s) => tracing::info!(
+                "distill: {} updates from {} pairs ({} below confidence_gate), live student version {version}{}",
                 s.step,
                 s.pairs,
                 s.gated,
@@ -487,13 +517,13 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
                     .unwrap_or_default()
             ),
             Err(e) => {
-                eprintln!("sensorium: distill: {e}");
+                tracing::error!("distill: {e}");
                 raise(code::MODEL);
             }
         }
     }
     if let Some(e) = report.sink_error.as_ref().or(out.failure().as_ref()) {
-        eprintln!("sensorium: {e}");
+        tracing::error!("{e}");
         raise(code::OUTPUT);
     }
     if report.interrupted {

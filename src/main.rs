@@ -4,6 +4,7 @@
 mod answers;
 mod bundle;
 mod cli;
+mod logging;
 mod output;
 mod sources;
 mod train;

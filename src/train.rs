@@ -218,7 +218,7 @@ pub fn train(
             TrainableEncoders::load(s.models.audio.as_deref(), s.models.vision.as_deref(), slots)
                 .map_err(terr)?;
         let n: usize = enc.vars().iter().map(|(_, v)| v.elem_count()).sum();
-        eprintln!("sensorium: training the encoders too ({n} weights)");
+        tracing::info!("training the encoders too ({n} weights)");
         trainer = trainer.with_encoders(enc).map_err(terr)?;
     }
     if let Some(w) = s
@@ -235,7 +235,7 @@ pub fn train(
     trainer.prepare_output(resume).map_err(terr)?;
     if resume {
         trainer.load_state().map_err(terr)?;
-        eprintln!("sensorium: resuming at step {}", trainer.step);
+        tracing::info!("resuming at step {}", trainer.step);
     }
     let source = |samples| ManifestSource {
         samples,
@@ -265,8 +265,8 @@ pub fn train(
         }
     }
     let st = &ex.stats;
-    eprintln!(
-        "sensorium: features: {} media decoded, {} from cache; {} training / {} validation examples",
+    tracing::info!(
+        "features: {} media decoded, {} from cache; {} training / {} validation examples",
         st.decoded.load(Ordering::Relaxed),
         st.cached.load(Ordering::Relaxed),
         train_ex.len(),
@@ -304,8 +304,8 @@ pub fn train(
     bar.finish_and_clear();
     match result {
         Ok(sum) => {
-            eprintln!(
-                "sensorium: trained {} steps in {:.1} s ({:.2} samples/s, {:.0} tokens/s), final loss {:.4}{}; outputs in {}",
+            tracing::info!(
+                "trained {} steps in {:.1} s ({:.2} samples/s, {:.0} tokens/s), final loss {:.4}{}; outputs in {}",
                 sum.steps,
                 sum.seconds,
                 sum.samples_per_s,
@@ -319,7 +319,7 @@ pub fn train(
             Ok(code::OK)
         }
         Err(e @ TrainError::Interrupted { .. }) => {
-            eprintln!("sensorium: {e} in {}", out.join("state").display());
+            tracing::error!("{e} in {}", out.join("state").display());
             Ok(code::INTERRUPTED)
         }
         Err(e) => Err(terr(e)),
@@ -345,8 +345,8 @@ fn pretrain_encoders(
     steps: u64,
     batch: usize,
 ) -> Result<(), Failure> {
-    eprintln!(
-        "sensorium: pretraining the encoders on {} labelled frames ({steps} steps of {batch})",
+    tracing::info!(
+        "pretraining the encoders on {} labelled frames ({steps} steps of {batch})",
         frames.len()
     );
     let bar = progress_bar(steps, "pretrain");
@@ -357,8 +357,8 @@ fn pretrain_encoders(
         })
         .map_err(terr)?;
     bar.finish_and_clear();
-    eprintln!(
-        "sensorium: pretrained the encoders: {} steps in {:.1} s ({:.0} frames/s), label loss {:.4} -> {:.4}",
+    tracing::info!(
+        "pretrained the encoders: {} steps in {:.1} s ({:.0} frames/s), label loss {:.4} -> {:.4}",
         sum.steps, sum.seconds, sum.frames_per_s, sum.first_loss, sum.last_loss
     );
     Ok(())

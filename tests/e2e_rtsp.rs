@@ -3,7 +3,8 @@
 //! and started again on the same port mid-stream: windows resume after the reconnect, with
 //! strictly increasing, non-overlapping times. A camera that goes silent without closing
 //! the connection is reconnected after `stall_ms`. An unreachable camera through the binary
-//! gives up after its attempts with exit 3 and one line naming the URL.
+//! gives up after its attempts with exit 3 and one line naming the URL, after reporting
+//! each failed attempt; one retrying for ever is reported and counted at once.
 
 mod common;
 
@@ -196,6 +197,91 @@ fn unreachable_camera_exits_3_naming_the_url() {
         "{}",
         errors[0]
     );
+    // Never silent: the failed attempt before the last was reported, with the next backoff.
+    let warnings = warning_lines(&o);
+    assert_eq!(warnings.len(), 1, "{}", stderr(&o));
+    assert!(
+        warnings[0].starts_with(&format!(
+            "sensorium: warning: stream 'door': {url}: connection attempt 1 failed ("
+        )) && warnings[0].ends_with("); next attempt in 20 ms"),
+        "{}",
+        warnings[0]
+    );
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
     assert!(lines_of(&o).is_empty());
+}
+
+/// `sensorium run --source rtsp://127.0.0.1:PORT/x` against a closed port, retrying for
+/// ever: the first failed attempt is reported at once with its backoff, the stream's state
+/// metric says `reconnecting` and its error counter counts; SIGTERM ends it like Ctrl-C.
+#[test]
+fn a_dead_camera_is_reported_at_once_and_counted() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let port = closed_port();
+    let url = format!("rtsp://127.0.0.1:{port}/x");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .args(["run", "--source", &url, "--metrics", "127.0.0.1:0", "-o", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn({
+        let pid = pid.clone();
+        move || {
+            if finished.recv_timeout(HANG_GUARD).is_err() {
+                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+            }
+        }
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    let mut metrics = None;
+    while err.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push(line.trim_end().to_owned());
+        if let Some(a) = line.trim_end().strip_prefix("sensorium: metrics on http://") {
+            metrics = Some(a.trim_end_matches("/metrics").to_owned());
+        }
+        if line.starts_with("sensorium: warning: ") {
+            break;
+        }
+        line.clear();
+    }
+    let warning = seen.last().cloned().unwrap_or_default();
+    assert!(
+        warning.starts_with(&format!(
+            "sensorium: warning: stream 'source': {url}: connection attempt 1 failed ("
+        )) && warning.ends_with("); next attempt in 500 ms"),
+        "{seen:?}"
+    );
+    let addr = metrics.expect("the metrics address is printed first");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let state = |st: &str, v: u8| {
+        body.contains(&format!(r#"sensorium_stream_state{{stream="source",state="{st}"}} {v}"#))
+            || body.contains(&format!(r#"sensorium_stream_state{{state="{st}",stream="source"}} {v}"#))
+    };
+    assert!(state("reconnecting", 1) && state("connected", 0), "{body}");
+    let errors: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sensorium_source_errors_total{stream="source"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no error counter in {body}"));
+    assert!(errors >= 1, "{body}");
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    assert_eq!(status.code(), Some(130), "{seen:?} {rest}");
+    assert!(
+        rest.contains("sensorium: stream 'source': 0 frames, 0 windows written"),
+        "{rest}"
+    );
 }

@@ -61,6 +61,9 @@ pub struct EngineConfig {
     /// Where the causal Q-Former runs: `auto` (CUDA device 0 when usable, else the CPU, saying
     /// why once), `cpu`, `cuda` or `cuda:N`. CLI: `run --device`.
     pub device: String,
+    /// How long a requested shutdown (Ctrl-C, SIGTERM) may take to flush: stages still busy
+    /// after this (a model stuck on a window) are abandoned and named in the error (exit 6).
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             latency_ms: 500,
             batch: 8,
             device: "auto".into(),
+            shutdown_timeout_ms: 10_000,
         }
     }
 }

@@ -121,6 +121,12 @@ impl Config {
             return Err(err("engine.batch".into(), "must be at least 1".into()));
         }
         check_device(&e.device).map_err(|m| err("engine.device".into(), m))?;
+        if e.shutdown_timeout_ms == 0 {
+            return Err(err(
+                "engine.shutdown_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.output.path.trim().is_empty() {
             return Err(err(
                 "output.path".into(),

@@ -26,8 +26,17 @@ pub const STREAM_FPS: &str = "sensorium_stream_fps";
 /// Gauge: streams currently running.
 pub const ACTIVE_STREAMS: &str = "sensorium_active_streams";
 
+/// Gauge: 1 for the state a stream is in, 0 for the others (`stream`, `state`: connecting,
+/// connected, reconnecting, ended, failed).
+pub const STREAM_STATE: &str = "sensorium_stream_state";
+/// Counter: failed connection attempts and lost sessions of a source, and its final error
+/// (`stream`).
+pub const SOURCE_ERRORS: &str = "sensorium_source_errors_total";
+/// Counter: sessions a reconnecting source started again after losing one (`stream`).
+pub const RECONNECTS: &str = "sensorium_reconnects_total";
+
 /// Every metric name, for docs and tests.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 11] = [
     STAGE_LATENCY,
     WINDOW_LATENCY,
     QUEUE_DEPTH,
@@ -36,7 +45,54 @@ pub const ALL: [&str; 8] = [
     ITEMS_DROPPED,
     STREAM_FPS,
     ACTIVE_STREAMS,
+    STREAM_STATE,
+    SOURCE_ERRORS,
+    RECONNECTS,
 ];
+
+/// Where a stream is in its life, as exported by [`STREAM_STATE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    /// Started, no data yet.
+    Connecting,
+    /// Data arriving.
+    Connected,
+    /// The source lost its input and is connecting again (with backoff).
+    Reconnecting,
+    /// Ended normally (end of stream, or stopped).
+    Ended,
+    /// Ended with an error.
+    Failed,
+}
+
+impl StreamState {
+    pub const ALL: [StreamState; 5] = [
+        Self::Connecting,
+        Self::Connected,
+        Self::Reconnecting,
+        Self::Ended,
+        Self::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting => "reconnecting",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Sets `stream`'s state gauge: 1 for `self`, 0 for every other state, so a query for
+    /// `sensorium_stream_state == 1` shows each stream once.
+    pub fn set(self, stream: &str) {
+        for s in Self::ALL {
+            metrics::gauge!(STREAM_STATE, "stream" => stream.to_owned(), "state" => s.name())
+                .set(if s == self { 1.0 } else { 0.0 });
+        }
+    }
+}
 
 /// The exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,4 +155,13 @@ pub fn describe() {
     describe_counter!(ITEMS_DROPPED, "Items dropped in front of a stage");
     describe_gauge!(STREAM_FPS, "Synced frames per second of wall time");
     describe_gauge!(ACTIVE_STREAMS, "Streams currently running");
+    describe_gauge!(
+        STREAM_STATE,
+        "1 for the state each stream is in (connecting, connected, reconnecting, ended, failed)"
+    );
+    describe_counter!(
+        SOURCE_ERRORS,
+        "Failed connection attempts, lost sessions and final errors of a source"
+    );
+    describe_counter!(RECONNECTS, "Sessions a source started again after losing one");
 }

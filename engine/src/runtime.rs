@@ -18,6 +18,9 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 pub use crate::report::{RunReport, StreamEnd, StreamReport};
@@ -46,6 +49,14 @@ pub enum RuntimeError {
     /// The operating system refused a thread.
     #[error("cannot start stage thread {name}: {error}")]
     Thread { name: String, error: std::io::Error },
+    /// Shutdown was requested but stages were still busy `[engine] shutdown_timeout_ms`
+    /// later (a model stuck on a window, a sink blocked on its output): they are abandoned.
+    #[error(
+        "shutdown did not finish within {} ms of the request: still running: {}",
+        after_ms,
+        running.join(", ")
+    )]
+    ShutdownTimeout { after_ms: u64, running: Vec<String> },
 }
 
 /// A configured engine. Build with [`Runtime::new`], add the optional stages, then
@@ -121,14 +132,14 @@ impl Runtime {
         let n = resolved.len().max(1);
         let (sink_tx, sink_rx) = bounded(cap * n, QueueMode::Lossless);
         let sink_error = Arc::new(Mutex::new(None));
-        let mut threads = Vec::new();
+        let mut threads = Stages::new();
         {
             let reports = reports.clone();
             let stop = stop.clone();
             let sink_error = sink_error.clone();
-            threads.push(spawn("sink", move || {
+            threads.spawn("sink", move || {
                 stages::sink_stage(sink, sink_rx, reports, stop, sink_error)
-            })?);
+            })?;
         }
 
         // Per-stream queues into the shared stages, created up front so the stage threads
@@ -172,15 +183,15 @@ impl Runtime {
         }
         {
             let (model, ctxs) = (self.model, ctxs.clone());
-            threads.push(spawn("model", move || {
+            threads.spawn("model", move || {
                 stages::model_stage(model, window_inputs, ctxs, sink_tx, batch)
-            })?);
+            })?;
         }
         {
             let (encoder, ctxs) = (self.encoder, ctxs.clone());
-            threads.push(spawn("encoder", move || {
+            threads.spawn("encoder", move || {
                 stages::encoder_stage(encoder, frame_inputs, assemblers, ctxs, batch)
-            })?);
+            })?;
         }
 
         for (i, r) in resolved.iter().enumerate() {
@@ -191,6 +202,7 @@ impl Runtime {
                 Ok(h) => h,
                 Err(e) => {
                     ctx.report.lock().end = StreamEnd::StartFailed(e.to_string());
+                    crate::metrics::StreamState::Failed.set(&r.config.name);
                     // Dropping `dest` closes this stream's stage inputs.
                     continue;
                 }
@@ -199,22 +211,14 @@ impl Runtime {
             let stop = stop.clone();
             let mode = r.params.mode;
             let Some(dest) = dest else { continue };
-            threads.push(spawn(&format!("sync-{}", r.config.name), move || {
+            threads.spawn(&format!("sync-{}", r.config.name), move || {
                 stages::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
-            })?);
+            })?;
         }
         drop(frame_dests);
 
-        for t in threads {
-            // Stage bodies catch model panics themselves; a panic here is an engine bug,
-            // reported rather than propagated so the other streams' results survive.
-            if let Err(p) = t.join() {
-                eprintln!(
-                    "sensorium: stage thread panicked: {}",
-                    stages::panic_message(&*p)
-                );
-            }
-        }
+        let grace = std::time::Duration::from_millis(cfg.engine.shutdown_timeout_ms);
+        threads.join(&self.shutdown, grace)?;
         let streams = reports.iter().map(|r| r.lock().clone()).collect();
         let sink_error = sink_error.lock().take();
         Ok(RunReport {
@@ -225,15 +229,97 @@ impl Runtime {
     }
 }
 
-fn spawn(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|error| RuntimeError::Thread {
-            name: name.into(),
-            error,
-        })
+/// The stage threads of one run, each announcing its end on a channel (also when it
+/// panics), so that joining can give up once a requested shutdown takes too long.
+struct Stages {
+    threads: Vec<(String, std::thread::JoinHandle<()>)>,
+    done_tx: Sender<usize>,
+    done_rx: Receiver<usize>,
+}
+
+/// Sends its thread's index when dropped: at the end of the body or while unwinding.
+struct Done(Sender<usize>, usize);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+impl Stages {
+    fn new() -> Self {
+        let (done_tx, done_rx) = unbounded();
+        Self {
+            threads: Vec::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RuntimeError> {
+        let done = Done(self.done_tx.clone(), self.threads.len());
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _done = done;
+                f()
+            })
+            .map_err(|error| RuntimeError::Thread {
+                name: name.into(),
+                error,
+            })?;
+        self.threads.push((name.to_owned(), handle));
+        Ok(())
+    }
+
+    /// Waits for every thread; once `shutdown` has fired, for at most `grace` more, then
+    /// names the threads still running (they are left behind, detached).
+    fn join(self, shutdown: &StopToken, grace: std::time::Duration) -> Result<(), RuntimeError> {
+        let mut running = vec![true; self.threads.len()];
+        let mut left = self.threads.len();
+        let mut deadline = None;
+        while left > 0 {
+            let next = match deadline {
+                Some(at) => match self.done_rx.recv_deadline(at) {
+                    Ok(i) => Some(i),
+                    Err(_) => {
+                        let running = self
+                            .threads
+                            .iter()
+                            .zip(&running)
+                            .filter(|(_, r)| **r)
+                            .map(|((name, _), _)| name.clone())
+                            .collect();
+                        return Err(RuntimeError::ShutdownTimeout {
+                            after_ms: grace.as_millis() as u64,
+                            running,
+                        });
+                    }
+                },
+                None => crossbeam_channel::select! {
+                    recv(self.done_rx) -> i => i.ok(),
+                    recv(shutdown.fired()) -> _ => {
+                        deadline = Some(Instant::now() + grace);
+                        None
+                    }
+                },
+            };
+            if let Some(i) = next {
+                if std::mem::replace(&mut running[i], false) {
+                    left -= 1;
+                }
+            }
+        }
+        for (name, t) in self.threads {
+            // Stage bodies catch model panics themselves; a panic here is an engine bug,
+            // reported rather than propagated so the other streams' results survive.
+            if let Err(p) = t.join() {
+                tracing::error!(
+                    "stage thread {name} panicked: {}",
+                    stages::panic_message(&*p)
+                );
+            }
+        }
+        Ok(())
+    }
 }

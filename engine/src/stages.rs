@@ -86,9 +86,14 @@ pub(crate) fn sync_stage(
     rx_mode: crate::queue::QueueMode,
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
+    m::StreamState::Connecting.set(&ctx.name);
+    let mut connected = false;
     let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
     // Register the drop counter at zero so that "nothing dropped" is visible as such.
     counter!(m::ITEMS_DROPPED, &labels).increment(0);
+    let source_errors = counter!(m::SOURCE_ERRORS, "stream" => ctx.name.clone());
+    source_errors.increment(0);
+    counter!(m::RECONNECTS, "stream" => ctx.name.clone()).increment(0);
     let mut frames = Vec::new();
     let mut first_frame: Option<Instant> = None;
     let mut downstream_open = true;
@@ -116,9 +121,17 @@ pub(crate) fn sync_stage(
         };
         counter!(m::ITEMS_IN, &labels).increment(1);
         let discontinuity = matches!(ev, SourceEvent::Discontinuity { .. });
+        if !connected && matches!(ev, SourceEvent::Video(_) | SourceEvent::Audio(_)) {
+            // Later changes (reconnecting, connected again) are the source's to report.
+            connected = true;
+            m::StreamState::Connected.set(&ctx.name);
+        }
         let end = match &ev {
             SourceEvent::Eos => Some(StreamEnd::Eos),
-            SourceEvent::Error { message } => Some(StreamEnd::SourceFailed(message.clone())),
+            SourceEvent::Error { message } => {
+                source_errors.increment(1);
+                Some(StreamEnd::SourceFailed(message.clone()))
+            }
             _ => None,
         };
         let t = Instant::now();
@@ -162,6 +175,11 @@ pub(crate) fn sync_stage(
         let l = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
         counter!(m::ITEMS_DROPPED, &l).increment(stats.dropped());
     }
+    let state = match &ctx.report.lock().end {
+        StreamEnd::SourceFailed(_) | StreamEnd::StartFailed(_) => m::StreamState::Failed,
+        _ => m::StreamState::Ended,
+    };
+    state.set(&ctx.name);
     gauge!(m::ACTIVE_STREAMS).decrement(1.0);
 }
 
@@ -243,7 +261,7 @@ impl<T> Inputs<T> {
 }
 
 fn fail_stream(ctx: &StreamCtx, message: String) {
-    eprintln!("sensorium: stream '{}': {message}", ctx.name);
+    tracing::error!("stream '{}': {message}", ctx.name);
     let mut r = ctx.report.lock();
     if r.model_error.is_none() {
         r.model_error = Some(message);

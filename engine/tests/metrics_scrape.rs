@@ -69,6 +69,16 @@ fn scrape_returns_engine_metrics() {
         "{body}"
     );
     assert!(body.contains("sensorium_active_streams 0"), "{body}");
+    // Both streams ended: their state gauge says so, and only that.
+    for stream in ["cam", "mic"] {
+        for (state, v) in [("ended", 1), ("connected", 0), ("failed", 0)] {
+            let line = format!(r#"sensorium_stream_state{{state="{state}",stream="{stream}"}} {v}"#);
+            let alt = format!(r#"sensorium_stream_state{{stream="{stream}",state="{state}"}} {v}"#);
+            assert!(body.contains(&line) || body.contains(&alt), "{line} in:\n{body}");
+        }
+        let errors = format!(r#"sensorium_source_errors_total{{stream="{stream}"}} 0"#);
+        assert!(body.contains(&errors), "{body}");
+    }
     assert!(
         body.contains(
             r#"sensorium_stage_latency_seconds_bucket{stage="sync",stream="cam",le="0.0001"}"#

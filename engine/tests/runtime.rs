@@ -348,6 +348,43 @@ fn shutdown_stops_endless_streams_and_flushes() {
     assert_eq!(valid, r.frames);
 }
 
+/// A model that never returns from its first window (until the test process ends).
+struct StuckModel(crossbeam_channel::Sender<()>);
+impl WindowModel for StuckModel {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn process(&mut self, _: &[&Window]) -> Result<Vec<Map<String, Value>>, StageError> {
+        let _ = self.0.send(());
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+#[test]
+fn a_stuck_model_cannot_hold_shutdown_past_its_deadline() {
+    let factory = SynthFactory::default().with("live", Script::endless());
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let rt = Runtime::new(
+        config(&[("live", "lossless")], "shutdown_timeout_ms = 300"),
+        Arc::new(factory),
+    )
+    .with_sink(Box::new(MemorySink::default()))
+    .with_model(Box::new(StuckModel(entered_tx)));
+    let token = rt.shutdown_token();
+    let run = std::thread::spawn(move || rt.run());
+    entered
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the model got a window");
+    token.trigger();
+    let err = run.join().unwrap().expect_err("shutdown cannot finish");
+    assert_eq!(
+        err.to_string(),
+        "shutdown did not finish within 300 ms of the request: still running: sink, model"
+    );
+}
+
 struct FailingSink {
     ok: usize,
     written: Arc<parking_lot::Mutex<usize>>,

@@ -508,10 +508,10 @@ fn open_qformer(q: QFormer, device: &str, window: usize) -> Result<QFormerWindow
         .warm_up(window)
         .map_err(|e| model_err!("engine.device '{device}': Q-Former warm-up failed: {e}"))?;
     if let Some(note) = note {
-        eprintln!("sensorium: {note}");
+        tracing::info!("{note}");
     }
     let model = QFormerWindowModel::with_runner(runner, None);
-    eprintln!("sensorium: Q-Former on {}", model.device());
+    tracing::info!("Q-Former on {}", model.device());
     Ok(model)
 }
 

@@ -20,6 +20,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use sensorium_engine::frame::NS_PER_SEC;
+use sensorium_engine::metrics::{self as m, StreamState};
 use sensorium_engine::{AudioChunk, QueueSender, SourceEvent, SourceParams, StopToken, VideoFrame};
 
 use crate::error::PipelineError;
@@ -100,6 +101,7 @@ struct SourceMetrics {
     dropped: metrics::Counter,
     discontinuities: metrics::Counter,
     errors: metrics::Counter,
+    reconnects: metrics::Counter,
 }
 
 impl SourceMetrics {
@@ -110,13 +112,15 @@ impl SourceMetrics {
             audio_samples: metrics::counter!("sensorium_source_audio_samples_total", "stream" => s.clone()),
             dropped: metrics::counter!("sensorium_source_dropped_total", "stream" => s.clone()),
             discontinuities: metrics::counter!("sensorium_source_discontinuities_total", "stream" => s.clone()),
-            errors: metrics::counter!("sensorium_source_errors_total", "stream" => s),
+            errors: metrics::counter!(m::SOURCE_ERRORS, "stream" => s.clone()),
+            reconnects: metrics::counter!(m::RECONNECTS, "stream" => s),
         }
     }
 }
 
 /// What the streaming threads share with the bus thread of one source.
 pub(crate) struct Emitter {
+    stream: String,
     out: QueueSender<SourceEvent>,
     metrics: SourceMetrics,
     pub(crate) stop: Arc<StopSignal>,
@@ -135,6 +139,7 @@ impl Emitter {
         stream: &str,
     ) -> Self {
         Self {
+            stream: stream.to_owned(),
             out,
             metrics: SourceMetrics::new(stream),
             session: Mutex::new(stop.token().child()),
@@ -159,8 +164,8 @@ impl Emitter {
             SourceEvent::Video(_) => self.metrics.video_frames.increment(1),
             SourceEvent::Audio(a) => self.metrics.audio_samples.increment(a.samples.len() as u64),
             SourceEvent::Discontinuity { .. } => self.metrics.discontinuities.increment(1),
-            SourceEvent::Error { .. } => self.metrics.errors.increment(1),
-            SourceEvent::Eos => {}
+            // The final error is counted by the engine, for every kind of source.
+            SourceEvent::Error { .. } | SourceEvent::Eos => {}
         }
         // A lossless send waits for room, or gives up when the session's token fires.
         match self.out.send_until(ev, &session) {
@@ -235,12 +240,29 @@ impl Emitter {
             .unwrap_or_default()
     }
 
+    /// The stream's name (metric labels, log lines).
+    pub(crate) fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Counts a failed connection attempt or a lost session (`sensorium_source_errors_total`).
+    pub(crate) fn count_error(&self) {
+        self.metrics.errors.increment(1);
+    }
+
     fn emit(
         &self,
         t: &mut Timeline,
         ev: SourceEvent,
         end: u64,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if t.session_samples == 0 {
+            // The first data of a session: the source is (again) connected.
+            if t.emitted_any {
+                self.metrics.reconnects.increment(1);
+            }
+            StreamState::Connected.set(&self.stream);
+        }
         if let Some(reason) = t.pending.take() {
             self.send(SourceEvent::Discontinuity { reason })?;
         }

@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use sensorium_engine::config::ReconnectConfig;
+use sensorium_engine::metrics::StreamState;
 use sensorium_engine::{QueueSender, SourceEvent, SourceHandle, SourceParams};
 
 use crate::appsink::{Emitter, StopSignal, WAKE_MESSAGE};
@@ -21,6 +22,10 @@ use crate::redact::Redactor;
 
 /// How long the bus loop sleeps between checks of its stop flag and the stall watchdog.
 const BUS_POLL: Duration = Duration::from_millis(250);
+
+/// At most one warning per source in this interval about failed connection attempts; the
+/// ones in between are counted in the next warning (and all in the metrics).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far before its declared duration a finite input may end without being called
 /// truncated (containers round durations; the last frame's slot may be cut by `videorate`).
@@ -114,6 +119,8 @@ pub(crate) fn spawn(
                 emitter,
                 stop: thread_stop,
                 failures: 0,
+                reported: None,
+                unreported: 0,
             };
             run.run(pipeline);
         })
@@ -140,6 +147,9 @@ struct Run {
     stop: Arc<StopSignal>,
     /// Consecutive connection attempts that produced no data.
     failures: u32,
+    /// When a failed attempt was last reported, and how many failed since without a report.
+    reported: Option<Instant>,
+    unreported: u32,
 }
 
 impl Run {
@@ -273,6 +283,7 @@ impl Run {
                 return None;
             }
             let delay = backoff(&cfg, self.failures);
+            self.report_failure(had_data, &last, delay);
             if self.stop.wait(delay) {
                 return None;
             }
@@ -302,6 +313,48 @@ impl Run {
             self.teardown(pipeline);
             had_data = false;
         }
+    }
+
+    /// Never silent: a lost session or a failed attempt is counted, shown in the stream's
+    /// state, and logged at once with the next backoff (rate-limited to one line per
+    /// [`REPORT_INTERVAL`], which then counts the attempts it did not show).
+    fn report_failure(&mut self, lost: bool, why: &str, retry_in: Duration) {
+        self.emitter.count_error();
+        StreamState::Reconnecting.set(self.emitter.stream());
+        if self
+            .reported
+            .is_some_and(|t| t.elapsed() < REPORT_INTERVAL)
+        {
+            self.unreported += 1;
+            return;
+        }
+        let skipped = std::mem::take(&mut self.unreported);
+        let more = match skipped {
+            0 => String::new(),
+            n => format!(" ({n} more failed attempt(s) since the last report)"),
+        };
+        let (stream, input) = (self.emitter.stream(), &self.spec.input);
+        let retry_ms = retry_in.as_millis() as u64;
+        if lost {
+            tracing::warn!(
+                stream,
+                input = %input,
+                retry_in_ms = retry_ms,
+                "stream '{stream}': {input}: connection lost ({why}); reconnecting in {}{more}",
+                human(retry_in)
+            );
+        } else {
+            tracing::warn!(
+                stream,
+                input = %input,
+                attempt = self.failures,
+                retry_in_ms = retry_ms,
+                "stream '{stream}': {input}: connection attempt {} failed ({why}); next attempt in {}{more}",
+                self.failures,
+                human(retry_in)
+            );
+        }
+        self.reported = Some(Instant::now());
     }
 
     fn bus_loop(&self, pipeline: &gst::Pipeline) -> Outcome {
@@ -353,6 +406,16 @@ pub(crate) fn backoff(cfg: &ReconnectConfig, failures: u32) -> Duration {
         .saturating_mul(1u64 << exp)
         .min(cfg.max_ms.max(cfg.initial_ms));
     Duration::from_millis(ms)
+}
+
+/// `500 ms`, `2 s`, `1.5 s`.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        _ if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        _ => format!("{:.1} s", d.as_secs_f64()),
+    }
 }
 
 /// A bus error as a typed error naming the element and the input, credentials masked.

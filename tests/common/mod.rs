@@ -60,11 +60,21 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Stderr lines that report a failure: everything but the per-stream summary lines
-/// (`sensorium: stream 'x': N frames, M windows written, D items dropped`).
+/// (`sensorium: stream 'x': N frames, M windows written, D items dropped`) and warnings.
 pub fn error_lines(o: &Output) -> Vec<String> {
     stderr(o)
         .lines()
         .filter(|l| !(l.contains(" frames, ") && l.contains(" windows written, ")))
+        .filter(|l| !l.starts_with("sensorium: warning: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Stderr lines that are warnings (`sensorium: warning: ...`).
+pub fn warning_lines(o: &Output) -> Vec<String> {
+    stderr(o)
+        .lines()
+        .filter(|l| l.starts_with("sensorium: warning: "))
         .map(str::to_owned)
         .collect()
 }
