@@ -227,3 +227,61 @@ fn synthetic_source_gives_exact_windows_and_checks_its_fields() {
         )
     );
 }
+
+#[test]
+fn json_logs_carry_the_same_error_and_log_level_filters() {
+    let o = sensorium(&[
+        "--log-format",
+        "json",
+        "run",
+        "--source",
+        "/nonexistent/clip.mp4",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let lines: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stderr(&o));
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert_eq!(
+        lines[0]["message"],
+        "stream 'source': media file /nonexistent/clip.mp4 does not exist or is not a file"
+    );
+
+    // A clean synthetic run prints its summary at info; `--log-level warn` hides it, and a
+    // bad RUST_LOG is named once rather than ignored silently.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write(
+        d.path(),
+        "s.toml",
+        "[output]\npath = \"/dev/null\"\n[[stream]]\nname = \"a\"\n\
+         source = { kind = \"synthetic\", is_live = false, duration_s = 1.0 }\n",
+    );
+    let go = |args: &[&str], rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sensorium"));
+        c.args(args).args(["run", "--config", &cfg]).env_remove("RUST_LOG");
+        if let Some(v) = rust_log {
+            c.env("RUST_LOG", v);
+        }
+        c.output().expect("binary runs")
+    };
+    let info = go(&[], None);
+    assert_eq!(info.status.code(), Some(0), "{}", stderr(&info));
+    assert!(
+        stderr(&info).contains("sensorium: stream 'a': 2 frames, 1 windows written"),
+        "{}",
+        stderr(&info)
+    );
+    let quiet = go(&["--log-level", "warn"], None);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(stderr(&quiet), "");
+    let env_quiet = go(&[], Some("error"));
+    assert_eq!(stderr(&env_quiet), "");
+    let bad = go(&[], Some("sensorium=loud"));
+    assert!(
+        stderr(&bad).starts_with("sensorium: warning: RUST_LOG=\"sensorium=loud\" ignored: "),
+        "{}",
+        stderr(&bad)
+    );
+}
