@@ -1,6 +1,6 @@
 //! The LLM side of `sensorium run`: the answer service writing one JSON line per answer into
 //! the run's output, echoing tokens to stdout as they come (when the output is a file), and
-//! the live-question inputs (stdin lines, the HTTP SSE endpoint), with an orderly stop after
+//! the stdin question input (`POST /ask`: `serve.rs`), with an orderly stop after
 //! the engine finished: inputs closed first, then every queued window answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use sensorium_engine::StopToken;
 use sensorium_models::llm::{
-    spawn_line_questions, AnswerRecord, AnswerService, Answerer, HttpEndpoint, LiveEvent,
-    ServiceHandle, ServiceOutput,
+    spawn_line_questions, AnswerRecord, AnswerService, Answerer, LiveEvent, ServiceHandle,
+    ServiceOutput,
 };
 use serde_json::Value;
 
@@ -31,10 +31,10 @@ fn answer_line(rec: &AnswerRecord, live: bool) -> Value {
 /// The running answer service and its inputs.
 pub struct Answers {
     service: AnswerService,
-    http: Option<HttpEndpoint>,
     stdin: Option<(StopToken, JoinHandle<()>)>,
     errors: Arc<AtomicU64>,
     answers: Arc<AtomicU64>,
+    http_listen: Option<String>,
 }
 
 /// What the service did, for the run summary and the exit code.
@@ -84,20 +84,11 @@ impl Answers {
         );
         let mut me = Self {
             service,
-            http: None,
             stdin: None,
             errors,
             answers,
+            http_listen: cfg.http.listen.clone(),
         };
-        if let Some(listen) = &cfg.http.listen {
-            let ep = HttpEndpoint::start(listen, me.service.handle())
-                .with_context(|| "llm.http.listen".to_string())?;
-            tracing::info!(
-                "questions on http://{}/ask (server-sent events)",
-                ep.local_addr()
-            );
-            me.http = Some(ep);
-        }
         if cfg.stdin {
             let stop = StopToken::new();
             let lines = crate::output::StdinLines::spawn(stop.clone())
@@ -136,6 +127,11 @@ impl Answers {
         Ok(me)
     }
 
+    /// `[llm.http] listen` (the older place of `[http] listen`).
+    pub fn http_listen(&self) -> Option<String> {
+        self.http_listen.clone()
+    }
+
     pub fn handle(&self) -> ServiceHandle {
         self.service.handle()
     }
@@ -147,17 +143,14 @@ impl Answers {
     pub fn finish(self, deadline: Option<std::time::Instant>) -> anyhow::Result<AnswersSummary> {
         let Self {
             service,
-            http,
             stdin,
             errors,
             answers,
+            ..
         } = self;
         if let Some((stop, join)) = stdin {
             stop.trigger();
             let _ = join.join();
-        }
-        if let Some(h) = http {
-            h.stop();
         }
         let stale = match deadline {
             None => service.join(),

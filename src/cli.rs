@@ -392,10 +392,14 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         None => "--source".into(),
     };
     let setup = ModelSetup::parse(&config, &origin).code(code::USAGE)?;
-    if let Some(listen) = &config.metrics.listen {
-        let addr = metrics::install_prometheus(listen).code(code::USAGE)?;
-        tracing::info!("metrics on http://{addr}/metrics");
+    if let Ok(token) = std::env::var(crate::serve::TOKEN_ENV) {
+        config.http.token = Some(sensorium_engine::config::Secret::new(token));
+        config.validate("<environment>").code(code::USAGE)?;
     }
+    let recorder = match &config.metrics.listen {
+        Some(_) => Some(metrics::install_prometheus().code(code::USAGE)?),
+        None => None,
+    };
 
     let shutdown = StopToken::new();
     let interrupted = shutdown.clone();
@@ -423,6 +427,14 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         }
         None => None,
     };
+    let llm_listen = answers.as_ref().and_then(|a| a.http_listen());
+    let servers = crate::serve::start(
+        &config,
+        llm_listen,
+        answers.as_ref().map(|a| a.handle()),
+        recorder,
+    )
+    .code(code::USAGE)?;
     let distill = loaded.distill.map(|d| Arc::new(Mutex::new(Some(d))));
     if let Some(enc) = loaded.encoder {
         runtime = runtime.with_encoder(Box::new(enc));
@@ -446,9 +458,13 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         }
         r => r,
     };
+    // No more live questions: the servers hold answer-service handles.
+    drop(servers);
     // Every window is in the service's queue now: answer them before reporting (after an
     // interrupt, within the shutdown deadline).
-    let deadline = interrupted.is_triggered().then(|| std::time::Instant::now() + grace);
+    let deadline = interrupted
+        .is_triggered()
+        .then(|| std::time::Instant::now() + grace);
     let answered = match answers.map(|a| a.finish(deadline)).transpose() {
         Ok(a) => a,
         Err(e) => return Err(e).code(code::SHUTDOWN_TIMEOUT),
@@ -492,13 +508,18 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         }
         tracing::info!(
             "stream '{}': {} frames, {} windows written, {} items dropped",
-            s.name, s.frames, s.windows_written, s.dropped
+            s.name,
+            s.frames,
+            s.windows_written,
+            s.dropped
         );
     }
     if let Some(a) = &answered {
         tracing::info!(
             "llm: {} scheduled answers, {} stale (cancelled or skipped), {} errors",
-            a.answers, a.stale, a.errors
+            a.answers,
+            a.stale,
+            a.errors
         );
         if a.errors > 0 {
             raise(code::MODEL);

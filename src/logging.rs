@@ -61,7 +61,11 @@ const OWN_CRATES: [&str; 5] = [
 ];
 
 fn directives(level: LogLevel) -> String {
-    let mut d = String::from(if level == LogLevel::Off { "off" } else { "warn" });
+    let mut d = String::from(if level == LogLevel::Off {
+        "off"
+    } else {
+        "warn"
+    });
     for c in OWN_CRATES {
         d.push_str(&format!(",{c}={}", level.name()));
     }

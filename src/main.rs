@@ -6,6 +6,7 @@ mod bundle;
 mod cli;
 mod logging;
 mod output;
+mod serve;
 mod sources;
 mod train;
 

@@ -359,7 +359,11 @@ fn pretrain_encoders(
     bar.finish_and_clear();
     tracing::info!(
         "pretrained the encoders: {} steps in {:.1} s ({:.0} frames/s), label loss {:.4} -> {:.4}",
-        sum.steps, sum.seconds, sum.frames_per_s, sum.first_loss, sum.last_loss
+        sum.steps,
+        sum.seconds,
+        sum.frames_per_s,
+        sum.first_loss,
+        sum.last_loss
     );
     Ok(())
 }

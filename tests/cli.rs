@@ -260,7 +260,9 @@ fn json_logs_carry_the_same_error_and_log_level_filters() {
     );
     let go = |args: &[&str], rust_log: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sensorium"));
-        c.args(args).args(["run", "--config", &cfg]).env_remove("RUST_LOG");
+        c.args(args)
+            .args(["run", "--config", &cfg])
+            .env_remove("RUST_LOG");
         if let Some(v) = rust_log {
             c.env("RUST_LOG", v);
         }
@@ -284,4 +286,41 @@ fn json_logs_carry_the_same_error_and_log_level_filters() {
         "{}",
         stderr(&bad)
     );
+}
+
+#[test]
+fn a_public_http_address_without_a_token_exits_2() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write(
+        d.path(),
+        "open.toml",
+        "[metrics]\nlisten = \"0.0.0.0:0\"\n[output]\npath = \"/dev/null\"\n[[stream]]\nname = \"a\"\n\
+         source = { kind = \"synthetic\", is_live = false, duration_s = 1.0 }\n",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .args(["run", "--config", &cfg])
+        .env_remove("SENSORIUM_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(
+            "sensorium: metrics.listen: 0.0.0.0:0 is not a loopback address; set [http] token"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // With the token from the environment it runs (and never prints the token).
+    let o = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+        .args(["run", "--config", &cfg])
+        .env("SENSORIUM_HTTP_TOKEN", "tok-7c1d")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("metrics on http://0.0.0.0:"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("tok-7c1d"));
 }

@@ -220,7 +220,15 @@ fn a_dead_camera_is_reported_at_once_and_counted() {
     let port = closed_port();
     let url = format!("rtsp://127.0.0.1:{port}/x");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sensorium"))
-        .args(["run", "--source", &url, "--metrics", "127.0.0.1:0", "-o", "-"])
+        .args([
+            "run",
+            "--source",
+            &url,
+            "--metrics",
+            "127.0.0.1:0",
+            "-o",
+            "-",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -232,7 +240,9 @@ fn a_dead_camera_is_reported_at_once_and_counted() {
         let pid = pid.clone();
         move || {
             if finished.recv_timeout(HANG_GUARD).is_err() {
-                let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
             }
         }
     });
@@ -242,7 +252,10 @@ fn a_dead_camera_is_reported_at_once_and_counted() {
     let mut metrics = None;
     while err.read_line(&mut line).unwrap_or(0) > 0 {
         seen.push(line.trim_end().to_owned());
-        if let Some(a) = line.trim_end().strip_prefix("sensorium: metrics on http://") {
+        if let Some(a) = line
+            .trim_end()
+            .strip_prefix("sensorium: metrics on http://")
+        {
             metrics = Some(a.trim_end_matches("/metrics").to_owned());
         }
         if line.starts_with("sensorium: warning: ") {
@@ -259,12 +272,19 @@ fn a_dead_camera_is_reported_at_once_and_counted() {
     );
     let addr = metrics.expect("the metrics address is printed first");
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     let state = |st: &str, v: u8| {
-        body.contains(&format!(r#"sensorium_stream_state{{stream="source",state="{st}"}} {v}"#))
-            || body.contains(&format!(r#"sensorium_stream_state{{state="{st}",stream="source"}} {v}"#))
+        body.contains(&format!(
+            r#"sensorium_stream_state{{stream="source",state="{st}"}} {v}"#
+        )) || body.contains(&format!(
+            r#"sensorium_stream_state{{state="{st}",stream="source"}} {v}"#
+        ))
     };
     assert!(state("reconnecting", 1) && state("connected", 0), "{body}");
     let errors: u64 = body
@@ -274,7 +294,9 @@ fn a_dead_camera_is_reported_at_once_and_counted() {
         .unwrap_or_else(|| panic!("no error counter in {body}"));
     assert!(errors >= 1, "{body}");
 
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     let status = child.wait().unwrap();

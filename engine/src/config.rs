@@ -21,6 +21,8 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(rename = "stream", default)]
     pub streams: Vec<StreamConfig>,
     /// `[models]`, `[llm]`, `[distill]`: the model stack's sections, kept as opaque TOML
@@ -94,6 +96,42 @@ pub struct OutputConfig {
 impl Default for OutputConfig {
     fn default() -> Self {
         Self { path: "-".into() }
+    }
+}
+
+/// `[http]`: sensorium's HTTP server (`POST /ask`, and `GET /metrics` when `[metrics] listen`
+/// is the same address); off unless `listen` is set. The same limits guard the metrics
+/// endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// e.g. `127.0.0.1:8088`. An address other than loopback is refused unless `token` is set.
+    pub listen: Option<String>,
+    /// Bearer token every request must carry (`Authorization: Bearer TOKEN`, compared in
+    /// constant time). The environment variable `SENSORIUM_HTTP_TOKEN` overrides it (keeps
+    /// it out of config files). Never printed: `check` shows `***`.
+    pub token: Option<Secret>,
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// A client must finish sending its request head within this (else the connection is
+    /// closed), so a slow client cannot hold the server.
+    pub header_timeout_ms: u64,
+    /// ... and its body within this (else 408).
+    pub body_timeout_ms: u64,
+    /// Connections served at once; one more gets 503 and is closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            max_body_bytes: 64 * 1024,
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            max_connections: 64,
+        }
     }
 }
 

@@ -136,6 +136,26 @@ impl Config {
         if let Some(listen) = &self.metrics.listen {
             parse_listen(listen).map_err(|m| err("metrics.listen".into(), m))?;
         }
+        let h = &self.http;
+        if let Some(listen) = &h.listen {
+            parse_listen(listen).map_err(|m| err("http.listen".into(), m))?;
+        }
+        if h.token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(err("http.token".into(), "must not be empty".into()));
+        }
+        for (field, v) in [
+            ("http.max_body_bytes", h.max_body_bytes as u64),
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+            ("http.max_connections", h.max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(err(field.into(), "must be at least 1".into()));
+            }
+        }
         // A model config for `train`/`eval` (media from a manifest) needs no stream; `run`
         // checks for at least one itself.
         let model_only = self.train.is_some() || self.models.is_some() || self.llm.is_some();
@@ -628,6 +648,7 @@ impl Config {
         let config = Config {
             engine: Default::default(),
             output: Default::default(),
+            http: Default::default(),
             metrics: Default::default(),
             streams: vec![StreamConfig {
                 name: "source".into(),

@@ -4,9 +4,8 @@
 //!
 //! Labels: `stage` (`source`, `sync`, `encoder`, `model`, `sink`) and `stream`.
 
-use std::net::SocketAddr;
-
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Histogram: time a stage spent on one item or batch, seconds (`stage`, `stream`).
 pub const STAGE_LATENCY: &str = "sensorium_stage_latency_seconds";
@@ -94,16 +93,13 @@ impl StreamState {
     }
 }
 
-/// The exporter could not start.
+/// The recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetricsError {
-    /// `[metrics] listen` is not an address.
-    #[error("metrics.listen: {0}")]
-    Address(String),
-    /// Binding the port or installing the global recorder failed.
-    #[error("metrics exporter on {addr}: {message}")]
-    Install { addr: SocketAddr, message: String },
+    /// A global recorder is already installed in this process.
+    #[error("metrics recorder: {0}")]
+    Install(String),
 }
 
 /// Latency buckets, seconds: 100 µs .. 30 s.
@@ -111,30 +107,17 @@ const BUCKETS: [f64; 14] = [
     1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
 ];
 
-/// Starts the Prometheus exporter (HTTP, `GET /metrics`) on `listen` (`host:port`, or a
-/// port alone for 127.0.0.1) and installs it as the global recorder. Once per process.
-/// Returns the address it listens on (port 0 asks for any free port).
-pub fn install_prometheus(listen: &str) -> Result<SocketAddr, MetricsError> {
-    let addr = crate::config_load::parse_listen(listen).map_err(MetricsError::Address)?;
-    let install_err = |e: &dyn std::fmt::Display| MetricsError::Install {
-        addr,
-        message: e.to_string(),
-    };
-    // Bind first so that a taken port is reported here rather than inside the exporter's
-    // background thread, where it would only be logged; port 0 resolves to the free port
-    // the system picks, which is what the caller gets back (and prints).
-    let addr = {
-        let probe = std::net::TcpListener::bind(addr).map_err(|e| install_err(&e))?;
-        probe.local_addr().map_err(|e| install_err(&e))?
-    };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the Prometheus recorder as the process's global recorder (once per process)
+/// and returns the handle that renders its text (`GET /metrics` of sensorium's HTTP server,
+/// which owns listening, limits and authentication).
+pub fn install_prometheus() -> Result<PrometheusHandle, MetricsError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
-        .map_err(|e| install_err(&e))?
-        .install()
-        .map_err(|e| install_err(&e))?;
+        .map_err(|e| MetricsError::Install(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| MetricsError::Install(e.to_string()))?;
     describe();
-    Ok(addr)
+    Ok(handle)
 }
 
 /// Registers help texts and units (shown by the exporter).
@@ -163,5 +146,8 @@ pub fn describe() {
         SOURCE_ERRORS,
         "Failed connection attempts, lost sessions and final errors of a source"
     );
-    describe_counter!(RECONNECTS, "Sessions a source started again after losing one");
+    describe_counter!(
+        RECONNECTS,
+        "Sessions a source started again after losing one"
+    );
 }

@@ -1,16 +1,14 @@
 //! The answer service end to end on the tiny Qwen2 fixture: scheduled questions per window,
-//! realtime cancellation of stale answers, live questions from lines of text (stdin) and over
-//! real HTTP on 127.0.0.1 as Server-Sent Events, and 4xx replies that give the reason.
+//! realtime cancellation of stale answers, live questions from lines of text (stdin) with
+//! errors that give the reason. (`POST /ask` over HTTP: the server crate's tests.)
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 use sensorium_models::llm::{
-    spawn_line_questions, AnswerService, Answerer, ComputeDtype, HttpEndpoint, LiveEvent,
-    LlmConfig, ScheduledQuestion, ServiceOutput, WindowMeta,
+    spawn_line_questions, AnswerService, Answerer, ComputeDtype, LiveEvent, LlmConfig,
+    ScheduledQuestion, ServiceOutput, WindowMeta,
 };
 
 fn config() -> LlmConfig {
@@ -219,121 +217,4 @@ fn line_questions_stream_answers() {
     assert_eq!((errors[0].0.as_str(), errors[0].1), ("@door", 400));
     assert_eq!(errors[1].1, 404);
     assert!(errors[1].2.contains("`nowhere`"), "{}", errors[1].2);
-}
-
-/// Sends a raw HTTP/1.1 request and returns (status, headers, de-chunked body).
-fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = rest;
-        loop {
-            let (len, tail) = rest.split_once("\r\n").unwrap();
-            let n = usize::from_str_radix(len.trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        rest.to_owned()
-    };
-    (status, head.to_owned(), body)
-}
-
-#[test]
-fn http_endpoint_streams_sse_and_rejects_bad_requests() {
-    let (svc, _outs) = spawn(&config());
-    let h = svc.handle();
-    h.push_window(meta("cam", 0), av(0)).unwrap();
-    let ep = HttpEndpoint::start("127.0.0.1:0", h.clone()).unwrap();
-    let addr = ep.local_addr();
-    assert!(addr.ip().is_loopback());
-
-    let (status, head, body) = http(
-        addr,
-        "POST",
-        "/ask",
-        r#"{"question": "What is happening?", "stream": "cam"}"#,
-    );
-    assert_eq!(status, 200, "{head}\n{body}");
-    assert!(head.contains("text/event-stream"));
-    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
-    let tokens: Vec<serde_json::Value> = events
-        .iter()
-        .filter_map(|e| e.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let last = events.last().unwrap();
-    let final_json: serde_json::Value =
-        serde_json::from_str(last.strip_prefix("event: answer\ndata: ").unwrap()).unwrap();
-    let streamed: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
-    assert_eq!(final_json["answer"].as_str().unwrap(), streamed.trim());
-    assert_eq!(final_json["stream"], "cam");
-    assert_eq!(final_json["question"], "What is happening?");
-    let n_tokens = final_json["tokens"].as_u64().unwrap() as usize;
-    assert_eq!(
-        tokens.iter().filter(|t| !t["token"].is_null()).count(),
-        n_tokens
-    );
-    assert!(n_tokens >= 1);
-
-    let cases = [
-        ("POST", "/ask", "{not json", 400, "invalid JSON body"),
-        (
-            "POST",
-            "/ask",
-            r#"{"stream": "cam"}"#,
-            400,
-            "missing field `question`",
-        ),
-        (
-            "POST",
-            "/ask",
-            r#"{"question": "  "}"#,
-            400,
-            "`question` is empty",
-        ),
-        (
-            "POST",
-            "/ask",
-            r#"{"question": "Hi?", "colour": 1}"#,
-            400,
-            "unknown field `colour`",
-        ),
-        (
-            "POST",
-            "/ask",
-            r#"{"question": "Hi?", "stream": "attic"}"#,
-            404,
-            "no context for stream `attic`",
-        ),
-        ("GET", "/ask", "", 405, "method GET not allowed"),
-        ("POST", "/nope", "{}", 404, "no such endpoint `/nope`"),
-    ];
-    for (method, path, body, want, reason) in cases {
-        let (status, _, reply) = http(addr, method, path, body);
-        assert_eq!(status, want, "{method} {path} {body}: {reply}");
-        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-        assert!(v["error"].as_str().unwrap().contains(reason), "{reply}");
-    }
-    ep.stop();
-    drop(h);
-    svc.join();
 }

@@ -321,10 +321,7 @@ impl Run {
     fn report_failure(&mut self, lost: bool, why: &str, retry_in: Duration) {
         self.emitter.count_error();
         StreamState::Reconnecting.set(self.emitter.stream());
-        if self
-            .reported
-            .is_some_and(|t| t.elapsed() < REPORT_INTERVAL)
-        {
+        if self.reported.is_some_and(|t| t.elapsed() < REPORT_INTERVAL) {
             self.unreported += 1;
             return;
         }
@@ -413,7 +410,7 @@ fn human(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0..=999 => format!("{ms} ms"),
-        _ if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        _ if ms.is_multiple_of(1000) => format!("{} s", ms / 1000),
         _ => format!("{:.1} s", d.as_secs_f64()),
     }
 }

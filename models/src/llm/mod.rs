@@ -1,6 +1,7 @@
 //! LLM decoding with audio-visual tokens: decoders (Qwen2/Qwen2.5, LLaMA family; safetensors
 //! and GGUF), tokenizers, prompt templates with an AV placeholder, sampling, per-stream bounded
-//! context, the answer service with its question scheduler, and the stdin/HTTP question inputs.
+//! context, the answer service with its question scheduler, and the stdin question input (HTTP:
+//! the server crate).
 //!
 //! How the engine uses it (per window, after the Q-Former):
 //! ```text
@@ -9,7 +10,7 @@
 //!     ServiceOutput::Answer(rec) => sink.write_json_line(&rec),       // one line per answer
 //!     ServiceOutput::Token { .. } | ServiceOutput::Error { .. } => ..,
 //! }));
-//! let http = cfg.llm.http.listen.map(|a| HttpEndpoint::start(&a, svc.handle()));
+//! // POST /ask: sensorium-server's `Server` with `Routes { ask: Some(svc.handle()), .. }`
 //! if cfg.llm.stdin { spawn_line_questions(std::io::stdin().lock(), svc.handle(), print)?; }
 //! // per window: Q-Former output [32, hidden] as AV tokens
 //! svc.handle().push_window(WindowMeta::from_window(&window), qformer_tokens)?;
@@ -22,7 +23,6 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod hf_config;
-pub mod http;
 pub mod kv_cache;
 pub mod loader;
 pub mod model;
@@ -38,7 +38,6 @@ pub use answerer::{Answer, AnswerRecord, Answerer, WindowMeta};
 pub use error::LlmError;
 pub use generate::{CancelToken, Finish, GenParams, Generated, Segment, TextGenerator, TokenEvent};
 pub use hf_config::{Arch, DecoderConfig, RopeStyle};
-pub use http::HttpEndpoint;
 pub use loader::{load_model, load_model_with, ComputeDtype, LoadedModel};
 pub use model::{argmax, Decoder};
 pub use sampling::{Sampler, SamplingConfig};
