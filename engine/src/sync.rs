@@ -55,6 +55,13 @@
 //!   segment moves by the same amount (counted in [`SyncStats::segment_shift_ns`]), so
 //!   nothing of it is lost and frames never overlap. A segment's grid never starts before
 //!   the previous segment's last frame ended.
+//! * **Jumps.** A timestamp more than [`SyncConfig::max_gap_ns`] ahead of the watermark or
+//!   behind it (a camera's clock reset, a file whose timestamps jump backwards, a corrupt
+//!   header) starts a new segment as a discontinuity would (counted in
+//!   [`SyncStats::jumps`]): the stream keeps going, time stays monotonic, and no run of
+//!   filler frames is made up for the gap. A timestamp past [`MAX_RUNNING_TIME`] (146 years)
+//!   is not a time at all: the data is dropped and counted
+//!   ([`SyncStats::invalid_timestamps`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,7 +93,17 @@ pub struct SyncConfig {
     /// against the latest data of any modality. `false` ([`SyncConfig::non_live`]): against
     /// the slowest expected modality.
     pub live: bool,
+    /// Largest jump of a timestamp away from the watermark (either way) that is still the
+    /// same timeline; a larger one starts a new segment.
+    pub max_gap_ns: u64,
 }
+
+/// Running times beyond this (2^62 ns, about 146 years) are treated as invalid.
+pub const MAX_RUNNING_TIME: u64 = 1 << 62;
+
+/// Default [`SyncConfig::max_gap_ns`]: 60 s, far beyond any skew between modalities that
+/// decoders or the non-live ring allow.
+pub const DEFAULT_MAX_GAP_NS: u64 = 60_000_000_000;
 
 impl SyncConfig {
     /// A config whose ring holds the latency bound plus two frames plus one second.
@@ -100,6 +117,7 @@ impl SyncConfig {
             max_latency_ns,
             ring_samples: latency_samples + 2 * frame_samples + AUDIO_RATE as usize,
             live: true,
+            max_gap_ns: DEFAULT_MAX_GAP_NS,
         }
     }
 
@@ -140,6 +158,10 @@ pub struct SyncStats {
     /// Total time (ns) by which segments were shifted later so as not to start before the
     /// end of the previous segment's last frame.
     pub segment_shift_ns: u64,
+    /// Timestamps that jumped more than `max_gap_ns` (each started a new segment).
+    pub jumps: u64,
+    /// Events dropped for a timestamp past [`MAX_RUNNING_TIME`].
+    pub invalid_timestamps: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -253,7 +275,10 @@ impl Synchroniser {
 
     pub fn push_video(&mut self, mut frame: VideoFrame, out: &mut Vec<SyncedFrame>) {
         self.stats.video_in += 1;
-        frame.pts = self.segment_time(frame.pts);
+        let Some(t) = self.timeline(frame.pts, out) else {
+            return;
+        };
+        frame.pts = t;
         self.raise_watermark(frame.pts);
         self.video_mark = Some(self.video_mark.map_or(frame.pts, |m| m.max(frame.pts)));
         if self.t0.is_none() {
@@ -296,8 +321,13 @@ impl Synchroniser {
 
     pub fn push_audio(&mut self, mut chunk: AudioChunk, out: &mut Vec<SyncedFrame>) {
         self.stats.audio_samples_in += chunk.samples.len() as u64;
-        chunk.pts = self.segment_time(chunk.pts);
-        let end = chunk.pts + (chunk.samples.len() as f64 * NS / AUDIO_RATE as f64) as u64;
+        let Some(t) = self.timeline(chunk.pts, out) else {
+            return;
+        };
+        chunk.pts = t;
+        let end = chunk
+            .pts
+            .saturating_add((chunk.samples.len() as f64 * NS / AUDIO_RATE as f64) as u64);
         self.raise_watermark(end);
         self.audio_mark = Some(self.audio_mark.map_or(end, |m| m.max(end)));
         if self.t0.is_none() {
@@ -308,12 +338,32 @@ impl Synchroniser {
         self.drain(out, false);
     }
 
+    /// The segment time of a source timestamp, after starting a new segment if it jumped;
+    /// `None` for a timestamp that is no time at all.
+    fn timeline(&mut self, pts: u64, out: &mut Vec<SyncedFrame>) -> Option<u64> {
+        if pts > MAX_RUNNING_TIME {
+            self.stats.invalid_timestamps += 1;
+            return None;
+        }
+        let t = self.segment_time(pts);
+        let gap = self.cfg.max_gap_ns;
+        let jumped = self
+            .watermark
+            .is_some_and(|w| t > w.saturating_add(gap) || t.saturating_add(gap) < w);
+        if !jumped {
+            return Some(t);
+        }
+        self.stats.jumps += 1;
+        self.flush(out);
+        Some(self.segment_time(pts))
+    }
+
     /// Maps a source timestamp into the current segment: the segment's first data fixes the
     /// shift that keeps it from starting before the previous segment's last frame ended.
     fn segment_time(&mut self, pts: u64) -> u64 {
         let shift = *self.shift.get_or_insert_with(|| {
             let shift = self.floor.saturating_sub(pts);
-            self.stats.segment_shift_ns += shift;
+            self.stats.segment_shift_ns = self.stats.segment_shift_ns.saturating_add(shift);
             shift
         });
         pts.saturating_add(shift)
@@ -665,6 +715,34 @@ mod tests {
         assert_eq!(out[0].audio.len(), 8000);
         assert_eq!(out[0].audio[7999], 7999.0);
         assert!(out[0].has_video && out[0].has_audio);
+    }
+
+    #[test]
+    fn a_jump_in_time_starts_a_new_segment_instead_of_filling_the_gap() {
+        const HOUR: u64 = 3_600_000_000_000;
+        let mut s = sync(true, true);
+        let mut out = Vec::new();
+        s.push_video(video(0), &mut out);
+        s.push_audio(chunk(0, 0, 8000), &mut out);
+        assert_eq!(out.len(), 1);
+        // An hour ahead (a camera's clock reset): one new segment, not 7,200 empty frames.
+        s.push_video(video(HOUR), &mut out);
+        s.push_audio(chunk(HOUR, 0, 8000), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].index, out[1].t), (1, HOUR));
+        assert!(out[1].has_video && out[1].has_audio);
+        // Back to the start (a file whose timestamps jump backwards): a new segment again,
+        // shifted past the last frame so time never runs backwards.
+        s.push_video(video(0), &mut out);
+        s.push_audio(chunk(0, 0, 8000), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[2].index, out[2].t), (2, HOUR + 500_000_000));
+        assert!(out[2].has_video && out[2].has_audio);
+        assert_eq!(s.stats().jumps, 2);
+        assert_eq!(s.stats().late_audio_samples, 0);
+        // A timestamp that is no time at all is dropped and counted.
+        s.push_audio(chunk(u64::MAX - 5, 0, 100), &mut out);
+        assert_eq!((out.len(), s.stats().invalid_timestamps), (3, 1));
     }
 
     #[test]
