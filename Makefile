@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: fuzz deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -68,6 +68,15 @@ test: deps nvrtc
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
+
+# Hostile input, fuzzed (seven properties: configs, raw config bytes, synchroniser inputs,
+# GGUF, safetensors, manifests, HTTP requests) with FUZZ_CASES cases each; `make test` runs
+# the same properties with a small budget.
+FUZZ_CASES ?= 150000
+fuzz:
+	SENSORIUM_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p sensorium-engine --test hostile_input
+	SENSORIUM_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p sensorium-models --test hostile_files
+	SENSORIUM_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p sensorium-server --test hostile_http
 
 # Training step vs PyTorch + PEFT (benches/TRAINING.md); installs torch, transformers, peft.
 # FAVOR's ablations (see benches/ablations.md): the default recipe once per variant, at the

@@ -17,6 +17,12 @@ mod train;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Library errors (candle's) carry a backtrace when RUST_BACKTRACE is set: error lines
+    // stay one line unless the user asks for library backtraces themselves. Set before any
+    // thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     sensorium_models::pin_thread_count();
     cli::main()
 }

@@ -87,7 +87,7 @@ impl Weights {
             let map =
                 candle_core::safetensors::load(f, device).map_err(|e| ModelError::MissingFile {
                     path: f.clone(),
-                    message: e.to_string(),
+                    message: crate::error::candle_text(&e),
                 })?;
             for (k, v) in map {
                 tensors.insert(k, (v, i));

@@ -51,3 +51,9 @@ pub enum ModelError {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// A candle error as one line: candle appends a backtrace (and context) on further lines
+/// when `RUST_BACKTRACE` is set, which is not a message for users.
+pub fn candle_text(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or("").trim().to_owned()
+}

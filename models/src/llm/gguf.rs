@@ -25,6 +25,45 @@ pub struct GgufFile {
     pub dequantize: bool,
 }
 
+/// Every tensor's shape and place against the file, before anything is read: a hostile
+/// header (dimensions whose product overflows, offsets past the end, a size that is not a
+/// whole number of blocks) is refused naming the tensor, and no buffer of a claimed size
+/// is ever allocated.
+fn check_tensor_extents(content: &gguf_file::Content, file_len: u64) -> Result<(), String> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let dims = info.shape.dims();
+        let elems = dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| format!("tensor `{name}`: shape {dims:?} overflows"))?;
+        let block = info.ggml_dtype.block_size() as u64;
+        if elems % block != 0 {
+            return Err(format!(
+                "tensor `{name}`: {elems} elements are not whole blocks of {block} ({:?})",
+                info.ggml_dtype
+            ));
+        }
+        let bytes = (elems / block)
+            .checked_mul(info.ggml_dtype.type_size() as u64)
+            .ok_or_else(|| format!("tensor `{name}`: shape {dims:?} overflows"))?;
+        let end = content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|start| start.checked_add(bytes));
+        if end.is_none_or(|end| end > file_len) {
+            return Err(format!(
+                "tensor `{name}`: {bytes} bytes at offset {} run past the end of the file \
+                 ({file_len} bytes; truncated or corrupt)",
+                content.tensor_data_offset.saturating_add(info.offset)
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, LlmError> {
         let mut file = std::fs::File::open(path).map_err(|source| LlmError::Io {
@@ -33,7 +72,21 @@ impl GgufFile {
         })?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| LlmError::Checkpoint {
             path: path.to_owned(),
-            message: format!("not a readable GGUF file: {e}"),
+            message: format!(
+                "not a readable GGUF file: {}",
+                crate::error::candle_text(&e)
+            ),
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| LlmError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        check_tensor_extents(&content, file_len).map_err(|message| LlmError::Checkpoint {
+            path: path.to_owned(),
+            message,
         })?;
         Ok(Self {
             path: path.to_owned(),
@@ -106,7 +159,7 @@ impl GgufFile {
             .tensor(&mut self.file, name, device)
             .map_err(|e| LlmError::Checkpoint {
                 path: self.path.clone(),
-                message: format!("tensor `{name}`: {e}"),
+                message: format!("tensor `{name}`: {}", crate::error::candle_text(&e)),
             })
     }
 
@@ -191,7 +244,7 @@ impl GgufFile {
             let w = self.qtensor(&format!("{name}.weight"), device)?;
             QMatMul::from_qtensor(w).map_err(|e| LlmError::Checkpoint {
                 path: self.path.clone(),
-                message: format!("tensor `{name}.weight`: {e}"),
+                message: format!("tensor `{name}.weight`: {}", crate::error::candle_text(&e)),
             })?
         };
         let b = if bias {
@@ -209,7 +262,7 @@ impl GgufFile {
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| LlmError::Checkpoint {
                 path,
-                message: format!("tensor `{name}`: {e}"),
+                message: format!("tensor `{name}`: {}", crate::error::candle_text(&e)),
             })
     }
 
@@ -259,7 +312,7 @@ impl GgufFile {
         )
         .map_err(|e| LlmError::Checkpoint {
             path,
-            message: format!("building the decoder: {e}"),
+            message: format!("building the decoder: {}", crate::error::candle_text(&e)),
         })
     }
 

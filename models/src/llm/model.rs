@@ -69,13 +69,16 @@ impl Lin {
         Self { w, b, lora: None }
     }
 
-    /// `(out, in)` of the dense or quantised weight.
+    /// `(out, in)` of the dense or quantised weight (`(0, 0)` for one that is not 2-D).
     fn shape(&self) -> (usize, usize) {
         let d = match &self.w {
             QMatMul::QTensor(q) => q.shape().dims().to_vec(),
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
         };
-        (d[0], d[1])
+        match d[..] {
+            [out, inp] => (out, inp),
+            _ => (0, 0),
+        }
     }
 
     fn dense(vb: &VarBuilder, out: usize, inp: usize, bias: bool) -> candle_core::Result<Self> {
@@ -256,6 +259,7 @@ impl Decoder {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Self> {
+        check_parts(&cfg, &embed, &blocks, &norm)?;
         // Positions never pass the cache capacity: the cache is the whole context.
         let rope = Rope::new(&cfg, cache_cap, dtype, device)?;
         let cache = KvCache::new(
@@ -603,6 +607,59 @@ impl Decoder {
     pub fn num_layers(&self) -> usize {
         self.blocks.len()
     }
+}
+
+/// The parts' shapes against the config, before anything is sized from the config (the KV
+/// cache, the rotary tables): a checkpoint whose header disagrees with its own tensors is
+/// refused naming the part, instead of allocating what the header claims.
+fn check_parts(
+    cfg: &DecoderConfig,
+    embed: &Tensor,
+    blocks: &[Block],
+    norm: &Tensor,
+) -> candle_core::Result<()> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (
+        cfg.num_attention_heads.saturating_mul(cfg.head_dim),
+        cfg.num_key_value_heads.saturating_mul(cfg.head_dim),
+    );
+    let fail = |what: String| Err(candle_core::Error::Msg(what));
+    if embed.dims().len() != 2 || embed.dims()[1] != h {
+        return fail(format!(
+            "token embedding is {:?}, the config's hidden size is {h}",
+            embed.dims()
+        ));
+    }
+    if blocks.len() != cfg.num_hidden_layers {
+        return fail(format!(
+            "{} layers, the config says {}",
+            blocks.len(),
+            cfg.num_hidden_layers
+        ));
+    }
+    if norm.dims() != [h] {
+        return fail(format!("final norm is {:?}, expected [{h}]", norm.dims()));
+    }
+    let want = [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)];
+    for (l, b) in blocks.iter().enumerate() {
+        for ((name, lin), (out, inp)) in b.linears().into_iter().zip(want) {
+            if lin.shape() != (out, inp) {
+                return fail(format!(
+                    "layer {l} {name} is {:?}, the config needs [{out}, {inp}]",
+                    lin.shape()
+                ));
+            }
+        }
+        for (name, t) in [("input norm", &b.input_norm), ("post norm", &b.post_norm)] {
+            if t.dims() != [h] {
+                return fail(format!(
+                    "layer {l} {name} is {:?}, expected [{h}]",
+                    t.dims()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Module paths of a block's linear layers, relative to `model.layers.{i}`.
