@@ -5,11 +5,12 @@ DEB_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtsps
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	fonts-dejavu-core
+TEST_DEB_PACKAGES := vlc-bin vlc-plugin-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: fuzz deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -19,9 +20,10 @@ DEFAULT_PRETRAIN ?= 2000
 QUESTIONS := --question "What do you see?" --question "What do you hear?" \
 	--question "Describe what you see and hear."
 
-deps:
+# Installs the Debian packages in $(1) that are missing.
+define install_missing
 	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
+	for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
 			|| missing="$$missing $$p"; \
 	done; \
@@ -30,8 +32,17 @@ deps:
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	else \
-		echo "GStreamer packages present"; \
+		echo "packages present: $(1)"; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+# For the tests only: VLC's RTSP server, the second (independent) server of the outage
+# harness.
+test-deps: deps
+	$(call install_missing,$(TEST_DEB_PACKAGES))
 
 build: deps
 	$(CARGO) build --release --workspace
@@ -61,13 +72,21 @@ nvrtc:
 		|| python3 -m pip install -q "nvidia-cuda-nvrtc>=13,<14" \
 		|| echo "warning: could not install nvidia-cuda-nvrtc; the NVRTC compile check will be skipped"
 
-test: deps nvrtc
+test: test-deps nvrtc
 	$(CARGO) test --workspace --no-fail-fast
 	# The build without GStreamer (carried to GPU hosts) must keep compiling.
 	$(CARGO) build -p sensorium --no-default-features
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
+
+# Always on (not in CI): 100 camera outages of up to 10 s against both RTSP servers, and
+# the one-hour soak (tests/soak.rs); each prints its table.
+SOAK_OUTAGES ?= 100
+soak: test-deps
+	SENSORIUM_OUTAGES=$(SOAK_OUTAGES) SENSORIUM_MAX_OUTAGE_MS=10000 \
+		$(CARGO) test --release --test outages -- --nocapture
+	SENSORIUM_SOAK_S=3600 $(CARGO) test --release --test soak -- --nocapture
 
 # Hostile input, fuzzed (seven properties: configs, raw config bytes, synchroniser inputs,
 # GGUF, safetensors, manifests, HTTP requests) with FUZZ_CASES cases each; `make test` runs

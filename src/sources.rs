@@ -22,13 +22,16 @@ pub fn source_factory() -> Arc<dyn SourceFactory> {
 #[cfg(feature = "gstreamer")]
 pub fn probe(uri: &str) -> anyhow::Result<String> {
     use anyhow::Context;
-    let info = sensorium_pipelines::probe(uri).with_context(|| format!("cannot probe '{uri}'"))?;
+    let shown = sensorium_engine::config_load::redact_url(uri);
+    let info =
+        sensorium_pipelines::probe(uri).with_context(|| format!("cannot probe '{shown}'"))?;
     Ok(info.to_string())
 }
 
 /// Describes the media at `uri`: needs GStreamer, absent from this build.
 #[cfg(not(feature = "gstreamer"))]
 pub fn probe(uri: &str) -> anyhow::Result<String> {
+    let uri = sensorium_engine::config_load::redact_url(uri);
     anyhow::bail!(
         "cannot probe '{uri}': this build of sensorium has no GStreamer (built without the \
          `gstreamer` feature)"

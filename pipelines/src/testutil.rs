@@ -97,6 +97,112 @@ pub fn make_audio_ogg(path: &Path, secs: u32) {
     ));
 }
 
+/// Matroska with H.264 (`serve`'s size and rate, I420) and, if `serve.audio`, AAC audio:
+/// what a second, independent RTSP server ([`VlcServer`]) re-serves.
+pub fn make_h264_aac_mkv(path: &Path, secs: u32, serve: &Serve) {
+    let video = format!(
+        "videotestsrc num-buffers={} pattern=ball \
+         ! video/x-raw,format=I420,width={},height={},framerate={}/1 \
+         ! x264enc speed-preset=ultrafast key-int-max={} ! h264parse ! queue ! m.",
+        secs * serve.fps,
+        serve.width,
+        serve.height,
+        serve.fps,
+        serve.fps / 2
+    );
+    let audio = if serve.audio {
+        format!(
+            "audiotestsrc num-buffers={} wave=sine freq=440 samplesperbuffer=1024 \
+             ! audio/x-raw,rate=48000,channels=1 ! avenc_aac ! aacparse ! queue ! m.",
+            secs * 48_000 / 1024
+        )
+    } else {
+        String::new()
+    };
+    run_to_eos(&format!(
+        "matroskamux name=m ! filesink location={} {video} {audio}",
+        path.display()
+    ));
+}
+
+/// VLC's own RTSP server (Debian's `vlc-bin` + `vlc-plugin-base`; an implementation
+/// independent of gst-rtsp-server) re-serving a file at `rtsp://127.0.0.1:PORT/cam`, RTP
+/// over UDP only (VLC's server does not interleave over TCP). Run as `nobody` when we are
+/// root (VLC refuses root). Dropping it kills the process.
+pub struct VlcServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl VlcServer {
+    /// Panics (with what to install) if `cvlc` is missing.
+    pub fn start(port: u16, file: &Path) -> VlcServer {
+        let sout = format!("#rtp{{sdp=rtsp://127.0.0.1:{port}/cam}}");
+        let vlc_args = ["-I", "dummy", "--no-stats", "-q"];
+        // SAFETY-free check of the effective user: /proc/self/status's Uid line.
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false);
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "nobody", "--", "cvlc"]);
+            c
+        } else {
+            std::process::Command::new("cvlc")
+        };
+        cmd.args(vlc_args)
+            .arg(file)
+            .args(["--sout", &sout])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("cvlc runs (apt-get install vlc-bin vlc-plugin-base; `make deps` does)");
+        // Wait until it listens (VLC takes a moment to open the file and the port).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "VLC never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        VlcServer { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a goodbye).
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        // `runuser` forwards signals poorly: kill the whole process group of the child's
+        // children by name would be too broad, so kill the child and its VLC by pid.
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-P", &pid])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for VlcServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A port nobody listens on: bind, read the port, close.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -119,9 +225,37 @@ pub struct RtspServer {
     media: Arc<Mutex<Option<gst::Element>>>,
 }
 
+/// What a test RTSP server serves at `/cam` (H.264 video, Opus audio).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Serve {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub audio: bool,
+    /// Basic-auth credentials the server demands (`None`: open).
+    pub auth: Option<(String, String)>,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Self {
+            width: 160,
+            height: 120,
+            fps: 10,
+            audio: true,
+            auth: None,
+        }
+    }
+}
+
 impl RtspServer {
     /// `port` 0 picks a free one.
     pub fn start(port: u16) -> RtspServer {
+        Self::serving(port, &Serve::default())
+    }
+
+    /// A server on `port` (0: a free one) serving `what`.
+    pub fn serving(port: u16, what: &Serve) -> RtspServer {
         gst::init().expect("gstreamer init");
         let ctx = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&ctx), false);
@@ -129,15 +263,35 @@ impl RtspServer {
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(
+        let audio = if what.audio {
+            "audiotestsrc is-live=true wave=sine freq=440 \
+             ! audio/x-raw,rate=48000,channels=1 ! opusenc \
+             ! valve name=agate ! rtpopuspay name=pay1 pt=97"
+        } else {
+            ""
+        };
+        factory.set_launch(&format!(
             "( videotestsrc is-live=true pattern=ball \
-               ! video/x-raw,width=160,height=120,framerate=10/1 \
+               ! video/x-raw,format=I420,width={},height={},framerate={}/1 \
                ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=5 \
-               ! valve name=vgate ! rtph264pay name=pay0 pt=96 \
-               audiotestsrc is-live=true wave=sine freq=440 \
-               ! audio/x-raw,rate=48000,channels=1 ! opusenc \
-               ! valve name=agate ! rtpopuspay name=pay1 pt=97 )",
-        );
+               ! valve name=vgate ! rtph264pay name=pay0 pt=96 {audio} )",
+            what.width, what.height, what.fps
+        ));
+        if let Some((user, password)) = &what.auth {
+            let auth = rtsp_server::RTSPAuth::new();
+            let token = rtsp_server::RTSPToken::builder()
+                .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+                .build();
+            let basic = rtsp_server::RTSPAuth::make_basic(user, password);
+            auth.add_basic(basic.as_str(), &token);
+            server.set_auth(Some(&auth));
+            factory.add_role_from_structure(
+                &gst::Structure::builder("user")
+                    .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                    .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                    .build(),
+            );
+        }
         factory.set_shared(true);
         let media = Arc::new(Mutex::new(None));
         let m = media.clone();
@@ -178,7 +332,7 @@ impl RtspServer {
         let bin = media.downcast::<gst::Bin>().expect("the media is a bin");
         let gates: Vec<gst::Element> = ["vgate", "agate"]
             .iter()
-            .map(|n| bin.by_name(n).expect("valve in the served pipeline"))
+            .filter_map(|n| bin.by_name(n))
             .collect();
         for g in &gates {
             g.set_property("drop", true);
