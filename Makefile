@@ -86,7 +86,7 @@ SOAK_OUTAGES ?= 100
 soak: test-deps
 	SENSORIUM_OUTAGES=$(SOAK_OUTAGES) SENSORIUM_MAX_OUTAGE_MS=10000 \
 		$(CARGO) test --release --test outages -- --nocapture
-	SENSORIUM_SOAK_S=3600 $(CARGO) test --release --test soak -- --nocapture
+	SENSORIUM_SOAK_S=3600 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
 
 # Hostile input, fuzzed (seven properties: configs, raw config bytes, synchroniser inputs,
 # GGUF, safetensors, manifests, HTTP requests) with FUZZ_CASES cases each; `make test` runs

@@ -16,7 +16,7 @@ const FONT_PATHS: [&str; 2] = [
 ];
 
 /// Registers a system font for plotters' text once; false when none is available.
-fn font() -> bool {
+pub fn font() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         for p in FONT_PATHS {
