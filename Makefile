@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -87,6 +87,11 @@ soak: test-deps
 	SENSORIUM_OUTAGES=$(SOAK_OUTAGES) SENSORIUM_MAX_OUTAGE_MS=10000 \
 		$(CARGO) test --release --test outages -- --nocapture
 	SENSORIUM_SOAK_S=3600 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
+
+# The most streams kept at real time, without models and with the default model (CPU per
+# stream, peak RSS); several minutes.
+bench-streams:
+	$(CARGO) test --release --test many_streams -- --ignored --nocapture
 
 # Hostile input, fuzzed (seven properties: configs, raw config bytes, synchroniser inputs,
 # GGUF, safetensors, manifests, HTTP requests) with FUZZ_CASES cases each; `make test` runs
