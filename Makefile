@@ -86,7 +86,7 @@ SOAK_OUTAGES ?= 100
 soak: test-deps
 	SENSORIUM_OUTAGES=$(SOAK_OUTAGES) SENSORIUM_MAX_OUTAGE_MS=10000 \
 		$(CARGO) test --release --test outages -- --nocapture
-	SENSORIUM_SOAK_S=3600 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
+	SENSORIUM_SOAK_S=1200 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
 
 # The most streams kept at real time, without models and with the default model (CPU per
 # stream, peak RSS); several minutes.

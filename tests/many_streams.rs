@@ -79,7 +79,7 @@ fn run(healthy: usize, model: bool, wall_s: u64) -> Run {
     if model {
         cmd.args(["--question", "What do you see?"]);
     }
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

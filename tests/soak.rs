@@ -4,8 +4,9 @@
 //! warm-up, RSS may grow less than 5% and fds and threads stay flat.
 //!
 //! `make test`: 2 minutes of wall time, the source as fast as it goes, sampled every 5 s.
-//! `make soak`: `SENSORIUM_SOAK_S=3600` (an hour, as fast as it goes) and a live-paced run
-//! of `SENSORIUM_SOAK_LIVE_S` (600 in `make soak`); samples every 10 s. Each run writes its
+//! `make soak`: `SENSORIUM_SOAK_S=1200` (20 minutes of wall time as fast as it goes: many
+//! hours of stream time, printed) and a live-paced run of `SENSORIUM_SOAK_LIVE_S` (600 in
+//! `make soak`); samples every 10 s. Each run writes its
 //! samples as CSV and a PNG plot of RSS over time under `target/soak/`.
 
 mod common;
@@ -124,11 +125,19 @@ fn soak(name: &str, live: bool, wall_s: u64, every_s: u64, warmup_s: u64) -> Vec
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{name}: {err}");
-    let answers = std::fs::read_to_string(dir.join("out.jsonl"))
-        .unwrap()
+    let written = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    let answers = written
         .lines()
         .filter(|l| l.contains("\"type\":\"answer\""))
         .count();
+    // Stream time covered: the last window's end (running time, ns).
+    let stream_s = written
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["t_end"].as_u64())
+        .unwrap_or(0) as f64
+        / 1e9;
     assert!(answers >= 3, "{name}: only {answers} answers: {err}");
 
     let csv: String = std::iter::once("t_s,rss_kib,fds,threads\n".to_string())
@@ -143,7 +152,7 @@ fn soak(name: &str, live: bool, wall_s: u64, every_s: u64, warmup_s: u64) -> Vec
     plot(
         &samples,
         &base.with_extension("png"),
-        &format!("sensorium RSS, {name} ({answers} answers)"),
+        &format!("sensorium RSS, {name} ({answers} answers, {stream_s:.0} s of stream)"),
     );
 
     let after: Vec<Sample> = samples
@@ -168,7 +177,7 @@ fn soak(name: &str, live: bool, wall_s: u64, every_s: u64, warmup_s: u64) -> Vec
     let (first, last) = (after[0], *after.last().unwrap());
     eprintln!(
         "{name}: {} samples, RSS median {:.1} -> {:.1} MiB after warm-up ({:+.2}%), fds {} -> {}, \
-         threads {} -> {}, {answers} answers",
+         threads {} -> {}, {answers} answers, {stream_s:.0} s of stream time",
         samples.len(),
         early as f64 / 1024.0,
         late as f64 / 1024.0,
