@@ -52,15 +52,16 @@ fn rss_mib(pid: u32) -> f64 {
 /// `wall_s` seconds; with `model`, the default model answers one question per window.
 fn run(healthy: usize, model: bool, wall_s: u64) -> Run {
     let (_d, dir) = tmp();
+    // The default model's own engine settings (its bundle refuses others): a window of
+    // 4 frames every 2 s.
     let mut cfg = String::from(
-        "[engine]\nfps = 2.0\nwidth = 112\nheight = 112\nwindow = 4\nstride = 2\n\
-         latency_ms = 500\n",
+        "[engine]\nfps = 2.0\nwidth = 64\nheight = 64\nwindow = 4\nstride = 4\n",
     );
     for i in 0..healthy {
         let source = if i % 2 == 0 {
             "{ kind = \"test\" }".to_string()
         } else {
-            format!("{{ kind = \"scene\", seed = {i}, window_s = 1.0 }}")
+            format!("{{ kind = \"scene\", seed = {i} }}")
         };
         cfg.push_str(&format!(
             "[[stream]]\nname = \"s{i:02}\"\nmode = \"realtime\"\nsource = {source}\n"
@@ -167,14 +168,14 @@ fn report(label: &str, r: &Run) {
 
 #[test]
 fn thirty_two_streams_keep_their_window_rate_beside_a_failing_camera() {
-    let r = run(31, false, 20);
+    let r = run(31, false, 24);
     report("no models", &r);
     let m = median(&r.windows);
-    // A window every second per stream (stride 2 frames at 2 fps), the first after 2 s.
-    assert!(m >= 10, "median {m} windows in {:.0} s", r.wall_s);
+    // A window every 2 s per stream (stride 4 frames at 2 fps).
+    assert!(m >= 9, "median {m} windows in {:.0} s", r.wall_s);
     for (i, &w) in r.windows.iter().enumerate() {
         assert!(
-            w + 2 >= m && w <= m + 2,
+            w + 1 >= m && w <= m + 1,
             "stream s{i:02}: {w} windows, the others {m}: {:?}",
             r.windows
         );
@@ -200,11 +201,11 @@ fn thirty_two_streams_keep_their_window_rate_beside_a_failing_camera() {
 fn most_streams_at_real_time() {
     for model in [false, true] {
         let mut best = 0;
-        for n in [1usize, 2, 4, 8, 16, 32, 48, 64] {
+        for n in [1usize, 2, 4, 8, 16, 32, 64, 128] {
             let r = run(n, model, 30);
             let label = if model { "default model" } else { "no models" };
             report(label, &r);
-            let expected = (r.wall_s - 2.0).floor() as usize;
+            let expected = ((r.wall_s - 2.0) / 2.0).floor() as usize;
             let ok = r.windows.iter().all(|&w| w * 10 >= expected * 9)
                 && r.dropped.iter().all(|&d| d == 0);
             if !ok {
