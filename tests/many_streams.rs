@@ -26,6 +26,7 @@ struct Run {
     cpu_s: f64,
     peak_rss_mib: f64,
     warnings: usize,
+    answers: usize,
 }
 
 fn proc_cpu_s(pid: u32) -> f64 {
@@ -54,9 +55,8 @@ fn run(healthy: usize, model: bool, wall_s: u64) -> Run {
     let (_d, dir) = tmp();
     // The default model's own engine settings (its bundle refuses others): a window of
     // 4 frames every 2 s.
-    let mut cfg = String::from(
-        "[engine]\nfps = 2.0\nwidth = 64\nheight = 64\nwindow = 4\nstride = 4\n",
-    );
+    let mut cfg =
+        String::from("[engine]\nfps = 2.0\nwidth = 64\nheight = 64\nwindow = 4\nstride = 4\n");
     for i in 0..healthy {
         let source = if i % 2 == 0 {
             "{ kind = \"test\" }".to_string()
@@ -131,7 +131,9 @@ fn run(healthy: usize, model: bool, wall_s: u64) -> Run {
         .lines()
         .filter(|l| l.starts_with("sensorium: warning: stream 'dead':"))
         .count();
+    let answers = lines.iter().filter(|l| l["type"] == "answer").count();
     Run {
+        answers,
         streams: healthy + 1,
         wall_s: wall,
         windows,
@@ -152,7 +154,7 @@ fn report(label: &str, r: &Run) {
     eprintln!(
         "{label}: {} streams, {:.0} s: windows per healthy stream min {} median {} max {}, \
          dropped total {}, CPU {:.2} s per stream per minute ({:.0}% of one core in all), \
-         peak RSS {:.0} MiB, {} warnings for the dead camera",
+         peak RSS {:.0} MiB, {} warnings for the dead camera, {} answers",
         r.streams,
         r.wall_s,
         r.windows.iter().min().unwrap_or(&0),
@@ -162,7 +164,8 @@ fn report(label: &str, r: &Run) {
         r.cpu_s / r.streams as f64 / r.wall_s * 60.0,
         r.cpu_s / r.wall_s * 100.0,
         r.peak_rss_mib,
-        r.warnings
+        r.warnings,
+        r.answers
     );
 }
 

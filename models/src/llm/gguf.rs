@@ -270,7 +270,7 @@ impl GgufFile {
     pub fn load_decoder(&mut self, cache_cap: usize, device: &Device) -> Result<Decoder, LlmError> {
         let cfg = self.decoder_config()?;
         let embed = self.dense("token_embd.weight", device)?;
-        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut blocks = Vec::new(); // not sized from the header: a hostile one lies
         let bias = cfg.attention_bias;
         for l in 0..cfg.num_hidden_layers {
             let p = |s: &str| format!("blk.{l}.{s}");

@@ -297,7 +297,7 @@ impl Decoder {
         );
         let m = vb.pp("model");
         let embed = m.get((cfg.vocab_size, h), "embed_tokens.weight")?;
-        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut blocks = Vec::new(); // not sized from the config: a hostile one lies
         for l in 0..cfg.num_hidden_layers {
             let b = m.pp(format!("layers.{l}"));
             let a = b.pp("self_attn");
