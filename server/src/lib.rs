@@ -216,6 +216,8 @@ async fn accept_loop(
                 // One request per connection: an idle keep-alive connection would hold a
                 // slot without a deadline.
                 .keep_alive(false)
+                // A client that half-closes after its request still gets the reply.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = conn.await;
         });
