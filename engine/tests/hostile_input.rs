@@ -157,10 +157,11 @@ proptest! {
     fn the_synchroniser_survives_any_timestamps_and_sizes(
         fps in prop_oneof![Just(2.0), Just(30.0), 0.1f64..120.0],
         video in any::<bool>(),
+        audio in any::<bool>(),
         latency_ms in 0u64..2_000,
         events in prop::collection::vec(hostile_event(), 0..32),
     ) {
-        let audio = !video || rand_bool(&events);
+        let audio = audio || !video;
         let cfg = SyncConfig::new(fps, video, audio, latency_ms * 1_000_000);
         let mut sync = Synchroniser::new("fuzz".into(), cfg);
         let mut frames = Vec::new();
@@ -192,10 +193,6 @@ proptest! {
 
 /// The most frames one event may release (a chunk of at most 2^20 samples covers 66 s).
 const MAX_FRAMES_PER_EVENT: usize = 10_000;
-
-fn rand_bool(events: &[SourceEvent]) -> bool {
-    events.len() % 2 == 0
-}
 
 fn timestamp() -> impl Strategy<Value = u64> {
     prop_oneof![
