@@ -1,4 +1,4 @@
-//! Many streams in one process: 31 live streams (GStreamer test sources and scene sources,
+//! Many streams in one process (with and without the default model answering): 31 live streams (GStreamer test sources and scene sources,
 //! realtime mode) beside one camera that fails over and over (a dead RTSP URL, reconnecting
 //! for ever). Every healthy stream keeps the same window rate as the others, the failing one
 //! is reported on every attempt without holding anyone up, drops are counted, memory is
@@ -195,6 +195,24 @@ fn thirty_two_streams_keep_their_window_rate_beside_a_failing_camera() {
         "peak RSS {:.0} MiB",
         r.peak_rss_mib
     );
+}
+
+#[test]
+fn streams_answered_by_the_default_model_keep_their_window_rate_too() {
+    let r = run(15, true, 20);
+    report("default model", &r);
+    let m = median(&r.windows);
+    assert!(m >= 7, "median {m} windows in {:.0} s", r.wall_s);
+    for (i, &w) in r.windows.iter().enumerate() {
+        assert!(
+            w + 1 >= m && w <= m + 1,
+            "stream s{i:02}: {w} windows, the others {m}: {:?}",
+            r.windows
+        );
+    }
+    // The model answered (one question per window; realtime streams may skip stale ones).
+    assert!(r.answers >= 15, "{} answers", r.answers);
+    assert!(r.warnings >= 3, "{} warnings", r.warnings);
 }
 
 /// The most streams kept at real time: every healthy stream writes at least 90% of the
