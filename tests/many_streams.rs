@@ -39,14 +39,7 @@ fn proc_cpu_s(pid: u32) -> f64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |k| k / 1024.0)
+    proc_status(&pid.to_string(), "VmRSS:").map_or(0.0, |k| k as f64 / 1024.0)
 }
 
 /// `healthy` live streams (alternately test and scene sources) plus one dead camera, for
@@ -150,6 +143,19 @@ fn median(v: &[usize]) -> usize {
     s[s.len() / 2]
 }
 
+/// Every healthy stream wrote the median number of windows (±1), at least `min`.
+fn assert_one_window_rate(r: &Run, min: usize) {
+    let m = median(&r.windows);
+    assert!(m >= min, "median {m} windows in {:.0} s", r.wall_s);
+    for (i, &w) in r.windows.iter().enumerate() {
+        assert!(
+            w + 1 >= m && w <= m + 1,
+            "stream s{i:02}: {w} windows, the others {m}: {:?}",
+            r.windows
+        );
+    }
+}
+
 fn report(label: &str, r: &Run) {
     eprintln!(
         "{label}: {} streams, {:.0} s: windows per healthy stream min {} median {} max {}, \
@@ -173,16 +179,8 @@ fn report(label: &str, r: &Run) {
 fn thirty_two_streams_keep_their_window_rate_beside_a_failing_camera() {
     let r = run(31, false, 24);
     report("no models", &r);
-    let m = median(&r.windows);
     // A window every 2 s per stream (stride 4 frames at 2 fps).
-    assert!(m >= 9, "median {m} windows in {:.0} s", r.wall_s);
-    for (i, &w) in r.windows.iter().enumerate() {
-        assert!(
-            w + 1 >= m && w <= m + 1,
-            "stream s{i:02}: {w} windows, the others {m}: {:?}",
-            r.windows
-        );
-    }
+    assert_one_window_rate(&r, 9);
     // The dead camera was reported on its failed attempts (rate-limited, at most ~1/s).
     assert!(r.warnings >= 3, "{} warnings", r.warnings);
     assert!(
@@ -201,15 +199,7 @@ fn thirty_two_streams_keep_their_window_rate_beside_a_failing_camera() {
 fn streams_answered_by_the_default_model_keep_their_window_rate_too() {
     let r = run(15, true, 20);
     report("default model", &r);
-    let m = median(&r.windows);
-    assert!(m >= 7, "median {m} windows in {:.0} s", r.wall_s);
-    for (i, &w) in r.windows.iter().enumerate() {
-        assert!(
-            w + 1 >= m && w <= m + 1,
-            "stream s{i:02}: {w} windows, the others {m}: {:?}",
-            r.windows
-        );
-    }
+    assert_one_window_rate(&r, 7);
     // The model answered (one question per window; realtime streams may skip stale ones).
     assert!(r.answers >= 15, "{} answers", r.answers);
     assert!(r.warnings >= 3, "{} warnings", r.warnings);

@@ -27,13 +27,6 @@ use serde_json::Value;
 
 use common::*;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Reconnect overhead allowed per outage on top of the outage itself: the backoff (at most
 /// `max_ms` = 400 ms), the RTSP handshake, the jitterbuffer (50 ms) and the first key frame
 /// (every half second); generous for a loaded 2-core machine.
@@ -147,15 +140,7 @@ fn process_counts() -> (u64, u64) {
     unsafe {
         malloc_trim(0);
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name| proc_status("self", name).unwrap_or(0);
     (field("Threads:"), field("VmRSS:"))
 }
 

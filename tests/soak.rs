@@ -27,16 +27,8 @@ struct Sample {
 }
 
 fn sample(pid: u32, t0: Instant) -> Option<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
+    let pid_s = pid.to_string();
+    let field = |name| proc_status(&pid_s, name);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     Some(Sample {
         t_s: t0.elapsed().as_secs_f64(),
@@ -209,13 +201,6 @@ fn soak(name: &str, live: bool, wall_s: u64, every_s: u64, warmup_s: u64) -> Vec
         "{name}: threads {threads:?}"
     );
     samples
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

@@ -40,6 +40,15 @@ fn service() -> AnswerService {
     svc
 }
 
+/// `POST /ask` on a free loopback port with `cfg`'s limits.
+fn ask_server(svc: &AnswerService, cfg: &HttpConfig) -> Server {
+    let routes = Routes {
+        ask: Some(svc.handle()),
+        metrics: None,
+    };
+    Server::start("http.listen", "127.0.0.1:0", cfg, routes).unwrap()
+}
+
 fn metrics_only() -> Routes {
     let recorder = PrometheusBuilder::new().build_recorder();
     Routes {
@@ -121,16 +130,7 @@ fn error_of(body: &str) -> String {
 #[test]
 fn ask_streams_sse_and_rejects_bad_requests() {
     let svc = service();
-    let server = Server::start(
-        "http.listen",
-        "127.0.0.1:0",
-        &HttpConfig::default(),
-        Routes {
-            ask: Some(svc.handle()),
-            metrics: None,
-        },
-    )
-    .unwrap();
+    let server = ask_server(&svc, &HttpConfig::default());
     let addr = server.local_addr();
     assert!(addr.ip().is_loopback());
 
@@ -264,11 +264,7 @@ fn bodies_past_the_limit_get_413_and_a_huge_claim_is_not_believed() {
         max_body_bytes: 1024,
         ..HttpConfig::default()
     };
-    let routes = Routes {
-        ask: Some(svc.handle()),
-        metrics: None,
-    };
-    let server = Server::start("http.listen", "127.0.0.1:0", &cfg, routes).unwrap();
+    let server = ask_server(&svc, &cfg);
     let addr = server.local_addr();
     let big = format!(r#"{{"question": "{}"}}"#, "x".repeat(2000));
     let (status, _, body) = request(addr, "POST", "/ask", "", &big);
@@ -296,11 +292,7 @@ fn slow_clients_are_cut_off_and_the_connection_cap_answers_503() {
         max_connections: 2,
         ..HttpConfig::default()
     };
-    let routes = Routes {
-        ask: Some(svc.handle()),
-        metrics: None,
-    };
-    let server = Server::start("http.listen", "127.0.0.1:0", &cfg, routes).unwrap();
+    let server = ask_server(&svc, &cfg);
     let addr = server.local_addr();
 
     // A head that never ends: the server closes the connection (hyper answers 408 or just

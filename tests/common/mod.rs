@@ -167,3 +167,23 @@ pub fn tmp() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().to_owned();
     (d, p)
 }
+
+/// A `/proc/PID/status` field in its unit (`VmRSS:` in KiB, `Threads:`); `pid` "self" works.
+pub fn proc_status(pid: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A numeric environment variable, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
