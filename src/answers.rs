@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use sensorium_engine::StopToken;
+use sensorium_engine::{StopToken, ViewEvent, ViewHub};
 use sensorium_models::llm::{
     spawn_line_questions, AnswerRecord, AnswerService, Answerer, LiveEvent, ServiceHandle,
     ServiceOutput,
@@ -34,7 +34,6 @@ pub struct Answers {
     stdin: Option<(StopToken, JoinHandle<()>)>,
     errors: Arc<AtomicU64>,
     answers: Arc<AtomicU64>,
-    http_listen: Option<String>,
 }
 
 /// What the service did, for the run summary and the exit code.
@@ -45,8 +44,14 @@ pub struct AnswersSummary {
 }
 
 impl Answers {
-    /// Starts the service (queue: `queue` windows/questions) writing to `out`.
-    pub fn start(answerer: Answerer, queue: usize, out: SharedOut) -> anyhow::Result<Self> {
+    /// Starts the service (queue: `queue` windows/questions) writing to `out`; scheduled
+    /// answers are also offered token by token to `view`'s watchers.
+    pub fn start(
+        answerer: Answerer,
+        queue: usize,
+        out: SharedOut,
+        view: Option<ViewHub>,
+    ) -> anyhow::Result<Self> {
         let cfg = answerer.config().clone();
         let errors = Arc::new(AtomicU64::new(0));
         let answers = Arc::new(AtomicU64::new(0));
@@ -61,20 +66,37 @@ impl Answers {
                     window,
                     question,
                     event,
-                } if echo_on => {
-                    if event.index == 0 {
-                        echo(&format!("[{stream} #{window}] {question}\n"));
+                } => {
+                    if echo_on {
+                        if event.index == 0 {
+                            echo(&format!("[{stream} #{window}] {question}\n"));
+                        }
+                        echo(&event.text);
                     }
-                    echo(&event.text);
+                    if let Some(v) = &view {
+                        v.publish(ViewEvent::Token {
+                            stream: stream.as_str().into(),
+                            window,
+                            question: question.as_str().into(),
+                            index: event.index,
+                            text: event.text,
+                        });
+                    }
                 }
-                ServiceOutput::Token { .. } => {}
                 ServiceOutput::Answer(rec) => {
                     if echo_on {
                         echo("\n");
                     }
                     a2.fetch_add(1, Ordering::Relaxed);
+                    let line = answer_line(&rec, false);
                     // A failed write is recorded by `SharedOut` (exit code 5).
-                    let _ = o2.write_line(&answer_line(&rec, false));
+                    let _ = o2.write_line(&line);
+                    if let Some(v) = &view {
+                        v.publish(ViewEvent::Answer {
+                            stream: rec.stream.as_str().into(),
+                            record: Arc::new(line),
+                        });
+                    }
                 }
                 ServiceOutput::Error { stream, message } => {
                     e2.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +109,6 @@ impl Answers {
             stdin: None,
             errors,
             answers,
-            http_listen: cfg.http.listen.clone(),
         };
         if cfg.stdin {
             let stop = StopToken::new();
@@ -125,11 +146,6 @@ impl Answers {
             me.stdin = Some((stop, join));
         }
         Ok(me)
-    }
-
-    /// `[llm.http] listen` (the older place of `[http] listen`).
-    pub fn http_listen(&self) -> Option<String> {
-        self.http_listen.clone()
     }
 
     pub fn handle(&self) -> ServiceHandle {

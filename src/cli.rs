@@ -13,7 +13,7 @@ use sensorium_models::stack::ModelStack;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
-use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd};
+use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd, ViewHub};
 
 use crate::answers::Answers;
 use crate::output::SharedOut;
@@ -231,6 +231,10 @@ struct RunArgs {
     /// Prometheus listen address (`host:port` or a port); overrides `[metrics] listen`.
     #[arg(long)]
     metrics: Option<String>,
+    /// Serve the live web view, `GET /api/streams` and `POST /ask` here (`host:port` or a
+    /// port; loopback unless `[http] token` is set); overrides `[http] listen`.
+    #[arg(long)]
+    http: Option<String>,
     /// Where the Q-Former runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N;
     /// overrides `[engine] device`.
     #[arg(long)]
@@ -358,6 +362,9 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     if let Some(m) = args.metrics {
         config.metrics.listen = Some(m);
     }
+    if let Some(h) = args.http {
+        config.http.listen = Some(h);
+    }
     if let Some(d) = args.device {
         config.engine.device = d;
     }
@@ -418,21 +425,31 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
 
     let out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
     let loaded = model_cfg::load(&setup, &config).code(code::MODEL)?;
+    let llm_listen = loaded
+        .answerer
+        .as_ref()
+        .and_then(|a| a.config().http.listen.clone());
+    // Someone may watch: the live view (wherever the HTTP server listens).
+    let view = crate::serve::http_listen(&config, llm_listen.clone()).map(|_| ViewHub::new());
     let mut runtime = Runtime::new(config.clone(), sources::source_factory())
         .with_shutdown(shutdown)
         .with_sink(out.sink());
+    if let Some(v) = &view {
+        runtime = runtime.with_view(v.clone());
+    }
     let answers = match loaded.answerer {
-        Some(a) => {
-            Some(Answers::start(a, config.engine.queue_capacity, out.clone()).code(code::USAGE)?)
-        }
+        Some(a) => Some(
+            Answers::start(a, config.engine.queue_capacity, out.clone(), view.clone())
+                .code(code::USAGE)?,
+        ),
         None => None,
     };
-    let llm_listen = answers.as_ref().and_then(|a| a.http_listen());
     let servers = crate::serve::start(
         &config,
         llm_listen,
         answers.as_ref().map(|a| a.handle()),
         recorder,
+        view,
     )
     .code(code::USAGE)?;
     let distill = loaded.distill.map(|d| Arc::new(Mutex::new(Some(d))));

@@ -78,6 +78,18 @@ pub struct SyncedFrame {
     /// Features from the frame-encoder stage, computed once and shared (by `Arc`) with every
     /// window that contains this frame. `None` when no encoder is configured.
     pub features: Option<Features>,
+    /// When the frame passed each stage (for the per-stage latencies of `sensorium bench`
+    /// and the records' `timing`).
+    pub timing: FrameTiming,
+}
+
+/// Wall times at which a frame left the stages before the window model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTiming {
+    /// The synchroniser handed the frame on.
+    pub synced: Option<Instant>,
+    /// The frame stage finished with it (encoded, or passed through).
+    pub encoded: Option<Instant>,
 }
 
 /// Opaque per-frame features produced by a [`crate::model::FrameEncoder`]; the engine only
@@ -153,6 +165,7 @@ mod tests {
             has_audio: true,
             captured,
             features: None,
+            timing: Default::default(),
         };
         let w = Window {
             stream: "s".into(),

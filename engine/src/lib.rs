@@ -18,15 +18,17 @@ pub mod scene;
 pub mod sink;
 pub mod source;
 mod stages;
+pub mod status;
 pub mod stop;
 pub mod sync;
 pub mod synthetic;
+pub mod view;
 pub mod window;
 
 pub use config::Config;
 pub use config_load::{ConfigError, ResolvedStream};
 pub use frame::{
-    AudioChunk, Features, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
+    AudioChunk, Features, FrameTiming, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender, Recv};
@@ -36,4 +38,5 @@ pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use stop::StopToken;
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
 pub use synthetic::SyntheticFactory;
+pub use view::{Interest, Subscription, ViewEvent, ViewHub};
 pub use window::WindowAssembler;

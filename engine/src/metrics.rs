@@ -84,8 +84,10 @@ impl StreamState {
     }
 
     /// Sets `stream`'s state gauge: 1 for `self`, 0 for every other state, so a query for
-    /// `sensorium_stream_state == 1` shows each stream once.
+    /// `sensorium_stream_state == 1` shows each stream once. Also the stream's state on the
+    /// health board ([`crate::status`]).
     pub fn set(self, stream: &str) {
+        crate::status::stream(stream).set_state(self);
         for s in Self::ALL {
             metrics::gauge!(STREAM_STATE, "stream" => stream.to_owned(), "state" => s.name())
                 .set(if s == self { 1.0 } else { 0.0 });

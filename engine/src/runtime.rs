@@ -34,6 +34,7 @@ use crate::source::SourceFactory;
 use crate::stages::{self, StreamCtx};
 use crate::stop::StopToken;
 use crate::sync::Synchroniser;
+use crate::view::ViewHub;
 use crate::window::WindowAssembler;
 
 /// The runtime could not start.
@@ -68,6 +69,7 @@ pub struct Runtime {
     model: Option<Box<dyn WindowModel>>,
     sink: Option<Box<dyn WindowSink>>,
     shutdown: StopToken,
+    view: Option<ViewHub>,
 }
 
 impl Runtime {
@@ -79,6 +81,7 @@ impl Runtime {
             model: None,
             sink: None,
             shutdown: StopToken::new(),
+            view: None,
         }
     }
 
@@ -97,6 +100,13 @@ impl Runtime {
     /// Writes records here instead of `[output] path`.
     pub fn with_sink(mut self, sink: Box<dyn WindowSink>) -> Self {
         self.sink = Some(sink);
+        self
+    }
+
+    /// Offers every stream's frames, window records (and, through the answer service's
+    /// owner, answers) to `view`'s watchers; never waits for them.
+    pub fn with_view(mut self, view: ViewHub) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -129,21 +139,9 @@ impl Runtime {
             .map(|r| Arc::new(Mutex::new(StreamReport::new(&r.config.name))))
             .collect();
 
-        let n = resolved.len().max(1);
-        let (sink_tx, sink_rx) = bounded(cap * n, QueueMode::Lossless);
-        let sink_error = Arc::new(Mutex::new(None));
-        let mut threads = Stages::new();
-        {
-            let reports = reports.clone();
-            let stop = stop.clone();
-            let sink_error = sink_error.clone();
-            threads.spawn("sink", move || {
-                stages::sink_stage(sink, sink_rx, reports, stop, sink_error)
-            })?;
+        if let Some(view) = &self.view {
+            view.set_streams(resolved.iter().map(|r| r.config.name.clone()).collect());
         }
-
-        // Per-stream queues into the shared stages, created up front so the stage threads
-        // know all their inputs.
         let ctxs: Vec<Arc<StreamCtx>> = resolved
             .iter()
             .enumerate()
@@ -151,9 +149,26 @@ impl Runtime {
                 Arc::new(StreamCtx {
                     name: r.config.name.clone(),
                     report: reports[i].clone(),
+                    health: crate::status::stream(&r.config.name),
+                    view: self.view.clone(),
                 })
             })
             .collect();
+        let n = resolved.len().max(1);
+        let (sink_tx, sink_rx) = bounded(cap * n, QueueMode::Lossless);
+        let sink_error = Arc::new(Mutex::new(None));
+        let mut threads = Stages::new();
+        {
+            let ctxs = ctxs.clone();
+            let stop = stop.clone();
+            let sink_error = sink_error.clone();
+            threads.spawn("sink", move || {
+                stages::sink_stage(sink, sink_rx, ctxs, stop, sink_error)
+            })?;
+        }
+
+        // Per-stream queues into the shared stages are created up front so the stage
+        // threads know all their inputs.
         let mut window_inputs = Vec::new();
         let mut frame_inputs = Vec::new();
         let mut assemblers = Vec::new();
@@ -202,6 +217,8 @@ impl Runtime {
                 Ok(h) => h,
                 Err(e) => {
                     ctx.report.lock().end = StreamEnd::StartFailed(e.to_string());
+                    ctx.health.begin();
+                    ctx.health.source_error(&e.message);
                     crate::metrics::StreamState::Failed.set(&r.config.name);
                     // Dropping `dest` closes this stream's stage inputs.
                     continue;

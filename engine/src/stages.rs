@@ -20,7 +20,9 @@ use crate::report::{StreamEnd, StreamReport};
 use crate::sink::{merge_fields, window_record, WindowSink};
 use crate::source::SourceHandle;
 use crate::stop::StopToken;
+use crate::status::StreamHealth;
 use crate::sync::Synchroniser;
+use crate::view::{ViewEvent, ViewHub};
 use crate::window::WindowAssembler;
 
 /// A live stream's clock: after this long without source events, the synchroniser is
@@ -31,6 +33,10 @@ const LIVE_TICK: Duration = Duration::from_millis(50);
 pub(crate) struct StreamCtx {
     pub name: String,
     pub report: Arc<Mutex<StreamReport>>,
+    /// The stream's entry on the health board.
+    pub health: StreamHealth,
+    /// Watchers of frames, records and answers (the live view, the re-stream).
+    pub view: Option<ViewHub>,
 }
 
 /// A window on its way to the sink, with what the window model added to its record.
@@ -38,6 +44,8 @@ pub(crate) struct SinkItem {
     pub stream: usize,
     pub window: Window,
     pub fields: Map<String, Value>,
+    /// When the window model finished with the window.
+    pub modelled: Instant,
 }
 
 /// What the sync thread sends to the encoder stage.
@@ -60,6 +68,7 @@ fn send<T>(
     gauge!(m::QUEUE_DEPTH, &labels).set(depth as f64);
     let mut r = ctx.report.lock();
     if dropped > 0 {
+        ctx.health.dropped(dropped);
         counter!(m::ITEMS_DROPPED, &labels).increment(dropped);
         r.dropped += dropped;
         *r.dropped_at.entry(stage.to_string()).or_default() += dropped;
@@ -86,6 +95,7 @@ pub(crate) fn sync_stage(
     rx_mode: crate::queue::QueueMode,
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
+    ctx.health.begin();
     m::StreamState::Connecting.set(&ctx.name);
     let mut connected = false;
     let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
@@ -130,6 +140,7 @@ pub(crate) fn sync_stage(
             SourceEvent::Eos => Some(StreamEnd::Eos),
             SourceEvent::Error { message } => {
                 source_errors.increment(1);
+                ctx.health.source_error(message);
                 Some(StreamEnd::SourceFailed(message.clone()))
             }
             _ => None,
@@ -167,6 +178,7 @@ pub(crate) fn sync_stage(
         r.sync = sync.stats().clone();
         r.events_sent = stats.sent();
         r.dropped += stats.dropped();
+        ctx.health.dropped(stats.dropped());
         if stats.dropped() > 0 {
             *r.dropped_at.entry("sync".into()).or_default() += stats.dropped();
         }
@@ -192,7 +204,12 @@ fn forward(
     first: &mut Option<Instant>,
 ) -> bool {
     let mut open = true;
-    for f in frames.drain(..) {
+    for mut f in frames.drain(..) {
+        f.timing.synced = Some(Instant::now());
+        ctx.health.frame_in();
+        if let Some(view) = ctx.view.as_ref().filter(|v| v.watched()) {
+            view.publish(ViewEvent::Frame(Arc::new(f.clone())));
+        }
         let n = {
             let mut r = ctx.report.lock();
             r.frames += 1;
@@ -378,6 +395,8 @@ pub(crate) fn encoder_stage(
             match results.next() {
                 Some(Ok(features)) => {
                     counter!(m::ITEMS_OUT, &labels).increment(1);
+                    frame.timing.encoded = Some(Instant::now());
+                    ctx.health.frame_out();
                     if ctx.report.lock().model_error.is_none() {
                         if features.is_some() {
                             frame.features = features;
@@ -432,6 +451,7 @@ pub(crate) fn model_stage(
                 None => windows.iter().map(|_| Ok(Map::new())).collect(),
             };
             let secs = t.elapsed().as_secs_f64();
+            let modelled = Instant::now();
             for ((s, window), res) in streams.into_iter().zip(windows).zip(results) {
                 let ctx = &ctxs[s];
                 let labels = [("stage", "model".to_string()), ("stream", ctx.name.clone())];
@@ -444,6 +464,7 @@ pub(crate) fn model_stage(
                             stream: s,
                             window,
                             fields,
+                            modelled,
                         };
                         let _ = send(&sink, item, "sink", ctx);
                     }
@@ -472,7 +493,7 @@ pub(crate) fn model_stage(
 pub(crate) fn sink_stage(
     mut sink: Box<dyn WindowSink>,
     rx: QueueReceiver<SinkItem>,
-    reports: Vec<Arc<Mutex<StreamReport>>>,
+    ctxs: Vec<Arc<StreamCtx>>,
     stop: StopToken,
     error: Arc<Mutex<Option<String>>>,
 ) {
@@ -481,26 +502,33 @@ pub(crate) fn sink_stage(
         if failed {
             continue;
         }
-        let Some(report) = reports.get(item.stream) else {
+        let Some(ctx) = ctxs.get(item.stream) else {
             continue;
         };
-        let name = report.lock().name.clone();
+        let report = &ctx.report;
+        let name = ctx.name.clone();
         // The window's one record: built here, whatever stages it went through.
         let mut record = window_record(&item.window);
         merge_fields(&mut record, item.fields);
+        let written = Instant::now();
         let latency = item
             .window
             .newest_capture()
-            .map(|c| c.elapsed().as_secs_f64());
-        let latency_ms = latency.map_or(Value::Null, |s| {
-            serde_json::Number::from_f64((s * 1e3 * 1000.0).round() / 1000.0)
-                .map_or(Value::Null, Value::Number)
-        });
-        record.insert("latency_ms".into(), latency_ms);
+            .map(|c| written.saturating_duration_since(c));
+        record.insert(
+            "latency_ms".into(),
+            latency.map_or(Value::Null, |d| ms(d.as_secs_f64())),
+        );
+        record.insert(
+            "timing".into(),
+            timing(&item.window, item.modelled, written),
+        );
+        let latency = latency.map(|d| d.as_secs_f64());
         let labels = [("stage", "sink".to_string()), ("stream", name)];
         counter!(m::ITEMS_IN, &labels).increment(1);
         let t = Instant::now();
-        match sink.write(&Value::Object(record)) {
+        let record = Value::Object(record);
+        match sink.write(&record) {
             Ok(()) => {
                 histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
                 if let Some(s) = latency {
@@ -508,6 +536,13 @@ pub(crate) fn sink_stage(
                 }
                 counter!(m::ITEMS_OUT, &labels).increment(1);
                 report.lock().windows_written += 1;
+                ctx.health.window(latency.map(Duration::from_secs_f64));
+                if let Some(view) = &ctx.view {
+                    view.publish(ViewEvent::Window {
+                        stream: item.window.stream.clone(),
+                        record: Arc::new(record),
+                    });
+                }
             }
             Err(e) => {
                 *error.lock() = Some(e.to_string());
@@ -516,4 +551,37 @@ pub(crate) fn sink_stage(
             }
         }
     }
+}
+
+/// Milliseconds as a JSON number, to the microsecond.
+fn ms(secs: f64) -> Value {
+    serde_json::Number::from_f64((secs * 1e3 * 1000.0).round() / 1000.0)
+        .map_or(Value::Null, Value::Number)
+}
+
+/// The record's `timing`: where the window's newest valid frame spent its time, ms:
+/// `capture_to_sync` (source + synchroniser), `sync_to_encoded` (frame queue + encoder),
+/// `encoded_to_model` (window assembly, window queue + window model: the Q-Former's tokens),
+/// `model_to_sink` (sink queue + record). A stage that did not see the frame is `null`.
+fn timing(w: &Window, modelled: Instant, written: Instant) -> Value {
+    let newest = w
+        .frames
+        .iter()
+        .zip(&w.valid)
+        .filter(|(_, v)| **v)
+        .map(|(f, _)| f)
+        .max_by_key(|f| f.timing.synced);
+    let span = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => ms(b.saturating_duration_since(a).as_secs_f64()),
+        _ => Value::Null,
+    };
+    let (captured, synced, encoded) = newest.map_or((None, None, None), |f| {
+        (f.captured, f.timing.synced, f.timing.encoded)
+    });
+    serde_json::json!({
+        "capture_to_sync_ms": span(captured, synced),
+        "sync_to_encoded_ms": span(synced, encoded),
+        "encoded_to_model_ms": span(encoded, Some(modelled)),
+        "model_to_sink_ms": span(Some(modelled), Some(written)),
+    })
 }

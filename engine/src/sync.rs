@@ -670,6 +670,7 @@ impl Synchroniser {
             has_audio: filled > 0,
             captured,
             features: None,
+            timing: Default::default(),
         };
         self.next_index += 1;
         self.stats.frames += 1;

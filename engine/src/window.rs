@@ -101,6 +101,7 @@ impl WindowAssembler {
                 has_audio: false,
                 captured: None,
                 features: None,
+                timing: Default::default(),
             });
         }
         let mut flags = vec![true; valid];
@@ -133,6 +134,7 @@ mod tests {
             has_audio: true,
             captured: None,
             features: None,
+            timing: Default::default(),
         }
     }
 

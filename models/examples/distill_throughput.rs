@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     has_audio: true,
                     captured: None,
                     features: None,
+                    timing: Default::default(),
                 })
                 .collect();
             Window {

@@ -43,6 +43,7 @@ fn frame() -> SyncedFrame {
         has_audio: true,
         captured: None,
         features: None,
+        timing: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn meta(stream: &str, index: u64) -> WindowMeta {
         t_start: index * 5_000_000_000,
         t_end: (index + 1) * 5_000_000_000,
         captured: None,
+        queued: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn meta(stream: &str, index: u64) -> WindowMeta {
         t_start: index * 5_000_000_000,
         t_end: (index + 1) * 5_000_000_000,
         captured: Some(std::time::Instant::now()),
+        queued: None,
     }
 }
 

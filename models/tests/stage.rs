@@ -47,6 +47,7 @@ fn frame(stream: &StreamId, i: u64) -> SyncedFrame {
         has_audio: i != 4,
         captured: None,
         features: None,
+        timing: Default::default(),
     }
 }
 

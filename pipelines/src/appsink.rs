@@ -260,6 +260,7 @@ impl Emitter {
             // The first data of a session: the source is (again) connected.
             if t.emitted_any {
                 self.metrics.reconnects.increment(1);
+                sensorium_engine::status::stream(&self.stream).reconnected();
             }
             StreamState::Connected.set(&self.stream);
         }

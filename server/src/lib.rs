@@ -1,9 +1,13 @@
-//! sensorium's one HTTP server: `POST /ask` (live questions answered as server-sent events)
-//! and `GET /metrics` (Prometheus text), on axum over hyper, built for a process that runs
-//! for days next to untrusted networks:
+//! sensorium's one HTTP server: the live web view (`GET /`, a page per stream, their
+//! server-sent events and MJPEG; [`view`]), `POST /ask` (live questions answered as
+//! server-sent events), `GET /api/streams` (health as JSON) and `GET /metrics` (Prometheus
+//! text), on axum over hyper, built for a process that runs for days next to untrusted
+//! networks:
 //!
 //! - it listens on loopback unless a bearer token is configured (an address that is not
-//!   loopback is refused at start without one); the token is compared in constant time;
+//!   loopback is refused at start without one); the token is compared in constant time, from
+//!   `Authorization: Bearer TOKEN` or, for browsers (whose page loads and `EventSource`
+//!   cannot set headers), an `access_token` query parameter (RFC 6750 §2.3);
 //! - a client must send its request head within `header_timeout_ms` (hyper closes the
 //!   connection otherwise) and its body within `body_timeout_ms` (408), so a slow client holds
 //!   neither a thread nor a connection slot for long;
@@ -16,6 +20,7 @@
 //! engine's stage threads depends on async code.
 
 mod ask;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +38,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sensorium_engine::config::HttpConfig;
 use sensorium_engine::config_load::parse_listen;
+use sensorium_engine::view::ViewHub;
 use sensorium_models::llm::ServiceHandle;
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
@@ -45,6 +51,8 @@ pub struct Routes {
     pub ask: Option<ServiceHandle>,
     /// `GET /metrics`: the Prometheus recorder's text.
     pub metrics: Option<PrometheusHandle>,
+    /// The live web view and `GET /api/streams`.
+    pub view: Option<ViewHub>,
 }
 
 /// The server could not start.
@@ -79,6 +87,7 @@ pub struct Server {
 /// Shared by the handlers.
 pub(crate) struct Ctx {
     pub(crate) routes: Routes,
+    pub(crate) view: Option<view::View>,
     pub(crate) token: Option<String>,
     pub(crate) max_body: usize,
     pub(crate) body_timeout: Duration,
@@ -119,6 +128,7 @@ impl Server {
             .build()
             .map_err(bind_err)?;
         let ctx = Arc::new(Ctx {
+            view: routes.view.clone().map(view::View::new),
             routes,
             token,
             max_body: cfg.max_body_bytes,
@@ -250,6 +260,17 @@ fn router(ctx: Arc<Ctx>) -> Router {
     if ctx.routes.metrics.is_some() {
         r = r.route("/metrics", get(metrics));
     }
+    if ctx.view.is_some() {
+        r = r
+            .route("/", get(view::index))
+            .route("/assets/view.js", get(view::script))
+            .route("/assets/view.css", get(view::style))
+            .route("/streams/{name}", get(view::page))
+            .route("/streams/{name}/mjpeg", get(view::mjpeg))
+            .route("/api/streams", get(view::streams))
+            .route("/api/streams/{name}", get(view::stream_health))
+            .route("/api/streams/{name}/events", get(view::events));
+    }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(ctx.clone(), authorize))
@@ -265,10 +286,16 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 /// With a token configured, every request carries `Authorization: Bearer TOKEN`.
 async fn authorize(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
     if let Some(token) = &ctx.token {
+        let query_token = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("access_token="))
+                .map(str::as_bytes)
+        });
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .or(query_token)
             .unwrap_or(b"");
         // Constant time in the token's bytes: a wrong guess tells nothing about how much of
         // it was right.
@@ -292,6 +319,10 @@ fn endpoints(ctx: &Ctx) -> String {
     }
     if ctx.routes.metrics.is_some() {
         e.push("GET /metrics");
+    }
+    if ctx.view.is_some() {
+        e.push("GET / (the live view)");
+        e.push("GET /api/streams");
     }
     e.join(", ")
 }

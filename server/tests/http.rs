@@ -35,6 +35,7 @@ fn service() -> AnswerService {
         t_start: 0,
         t_end: 5_000_000_000,
         captured: Some(std::time::Instant::now()),
+        queued: None,
     };
     svc.handle().push_window(meta, av).unwrap();
     svc

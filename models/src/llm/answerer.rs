@@ -30,6 +30,9 @@ pub struct WindowMeta {
     /// Capture time of the window's newest frame (for capture -> first-token latency, the
     /// same reference as the window line's `latency_ms`).
     pub captured: Option<Instant>,
+    /// When the window's tokens were handed to the answer service (set by
+    /// [`super::ServiceHandle::push_window`]): the start of "tokens -> first answer token".
+    pub queued: Option<Instant>,
 }
 
 impl WindowMeta {
@@ -41,6 +44,7 @@ impl WindowMeta {
             t_start: w.t_start,
             t_end: w.t_end,
             captured: w.newest_capture(),
+            queued: None,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct Answer {
     pub last_token_unix_ms: Option<u64>,
     /// From the newest window's capture to the first answer token.
     pub capture_to_first_token: Option<Duration>,
+    /// From the newest window's tokens reaching the answer service to the first answer
+    /// token (queueing behind other answers, prefill, the first decoding step).
+    pub queued_to_first_token: Option<Duration>,
 }
 
 /// One JSON line per answer.
@@ -91,6 +98,11 @@ pub struct AnswerRecord {
     pub first_token_unix_ms: Option<u64>,
     pub last_token_unix_ms: Option<u64>,
     pub capture_to_first_token_ms: Option<f64>,
+    /// The newest window's Q-Former tokens handed to the answer service -> first answer
+    /// token, ms.
+    pub tokens_to_first_token_ms: Option<f64>,
+    /// Tokens after the first per second of decoding (answers of 2 tokens or more).
+    pub decode_tokens_per_s: Option<f64>,
 }
 
 impl Answer {
@@ -111,6 +123,13 @@ impl Answer {
             first_token_unix_ms: self.first_token_unix_ms,
             last_token_unix_ms: self.last_token_unix_ms,
             capture_to_first_token_ms: self.capture_to_first_token.map(|d| d.as_secs_f64() * 1e3),
+            tokens_to_first_token_ms: self.queued_to_first_token.map(|d| d.as_secs_f64() * 1e3),
+            decode_tokens_per_s: match (self.first_token_at, self.last_token_at) {
+                (Some(f), Some(l)) if self.tokens >= 2 && l > f => {
+                    Some((self.tokens - 1) as f64 / l.duration_since(f).as_secs_f64())
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -319,11 +338,12 @@ impl Answerer {
         }
         segments.push(Segment::Tokens(q_ids.clone()));
         let newest = &windows[windows.len() - 1].meta;
-        let (window, t_start, t_end, captured) = (
+        let (window, t_start, t_end, captured, queued) = (
             newest.index,
             windows[0].meta.t_start,
             newest.t_end,
             newest.captured,
+            newest.queued,
         );
         let n_windows = windows.len();
         let params = GenParams {
@@ -353,6 +373,10 @@ impl Answerer {
             last_token_unix_ms: g.last_token_at.map(unix_ms),
             capture_to_first_token: match (captured, g.first_token_at) {
                 (Some(c), Some(f)) => Some(f.saturating_duration_since(c)),
+                _ => None,
+            },
+            queued_to_first_token: match (queued, g.first_token_at) {
+                (Some(q), Some(f)) => Some(f.saturating_duration_since(q)),
                 _ => None,
             },
         })

@@ -64,6 +64,7 @@ mod tests {
             t_start: index * 5_000_000_000,
             t_end: (index + 1) * 5_000_000_000,
             captured: None,
+            queued: None,
         }
     }
 

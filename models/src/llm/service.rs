@@ -83,7 +83,8 @@ pub struct ServiceHandle {
 impl ServiceHandle {
     /// Hands a window's AV tokens (`[n_tokens, hidden]`) to the service; blocks while its
     /// queue is full. In realtime mode a stale scheduled answer of this stream is cancelled.
-    pub fn push_window(&self, meta: WindowMeta, av: Tensor) -> Result<(), LlmError> {
+    pub fn push_window(&self, mut meta: WindowMeta, av: Tensor) -> Result<(), LlmError> {
+        meta.queued.get_or_insert_with(std::time::Instant::now);
         if let Ok(mut s) = self.shared.lock() {
             s.latest.insert(meta.stream.clone(), meta.index);
             if self.cancel_stale {

@@ -190,6 +190,7 @@ pub fn push_window(
             t_start: w.t_start,
             t_end: w.t_end,
             captured: None,
+            queued: None,
         },
         &tokens,
     )?;

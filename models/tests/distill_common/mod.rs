@@ -83,6 +83,7 @@ pub fn clip_window(clip: &Clip, stream: &Arc<str>, index: u64, spf: usize) -> Wi
                 has_audio: true,
                 captured: None,
                 features: None,
+                timing: Default::default(),
             }
         })
         .collect();
