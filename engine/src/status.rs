@@ -230,8 +230,16 @@ impl StreamHealth {
             error: e.error.clone(),
             reconnects: e.reconnects,
             source_errors: e.source_errors,
-            fps_in: if running { round(rate(&e.ins, now)) } else { 0.0 },
-            fps_out: if running { round(rate(&e.outs, now)) } else { 0.0 },
+            fps_in: if running {
+                round(rate(&e.ins, now))
+            } else {
+                0.0
+            },
+            fps_out: if running {
+                round(rate(&e.outs, now))
+            } else {
+                0.0
+            },
             frames_in: e.frames_in,
             frames_out: e.frames_out,
             windows: e.windows,
@@ -276,7 +284,10 @@ mod tests {
         h.reconnected();
         let s = get("status-test-a").unwrap();
         assert_eq!(s.state, "reconnecting");
-        assert_eq!((s.frames_in, s.frames_out, s.windows, s.dropped), (3, 1, 2, 2));
+        assert_eq!(
+            (s.frames_in, s.frames_out, s.windows, s.dropped),
+            (3, 1, 2, 2)
+        );
         assert_eq!((s.reconnects, s.source_errors), (1, 1));
         assert_eq!(s.error.as_deref(), Some("rtsp://cam: connection refused"));
         assert_eq!(s.latency_p50_ms, Some(20.0));

@@ -23,7 +23,10 @@ pub enum ViewEvent {
     /// A synced frame: picture (after scaling: what the encoders see) and audio.
     Frame(Arc<SyncedFrame>),
     /// A window's record, as written to the output.
-    Window { stream: StreamId, record: Arc<Value> },
+    Window {
+        stream: StreamId,
+        record: Arc<Value>,
+    },
     /// One token of a scheduled answer as it is decoded.
     Token {
         stream: StreamId,
@@ -33,7 +36,10 @@ pub enum ViewEvent {
         text: String,
     },
     /// A finished answer's record (its output line).
-    Answer { stream: StreamId, record: Arc<Value> },
+    Answer {
+        stream: StreamId,
+        record: Arc<Value>,
+    },
 }
 
 impl ViewEvent {
@@ -46,6 +52,9 @@ impl ViewEvent {
         }
     }
 }
+
+/// Counter: events a watcher's full queue dropped (`stream`).
+pub const VIEW_DROPPED: &str = "sensorium_view_events_dropped_total";
 
 /// Called after an event was queued for a watcher (an async watcher wakes its task).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -177,6 +186,8 @@ impl ViewHub {
                     Ok(()) => wake.extend(w.wake.clone()),
                     Err(TrySendError::Full(_)) => {
                         w.dropped.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(VIEW_DROPPED, "stream" => event.stream().to_owned())
+                            .increment(1);
                         full += 1;
                         // Wake it anyway: it may be behind because it slept.
                         wake.extend(w.wake.clone());
@@ -260,9 +271,6 @@ mod tests {
             None,
         );
         assert!(hub.watched());
-        // A watcher whose receiver is gone is removed by the next publish too.
-        let Subscription { rx, .. } = &s;
-        let _ = rx;
         drop(s);
         assert!(!hub.watched());
     }

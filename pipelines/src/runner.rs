@@ -321,7 +321,11 @@ impl Run {
     fn report_failure(&mut self, lost: bool, why: &str, retry_in: Duration) {
         self.emitter.count_error();
         StreamState::Reconnecting.set(self.emitter.stream());
-        let what = if lost { "connection lost" } else { "cannot connect" };
+        let what = if lost {
+            "connection lost"
+        } else {
+            "cannot connect"
+        };
         sensorium_engine::status::stream(self.emitter.stream())
             .source_error(&format!("{}: {what}: {why}", self.spec.input));
         if self.reported.is_some_and(|t| t.elapsed() < REPORT_INTERVAL) {

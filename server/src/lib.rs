@@ -180,6 +180,9 @@ impl Drop for Server {
     }
 }
 
+/// Kernel send buffer per connection, bytes (Linux doubles it).
+const SEND_BUFFER: usize = 128 * 1024;
+
 struct Limits {
     header_timeout: Duration,
     connections: Arc<Semaphore>,
@@ -216,6 +219,9 @@ async fn accept_loop(
             tokio::spawn(refuse_busy(stream, limits.max_connections));
             continue;
         };
+        // A small kernel send buffer: what a stalled client has not read piles up in its
+        // queue in the view hub (bounded, dropped for it alone), not in the kernel.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let service = TowerToHyperService::new(app.clone());
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {

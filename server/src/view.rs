@@ -36,8 +36,7 @@ use tokio::sync::Notify;
 
 use crate::{json_error, Ctx};
 
-/// Counter: events a viewer's full queue dropped (`stream`).
-pub const VIEW_DROPPED: &str = "sensorium_view_events_dropped_total";
+pub use sensorium_engine::view::VIEW_DROPPED;
 /// Gauge: viewers connected (`stream`).
 pub const VIEWERS: &str = "sensorium_viewers";
 
@@ -238,7 +237,6 @@ struct Feed {
     stream: String,
     sub: Subscription,
     notify: Arc<Notify>,
-    reported_drops: u64,
 }
 
 impl Feed {
@@ -262,19 +260,12 @@ impl Feed {
             sub: sub.expect("view checked by the handler"),
             stream,
             notify,
-            reported_drops: 0,
         }
     }
 
-    /// Counts this viewer's new drops into the metric; returns the total.
-    fn drops(&mut self) -> u64 {
-        let d = self.sub.dropped();
-        if d > self.reported_drops {
-            metrics::counter!(VIEW_DROPPED, "stream" => self.stream.clone())
-                .increment(d - self.reported_drops);
-            self.reported_drops = d;
-        }
-        d
+    /// Events dropped for this viewer so far (the hub counts them into [`VIEW_DROPPED`]).
+    fn drops(&self) -> u64 {
+        self.sub.dropped()
     }
 
     /// Up to `max` queued events; waits for the next one when none is queued.
@@ -301,7 +292,6 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.drops();
         metrics::gauge!(VIEWERS, "stream" => self.stream.clone()).decrement(1.0);
     }
 }

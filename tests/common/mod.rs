@@ -13,6 +13,8 @@ use serde_json::Value;
 #[allow(unused_imports)]
 pub use sensorium_pipelines::testutil::*;
 
+pub mod web;
+
 /// Only a guard against hangs; tests never assert on time.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
 
