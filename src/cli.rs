@@ -109,6 +109,26 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Run a config's streams for a while and report latency per stage (p50/p95/p99/max),
+    /// decode speed, drops, CPU and peak RSS; as a table, JSON and a PNG.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        /// Config file (TOML), as for `run`; its sources decide live or as fast as possible.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Stop after this many seconds (default: when the streams end).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write latency histograms and the latency timeline here (PNG).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// A question asked on every window (repeatable), as for `run`.
+        #[arg(long, short = 'q')]
+        question: Vec<String>,
+    },
     /// Answer every question of a manifest through the live inference path (greedy) and
     /// print exact-match accuracy per task and overall.
     #[command(after_help = EXIT_CODES)]
@@ -208,9 +228,9 @@ struct DistillEvalArgs {
     cache: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 #[group(required = true, multiple = false)]
-struct Input {
+pub(crate) struct Input {
     /// Config file (TOML).
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -221,8 +241,8 @@ struct Input {
     source: Option<String>,
 }
 
-#[derive(Args, Debug)]
-struct RunArgs {
+#[derive(Args, Debug, Default)]
+pub(crate) struct RunArgs {
     #[command(flatten)]
     input: Input,
     /// Output file for the JSON lines (`-` is stdout); overrides `[output] path`.
@@ -250,6 +270,9 @@ struct RunArgs {
     /// lines to files and pipes.
     #[arg(long, value_enum)]
     format: Option<crate::output::Format>,
+    /// No token echo on stdout (`bench` prints its own report).
+    #[arg(skip)]
+    quiet: bool,
 }
 
 /// An error with the exit code it maps to.
@@ -319,6 +342,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(code::OK)
         }
         Command::Run(args) => run_streams(args),
+        Command::Bench {
+            config,
+            duration,
+            json,
+            plot,
+            question,
+        } => bench(config, duration, json, plot, question),
         Command::Train {
             config,
             output,
@@ -348,7 +378,24 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// What `sensorium bench` asks of a run: a time limit, and the run's report back.
+#[derive(Default)]
+pub(crate) struct BenchHook {
+    /// Stop the streams after this long (as Ctrl-C would; not an interruption).
+    pub limit: Option<std::time::Duration>,
+    /// Set when the limit, not the streams' end or the user, stopped the run.
+    pub limited: Arc<std::sync::atomic::AtomicBool>,
+    pub report: Option<sensorium_engine::RunReport>,
+}
+
 fn run_streams(args: RunArgs) -> Result<u8, Failure> {
+    run_streams_with(args, None)
+}
+
+pub(crate) fn run_streams_with(
+    args: RunArgs,
+    mut hook: Option<&mut BenchHook>,
+) -> Result<u8, Failure> {
     let mut config = match (&args.input.config, &args.input.source) {
         (Some(path), _) => Config::load(path).code(code::USAGE)?,
         (None, Some(uri)) => Config::for_source(uri).code(code::USAGE)?,
@@ -422,8 +469,26 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     })
     .context("cannot install the Ctrl-C handler")
     .code(code::USAGE)?;
+    if let Some(h) = hook.as_deref() {
+        if let Some(limit) = h.limit {
+            let (user, limited) = (interrupted.clone(), h.limited.clone());
+            std::thread::Builder::new()
+                .name("bench-timer".into())
+                .spawn(move || {
+                    if !user.wait(limit) {
+                        limited.store(true, std::sync::atomic::Ordering::SeqCst);
+                        user.trigger();
+                    }
+                })
+                .context("cannot start the bench timer")
+                .code(code::USAGE)?;
+        }
+    }
 
-    let out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
+    let mut out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
+    if args.quiet {
+        out = out.quiet();
+    }
     let loaded = model_cfg::load(&setup, &config).code(code::MODEL)?;
     let llm_listen = loaded
         .answerer
@@ -564,10 +629,75 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
         tracing::error!("{e}");
         raise(code::OUTPUT);
     }
-    if report.interrupted {
+    let limited = hook
+        .as_deref()
+        .is_some_and(|h| h.limited.load(std::sync::atomic::Ordering::SeqCst));
+    if report.interrupted && !limited {
         raise(code::INTERRUPTED);
     }
+    if let Some(h) = hook.as_deref_mut() {
+        h.report = Some(report);
+    }
     Ok(exit)
+}
+
+fn bench(
+    config: PathBuf,
+    duration: Option<f64>,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    question: Vec<String>,
+) -> Result<u8, Failure> {
+    let limit = match duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(anyhow!(
+                "--duration: {d} is not a positive number of seconds"
+            ))
+            .code(code::USAGE)
+        }
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    let output = std::env::temp_dir().join(format!("sensorium-bench-{}.jsonl", std::process::id()));
+    let args = RunArgs {
+        input: Input {
+            config: Some(config.clone()),
+            source: None,
+        },
+        output: Some(output.display().to_string()),
+        format: Some(crate::output::Format::Json),
+        quiet: true,
+        question,
+        ..RunArgs::default()
+    };
+    let mut hook = BenchHook {
+        limit,
+        ..BenchHook::default()
+    };
+    let progress = crate::bench::Progress::start(output.clone(), limit);
+    let t0 = std::time::Instant::now();
+    let result = run_streams_with(args, Some(&mut hook));
+    let wall = t0.elapsed().as_secs_f64();
+    progress.finish();
+    let used = crate::bench::usage();
+    let lines = crate::bench::read_lines(&output);
+    let _ = std::fs::remove_file(&output);
+    let code = result?;
+    let lines = lines.code(code::OUTPUT)?;
+    let Some(run) = hook.report else {
+        return Err(anyhow!("bench: the run produced no report")).code(code::USAGE);
+    };
+    let report = crate::bench::report(&config, duration, wall, &lines, &run, used);
+    print!("{}", crate::bench::table(&report));
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("--json {}", path.display()))
+            .code(code::OUTPUT)?;
+    }
+    if let Some(path) = &plot {
+        crate::bench::plot(path, &lines).code(code::OUTPUT)?;
+    }
+    Ok(code)
 }
 
 fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {

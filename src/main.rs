@@ -2,6 +2,7 @@
 //! exit codes. All behaviour lives in the library crates; `cli.rs` holds the glue.
 
 mod answers;
+mod bench;
 mod bundle;
 mod cli;
 mod logging;

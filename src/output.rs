@@ -25,6 +25,8 @@ pub struct SharedOut {
     target: String,
     to_stdout: bool,
     format: Format,
+    /// Echo answer tokens to stdout (when writing to a file; not under `bench`).
+    echo: bool,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     /// The first write error (the run's exit code becomes 5).
     failed: Arc<Mutex<Option<String>>>,
@@ -58,6 +60,7 @@ impl SharedOut {
         Ok(Self {
             target,
             to_stdout,
+            echo: !to_stdout,
             format: Format::Json,
             out: Arc::new(Mutex::new(out)),
             failed: Arc::new(Mutex::new(None)),
@@ -66,7 +69,13 @@ impl SharedOut {
 
     /// Whether answer tokens may be echoed to stdout (the JSON lines go elsewhere).
     pub fn echo_tokens(&self) -> bool {
-        !self.to_stdout
+        self.echo
+    }
+
+    /// No token echo on stdout.
+    pub fn quiet(mut self) -> Self {
+        self.echo = false;
+        self
     }
 
     pub fn write_line(&self, record: &Value) -> Result<(), SinkError> {
