@@ -495,7 +495,13 @@ pub(crate) fn run_streams_with(
         .as_ref()
         .and_then(|a| a.config().http.listen.clone());
     // Someone may watch: the live view (wherever the HTTP server listens).
-    let view = crate::serve::http_listen(&config, llm_listen.clone()).map(|_| ViewHub::new());
+    let view = (crate::serve::http_listen(&config, llm_listen.clone()).is_some()
+        || config.output.rtsp.is_some())
+    .then(ViewHub::new);
+    let restream = match &view {
+        Some(hub) => sources::restream(&config, hub).code(code::USAGE)?,
+        None => None,
+    };
     let mut runtime = Runtime::new(config.clone(), sources::source_factory())
         .with_shutdown(shutdown)
         .with_sink(out.sink());
@@ -542,6 +548,7 @@ pub(crate) fn run_streams_with(
     };
     // No more live questions: the servers hold answer-service handles.
     drop(servers);
+    drop(restream);
     // Every window is in the service's queue now: answer them before reporting (after an
     // interrupt, within the shutdown deadline).
     let deadline = interrupted

@@ -37,3 +37,39 @@ pub fn probe(uri: &str) -> anyhow::Result<String> {
          `gstreamer` feature)"
     )
 }
+
+/// The annotated RTSP re-stream of `[output] rtsp`, fed by `hub`; stops when dropped.
+#[cfg(feature = "gstreamer")]
+pub fn restream(
+    config: &sensorium_engine::Config,
+    hub: &sensorium_engine::ViewHub,
+) -> anyhow::Result<Option<Box<dyn std::any::Any>>> {
+    let Some(spec) = &config.output.rtsp else {
+        return Ok(None);
+    };
+    let streams: Vec<_> = config
+        .resolved_streams()
+        .into_iter()
+        .map(|r| (r.config.name.clone(), r.params.clone()))
+        .collect();
+    let r = sensorium_pipelines::restream::Restream::start(spec, &streams, hub.clone())?;
+    for (stream, url) in r.urls() {
+        tracing::info!("stream '{stream}' re-served on {url}");
+    }
+    Ok(Some(Box::new(r)))
+}
+
+/// `[output] rtsp` needs GStreamer, absent from this build.
+#[cfg(not(feature = "gstreamer"))]
+pub fn restream(
+    config: &sensorium_engine::Config,
+    _hub: &sensorium_engine::ViewHub,
+) -> anyhow::Result<Option<Box<dyn std::any::Any>>> {
+    match &config.output.rtsp {
+        None => Ok(None),
+        Some(_) => anyhow::bail!(
+            "output.rtsp: this build of sensorium has no GStreamer (built without the \
+             `gstreamer` feature)"
+        ),
+    }
+}

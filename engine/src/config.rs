@@ -91,11 +91,18 @@ impl Default for EngineConfig {
 pub struct OutputConfig {
     /// `-` for stdout, otherwise a file path (created or truncated).
     pub path: String,
+    /// Re-serve every stream over RTSP with the latest window and answer drawn on it:
+    /// `127.0.0.1:8554/sensorium` serves `rtsp://127.0.0.1:8554/sensorium/STREAM`
+    /// (loopback only; needs the GStreamer build).
+    pub rtsp: Option<String>,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { path: "-".into() }
+        Self {
+            path: "-".into(),
+            rtsp: None,
+        }
     }
 }
 

@@ -133,6 +133,16 @@ impl Config {
                 "must not be empty (use \"-\" for stdout)".into(),
             ));
         }
+        if let Some(rtsp) = &self.output.rtsp {
+            let spec = rtsp.strip_prefix("rtsp://").unwrap_or(rtsp);
+            let addr = spec.split_once('/').map_or(spec, |(a, _)| a);
+            parse_listen(addr).map_err(|m| {
+                err(
+                    "output.rtsp".into(),
+                    format!("{m} (expected HOST:PORT/PATH, e.g. 127.0.0.1:8554/sensorium)"),
+                )
+            })?;
+        }
         if let Some(listen) = &self.metrics.listen {
             parse_listen(listen).map_err(|m| err("metrics.listen".into(), m))?;
         }

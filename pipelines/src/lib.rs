@@ -78,6 +78,7 @@ mod error;
 mod graph;
 mod probe;
 pub mod redact;
+pub mod restream;
 mod rtsp;
 mod runner;
 mod sources;

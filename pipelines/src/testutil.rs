@@ -382,3 +382,82 @@ impl Drop for RtspServer {
         self.shutdown();
     }
 }
+
+/// What an RTSP client read: decoded RGB frames (width, height, pixels) and mono f32 audio.
+#[derive(Default)]
+pub struct Received {
+    pub frames: Vec<(u32, u32, Vec<u8>)>,
+    pub audio: Vec<f32>,
+}
+
+/// Reads `url` with `rtspsrc ! decodebin` (video as RGB, audio as mono f32) for `for_how_long`.
+pub fn read_rtsp(url: &str, for_how_long: Duration) -> Received {
+    gst::init().expect("gstreamer init");
+    let desc = format!(
+        "rtspsrc name=src location={url} protocols=tcp latency=100 \
+         src. ! application/x-rtp,media=video ! queue ! decodebin ! videoconvert \
+           ! video/x-raw,format=RGB ! appsink name=v sync=false \
+         src. ! application/x-rtp,media=audio ! queue ! decodebin ! audioconvert \
+           ! audioresample ! audio/x-raw,format=F32LE,channels=1,rate=16000 \
+           ! appsink name=a sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("client pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let got = Arc::new(Mutex::new(Received::default()));
+    let sink = |name: &str| {
+        pipeline
+            .by_name(name)
+            .expect("appsink")
+            .downcast::<gstreamer_app::AppSink>()
+            .expect("an appsink")
+    };
+    let g = got.clone();
+    sink("v").set_callbacks(
+        gstreamer_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let caps = sample.caps().expect("caps");
+                let st = caps.structure(0).expect("structure");
+                let (w, h) = (
+                    st.get::<i32>("width").unwrap_or(0) as u32,
+                    st.get::<i32>("height").unwrap_or(0) as u32,
+                );
+                let buf = sample.buffer().expect("buffer");
+                let map = buf.map_readable().expect("map");
+                g.lock().unwrap().frames.push((w, h, map.to_vec()));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let g = got.clone();
+    sink("a").set_callbacks(
+        gstreamer_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer().expect("buffer");
+                let map = buf.map_readable().expect("map");
+                g.lock().unwrap().audio.extend(
+                    map.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Playing).expect("play");
+    let bus = pipeline.bus().expect("bus");
+    let deadline = std::time::Instant::now() + for_how_long;
+    while std::time::Instant::now() < deadline {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                let _ = pipeline.set_state(gst::State::Null);
+                panic!("rtsp client: {} ({:?})", e.error(), e.debug());
+            }
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    let mut g = got.lock().unwrap();
+    std::mem::take(&mut *g)
+}

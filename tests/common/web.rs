@@ -87,6 +87,29 @@ impl Running {
     }
 }
 
+/// A test that fails midway leaves no process behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits for `path` to hold at least `n` lines (panics after the hang guard).
+pub fn wait_for_lines(path: &std::path::Path, n: usize) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} has fewer than {n} lines",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One request (`Connection: close`); the status and the body (chunked bodies decoded).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
