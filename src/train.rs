@@ -291,7 +291,7 @@ pub fn train(
     })?;
 
     let total = trainer.total_steps(train_ex.len());
-    let bar = progress_bar(total, "step");
+    let bar = sensorium_models::progress::bar(total, "step");
     bar.set_position(trainer.step);
     let started = std::time::Instant::now();
     let first = trainer.step;
@@ -326,18 +326,6 @@ pub fn train(
     }
 }
 
-/// A bar of `len` steps labelled `what` (`step 12/4000 …`).
-fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{bar:30}} {what} {{pos}}/{{len}} {{msg}} [{{elapsed}} < {{eta}}]"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// The encoders' pretraining stage on the scene streams' per-frame labels, with a bar.
 fn pretrain_encoders(
     trainer: &Trainer,
@@ -349,7 +337,7 @@ fn pretrain_encoders(
         "pretraining the encoders on {} labelled frames ({steps} steps of {batch})",
         frames.len()
     );
-    let bar = progress_bar(steps, "pretrain");
+    let bar = sensorium_models::progress::bar(steps, "pretrain");
     let sum = trainer
         .pretrain_encoders(frames, steps, batch, &mut |step, _, loss| {
             bar.set_position(step);

@@ -125,3 +125,28 @@ fn bench_refuses_bad_arguments() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--duration"), "{}", stderr(&o));
 }
+
+/// A progress bar on a terminal (a pseudo-terminal from util-linux `script`), none in a pipe.
+#[test]
+fn bench_shows_progress_on_a_terminal_only() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/configs/test.toml");
+    let piped = sensorium(&["bench", "--config", config, "--duration", "2"]);
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains("bench ["), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains('\r'), "{}", stderr(&piped));
+    let cmd = format!(
+        "{} bench --config {config} --duration 2",
+        env!("CARGO_BIN_EXE_sensorium")
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    assert_eq!(tty.status.code(), Some(0), "{}", text(&tty.stdout));
+    let screen = text(&tty.stdout).replace('\r', "\n");
+    assert!(
+        screen.contains("bench ["),
+        "no progress bar on a terminal:\n{screen}"
+    );
+    assert!(screen.contains("capture -> window record"), "{screen}");
+}

@@ -8,6 +8,7 @@ pub mod distill;
 pub mod error;
 pub mod llm;
 pub mod ops;
+pub mod progress;
 pub mod qformer;
 pub mod setup;
 pub mod stack;

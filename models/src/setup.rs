@@ -370,12 +370,16 @@ fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> SetupError {
 pub fn load(setup: &ModelSetup, config: &Config) -> Result<Loaded, SetupError> {
     let dev = Device::Cpu;
     let m = setup.models.clone().unwrap_or_default();
+    let progress = crate::progress::spinner("loading models");
+    progress.set_message("encoders");
     let (audio, vision) = load_encoders(&m)?;
+    progress.set_message("language model");
     let answerer = setup
         .llm
         .as_ref()
         .map(|l| Answerer::from_config(l, &dev).map_err(|e| load_err("llm.model", &l.model, e)))
         .transpose()?;
+    progress.set_message("Q-Former");
     let (aw, vw) = (
         audio.as_ref().map(|a| a.width()),
         vision.as_ref().map(|v| v.width()),
@@ -410,6 +414,7 @@ pub fn load(setup: &ModelSetup, config: &Config) -> Result<Loaded, SetupError> {
         .transpose()?;
     let encoder =
         (audio.is_some() || vision.is_some()).then(|| AvFrameEncoder::new(audio, vision, mode));
+    progress.finish_and_clear();
     Ok(Loaded {
         encoder,
         qformer: qformer

@@ -300,7 +300,9 @@ pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, Distill
     let (mut before, mut after_d, mut after_u) = (Vec::new(), Vec::new(), Vec::new());
     let mut warm = Vec::new();
     let mut predicted = Vec::new();
+    let bar = crate::progress::bar(cfg.seeds.len() as u64, "seed");
     for (si, seed) in cfg.seeds.iter().enumerate() {
+        bar.set_position(si as u64);
         // The same shuffled stream for both arms of this seed.
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut rng = Rng::new(*seed ^ 0xC1_1B5);

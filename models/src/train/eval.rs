@@ -93,7 +93,15 @@ pub fn evaluate(
     answerer: &mut Answerer,
 ) -> Result<EvalReport, TrainError> {
     let mut r = EvalReport::default();
+    let bar = crate::progress::bar(samples.len() as u64, "question");
     for (si, s) in samples.iter().enumerate() {
+        bar.set_position(si as u64);
+        if r.total > 0 {
+            bar.set_message(format!(
+                "{:.1}% right",
+                100.0 * r.correct as f64 / r.total as f64
+            ));
+        }
         let clip = extractor.features(s)?;
         let selected = clip.windows_in(s.start_s, s.end_s);
         if selected.is_empty() {

@@ -186,7 +186,9 @@ impl SceneExamples<'_> {
     ) -> Result<(Vec<Example>, Vec<FrameExample>), TrainError> {
         let mut out = Vec::new();
         let mut frame_out = Vec::new();
+        let bar = crate::progress::bar(self.seeds.end - self.seeds.start, "scene stream");
         for seed in self.seeds.clone() {
+            bar.inc(1);
             let key = format!("scene seed={seed} seconds={}", self.seconds);
             let clip = self
                 .extractor
@@ -264,7 +266,15 @@ pub fn evaluate_scenes(
     answerer: &mut crate::llm::Answerer,
 ) -> Result<super::EvalReport, TrainError> {
     let mut report = super::EvalReport::default();
+    let bar = crate::progress::bar(limit as u64, "question");
     for seed in seeds {
+        bar.set_position(report.total as u64);
+        if report.total > 0 {
+            bar.set_message(format!(
+                "{:.1}% right",
+                100.0 * report.correct as f64 / report.total as f64
+            ));
+        }
         if report.total >= limit {
             break;
         }

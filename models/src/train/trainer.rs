@@ -468,7 +468,9 @@ impl Trainer {
         extractor: &ClipExtractor,
     ) -> Result<Vec<Example>, TrainError> {
         let mut out = Vec::new();
+        let bar = crate::progress::bar(samples.len() as u64, "clip features");
         for s in samples {
+            bar.inc(1);
             let clip = extractor.features(s)?;
             let mut windows = clip.windows_in(s.start_s, s.end_s);
             if windows.is_empty() {
