@@ -392,10 +392,7 @@ fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     run_streams_with(args, None)
 }
 
-pub(crate) fn run_streams_with(
-    args: RunArgs,
-    mut hook: Option<&mut BenchHook>,
-) -> Result<u8, Failure> {
+pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> Result<u8, Failure> {
     let mut config = match (&args.input.config, &args.input.source) {
         (Some(path), _) => Config::load(path).code(code::USAGE)?,
         (None, Some(uri)) => Config::for_source(uri).code(code::USAGE)?,
@@ -642,7 +639,7 @@ pub(crate) fn run_streams_with(
     if report.interrupted && !limited {
         raise(code::INTERRUPTED);
     }
-    if let Some(h) = hook.as_deref_mut() {
+    if let Some(h) = hook {
         h.report = Some(report);
     }
     Ok(exit)

@@ -140,7 +140,10 @@ impl Restream {
             .name("rtsp-out".into())
             .spawn(move || {
                 let _ = c.with_thread_default(|| ml.run());
-                drop(source);
+                // The listening socket's source lives in our context, not the default one.
+                if let Some(src) = c.find_source_by_id(&source) {
+                    src.destroy();
+                }
                 drop(server);
             })
             .map_err(|e| RestreamError::Start(e.to_string()))?;

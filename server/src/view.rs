@@ -371,9 +371,7 @@ pub(crate) async fn mjpeg(State(ctx): State<Arc<Ctx>>, Path(stream): Path<String
         loop {
             for ev in feed.next_batch(1).await {
                 let ViewEvent::Frame(f) = ev else { continue };
-                let Some(view) = feed.ctx.view.as_ref() else {
-                    return None;
-                };
+                let view = feed.ctx.view.as_ref()?;
                 let Some(jpeg) = view.render(&f).jpeg.clone() else {
                     continue;
                 };

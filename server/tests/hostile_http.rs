@@ -55,6 +55,11 @@ fn server() -> SocketAddr {
         let routes = Routes {
             ask: Some(svc.handle()),
             metrics: Some(PrometheusBuilder::new().build_recorder().handle()),
+            view: Some({
+                let hub = sensorium_engine::ViewHub::new();
+                hub.set_streams(vec!["cam".into()]);
+                hub
+            }),
         };
         let server = Server::start("http.listen", "127.0.0.1:0", &http, routes).unwrap();
         Running { _svc: svc, server }

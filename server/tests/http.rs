@@ -46,6 +46,7 @@ fn ask_server(svc: &AnswerService, cfg: &HttpConfig) -> Server {
     let routes = Routes {
         ask: Some(svc.handle()),
         metrics: None,
+        view: None,
     };
     Server::start("http.listen", "127.0.0.1:0", cfg, routes).unwrap()
 }
@@ -55,6 +56,7 @@ fn metrics_only() -> Routes {
     Routes {
         ask: None,
         metrics: Some(recorder.handle()),
+        view: None,
     }
 }
 
@@ -347,4 +349,79 @@ fn slow_clients_are_cut_off_and_the_connection_cap_answers_503() {
     assert_eq!(status, 200, "{body}");
     server.stop();
     svc.join();
+}
+
+fn view_server(cfg: &HttpConfig) -> (Server, sensorium_engine::ViewHub) {
+    let hub = sensorium_engine::ViewHub::new();
+    hub.set_streams(vec!["cam".into()]);
+    let routes = Routes {
+        view: Some(hub.clone()),
+        ..Routes::default()
+    };
+    (
+        Server::start("http.listen", "127.0.0.1:0", cfg, routes).unwrap(),
+        hub,
+    )
+}
+
+#[test]
+fn the_view_serves_pages_health_and_names_unknown_streams() {
+    let (server, _hub) = view_server(&HttpConfig::default());
+    let addr = server.local_addr();
+    let (status, head, body) = request(addr, "GET", "/", "", "");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("text/html") && body.contains("/assets/view.js"),
+        "{body}"
+    );
+    let (status, head, body) = request(addr, "GET", "/assets/view.js", "", "");
+    assert_eq!(status, 200);
+    assert!(head.contains("text/javascript") && body.contains("EventSource"));
+    let (status, _, body) = request(addr, "GET", "/streams/cam", "", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("id=\"spectrogram\""), "{body}");
+    // Configured but not started: listed as connecting.
+    let (status, _, body) = request(addr, "GET", "/api/streams", "", "");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["streams"][0]["stream"], "cam", "{body}");
+    assert_eq!(v["streams"][0]["state"], "connecting", "{body}");
+    for path in [
+        "/streams/nope",
+        "/api/streams/nope",
+        "/api/streams/nope/events",
+        "/streams/nope/mjpeg",
+    ] {
+        let (status, _, body) = request(addr, "GET", path, "", "");
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(
+            error_of(&body),
+            "no stream named 'nope' (GET /api/streams lists them)"
+        );
+    }
+    // No answer service here: the view says what it serves.
+    let (status, _, body) = request(addr, "POST", "/ask", "", "{}");
+    assert_eq!(status, 404);
+    assert!(error_of(&body).contains("GET / (the live view)"), "{body}");
+}
+
+#[test]
+fn a_browser_may_send_the_token_as_a_query_parameter() {
+    let cfg = HttpConfig {
+        token: Some(Secret::new("view-token")),
+        ..HttpConfig::default()
+    };
+    let (server, _hub) = view_server(&cfg);
+    let addr = server.local_addr();
+    for (path, want) in [
+        ("/api/streams", 401),
+        ("/api/streams?access_token=view-toke", 401),
+        ("/api/streams?access_token=view-token-x", 401),
+        ("/api/streams?x=1&access_token=view-token", 200),
+        ("/streams/cam?access_token=view-token", 200),
+    ] {
+        let (status, _, body) = request(addr, "GET", path, "", "");
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(!body.contains("view-token"), "{body}");
+    }
 }
