@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -79,6 +79,16 @@ test: test-deps nvrtc
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window
+
+# Live latency of the whole binary per stage (`sensorium bench`, 30 s each): the engine alone
+# and the tiny model stack, on a synthetic and a GStreamer test source; writes
+# benches/latency/NAME.json and NAME.png.
+BENCH_S ?= 30
+bench-latency: build
+	for c in synthetic synthetic-models test test-models; do \
+		target/release/sensorium bench --config benches/latency/$$c.toml --duration $(BENCH_S) \
+			--json benches/latency/$$c.json --plot benches/latency/$$c.png || exit 1; \
+	done
 
 # Always on (not in CI): 100 camera outages of up to 10 s against both RTSP servers, and
 # the one-hour soak (tests/soak.rs); each prints its table.

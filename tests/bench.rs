@@ -87,7 +87,7 @@ fn bench_measures_the_answers_of_the_model_stack() {
         .args([
             "bench",
             "--config",
-            "benches/latency.toml",
+            "benches/latency/synthetic-models.toml",
             "--duration",
             "8",
             "--json",
