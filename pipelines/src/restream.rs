@@ -198,7 +198,7 @@ fn launch(p: &SourceParams) -> String {
              caps=\"video/x-raw,format=RGB,width={},height={},framerate={fps}/1\" \
            ! queue leaky=downstream max-size-buffers=8 ! videoconvert \
            ! videoscale method=nearest-neighbour ! video/x-raw,width={w},height={h} \
-           ! textoverlay name=overlay valignment=top halignment=left shaded-background=true \
+           ! textoverlay name=overlay valignment=top halignment=left line-alignment=left shaded-background=true \
              font-desc=\"DejaVu Sans 16\" wrap-mode=wordchar text=\"sensorium\" \
            ! videoconvert ! video/x-raw,format=I420 \
            ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
