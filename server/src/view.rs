@@ -240,27 +240,26 @@ struct Feed {
 }
 
 impl Feed {
-    fn open(ctx: Arc<Ctx>, stream: String, frames: bool) -> Self {
+    /// A viewer of `stream`; `None` when there is no view or no such stream.
+    fn open(ctx: Arc<Ctx>, stream: String, frames: bool) -> Option<Self> {
+        let view = ctx.view.as_ref().filter(|v| v.known(&stream))?;
         let notify = Arc::new(Notify::new());
         let n = notify.clone();
-        let sub = ctx.view.as_ref().map(|v| {
-            v.hub.subscribe(
-                Interest {
-                    stream: Some(stream.clone()),
-                    frames,
-                    capacity: VIEWER_QUEUE,
-                },
-                Some(Arc::new(move || n.notify_one())),
-            )
-        });
+        let sub = view.hub.subscribe(
+            Interest {
+                stream: Some(stream.clone()),
+                frames,
+                capacity: VIEWER_QUEUE,
+            },
+            Some(Arc::new(move || n.notify_one())),
+        );
         metrics::gauge!(VIEWERS, "stream" => stream.clone()).increment(1.0);
-        Self {
+        Some(Self {
             ctx,
-            // Only built when the view exists (checked by the handlers).
-            sub: sub.expect("view checked by the handler"),
+            sub,
             stream,
             notify,
-        }
+        })
     }
 
     /// Events dropped for this viewer so far (the hub counts them into [`VIEW_DROPPED`]).
@@ -303,10 +302,9 @@ fn sse_json(name: &str, v: &impl serde::Serialize) -> Event {
 }
 
 pub(crate) async fn events(State(ctx): State<Arc<Ctx>>, Path(stream): Path<String>) -> Response {
-    if !view(&ctx).is_some_and(|v| v.known(&stream)) {
+    let Some(feed) = Feed::open(ctx, stream.clone(), true) else {
         return unknown(&stream);
-    }
-    let feed = Feed::open(ctx, stream, true);
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = (feed, tick, VecDeque::<Event>::new());
@@ -363,10 +361,9 @@ fn sse_event(feed: &Feed, ev: ViewEvent) -> Event {
 const BOUNDARY: &str = "sensorium-frame";
 
 pub(crate) async fn mjpeg(State(ctx): State<Arc<Ctx>>, Path(stream): Path<String>) -> Response {
-    if !view(&ctx).is_some_and(|v| v.known(&stream)) {
+    let Some(feed) = Feed::open(ctx, stream.clone(), true) else {
         return unknown(&stream);
-    }
-    let feed = Feed::open(ctx, stream, true);
+    };
     let body = stream::unfold(feed, |mut feed| async move {
         loop {
             for ev in feed.next_batch(1).await {
