@@ -165,17 +165,26 @@ fn the_health_panel_follows_a_camera_through_an_outage() {
         ),
     );
     let out = dir.join("out.jsonl");
-    let run = Running::start(&[
-        "run",
-        "--config",
-        &cfg,
-        "--http",
-        "127.0.0.1:0",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    // With a token: the page is opened with it in its address and passes it on to its
+    // event stream.
+    let run = Running::start_with_env(
+        &[
+            "run",
+            "--config",
+            &cfg,
+            "--http",
+            "127.0.0.1:0",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[("SENSORIUM_HTTP_TOKEN", "view-secret")],
+    );
+    assert_eq!(http(&run.addr, "GET", "/api/streams", None).0, 401);
     let browser = Browser::start();
-    browser.goto(&format!("http://{}/streams/cam", run.addr));
+    browser.goto(&format!(
+        "http://{}/streams/cam?access_token=view-secret",
+        run.addr
+    ));
     let state_is =
         |s: &str| format!("return document.getElementById('state').textContent === '{s}'");
     browser.wait_for("connected", WAIT, &state_is("connected"));

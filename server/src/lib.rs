@@ -291,7 +291,10 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// With a token configured, every request carries `Authorization: Bearer TOKEN`.
 async fn authorize(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &ctx.token {
+    // The view's script and style are the same static files for everyone (a page cannot
+    // pass its token to the `<script>` and `<link>` it loads); everything else needs it.
+    let public = req.uri().path().starts_with("/assets/");
+    if let (Some(token), false) = (&ctx.token, public) {
         let query_token = req.uri().query().and_then(|q| {
             q.split('&')
                 .find_map(|kv| kv.strip_prefix("access_token="))

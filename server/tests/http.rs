@@ -419,6 +419,10 @@ fn a_browser_may_send_the_token_as_a_query_parameter() {
         ("/api/streams?access_token=view-token-x", 401),
         ("/api/streams?x=1&access_token=view-token", 200),
         ("/streams/cam?access_token=view-token", 200),
+        ("/streams/cam", 401),
+        // The page's script and style are public static files.
+        ("/assets/view.js", 200),
+        ("/assets/view.css", 200),
     ] {
         let (status, _, body) = request(addr, "GET", path, "", "");
         assert_eq!(status, want, "{path}: {body}");
