@@ -132,6 +132,13 @@ fn the_page_shows_the_stream_and_answers_token_by_token() {
         !answer.trim().is_empty() && !answer.contains("error"),
         "{answer:?}"
     );
+    // Every viewer sees the finished live answer in the stream's answer list too.
+    browser.wait_for(
+        "the live answer in the list",
+        WAIT,
+        "return [...document.querySelectorAll('#answers li')].some(li =>
+           li.textContent.includes('What do you see?') && !li.querySelector('.pending'))",
+    );
     browser.wait_for("health", WAIT, "return sensoriumView.state === 'connected'");
     std::fs::write(shots().join("stream-page.png"), browser.screenshot(None)).unwrap();
 
