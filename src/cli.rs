@@ -494,7 +494,12 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
     // Someone may watch: the live view (wherever the HTTP server listens).
     let view = (crate::serve::http_listen(&config, llm_listen.clone()).is_some()
         || config.output.rtsp.is_some())
-    .then(ViewHub::new);
+    .then(|| {
+        // Known to the view before its server answers the first request.
+        let hub = ViewHub::new();
+        hub.set_streams(config.streams.iter().map(|s| s.name.clone()).collect());
+        hub
+    });
     let restream = match &view {
         Some(hub) => sources::restream(&config, hub).code(code::USAGE)?,
         None => None,

@@ -78,9 +78,11 @@ function sensoriumStream() {
       if (h.mel) spec.drawImage(h.mel, x0, 0, w, 80);
       // Thumbnails at their frame's time, none overlapping; a tick for every frame.
       if (h.img && x0 >= nextFree) {
-        const tw = 72 * (h.width / Math.max(1, h.height));
-        strip.drawImage(h.img, x0, 0, tw, 72);
-        nextFree = x0 + tw;
+        // The newest thumbnail ends at the right edge rather than being cut off by it.
+        const tw = 62 * (h.width / Math.max(1, h.height));
+        const at = Math.max(nextFree, Math.min(x0, W - tw));
+        strip.drawImage(h.img, at, 0, tw, 62);
+        nextFree = at + tw + 2;
       }
       strip.fillStyle = h.has_video ? "#1f6feb" : "#30363d";
       strip.fillRect(x0, 68, Math.max(1, w - 1), 4);
