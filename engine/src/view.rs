@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -66,6 +66,9 @@ struct Watcher {
     tx: Sender<ViewEvent>,
     wake: Option<Waker>,
     dropped: Arc<AtomicU64>,
+    /// Frames queued for this watcher, and how many it may have queued.
+    frames_queued: Arc<AtomicUsize>,
+    max_frames: usize,
 }
 
 #[derive(Default)]
@@ -90,6 +93,9 @@ pub struct Interest {
     pub frames: bool,
     /// Events queued for this watcher at most; more are dropped (and counted).
     pub capacity: usize,
+    /// Of which frames at most (pictures are the large events): a frame past this is
+    /// dropped while records and answers still get through.
+    pub max_frames: usize,
 }
 
 /// A watcher's end: events arrive on [`events`](Self::events); dropping it unsubscribes.
@@ -97,12 +103,35 @@ pub struct Subscription {
     id: u64,
     rx: Receiver<ViewEvent>,
     dropped: Arc<AtomicU64>,
+    frames_queued: Arc<AtomicUsize>,
     hub: Weak<Inner>,
 }
 
 impl Subscription {
-    pub fn events(&self) -> &Receiver<ViewEvent> {
-        &self.rx
+    fn took(&self, ev: ViewEvent) -> ViewEvent {
+        if matches!(ev, ViewEvent::Frame(_)) {
+            self.frames_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        ev
+    }
+
+    /// The next queued event, if any.
+    pub fn try_recv(&self) -> Option<ViewEvent> {
+        self.rx.try_recv().ok().map(|ev| self.took(ev))
+    }
+
+    /// The next event, waiting at most `d`.
+    pub fn recv_timeout(&self, d: std::time::Duration) -> Result<ViewEvent, RecvTimeoutError> {
+        self.rx.recv_timeout(d).map(|ev| self.took(ev))
+    }
+
+    /// Events queued.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// Events dropped for this watcher because its queue was full.
@@ -142,6 +171,7 @@ impl ViewHub {
         let (tx, rx) = crossbeam_channel::bounded(interest.capacity.max(1));
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let dropped = Arc::new(AtomicU64::new(0));
+        let frames_queued = Arc::new(AtomicUsize::new(0));
         if interest.frames {
             self.0.frame_watchers.fetch_add(1, Ordering::Relaxed);
         }
@@ -152,11 +182,14 @@ impl ViewHub {
             tx,
             wake,
             dropped: dropped.clone(),
+            frames_queued: frames_queued.clone(),
+            max_frames: interest.max_frames.max(1),
         });
         Subscription {
             id,
             rx,
             dropped,
+            frames_queued,
             hub: Arc::downgrade(&self.0),
         }
     }
@@ -182,8 +215,21 @@ impl ViewHub {
                 {
                     continue;
                 }
+                if is_frame && w.frames_queued.load(Ordering::Relaxed) >= w.max_frames {
+                    w.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(VIEW_DROPPED, "stream" => event.stream().to_owned())
+                        .increment(1);
+                    full += 1;
+                    wake.extend(w.wake.clone());
+                    continue;
+                }
                 match w.tx.try_send(event.clone()) {
-                    Ok(()) => wake.extend(w.wake.clone()),
+                    Ok(()) => {
+                        if is_frame {
+                            w.frames_queued.fetch_add(1, Ordering::Relaxed);
+                        }
+                        wake.extend(w.wake.clone())
+                    }
                     Err(TrySendError::Full(_)) => {
                         w.dropped.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!(VIEW_DROPPED, "stream" => event.stream().to_owned())
@@ -227,6 +273,7 @@ mod tests {
                 stream: None,
                 frames: false,
                 capacity: 2,
+                max_frames: 2,
             },
             None,
         );
@@ -237,6 +284,7 @@ mod tests {
                 stream: Some("a".into()),
                 frames: false,
                 capacity: 100,
+                max_frames: 100,
             },
             Some(Arc::new(move || {
                 w2.fetch_add(1, Ordering::Relaxed);
@@ -250,9 +298,9 @@ mod tests {
         assert_eq!(full, 8);
         // b's record found slow's queue full too.
         assert_eq!(slow.dropped(), 9);
-        assert_eq!(slow.events().len(), 2);
+        assert_eq!(slow.len(), 2);
         assert_eq!(fast.dropped(), 0);
-        assert_eq!(fast.events().len(), 10, "stream b is not fast's");
+        assert_eq!(fast.len(), 10, "stream b is not fast's");
         assert_eq!(woken.load(Ordering::Relaxed), 10);
         assert!(!hub.watched(), "nobody takes frames");
         drop(slow);
@@ -268,11 +316,55 @@ mod tests {
                 stream: None,
                 frames: true,
                 capacity: 1,
+                max_frames: 1,
             },
             None,
         );
         assert!(hub.watched());
         drop(s);
         assert!(!hub.watched());
+    }
+
+    #[test]
+    fn frames_past_their_bound_are_dropped_while_records_pass() {
+        let hub = ViewHub::new();
+        let s = hub.subscribe(
+            Interest {
+                stream: None,
+                frames: true,
+                capacity: 100,
+                max_frames: 3,
+            },
+            None,
+        );
+        let frame = |i: u64| {
+            ViewEvent::Frame(Arc::new(SyncedFrame {
+                stream: "a".into(),
+                index: i,
+                t: 0,
+                duration: 1,
+                video: None,
+                audio: Arc::from(vec![0f32; 4]),
+                has_video: false,
+                has_audio: true,
+                captured: None,
+                features: None,
+                timing: Default::default(),
+            }))
+        };
+        for i in 0..5 {
+            hub.publish(frame(i));
+            hub.publish(record("a", i));
+        }
+        assert_eq!(s.dropped(), 2, "frames 3 and 4");
+        assert_eq!(s.len(), 8);
+        // Taking a frame makes room for the next one.
+        let mut frames = 0;
+        while let Some(ev) = s.try_recv() {
+            frames += usize::from(matches!(ev, ViewEvent::Frame(_)));
+        }
+        assert_eq!(frames, 3);
+        hub.publish(frame(5));
+        assert!(matches!(s.try_recv(), Some(ViewEvent::Frame(_))));
     }
 }

@@ -232,6 +232,7 @@ fn feed(bin: &gst::Element, hub: &ViewHub, stream: &str) {
             stream: Some(stream.to_owned()),
             frames: true,
             capacity: QUEUE,
+            max_frames: QUEUE,
         },
         None,
     );
@@ -243,7 +244,7 @@ fn feed(bin: &gst::Element, hub: &ViewHub, stream: &str) {
             let mut window = String::from("waiting for the first window");
             let mut answer = String::new();
             loop {
-                let ev = match sub.events().recv_timeout(Duration::from_millis(500)) {
+                let ev = match sub.recv_timeout(Duration::from_millis(500)) {
                     Ok(ev) => ev,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         if video.upgrade().is_none() {

@@ -40,9 +40,10 @@ pub use sensorium_engine::view::VIEW_DROPPED;
 /// Gauge: viewers connected (`stream`).
 pub const VIEWERS: &str = "sensorium_viewers";
 
-/// Events one viewer may have queued: about two seconds of frames at 30 fps plus the
-/// records between them.
+/// Events one viewer may have queued, of which frames at most `VIEWER_FRAMES` (a viewer
+/// that falls further behind skips pictures, never records or answers).
 const VIEWER_QUEUE: usize = 64;
+const VIEWER_FRAMES: usize = 8;
 /// Mel bands drawn on the page.
 const N_MELS: usize = 80;
 const JPEG_QUALITY: u8 = 80;
@@ -250,6 +251,7 @@ impl Feed {
                 stream: Some(stream.clone()),
                 frames,
                 capacity: VIEWER_QUEUE,
+                max_frames: VIEWER_FRAMES,
             },
             Some(Arc::new(move || n.notify_one())),
         );
@@ -272,13 +274,13 @@ impl Feed {
         loop {
             let mut out = Vec::new();
             while out.len() < max {
-                match self.sub.events().try_recv() {
-                    Ok(ev) => out.push(ev),
-                    Err(_) => break,
+                match self.sub.try_recv() {
+                    Some(ev) => out.push(ev),
+                    None => break,
                 }
             }
             if !out.is_empty() {
-                if !self.sub.events().is_empty() {
+                if !self.sub.is_empty() {
                     // More left: make sure the next wait returns at once.
                     self.notify.notify_one();
                 }
