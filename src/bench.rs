@@ -17,7 +17,7 @@
 //! of each window, the reference of every latency the engine reports.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -392,15 +392,15 @@ pub fn plot(path: &Path, lines: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar over the run's duration, showing windows and answers written so far (read
-/// from the output file); hidden when stderr is not a terminal.
+/// A progress bar over the run's duration, showing the windows written so far (from the
+/// health board); hidden when stderr is not a terminal.
 pub struct Progress {
     stop: sensorium_engine::StopToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
-    pub fn start(output: PathBuf, duration: Option<Duration>) -> Progress {
+    pub fn start(duration: Option<Duration>) -> Progress {
         let stop = sensorium_engine::StopToken::new();
         let s2 = stop.clone();
         let thread = std::io::stderr().is_terminal().then(|| {
@@ -417,11 +417,13 @@ impl Progress {
                 );
                 let t0 = Instant::now();
                 while !s2.wait(Duration::from_millis(200)) {
-                    let text = std::fs::read_to_string(&output).unwrap_or_default();
-                    let answers = text.matches("\"type\":\"answer\"").count();
-                    let windows = text.lines().count() - answers;
+                    // The health board counts the windows; no re-reading of the output.
+                    let windows: u64 = sensorium_engine::status::snapshot()
+                        .iter()
+                        .map(|h| h.windows)
+                        .sum();
                     bar.set_position(t0.elapsed().as_millis() as u64);
-                    bar.set_message(format!("{windows} windows, {answers} answers"));
+                    bar.set_message(format!("{windows} windows"));
                 }
                 bar.finish_and_clear();
             })

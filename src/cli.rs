@@ -682,7 +682,7 @@ fn bench(
         limit,
         ..BenchHook::default()
     };
-    let progress = crate::bench::Progress::start(output.clone(), limit);
+    let progress = crate::bench::Progress::start(limit);
     let t0 = std::time::Instant::now();
     let result = run_streams_with(args, Some(&mut hook));
     let wall = t0.elapsed().as_secs_f64();

@@ -213,6 +213,15 @@ fn the_health_panel_follows_a_camera_through_an_outage() {
     server.stop();
 }
 
+/// The run's summary line of `stream` (`... N frames, M windows written, D items dropped`).
+fn summary_line(stderr: &str, stream: &str) -> String {
+    stderr
+        .lines()
+        .find(|l| l.contains(&format!("stream '{stream}':")) && l.contains("windows written"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The records of a run, without what depends on timing.
 fn windows_of(path: &std::path::Path) -> Vec<Value> {
     lines_in(path)
@@ -254,26 +263,9 @@ fn ten_viewers_one_stalled_leave_the_pipeline_unchanged() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let hwm_alone_kib = proc_status(&run.pid(), "VmHWM:").unwrap();
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(s) = run.child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run did not end: {}",
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(code, Some(0), "{}", run.stderr());
-    let dropped_alone = run
-        .stderr()
-        .lines()
-        .find(|l| l.contains("stream 'scene':"))
-        .unwrap_or_default()
-        .to_owned();
+    let (code, err) = run.wait_exit(WAIT);
+    assert_eq!(code, Some(0), "{err}");
+    let dropped_alone = summary_line(&err, "scene");
 
     // Watched by 10 viewers; one never reads.
     let port = free_port();
@@ -327,20 +319,8 @@ fn ten_viewers_one_stalled_leave_the_pipeline_unchanged() {
     let (_, metrics) = http(&addr, "GET", "/metrics", None);
     let hwm_kib = proc_status(&run.pid(), "VmHWM:").unwrap();
     // The stream ends by itself (EOS): the process exits 0 and the viewers see the end.
-    let deadline = Instant::now() + WAIT;
     let mut run = run;
-    let code = loop {
-        if let Some(s) = run.child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run did not end: {}",
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let err = run.stderr();
+    let (code, err) = run.wait_exit(WAIT);
     assert_eq!(code, Some(0), "{err}");
     let frames: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     let mut rest = Vec::new();
@@ -350,11 +330,7 @@ fn ten_viewers_one_stalled_leave_the_pipeline_unchanged() {
     let (a, w) = (windows_of(&alone), windows_of(&watched));
     assert_eq!(a.len(), w.len(), "windows alone vs watched");
     assert_eq!(a, w, "window records (timing aside) differ");
-    let dropped_watched = err
-        .lines()
-        .find(|l| l.contains("stream 'scene':"))
-        .unwrap_or_default()
-        .to_owned();
+    let dropped_watched = summary_line(&err, "scene");
     assert!(
         dropped_alone.ends_with("0 items dropped"),
         "{dropped_alone}"

@@ -74,6 +74,25 @@ impl Running {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits for the process to end by itself (panics after `within`); its exit code and
+    /// everything it wrote on stderr.
+    pub fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the stderr reader take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return (s.code(), self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run did not end: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then the exit code (the hang guard kills it).
     pub fn stop(mut self) -> (Option<i32>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.pid()]).status();
