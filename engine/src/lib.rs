@@ -40,4 +40,4 @@ pub use stop::StopToken;
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
 pub use synthetic::SyntheticFactory;
 pub use view::{Interest, Subscription, ViewEvent, ViewHub};
-pub use window::WindowAssembler;
+pub use window::{WindowAssembler, WindowOrigin};

@@ -35,7 +35,7 @@ use crate::stages::{self, StreamCtx};
 use crate::stop::StopToken;
 use crate::sync::Synchroniser;
 use crate::view::ViewHub;
-use crate::window::WindowAssembler;
+use crate::window::{WindowAssembler, WindowOrigin};
 
 /// The runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,7 @@ pub struct Runtime {
     sink: Option<Box<dyn WindowSink>>,
     shutdown: StopToken,
     view: Option<ViewHub>,
+    origins: std::collections::HashMap<String, WindowOrigin>,
 }
 
 impl Runtime {
@@ -82,6 +83,7 @@ impl Runtime {
             sink: None,
             shutdown: StopToken::new(),
             view: None,
+            origins: Default::default(),
         }
     }
 
@@ -107,6 +109,13 @@ impl Runtime {
     /// owner, answers) to `view`'s watchers; never waits for them.
     pub fn with_view(mut self, view: ViewHub) -> Self {
         self.view = Some(view);
+        self
+    }
+
+    /// Numbers `stream`'s windows from `origin.index` and shifts their times by
+    /// `origin.t_ns` (a stream continued from where another process left it).
+    pub fn with_origin(mut self, stream: &str, origin: WindowOrigin) -> Self {
+        self.origins.insert(stream.to_owned(), origin);
         self
     }
 
@@ -190,6 +199,12 @@ impl Runtime {
                 r.config.name.as_str().into(),
                 cfg.engine.window,
                 cfg.engine.stride,
+            )
+            .starting_at(
+                self.origins
+                    .get(&r.config.name)
+                    .copied()
+                    .unwrap_or_default(),
             );
             assemblers.push((asm, wtx));
             let (ftx, frx) = bounded(cap, mode(r, self.encoder.is_some()));

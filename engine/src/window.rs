@@ -26,6 +26,19 @@ pub struct WindowAssembler {
     /// Segment frame number one past the last frame of the last emitted window.
     covered: usize,
     next_index: u64,
+    /// Added to every window's `t_start`/`t_end` (ns): see [`WindowOrigin`].
+    t_offset: u64,
+}
+
+/// Where a stream's window numbering and times start: a stream taken over by another process
+/// (a cluster worker after fail-over) continues the previous owner's indices and stream times,
+/// so consumers see one monotonic stream. The frames inside keep their source times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowOrigin {
+    /// The first window's index.
+    pub index: u64,
+    /// Added to every window's `t_start` and `t_end`, in nanoseconds.
+    pub t_ns: u64,
 }
 
 impl WindowAssembler {
@@ -40,12 +53,15 @@ impl WindowAssembler {
             next_start: 0,
             covered: 0,
             next_index: 0,
+            t_offset: 0,
         }
     }
 
-    /// Windows emitted so far.
-    pub fn windows(&self) -> u64 {
-        self.next_index
+    /// Numbers windows from `origin.index` and shifts their times by `origin.t_ns`.
+    pub fn starting_at(mut self, origin: WindowOrigin) -> Self {
+        self.next_index = origin.index;
+        self.t_offset = origin.t_ns;
+        self
     }
 
     pub fn push(&mut self, frame: SyncedFrame, out: &mut Vec<Window>) {
@@ -86,8 +102,8 @@ impl WindowAssembler {
         let Some(last) = frames.last().cloned() else {
             return;
         };
-        let t_start = frames[0].t;
-        let t_end = last.t + last.duration;
+        let t_start = frames[0].t + self.t_offset;
+        let t_end = last.t + last.duration + self.t_offset;
         let zeros: Arc<[f32]> = vec![0.0; last.audio.len()].into();
         for p in 1..=(self.k - frames.len()) as u64 {
             frames.push(SyncedFrame {
@@ -184,6 +200,30 @@ mod tests {
         assert_eq!(starts(&run(2, 3, 8)), vec![(0, 2), (3, 2), (6, 2)]);
         assert_eq!(starts(&run(2, 3, 7)), vec![(0, 2), (3, 2), (6, 1)]);
         assert_eq!(starts(&run(2, 3, 6)), vec![(0, 2), (3, 2)]);
+    }
+
+    #[test]
+    fn an_origin_shifts_indices_and_times_but_not_the_frames() {
+        let origin = WindowOrigin {
+            index: 41,
+            t_ns: 1_000_000,
+        };
+        let mut a = WindowAssembler::new("s".into(), 2, 2).starting_at(origin);
+        let mut out = Vec::new();
+        for i in 0..5 {
+            a.push(frame(i), &mut out);
+        }
+        a.flush(&mut out);
+        let got: Vec<_> = out.iter().map(|w| (w.index, w.t_start, w.t_end)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (41, 1_000_000, 1_001_000),
+                (42, 1_001_000, 1_002_000),
+                (43, 1_002_000, 1_002_500)
+            ]
+        );
+        assert_eq!(out[2].frames[0].t, 2_000, "frames keep their source times");
     }
 
     #[test]
