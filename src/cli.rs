@@ -36,6 +36,9 @@ pub mod code {
     /// Interrupted, but the shutdown did not finish within `[engine] shutdown_timeout_ms`
     /// (the error names the stages still running); the last windows may be missing.
     pub const SHUTDOWN_TIMEOUT: u8 = 6;
+    /// `cluster`/`worker`: the NATS server is unreachable, refused the credentials, or its
+    /// JetStream failed.
+    pub const CLUSTER: u8 = 7;
     /// Interrupted (Ctrl-C or SIGTERM) after a clean shutdown.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -49,6 +52,7 @@ Exit codes:
   5    output I/O error
   6    interrupted, but the shutdown did not finish within [engine] shutdown_timeout_ms
        (the error names what was still running)
+  7    cluster: NATS unreachable, credentials refused, or JetStream failed
   130  interrupted (Ctrl-C or SIGTERM), after flushing the last windows; a second
        signal exits at once";
 
@@ -129,6 +133,16 @@ enum Command {
         #[arg(long, short = 'q')]
         question: Vec<String>,
     },
+    /// A cluster of workers sharing streams through NATS JetStream: add, remove, status.
+    #[command(after_help = EXIT_CODES)]
+    Cluster {
+        #[command(subcommand)]
+        command: crate::cluster::ClusterCommand,
+    },
+    /// Join a cluster: claim streams (leases in JetStream KV), run them, publish their
+    /// windows and answers to JetStream, answer questions by request/reply.
+    #[command(after_help = EXIT_CODES)]
+    Worker(crate::cluster::WorkerArgs),
     /// Answer every question of a manifest through the live inference path (greedy) and
     /// print exact-match accuracy per task and overall.
     #[command(after_help = EXIT_CODES)]
@@ -342,6 +356,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(code::OK)
         }
         Command::Run(args) => run_streams(args),
+        Command::Cluster { command } => crate::cluster::cluster(command),
+        Command::Worker(args) => crate::cluster::worker(args),
         Command::Bench {
             config,
             duration,
@@ -400,57 +416,35 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
             return Err(anyhow!("give --config FILE or --source URI")).code(code::USAGE)
         }
     };
-    if let Some(o) = args.output {
-        config.output.path = o;
+    if let Some(o) = &args.output {
+        config.output.path = o.clone();
     }
-    if let Some(m) = args.metrics {
-        config.metrics.listen = Some(m);
+    if let Some(m) = &args.metrics {
+        config.metrics.listen = Some(m.clone());
     }
-    if let Some(h) = args.http {
-        config.http.listen = Some(h);
+    if let Some(h) = &args.http {
+        config.http.listen = Some(h.clone());
     }
-    if let Some(d) = args.device {
-        config.engine.device = d;
+    if let Some(d) = &args.device {
+        config.engine.device = d.clone();
     }
     crate::bundle::add_questions(&mut config, &args.question).code(code::USAGE)?;
-    // Questions without a model of one's own: the default model (or --model) answers.
-    let own_llm = config.llm.as_ref().is_some_and(|l| l.contains_key("model"));
-    if args.model.is_some() || (config.models.is_none() && config.llm.is_some() && !own_llm) {
-        let dir = args
-            .model
-            .clone()
-            .unwrap_or_else(crate::bundle::default_dir);
-        let b = crate::bundle::Bundle::load(&dir).code(code::MODEL)?;
-        let explicit = args.input.config.as_ref().map(|p| {
-            let table = std::fs::read_to_string(p)
-                .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok())
-                .unwrap_or_default();
-            (p.display().to_string(), table)
-        });
-        b.apply(&mut config, explicit.as_ref().map(|(o, t)| (o.as_str(), t)))
-            .code(code::USAGE)?;
-    }
-    config.validate("<command line>").code(code::USAGE)?;
-    if config.streams.is_empty() {
-        return Err(anyhow!(
-            "field `stream`: at least one [[stream]] is required to run"
-        ))
-        .code(code::USAGE);
-    }
+    let explicit = args.input.config.as_ref().map(|p| {
+        let table = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .unwrap_or_default();
+        (p.display().to_string(), table)
+    });
     let origin = match &args.input.config {
         Some(p) => p.display().to_string(),
         None => "--source".into(),
     };
-    let setup = ModelSetup::parse(&config, &origin).code(code::USAGE)?;
-    if let Ok(token) = std::env::var(crate::serve::TOKEN_ENV) {
-        config.http.token = Some(sensorium_engine::config::Secret::new(token));
-        config.validate("<environment>").code(code::USAGE)?;
-    }
-    let recorder = match &config.metrics.listen {
-        Some(_) => Some(metrics::install_prometheus().code(code::USAGE)?),
-        None => None,
-    };
+    prepare(
+        &mut config,
+        args.model.as_deref(),
+        explicit.as_ref().map(|(o, t)| (o.as_str(), t)),
+    )?;
 
     let shutdown = StopToken::new();
     let interrupted = shutdown.clone();
@@ -481,11 +475,66 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
                 .code(code::USAGE)?;
         }
     }
+    let out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
+    let out = if args.quiet { out.quiet() } else { out };
+    execute(config, &origin, out, shutdown, None, hook)
+}
 
-    let mut out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
-    if args.quiet {
-        out = out.quiet();
+/// Questions without a model of their own get the default model (or `model`); then the
+/// config is checked as a whole. `explicit`: the config file's own table (what the user
+/// set wins over the bundle's settings).
+pub(crate) fn prepare(
+    config: &mut Config,
+    model: Option<&std::path::Path>,
+    explicit: Option<(&str, &toml::Table)>,
+) -> Result<(), Failure> {
+    let own_llm = config.llm.as_ref().is_some_and(|l| l.contains_key("model"));
+    if model.is_some() || (config.models.is_none() && config.llm.is_some() && !own_llm) {
+        let dir = model
+            .map(|m| m.to_path_buf())
+            .unwrap_or_else(crate::bundle::default_dir);
+        let b = crate::bundle::Bundle::load(&dir).code(code::MODEL)?;
+        b.apply(config, explicit).code(code::USAGE)?;
     }
+    config.validate("<command line>").code(code::USAGE)?;
+    if config.streams.is_empty() {
+        return Err(anyhow!(
+            "field `stream`: at least one [[stream]] is required to run"
+        ))
+        .code(code::USAGE);
+    }
+    Ok(())
+}
+
+/// What a cluster worker adds to a run: where records also go, where the window numbering
+/// continues, and a slot for the answer service (live questions from the bus).
+pub(crate) struct ClusterTap {
+    pub origin: sensorium_engine::WindowOrigin,
+    pub asks: Arc<Mutex<Option<sensorium_models::llm::ServiceHandle>>>,
+    /// The first failure of the run (source, model), for the stream's `failed` reason.
+    pub failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Runs a prepared config until its streams end or `shutdown` fires; the exit code.
+pub(crate) fn execute(
+    mut config: Config,
+    origin: &str,
+    out: SharedOut,
+    shutdown: StopToken,
+    cluster: Option<ClusterTap>,
+    hook: Option<&mut BenchHook>,
+) -> Result<u8, Failure> {
+    let interrupted = shutdown.clone();
+    let setup = ModelSetup::parse(&config, origin).code(code::USAGE)?;
+    if let Ok(token) = std::env::var(crate::serve::TOKEN_ENV) {
+        config.http.token = Some(sensorium_engine::config::Secret::new(token));
+        config.validate("<environment>").code(code::USAGE)?;
+    }
+    let recorder = match &config.metrics.listen {
+        Some(_) => Some(metrics::install_prometheus().code(code::USAGE)?),
+        None => None,
+    };
+
     let loaded = model_cfg::load(&setup, &config).code(code::MODEL)?;
     let llm_listen = loaded
         .answerer
@@ -510,6 +559,11 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
     if let Some(v) = &view {
         runtime = runtime.with_view(v.clone());
     }
+    if let Some(c) = &cluster {
+        for s in &config.streams {
+            runtime = runtime.with_origin(&s.name, c.origin);
+        }
+    }
     let answers = match loaded.answerer {
         Some(a) => Some(
             Answers::start(a, config.engine.queue_capacity, out.clone(), view.clone())
@@ -517,6 +571,9 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
         ),
         None => None,
     };
+    if let (Some(c), Some(a)) = (&cluster, &answers) {
+        *c.asks.lock() = Some(a.handle());
+    }
     let servers = crate::serve::start(
         &config,
         llm_listen,
@@ -548,7 +605,11 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
         }
         r => r,
     };
-    // No more live questions: the servers hold answer-service handles.
+    // No more live questions: the servers (and the cluster's asks) hold answer-service
+    // handles.
+    if let Some(c) = &cluster {
+        c.asks.lock().take();
+    }
     drop(servers);
     drop(restream);
     // Every window is in the service's queue now: answer them before reporting (after an
@@ -580,21 +641,29 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
             exit = c;
         }
     };
+    let failed = |m: &str| {
+        if let Some(c) = &cluster {
+            c.failure.lock().get_or_insert_with(|| m.to_owned());
+        }
+    };
     for s in &report.streams {
         match &s.end {
             StreamEnd::StartFailed(m) => {
                 tracing::error!("{m}");
+                failed(m);
                 raise(code::SOURCE);
                 continue;
             }
             StreamEnd::SourceFailed(m) => {
                 tracing::error!("stream '{}': {m}", s.name);
+                failed(m);
                 raise(code::SOURCE);
             }
             _ => {}
         }
         if let Some(m) = &s.model_error {
             tracing::error!("stream '{}': {m}", s.name);
+            failed(m);
             raise(code::MODEL);
         }
         tracing::info!(

@@ -5,6 +5,7 @@ mod answers;
 mod bench;
 mod bundle;
 mod cli;
+mod cluster;
 mod logging;
 mod output;
 mod serve;

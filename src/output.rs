@@ -30,7 +30,14 @@ pub struct SharedOut {
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     /// The first write error (the run's exit code becomes 5).
     failed: Arc<Mutex<Option<String>>>,
+    /// Added to every record (a cluster worker's `worker` and `epoch`).
+    fields: Arc<serde_json::Map<String, Value>>,
+    /// Also receives every record (a cluster worker publishes them).
+    tap: Option<Tap>,
 }
+
+/// Where a cluster worker's copy of each record goes.
+pub type Tap = Arc<dyn Fn(sensorium_cluster::Kind, &Value) + Send + Sync>;
 
 impl SharedOut {
     /// `-` for stdout, otherwise a file (created or truncated). Without a `format`, text on
@@ -46,10 +53,13 @@ impl SharedOut {
         Ok(me)
     }
 
-    /// `-` for stdout, otherwise a file (created or truncated); JSON lines.
+    /// `-` for stdout, `none` for nowhere, otherwise a file (created or truncated); JSON
+    /// lines.
     pub fn open(path: &str) -> Result<Self, SinkError> {
         let (target, out, to_stdout): (String, Box<dyn Write + Send>, bool) = if path == "-" {
             ("stdout".into(), Box::new(std::io::stdout()), true)
+        } else if path == "none" {
+            ("nowhere".into(), Box::new(std::io::sink()), false)
         } else {
             let f = std::fs::File::create(path).map_err(|error| SinkError {
                 target: path.into(),
@@ -64,7 +74,16 @@ impl SharedOut {
             format: Format::Json,
             out: Arc::new(Mutex::new(out)),
             failed: Arc::new(Mutex::new(None)),
+            fields: Arc::default(),
+            tap: None,
         })
+    }
+
+    /// Adds `fields` to every record and hands each record to `tap` as well.
+    pub fn tapped(mut self, fields: serde_json::Map<String, Value>, tap: Tap) -> Self {
+        self.fields = Arc::new(fields);
+        self.tap = Some(tap);
+        self
     }
 
     /// Whether answer tokens may be echoed to stdout (the JSON lines go elsewhere).
@@ -79,6 +98,27 @@ impl SharedOut {
     }
 
     pub fn write_line(&self, record: &Value) -> Result<(), SinkError> {
+        let decorated;
+        let record = if self.fields.is_empty() {
+            record
+        } else {
+            let mut r = record.clone();
+            if let Value::Object(m) = &mut r {
+                for (k, v) in self.fields.iter() {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            decorated = r;
+            &decorated
+        };
+        if let Some(tap) = &self.tap {
+            let kind = if record["type"] == "answer" {
+                sensorium_cluster::Kind::Answers
+            } else {
+                sensorium_cluster::Kind::Windows
+            };
+            tap(kind, record);
+        }
         let mut line = match self.format {
             Format::Json => record.to_string(),
             Format::Text => match text_line(record) {

@@ -61,20 +61,35 @@ async fn bucket(
         }
         Err(_) => {}
     }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
+    // The KV conventions (as `create_key_value` would write them), created as a plain
+    // stream: async-nats' own bucket creation first reads account fields that NATS 2.9
+    // (Debian 12's) does not send.
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(s) => Ok(Some(s)),
-        // Another process created it in between.
-        Err(e) => match js.get_key_value(&name).await {
-            Ok(s) => Ok(Some(s)),
-            Err(_) => Err(js_err(&format!("cannot create bucket {name}"), e)),
-        },
+    match js.create_stream(config).await {
+        Ok(_) => {}
+        // Another process created it in between: fine if it is there now.
+        Err(e) => {
+            if js.get_key_value(&name).await.is_err() {
+                return Err(js_err(&format!("cannot create bucket {name}"), e));
+            }
+        }
     }
+    js.get_key_value(&name)
+        .await
+        .map(Some)
+        .map_err(|e| js_err(&format!("cannot open bucket {name}"), e))
 }
 
 impl Store {
