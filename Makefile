@@ -5,7 +5,7 @@ DEB_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtsps
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
 	gstreamer1.0-x fonts-dejavu-core
-TEST_DEB_PACKAGES := vlc-bin vlc-plugin-base chromium chromium-driver
+TEST_DEB_PACKAGES := vlc-bin vlc-plugin-base chromium chromium-driver nats-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use parking_lot::Mutex;
 use sensorium_cluster::admin::{Retention, Store};
 use sensorium_cluster::{
-    ClusterError, Kind, NatsOptions, Names, RunSpec, RunningStream, StreamRunner, WorkerOptions,
+    ClusterError, Kind, Names, NatsOptions, RunSpec, RunningStream, StreamRunner, WorkerOptions,
 };
 use sensorium_engine::{Config, StopToken};
 use serde_json::Value;
@@ -107,12 +107,12 @@ pub(crate) struct WorkerArgs {
 
 fn cluster_code(e: &ClusterError) -> u8 {
     match e {
-        ClusterError::Usage(_) | ClusterError::Duplicate { .. } | ClusterError::NoSuchStream { .. } => {
-            code::USAGE
-        }
-        ClusterError::Unreachable { .. } | ClusterError::Auth { .. } | ClusterError::JetStream(_) => {
-            code::CLUSTER
-        }
+        ClusterError::Usage(_)
+        | ClusterError::Duplicate { .. }
+        | ClusterError::NoSuchStream { .. } => code::USAGE,
+        ClusterError::Unreachable { .. }
+        | ClusterError::Auth { .. }
+        | ClusterError::JetStream(_) => code::CLUSTER,
     }
 }
 
@@ -225,9 +225,10 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
                 code: code::USAGE,
                 error: anyhow!(e),
             })?;
-            let mut c = Config::from_toml_str("", "--metrics").map_err(|e| Failure {
+            // A config of no streams, only to say where the metrics server listens.
+            let mut c: Config = toml::from_str("").map_err(|e| Failure {
                 code: code::USAGE,
-                error: anyhow!(e),
+                error: anyhow!("--metrics: {e}"),
             })?;
             c.metrics.listen = Some(listen.clone());
             Some(
@@ -283,7 +284,13 @@ fn default_name() -> String {
         .unwrap_or_else(|_| "worker".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{host}-{}", std::process::id())
 }
@@ -333,7 +340,10 @@ impl StreamRunner for Runner {
             }
         };
         let sink = spec.sink.clone();
-        let out = base.tapped(spec.fields.clone(), Arc::new(move |k: Kind, v: &Value| sink(k, v)));
+        let out = base.tapped(
+            spec.fields.clone(),
+            Arc::new(move |k: Kind, v: &Value| sink(k, v)),
+        );
         let asks = Arc::new(Mutex::new(None));
         let failure = Arc::new(Mutex::new(None));
         let tap = ClusterTap {

@@ -62,10 +62,17 @@ impl Nats {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-sd",
+        ])
+        .arg(&self.store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if let Some((u, p)) = &self.auth {
             cmd.args(["--user", u, "--pass", p]);
         }
@@ -262,7 +269,15 @@ impl Proxy {
 }
 
 fn cluster_status(nats: &str, cluster: &str) -> Value {
-    let o = sensorium(&["cluster", "status", "--nats", nats, "--cluster", cluster, "--json"]);
+    let o = sensorium(&[
+        "cluster",
+        "status",
+        "--nats",
+        nats,
+        "--cluster",
+        cluster,
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).expect("status JSON")
 }
@@ -274,7 +289,12 @@ fn assignment(status: &Value) -> BTreeMap<String, String> {
         .unwrap()
         .iter()
         .filter(|s| s["state"] == "running")
-        .filter_map(|s| Some((s["name"].as_str()?.to_owned(), s["worker"].as_str()?.to_owned())))
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.to_owned(),
+                s["worker"].as_str()?.to_owned(),
+            ))
+        })
         .collect()
 }
 
@@ -320,7 +340,9 @@ fn read_bus(nats: &str, cluster: &str) -> Vec<BusRecord> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = async_nats::connect(nats).await.expect("test client connects");
+        let client = async_nats::connect(nats)
+            .await
+            .expect("test client connects");
         let js = async_nats::jetstream::new(client);
         let mut stream = js
             .get_stream(format!("sensorium-{cluster}-results"))
@@ -373,7 +395,10 @@ fn check_one_writer(stream: &str, w: &[&BusRecord]) -> Vec<String> {
         );
     }
     for r in w {
-        let who = r.record["worker"].as_str().expect("worker field").to_owned();
+        let who = r.record["worker"]
+            .as_str()
+            .expect("worker field")
+            .to_owned();
         if owners.last() != Some(&who) {
             assert!(
                 !owners.contains(&who),
@@ -386,7 +411,8 @@ fn check_one_writer(stream: &str, w: &[&BusRecord]) -> Vec<String> {
 }
 
 fn live_streams_config(rtsp_url: &str) -> String {
-    let mut s = String::from("[engine]\nwindow = 2\nstride = 2\nfps = 5\nwidth = 64\nheight = 48\n\n");
+    let mut s =
+        String::from("[engine]\nwindow = 2\nstride = 2\nfps = 5\nwidth = 64\nheight = 48\n\n");
     for i in 0..4 {
         s += &format!("[[stream]]\nname = \"test{i}\"\nsource = {{ kind = \"test\", pattern = \"ball\" }}\n\n");
     }
@@ -394,7 +420,9 @@ fn live_streams_config(rtsp_url: &str) -> String {
         s += &format!("[[stream]]\nname = \"synth{i}\"\nsource = {{ kind = \"synthetic\" }}\n\n");
     }
     for i in 0..2 {
-        s += &format!("[[stream]]\nname = \"scene{i}\"\nsource = {{ kind = \"scene\", seed = {i} }}\n\n");
+        s += &format!(
+            "[[stream]]\nname = \"scene{i}\"\nsource = {{ kind = \"scene\", seed = {i} }}\n\n"
+        );
     }
     for i in 0..2 {
         s += &format!("[[stream]]\nname = \"rtsp{i}\"\nsource = {{ kind = \"rtsp\", url = \"{rtsp_url}\" }}\n\n");
@@ -403,7 +431,16 @@ fn live_streams_config(rtsp_url: &str) -> String {
 }
 
 fn add(nats: &str, cluster: &str, config: &str) {
-    let o = sensorium(&["cluster", "add", "--nats", nats, "--cluster", cluster, "--config", config]);
+    let o = sensorium(&[
+        "cluster",
+        "add",
+        "--nats",
+        nats,
+        "--cluster",
+        cluster,
+        "--config",
+        config,
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
@@ -528,9 +565,18 @@ fn twelve_streams_balance_over_three_workers_a_fourth_takes_a_quarter_and_kill_9
         }
     }
     let records = bus.len();
+    let span = bus
+        .last()
+        .unwrap()
+        .time
+        .duration_since(bus[0].time)
+        .unwrap()
+        .as_secs_f64();
     eprintln!(
-        "takeover after kill -9 (lease {LEASE_S} s): {:?} s; {records} records on the bus",
-        takeovers
+        "takeover after kill -9 (lease {LEASE_S} s): {:?} s; {records} records on the bus in \
+         {span:.1} s ({:.1}/s)",
+        takeovers,
+        records as f64 / span
     );
     assert_eq!(takeovers.len(), victims.len());
 }
@@ -541,14 +587,16 @@ fn a_partitioned_worker_stops_publishing_within_one_lease_and_never_writes_again
     let (_d, dir) = tmp();
     let nats = Nats::start(&dir);
     let url = nats.url();
-    let mut s = String::from("[engine]\nwindow = 2\nstride = 2\nfps = 5\nwidth = 64\nheight = 48\n\n");
+    let mut s =
+        String::from("[engine]\nwindow = 2\nstride = 2\nfps = 5\nwidth = 64\nheight = 48\n\n");
     for i in 0..4 {
         s += &format!("[[stream]]\nname = \"cam{i}\"\nsource = {{ kind = \"synthetic\" }}\n\n");
     }
     add(&url, "part", &write(&dir, "part.toml", &s));
     let proxy = Proxy::start(nats.port);
     let cut_off = Worker::start(&proxy.url(), "part", "island", &[]);
-    let other = Worker::start(&url, "part", "mainland", &[]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let other = Worker::start(&url, "part", "mainland", &["--metrics", &metrics]);
     wait_status(&url, "part", Duration::from_secs(60), |s| {
         let p = per_worker(&assignment(s));
         p.get("island") == Some(&2) && p.get("mainland") == Some(&2)
@@ -560,6 +608,23 @@ fn a_partitioned_worker_stops_publishing_within_one_lease_and_never_writes_again
         per_worker(&assignment(s)).get("mainland") == Some(&4)
     });
     let taken_at = SystemTime::now();
+    // The worker's metrics: the engine's per stream and the cluster gauges.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, text) = common::web::http(&metrics, "GET", "/metrics", None);
+        assert_eq!(code, 200);
+        if text.lines().any(|l| l == "sensorium_cluster_streams 4") {
+            assert!(
+                text.contains("sensorium_cluster_published_total{kind=\"windows\"}"),
+                "{text}"
+            );
+            assert!(text.contains("sensorium_cluster_claims_total"), "{text}");
+            assert!(text.contains("sensorium_items_out_total"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // The island comes back: it must learn it lost the leases and publish nothing more.
     std::thread::sleep(Duration::from_secs(1));
     proxy.heal();
@@ -606,7 +671,8 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
     let (_d, dir) = tmp();
     let mut nats = Nats::start(&dir);
     let url = nats.url();
-    let mut s = String::from("[engine]\nwindow = 2\nstride = 2\nfps = 10\nwidth = 64\nheight = 48\n\n");
+    let mut s =
+        String::from("[engine]\nwindow = 2\nstride = 2\nfps = 10\nwidth = 64\nheight = 48\n\n");
     for i in 0..4 {
         s += &format!("[[stream]]\nname = \"cam{i}\"\nsource = {{ kind = \"synthetic\" }}\n\n");
     }
@@ -614,7 +680,12 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
     // `roomy` buffers everything an outage of a few seconds produces; `tight` keeps 3
     // records per stream.
     let roomy = Worker::start(&url, "restart", "roomy", &["--max-streams", "2"]);
-    let tight = Worker::start(&url, "restart", "tight", &["--max-streams", "2", "--buffer", "3"]);
+    let tight = Worker::start(
+        &url,
+        "restart",
+        "tight",
+        &["--max-streams", "2", "--buffer", "3"],
+    );
     wait_status(&url, "restart", Duration::from_secs(60), |s| {
         assignment(s).len() == 4 && per_worker(&assignment(s)).len() == 2
     });
@@ -622,11 +693,9 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
     // Down for longer than a lease: nobody may take anything over meanwhile.
     nats.restart_after(Duration::from_secs_f64(LEASE_S + 2.0));
     let (st, _) = wait_status(&url, "restart", Duration::from_secs(60), |s| {
-        s["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x["state"] == "running" && x["buffered"] == 0 && x["windows"].as_u64() > Some(0))
+        s["streams"].as_array().unwrap().iter().all(|x| {
+            x["state"] == "running" && x["buffered"] == 0 && x["windows"].as_u64() > Some(0)
+        })
     });
     std::thread::sleep(Duration::from_secs(2));
     let st_final = cluster_status(&url, "restart");
@@ -638,11 +707,19 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
         let name = x["name"].as_str().unwrap();
         let w = windows_of(&bus, "restart", name);
         let owners = check_one_writer(name, &w);
-        assert_eq!(owners.len(), 1, "{name}: no takeover during the outage: {owners:?}");
+        assert_eq!(
+            owners.len(),
+            1,
+            "{name}: no takeover during the outage: {owners:?}"
+        );
         let indices: Vec<u64> = w.iter().map(|r| u(&r.record["index"])).collect();
         let missing = (indices.last().unwrap() - indices[0] + 1) as usize - indices.len();
         let dropped = u(&x["dropped"]) as usize;
-        eprintln!("{name} on {}: {} windows on the bus, {missing} missing, {dropped} dropped (counted)", owner_of[name], indices.len());
+        eprintln!(
+            "{name} on {}: {} windows on the bus, {missing} missing, {dropped} dropped (counted)",
+            owner_of[name],
+            indices.len()
+        );
         assert_eq!(indices[0], 0, "{name}");
         if owner_of[name] == "roomy" {
             assert_eq!(missing, 0, "{name}: nothing lost within the buffer");
@@ -663,14 +740,22 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     let dead = format!("nats://127.0.0.1:{}", closed_port());
     let o = sensorium(&["cluster", "status", "--nats", &dead, "--cluster", "x"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("cannot reach NATS at {dead}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot reach NATS at {dead}")),
+        "{}",
+        stderr(&o)
+    );
 
     // Wrong credentials: refused, and never printed.
     let guarded = Nats::start_with(&dir.join("auth"), Some(("alice", "right-pass")));
     let wrong = format!("nats://alice:wrong-pass@127.0.0.1:{}", guarded.port);
     let o = sensorium(&["cluster", "status", "--nats", &wrong, "--cluster", "x"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
-    assert!(stderr(&o).contains("refused the credentials"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refused the credentials"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("wrong-pass"), "{}", stderr(&o));
     let right = format!("nats://127.0.0.1:{}", guarded.port);
     let o = Command::new(env!("CARGO_BIN_EXE_sensorium"))
@@ -680,7 +765,11 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("there is no cluster 'x'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("there is no cluster 'x'"),
+        "{}",
+        stderr(&o)
+    );
 
     // Duplicate names, bad names, bad configs.
     let nats = Nats::start(&dir);
@@ -692,29 +781,68 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
          [[stream]]\nname = \"missing\"\nsource = { kind = \"file\", path = \"/nonexistent/clip.mkv\" }\n",
     );
     add(&url, "bad", &ok);
-    let o = sensorium(&["cluster", "add", "--nats", &url, "--cluster", "bad", "--config", &ok]);
+    let o = sensorium(&[
+        "cluster",
+        "add",
+        "--nats",
+        &url,
+        "--cluster",
+        "bad",
+        "--config",
+        &ok,
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("stream 'good' is already in cluster 'bad' (from"),
         "{}",
         stderr(&o)
     );
-    let bad_name = write(&dir, "n.toml", "[[stream]]\nname = \"a.b\"\nsource = { kind = \"synthetic\" }\n");
-    let o = sensorium(&["cluster", "add", "--nats", &url, "--cluster", "bad", "--config", &bad_name]);
+    let bad_name = write(
+        &dir,
+        "n.toml",
+        "[[stream]]\nname = \"a.b\"\nsource = { kind = \"synthetic\" }\n",
+    );
+    let o = sensorium(&[
+        "cluster",
+        "add",
+        "--nats",
+        &url,
+        "--cluster",
+        "bad",
+        "--config",
+        &bad_name,
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stream name 'a.b'"), "{}", stderr(&o));
-    let o = sensorium(&["cluster", "remove", "--nats", &url, "--cluster", "bad", "nope"]);
+    let o = sensorium(&[
+        "cluster",
+        "remove",
+        "--nats",
+        &url,
+        "--cluster",
+        "bad",
+        "nope",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("cluster 'bad' has no stream 'nope'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cluster 'bad' has no stream 'nope'"),
+        "{}",
+        stderr(&o)
+    );
 
     // A malformed entry written into the bucket by someone else: that stream fails, with
     // the reason, and nothing else does.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let c = async_nats::connect(&url).await.unwrap();
         let js = async_nats::jetstream::new(c);
         let kv = js.get_key_value("sensorium-bad-streams").await.unwrap();
-        kv.put("broken", "{\"name\": \"broken\", \"config\": 42}".into()).await.unwrap();
+        kv.put("broken", "{\"name\": \"broken\", \"config\": 42}".into())
+            .await
+            .unwrap();
     });
     let w = Worker::start(&url, "bad", "solo", &[]);
     let (st, _) = wait_status(&url, "bad", Duration::from_secs(60), |s| {
@@ -736,17 +864,31 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         .map(|x| (x["name"].as_str().unwrap().to_owned(), x.clone()))
         .collect();
     assert!(
-        by["broken"]["reason"].as_str().unwrap().contains("is not a stream spec"),
+        by["broken"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not a stream spec"),
         "{:#}",
         by["broken"]
     );
     assert!(
-        by["missing"]["reason"].as_str().unwrap().contains("/nonexistent/clip.mkv"),
+        by["missing"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/clip.mkv"),
         "{:#}",
         by["missing"]
     );
     // Removing a stream stops it on its worker and frees the lease.
-    let o = sensorium(&["cluster", "remove", "--nats", &url, "--cluster", "bad", "missing"]);
+    let o = sensorium(&[
+        "cluster",
+        "remove",
+        "--nats",
+        &url,
+        "--cluster",
+        "bad",
+        "missing",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     wait_status(&url, "bad", Duration::from_secs(30), |s| {
         s["streams"].as_array().unwrap().len() == 2
@@ -760,7 +902,8 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     let early = Worker::start(&later, "late", "early", &[]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        early.stderr().contains(&format!("cannot reach {later}")) && early.stderr().contains("retrying in"),
+        early.stderr().contains(&format!("cannot reach {later}"))
+            && early.stderr().contains("retrying in"),
         "{}",
         early.stderr()
     );
@@ -774,7 +917,11 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     add(
         &later,
         "late",
-        &write(&dir, "late.toml", "[[stream]]\nname = \"one\"\nfps = 5\nsource = { kind = \"synthetic\" }\n"),
+        &write(
+            &dir,
+            "late.toml",
+            "[[stream]]\nname = \"one\"\nfps = 5\nsource = { kind = \"synthetic\" }\n",
+        ),
     );
     wait_status(&later, "late", Duration::from_secs(60), |s| {
         assignment(s).get("one").map(String::as_str) == Some("early")
@@ -800,12 +947,18 @@ fn questions_by_request_reply_are_answered_by_the_streams_worker() {
     wait_status(&url, "ask", Duration::from_secs(120), |s| {
         s["streams"][0]["state"] == "running" && s["streams"][0]["windows"].as_u64() > Some(1)
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let reply: Value = rt.block_on(async {
         let c = async_nats::connect(&url).await.unwrap();
         let r = tokio::time::timeout(
             Duration::from_secs(120),
-            c.request("sensorium.ask.ask.scene", r#"{"question": "What do you hear?"}"#.into()),
+            c.request(
+                "sensorium.ask.ask.scene",
+                r#"{"question": "What do you hear?"}"#.into(),
+            ),
         )
         .await
         .expect("an answer in time")
@@ -816,7 +969,10 @@ fn questions_by_request_reply_are_answered_by_the_streams_worker() {
     assert_eq!(reply["stream"], "scene");
     assert_eq!(reply["question"], "What do you hear?");
     assert_eq!(reply["worker"], "answerer");
-    assert!(!reply["answer"].as_str().unwrap_or("").is_empty(), "{reply:#}");
+    assert!(
+        !reply["answer"].as_str().unwrap_or("").is_empty(),
+        "{reply:#}"
+    );
     // Scheduled answers go to the answers subject.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -81,16 +81,25 @@ impl NatsOptions {
             })
             .event_callback({
                 let url = url.clone();
+                let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 move |event| {
                     let url = url.clone();
+                    let lost = lost.clone();
                     async move {
+                        use std::sync::atomic::Ordering;
                         match event {
-                            async_nats::Event::Disconnected => tracing::warn!(
-                                "nats: lost the connection to {url}; streams keep running, \
-                                 results are buffered until it is back"
-                            ),
+                            async_nats::Event::Disconnected => {
+                                lost.store(true, Ordering::SeqCst);
+                                tracing::warn!(
+                                    "nats: lost the connection to {url}; streams keep running, \
+                                     results are buffered until it is back"
+                                )
+                            }
+                            async_nats::Event::Connected if lost.swap(false, Ordering::SeqCst) => {
+                                tracing::info!("nats: reconnected to {url}")
+                            }
                             async_nats::Event::Connected => {
-                                tracing::info!("nats: connected to {url}")
+                                tracing::debug!("nats: connected to {url}")
                             }
                             async_nats::Event::ServerError(e) => {
                                 tracing::warn!("nats: server error from {url}: {e}")

@@ -55,6 +55,39 @@ pub enum ClusterError {
     JetStream(String),
 }
 
+/// Registers the help texts of the cluster's metrics (a worker's `--metrics`).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!("sensorium_cluster_streams", "Streams this worker holds");
+    describe_gauge!(
+        "sensorium_cluster_load",
+        "Cost of the active streams this worker holds"
+    );
+    describe_gauge!(
+        "sensorium_cluster_target",
+        "This worker's share of the cluster's cost"
+    );
+    describe_gauge!("sensorium_cluster_workers", "Live workers this worker sees");
+    describe_counter!("sensorium_cluster_claims_total", "Leases claimed");
+    describe_counter!("sensorium_cluster_releases_total", "Leases given back");
+    describe_counter!(
+        "sensorium_cluster_leases_lost_total",
+        "Leases another worker took while this one held them (the stream stopped here)"
+    );
+    describe_counter!(
+        "sensorium_cluster_published_total",
+        "Records acknowledged by JetStream"
+    );
+    describe_counter!(
+        "sensorium_cluster_publish_retries_total",
+        "Publishes not acknowledged and tried again"
+    );
+    describe_counter!(
+        "sensorium_cluster_publish_dropped_total",
+        "Records dropped past the buffer bound while NATS was away"
+    );
+}
+
 /// Milliseconds since the Unix epoch (status fields only; leases never compare wall
 /// clocks).
 pub fn wall_ms() -> u64 {

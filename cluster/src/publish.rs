@@ -181,18 +181,33 @@ pub enum PublishEnd {
 /// Where a holder's publishing starts: the last sequence on each subject.
 pub type LastSequences = HashMap<Kind, u64>;
 
-/// Publishes `outbox` in order until it is closed and drained, the fence is lost, or
+/// One held stream's publisher.
+pub struct Publisher {
+    pub store: Store,
+    pub stream: String,
+    pub epoch: u64,
+    pub outbox: Arc<Outbox>,
+    pub fence: Arc<Fence>,
+    /// The last sequence of each subject when the stream was claimed.
+    pub last: LastSequences,
+    pub published: Arc<Published>,
+    /// Stop now, whatever is left (shutdown deadline).
+    pub abandon: Arc<tokio::sync::Notify>,
+}
+
+/// Publishes the outbox in order until it is closed and drained, the fence is lost, or
 /// `abandon` fires.
-pub async fn publish(
-    store: Store,
-    stream: String,
-    epoch: u64,
-    outbox: Arc<Outbox>,
-    fence: Arc<Fence>,
-    mut last: LastSequences,
-    published: Arc<Published>,
-    abandon: Arc<tokio::sync::Notify>,
-) -> PublishEnd {
+pub async fn publish(p: Publisher) -> PublishEnd {
+    let Publisher {
+        store,
+        stream,
+        epoch,
+        outbox,
+        fence,
+        mut last,
+        published,
+        abandon,
+    } = p;
     let mut n: u64 = 0;
     let mut backoff = Duration::from_millis(50);
     loop {

@@ -20,9 +20,12 @@ use crate::admin::{Retention, Store};
 use crate::balance::{StreamView, View, WorkerView};
 use crate::lease::{Fence, Heartbeat, Lease, Observer};
 use crate::names::{Kind, Names};
-use crate::publish::{publish, LastSequences, Outbox, PublishEnd, Published};
+use crate::publish::{publish, LastSequences, Outbox, PublishEnd, Published, Publisher};
 use crate::spec::StreamSpec;
 use crate::{wall_ms, ClusterError, NatsOptions};
+
+/// Where a running stream hands each record for the bus.
+pub type RecordSink = Arc<dyn Fn(Kind, &Value) + Send + Sync>;
 
 /// What the binary gets to start one stream.
 pub struct RunSpec {
@@ -34,7 +37,7 @@ pub struct RunSpec {
     /// Fields added to every record (`worker`, `epoch`), locally and on the bus.
     pub fields: Map<String, Value>,
     /// Every window record and answer, as written locally.
-    pub sink: Arc<dyn Fn(Kind, &Value) + Send + Sync>,
+    pub sink: RecordSink,
     /// Fires when the worker wants the stream stopped (its last windows still flow).
     pub stop: StopToken,
 }
@@ -168,6 +171,7 @@ pub async fn run(
 ) -> Result<WorkerReport, ClusterError> {
     let names = Names::new(&opts.cluster)?;
     crate::names::check_name("worker", &opts.name)?;
+    crate::describe_metrics();
     let client = {
         let stop = stop.clone();
         nats.connect_with_retry(&format!("sensorium-worker-{}", opts.name), move || {
@@ -594,16 +598,16 @@ impl Worker {
                 held.reason = Some(format!("starting it panicked: {e}"));
             }
         }
-        held.publisher = Some(tokio::spawn(publish(
-            self.store.clone(),
-            name.to_owned(),
+        held.publisher = Some(tokio::spawn(publish(Publisher {
+            store: self.store.clone(),
+            stream: name.to_owned(),
             epoch,
             outbox,
             fence,
             last,
             published,
             abandon,
-        )));
+        })));
         self.held.insert(name.to_owned(), held);
     }
 
