@@ -39,8 +39,8 @@ endef
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
 
-# For the tests only: VLC's RTSP server, the second (independent) server of the outage
-# harness.
+# For the tests only: NATS with JetStream (the cluster tests), Chromium (the live view's
+# browser tests) and VLC's RTSP server (the second, independent server of the outage harness).
 test-deps: deps
 	$(call install_missing,$(TEST_DEB_PACKAGES))
 
