@@ -142,26 +142,38 @@ impl Store {
         })
     }
 
-    /// Every key of `bucket` with its latest live entry.
+    /// Every key of `bucket` with its latest live entry. The keys come from one stream-info
+    /// request (the subjects of the bucket's stream), not from `Store::keys`: that one runs
+    /// a consumer until it thinks it saw every key, and can wait for ever when keys are
+    /// deleted meanwhile (seen with NATS 2.9).
     pub async fn entries(bucket: &kv::Store) -> Result<BTreeMap<String, kv::Entry>, ClusterError> {
-        let keys: Vec<String> = match bucket.keys().await {
-            Ok(k) => k
+        let look = async {
+            let subjects: Vec<(String, usize)> = bucket
+                .stream
+                .info_with_subjects(format!("{}>", bucket.prefix))
+                .await
+                .map_err(|e| js_err("listing keys", e))?
                 .try_collect()
                 .await
-                .map_err(|e| js_err("listing keys", e))?,
-            Err(e) => return Err(js_err("listing keys", e)),
-        };
-        let mut out = BTreeMap::new();
-        for k in keys {
-            match bucket.entry(&k).await {
-                Ok(Some(e)) if e.operation == kv::Operation::Put => {
-                    out.insert(k, e);
+                .map_err(|e| js_err("listing keys", e))?;
+            let mut out = BTreeMap::new();
+            for (subject, _) in subjects {
+                let Some(k) = subject.strip_prefix(bucket.prefix.as_str()) else {
+                    continue;
+                };
+                match bucket.entry(k).await {
+                    Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                        out.insert(k.to_owned(), e);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(js_err(&format!("reading key {k}"), e)),
                 }
-                Ok(_) => {}
-                Err(e) => return Err(js_err(&format!("reading key {k}"), e)),
             }
-        }
-        Ok(out)
+            Ok(out)
+        };
+        tokio::time::timeout(Duration::from_secs(10), look)
+            .await
+            .map_err(|_| js_err("listing keys", "no answer within 10 s"))?
     }
 
     /// `cluster add`: puts each spec; a name the cluster already has is refused (none of

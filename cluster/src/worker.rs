@@ -92,6 +92,17 @@ pub struct WorkerReport {
     pub dropped: u64,
 }
 
+type Starting = tokio::task::JoinHandle<Result<Box<dyn RunningStream>, String>>;
+
+/// Where a start ended: a running stream, or why it cannot run.
+async fn started(s: Starting) -> Result<Arc<dyn RunningStream>, String> {
+    match s.await {
+        Ok(Ok(r)) => Ok(Arc::from(r)),
+        Ok(Err(reason)) => Err(reason),
+        Err(e) => Err(format!("starting it panicked: {e}")),
+    }
+}
+
 /// A stream this worker holds.
 struct Held {
     epoch: u64,
@@ -104,6 +115,8 @@ struct Held {
     published: Arc<Published>,
     stop: StopToken,
     running: Option<Arc<dyn RunningStream>>,
+    /// The runner's start (loading models may take seconds: the tick does not wait for it).
+    starting: Option<Starting>,
     publisher: Option<tokio::task::JoinHandle<PublishEnd>>,
     abandon: Arc<tokio::sync::Notify>,
     asks: Option<tokio::task::JoinHandle<()>>,
@@ -235,6 +248,7 @@ impl Worker {
 
     async fn tick(&mut self) {
         let now = Instant::now();
+        self.poll_starts().await;
         self.check_finished();
         self.reap_releases().await;
         let look = async {
@@ -542,6 +556,7 @@ impl Worker {
             published: published.clone(),
             stop: stop.clone(),
             running: None,
+            starting: None,
             publisher: None,
             abandon: abandon.clone(),
             asks: None,
@@ -575,29 +590,12 @@ impl Worker {
             stop,
         };
         let runner = self.runner.clone();
-        let started = tokio::task::spawn_blocking(move || runner.start(run)).await;
-        match started {
-            Ok(Ok(r)) => {
-                let r: Arc<dyn RunningStream> = Arc::from(r);
-                held.running = Some(r.clone());
-                held.state = "running".into();
-                held.asks = self.serve_asks(name, r).await;
-                tracing::info!(
-                    "stream '{name}': running here from window {} (t = {:.3} s)",
-                    origin.index,
-                    origin.t_ns as f64 / 1e9
-                );
-            }
-            Ok(Err(reason)) => {
-                tracing::error!("stream '{name}': cannot run: {reason}; marked failed");
-                held.state = "failed".into();
-                held.reason = Some(reason);
-            }
-            Err(e) => {
-                held.state = "failed".into();
-                held.reason = Some(format!("starting it panicked: {e}"));
-            }
-        }
+        held.starting = Some(tokio::task::spawn_blocking(move || runner.start(run)));
+        tracing::info!(
+            "stream '{name}': starting here from window {} (t = {:.3} s)",
+            origin.index,
+            origin.t_ns as f64 / 1e9
+        );
         held.publisher = Some(tokio::spawn(publish(Publisher {
             store: self.store.clone(),
             stream: name.to_owned(),
@@ -683,6 +681,42 @@ impl Worker {
         }))
     }
 
+    /// Streams whose start finished: `running` (and answering questions), or `failed`.
+    async fn poll_starts(&mut self) {
+        let ready: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                h.releasing.is_none() && h.starting.as_ref().is_some_and(|s| s.is_finished())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            let Some(s) = self.held.get_mut(&name).and_then(|h| h.starting.take()) else {
+                continue;
+            };
+            match started(s).await {
+                Ok(r) => {
+                    let asks = self.serve_asks(&name, r.clone()).await;
+                    if let Some(h) = self.held.get_mut(&name) {
+                        h.running = Some(r);
+                        h.state = "running".into();
+                        h.asks = asks;
+                    }
+                    tracing::info!("stream '{name}': running");
+                }
+                Err(reason) => {
+                    tracing::error!("stream '{name}': cannot run: {reason}; marked failed");
+                    if let Some(h) = self.held.get_mut(&name) {
+                        h.state = "failed".into();
+                        h.reason = Some(reason);
+                        h.outbox.close();
+                    }
+                }
+            }
+        }
+    }
+
     /// Streams whose engine ended: `ended` or `failed` (kept, so nobody restarts them in a
     /// loop; they cost nothing).
     fn check_finished(&mut self) {
@@ -720,11 +754,16 @@ impl Worker {
         tracing::info!("stream '{name}': giving it back ({why})");
         h.stop.trigger();
         let running = h.running.clone();
+        let starting = h.starting.take();
         let outbox = h.outbox.clone();
         let publisher = h.publisher.take();
         let abandon = h.abandon.clone();
         let grace = self.opts.grace;
         h.releasing = Some(tokio::spawn(async move {
+            let running = match starting {
+                Some(s) => started(s).await.ok(),
+                None => running,
+            };
             if let Some(r) = running {
                 let _ = tokio::task::spawn_blocking(move || r.join()).await;
             }
@@ -839,11 +878,20 @@ impl Worker {
     }
 }
 
-/// Joins a fenced stream's engine off the async threads.
-fn spawn_join(h: Held) {
-    if let Some(r) = h.running {
-        tokio::task::spawn_blocking(move || r.join());
-    }
+/// Joins a fenced stream's engine off the async threads (once it started, if it was
+/// starting: its stop token has fired, so it ends at once).
+fn spawn_join(mut h: Held) {
+    let starting = h.starting.take();
+    let running = h.running.take();
+    tokio::spawn(async move {
+        let running = match starting {
+            Some(s) => started(s).await.ok(),
+            None => running,
+        };
+        if let Some(r) = running {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+    });
 }
 
 /// A request's question: a JSON body `{"question": "..."}` or plain text.
