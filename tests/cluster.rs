@@ -991,3 +991,42 @@ fn questions_by_request_reply_are_answered_by_the_streams_worker() {
     }
     w.stop();
 }
+
+#[test]
+fn a_stream_whose_source_ended_is_not_played_again_by_the_next_worker() {
+    let _serial = serial();
+    let (_d, dir) = tmp();
+    let nats = Nats::start(&dir);
+    let url = nats.url();
+    add(
+        &url,
+        "ends",
+        &write(
+            &dir,
+            "ends.toml",
+            "[engine]\nwindow = 2\nstride = 2\nfps = 10\n\n\
+             [[stream]]\nname = \"clip\"\nsource = { kind = \"synthetic\", is_live = false, duration_s = 2.0 }\n",
+        ),
+    );
+    let first = Worker::start(&url, "ends", "first", &[]);
+    wait_status(&url, "ends", Duration::from_secs(60), |s| {
+        s["streams"][0]["state"] == "ended" && s["streams"][0]["buffered"] == 0
+    });
+    let (code, log) = first.stop();
+    assert_eq!(code, Some(130), "{log}");
+    let second = Worker::start(&url, "ends", "second", &[]);
+    let (s, _) = wait_status(&url, "ends", Duration::from_secs(60), |s| {
+        s["streams"][0]["worker"] == "second"
+    });
+    assert_eq!(s["streams"][0]["state"], "ended", "{s:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, log) = second.stop();
+    assert!(
+        log.contains("its source ended under worker 'first'"),
+        "{log}"
+    );
+    let bus = read_bus(&url, "ends");
+    let w = windows_of(&bus, "ends", "clip");
+    assert_eq!(w.len(), 10, "2 s at 10 fps, 2 frames a window: once");
+    assert!(w.iter().all(|r| r.record["worker"] == "first"));
+}

@@ -124,6 +124,9 @@ struct Held {
     releasing: Option<tokio::task::JoinHandle<()>>,
     /// Logged once per lapse.
     lapsed_logged: bool,
+    /// Given back because the stream left the desired state or changed (its lease is
+    /// deleted even when it ended).
+    forget: bool,
 }
 
 impl Held {
@@ -413,13 +416,15 @@ impl Worker {
     async fn follow_desired(&mut self, streams: &BTreeMap<String, kv::Entry>) {
         let names: Vec<String> = self.held.keys().cloned().collect();
         for n in names {
-            match streams.get(&n) {
-                None => self.release(&n, "removed from the cluster"),
-                Some(e) if e.revision != self.held[&n].spec_revision => {
-                    self.release(&n, "its config changed")
-                }
-                _ => {}
+            let why = match streams.get(&n) {
+                None => "removed from the cluster",
+                Some(e) if e.revision != self.held[&n].spec_revision => "its config changed",
+                _ => continue,
+            };
+            if let Some(h) = self.held.get_mut(&n) {
+                h.forget = true;
             }
+            self.release(&n, why);
         }
     }
 
@@ -485,10 +490,12 @@ impl Worker {
         }
         let prev: Option<Lease> = old.and_then(|e| serde_json::from_slice(&e.value).ok());
         let epoch = prev.as_ref().map_or(0, |l| l.epoch) + 1;
+        // A stream whose source ended stays ended (see below).
+        let ended = prev.as_ref().is_some_and(|p| p.state == "ended");
         let lease = Lease {
             worker: self.me().to_owned(),
             epoch,
-            state: "starting".into(),
+            state: if ended { "ended" } else { "starting" }.into(),
             renewed_ms: wall_ms(),
             lease_ms: self.opts.lease.as_millis() as u64,
             ..Default::default()
@@ -562,7 +569,19 @@ impl Worker {
             asks: None,
             releasing: None,
             lapsed_logged: false,
+            forget: false,
         };
+        if let Some(p) = prev.as_ref().filter(|p| p.state == "ended") {
+            // A file that was played to its end is not played again by the next owner.
+            tracing::info!(
+                "stream '{name}': its source ended under worker '{}'; kept ended (remove and \
+                 add it again to run it again)",
+                p.worker
+            );
+            held.state = "ended".into();
+            self.held.insert(name.to_owned(), held);
+            return;
+        }
         let spec = match StreamSpec::from_bytes(name, &spec_entry.value) {
             Ok(s) => s,
             Err(reason) => {
@@ -799,6 +818,12 @@ impl Worker {
             self.report.windows += h.published.snapshot().windows;
             self.report.answers += h.published.snapshot().answers;
             self.report.dropped += h.outbox.dropped() + h.outbox.discard() as u64;
+            if h.state == "ended" && !h.forget {
+                // Left to lapse, not deleted: whoever claims it next sees it ended.
+                tracing::info!("stream '{n}': given back (ended)");
+                self.report.releases += 1;
+                continue;
+            }
             match self
                 .store
                 .leases
