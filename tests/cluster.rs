@@ -699,8 +699,14 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
     });
     std::thread::sleep(Duration::from_secs(2));
     let st_final = cluster_status(&url, "restart");
-    roomy.stop();
-    tight.stop();
+    let (_, roomy_log) = roomy.stop();
+    let (_, tight_log) = tight.stop();
+    for log in [&roomy_log, &tight_log] {
+        assert!(
+            !log.contains("fenced"),
+            "nobody lost a lease to a NATS restart: {log}"
+        );
+    }
     let bus = read_bus(&url, "restart");
     let owner_of = assignment(&st);
     for x in st_final["streams"].as_array().unwrap() {
@@ -724,6 +730,12 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
         if owner_of[name] == "roomy" {
             assert_eq!(missing, 0, "{name}: nothing lost within the buffer");
             assert_eq!(dropped, 0);
+            for p in w.windows(2) {
+                assert_eq!(
+                    p[1].record["t_start"], p[0].record["t_end"],
+                    "{name}: one stream, no restart, no gap in time"
+                );
+            }
         } else {
             assert!(dropped > 0, "{name}: an outage of 5 s overflows 3 records");
             // Answers would count too; these streams have none.

@@ -166,6 +166,12 @@ impl Fence {
         s.valid_until = s.valid_until.max(sent + self.lease);
     }
 
+    /// Our own write of `revision` whose acknowledgement was lost: renew from it, without
+    /// moving the deadline.
+    pub fn adopt(&self, revision: u64) {
+        self.inner.lock().revision = revision;
+    }
+
     /// The lease is gone for good (another worker wrote it): never publish again.
     pub fn lose(&self) {
         self.inner.lock().lost = true;

@@ -254,13 +254,16 @@ impl Worker {
         self.poll_starts().await;
         self.check_finished();
         self.reap_releases().await;
+        // Renewals and the heartbeat first: they must not wait for a slow look.
+        self.renew().await;
+        self.beat().await;
         let look = async {
             let s = Store::entries(&self.store.streams).await?;
             let l = Store::entries(&self.store.leases).await?;
             let w = Store::entries(&self.store.workers).await?;
             Ok::<_, ClusterError>((s, l, w))
         };
-        let (streams, leases, workers) = match tokio::time::timeout(self.opts.lease / 3, look).await
+        let (streams, leases, workers) = match tokio::time::timeout(self.opts.lease / 2, look).await
         {
             Ok(Ok(v)) => {
                 if !self.connected {
@@ -287,12 +290,13 @@ impl Worker {
                 return;
             }
         };
-        self.leases_seen.begin_look(now);
-        self.workers_seen.begin_look(now);
-        self.beat().await;
-        self.renew(&leases).await;
+        // Observed no earlier than now, when the look returned: a revision's clock must
+        // never start before the revision was written (lease.rs).
+        let seen = Instant::now();
+        self.leases_seen.begin_look(seen);
+        self.workers_seen.begin_look(seen);
         self.follow_desired(&streams).await;
-        let view = self.view(&streams, &leases, &workers, now);
+        let view = self.view(&streams, &leases, &workers, seen);
         let (load, count) = view.load(self.me());
         metrics::gauge!("sensorium_cluster_streams").set(count as f64);
         metrics::gauge!("sensorium_cluster_load").set(f64::from(load));
@@ -356,24 +360,54 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         let value = Bytes::from(serde_json::to_vec(&hb).unwrap_or_default());
-        if let Err(e) = self.store.workers.put(self.me(), value).await {
-            tracing::debug!("heartbeat: {e}");
+        match tokio::time::timeout(
+            self.opts.lease / 3,
+            self.store.workers.put(self.me(), value),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!("heartbeat: {e}"),
+            Err(_) => tracing::debug!("heartbeat: no answer within a third of the lease"),
         }
     }
 
-    async fn renew(&mut self, leases: &BTreeMap<String, kv::Entry>) {
+    /// Renews every held lease at once (compare-and-set on the revision each last wrote),
+    /// within a third of the lease whatever NATS does.
+    async fn renew(&mut self) {
         let me = self.me().to_owned();
         let lease = self.opts.lease;
+        let attempts: Vec<_> = self
+            .held
+            .iter()
+            .map(|(name, h)| {
+                let kv = self.store.leases.clone();
+                let (name, value, revision) = (
+                    name.clone(),
+                    lease_json(&h.lease_value(&me, lease)),
+                    h.fence.revision(),
+                );
+                async move {
+                    let sent = Instant::now();
+                    let r = kv.update(&name, value, revision).await;
+                    (name, sent, r)
+                }
+            })
+            .collect();
+        let results =
+            match tokio::time::timeout(lease / 3, futures_util::future::join_all(attempts)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("renewing the leases: no answer within a third of the lease");
+                    Vec::new()
+                }
+            };
         let mut lost = Vec::new();
-        for (name, h) in &mut self.held {
-            let value = lease_json(&h.lease_value(&me, lease));
-            let sent = Instant::now();
-            match self
-                .store
-                .leases
-                .update(name, value, h.fence.revision())
-                .await
-            {
+        for (name, sent, result) in results {
+            let Some(h) = self.held.get_mut(&name) else {
+                continue;
+            };
+            match result {
                 Ok(rev) => {
                     h.fence.renewed(rev, sent);
                     if h.lapsed_logged {
@@ -385,12 +419,29 @@ impl Worker {
                     }
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    let by = leases
-                        .get(name)
-                        .and_then(|e| serde_json::from_slice::<Lease>(&e.value).ok())
-                        .map(|l| format!("worker '{}'", l.worker))
-                        .unwrap_or_else(|| "nobody (it was given back)".into());
-                    lost.push((name.clone(), by));
+                    let current = self.store.leases.entry(&name).await;
+                    let by = match &current {
+                        Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                            match serde_json::from_slice::<Lease>(&e.value) {
+                                // Our own renewal, stored after we stopped waiting for its
+                                // answer (NATS slow or reconnecting): adopt its revision. The
+                                // fence is not extended (when it was sent is unknown); the
+                                // next renewal extends it.
+                                Ok(l) if l.worker == me && l.epoch == h.epoch => {
+                                    h.fence.adopt(e.revision);
+                                    continue;
+                                }
+                                Ok(l) => format!("worker '{}'", l.worker),
+                                Err(_) => "another worker".into(),
+                            }
+                        }
+                        Ok(_) => "nobody (it was given back)".into(),
+                        Err(_) => {
+                            // Cannot tell: try again next tick.
+                            continue;
+                        }
+                    };
+                    lost.push((name, by));
                 }
                 Err(e) => tracing::debug!("stream '{name}': renewing the lease: {e}"),
             }
@@ -883,8 +934,7 @@ impl Worker {
                 .values()
                 .any(|h| h.fence.lapsed(Instant::now() + self.opts.lease / 2))
             {
-                let leases = Store::entries(&self.store.leases).await.unwrap_or_default();
-                self.renew(&leases).await;
+                self.renew().await;
             }
             self.reap_releases().await;
         }
