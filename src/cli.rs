@@ -446,20 +446,8 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
         explicit.as_ref().map(|(o, t)| (o.as_str(), t)),
     )?;
 
-    let shutdown = StopToken::new();
+    let shutdown = interrupt_token()?;
     let interrupted = shutdown.clone();
-    let token = shutdown.clone();
-    let mut presses = 0u32;
-    ctrlc::set_handler(move || {
-        presses += 1;
-        if presses > 1 {
-            // A second Ctrl-C: the user does not want to wait for the flush.
-            std::process::exit(i32::from(code::INTERRUPTED));
-        }
-        token.trigger();
-    })
-    .context("cannot install the Ctrl-C handler")
-    .code(code::USAGE)?;
     if let Some(h) = hook.as_deref() {
         if let Some(limit) = h.limit {
             let (user, limited) = (interrupted.clone(), h.limited.clone());
@@ -478,6 +466,24 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
     let out = SharedOut::open_as(&config.output.path, args.format).code(code::OUTPUT)?;
     let out = if args.quiet { out.quiet() } else { out };
     execute(config, &origin, out, shutdown, None, hook)
+}
+
+/// A token that Ctrl-C or SIGTERM fires; a second one exits at once (130).
+pub(crate) fn interrupt_token() -> Result<StopToken, Failure> {
+    let token = StopToken::new();
+    let fire = token.clone();
+    let mut presses = 0u32;
+    ctrlc::set_handler(move || {
+        presses += 1;
+        if presses > 1 {
+            // A second Ctrl-C: the user does not want to wait for the flush.
+            std::process::exit(i32::from(code::INTERRUPTED));
+        }
+        fire.trigger();
+    })
+    .context("cannot install the Ctrl-C handler")
+    .code(code::USAGE)?;
+    Ok(token)
 }
 
 /// Questions without a model of their own get the default model (or `model`); then the

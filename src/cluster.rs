@@ -208,10 +208,16 @@ pub(crate) fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
 
 pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
     let name = args.name.clone().unwrap_or_else(default_name);
+    if !(0.5..=3600.0).contains(&args.lease) {
+        return Err(Failure {
+            code: code::USAGE,
+            error: anyhow!("--lease {}: give seconds from 0.5 to 3600", args.lease),
+        });
+    }
     let opts = WorkerOptions {
         cluster: args.nats.cluster.clone(),
         name: name.clone(),
-        lease: Duration::from_secs_f64(args.lease.clamp(0.5, 3600.0)),
+        lease: Duration::from_secs_f64(args.lease),
         capacity: args.capacity.max(1),
         max_streams: args.max_streams,
         buffer: args.buffer,
@@ -240,22 +246,7 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
         }
         None => None,
     };
-    let stop = StopToken::new();
-    {
-        let token = stop.clone();
-        let mut presses = 0u32;
-        ctrlc::set_handler(move || {
-            presses += 1;
-            if presses > 1 {
-                std::process::exit(i32::from(code::INTERRUPTED));
-            }
-            token.trigger();
-        })
-        .map_err(|e| Failure {
-            code: code::USAGE,
-            error: anyhow!("cannot install the Ctrl-C handler: {e}"),
-        })?;
-    }
+    let stop = crate::cli::interrupt_token()?;
     let runner = Arc::new(Runner {
         output: args.output.clone(),
         model: args.model.clone(),

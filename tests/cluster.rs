@@ -27,6 +27,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 const LEASE_S: f64 = 3.0;
 
+/// One cluster test's ground: the serial guard, a temp dir, a NATS server in it.
+fn ground() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+    Nats,
+) {
+    let guard = serial();
+    let (d, dir) = tmp();
+    let nats = Nats::start(&dir);
+    (guard, d, dir, nats)
+}
+
 fn nats_server_bin() -> PathBuf {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if Path::new(p).exists() {
@@ -446,9 +459,7 @@ fn add(nats: &str, cluster: &str, config: &str) {
 
 #[test]
 fn twelve_streams_balance_over_three_workers_a_fourth_takes_a_quarter_and_kill_9_fails_over() {
-    let _serial = serial();
-    let (_d, dir) = tmp();
-    let nats = Nats::start(&dir);
+    let (_serial, _d, dir, nats) = ground();
     let rtsp = RtspServer::serving(
         0,
         &Serve {
@@ -583,9 +594,7 @@ fn twelve_streams_balance_over_three_workers_a_fourth_takes_a_quarter_and_kill_9
 
 #[test]
 fn a_partitioned_worker_stops_publishing_within_one_lease_and_never_writes_again() {
-    let _serial = serial();
-    let (_d, dir) = tmp();
-    let nats = Nats::start(&dir);
+    let (_serial, _d, dir, nats) = ground();
     let url = nats.url();
     let mut s =
         String::from("[engine]\nwindow = 2\nstride = 2\nfps = 5\nwidth = 64\nheight = 48\n\n");
@@ -667,9 +676,7 @@ fn a_partitioned_worker_stops_publishing_within_one_lease_and_never_writes_again
 
 #[test]
 fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_drops() {
-    let _serial = serial();
-    let (_d, dir) = tmp();
-    let mut nats = Nats::start(&dir);
+    let (_serial, _d, dir, mut nats) = ground();
     let url = nats.url();
     let mut s =
         String::from("[engine]\nwindow = 2\nstride = 2\nfps = 10\nwidth = 64\nheight = 48\n\n");
@@ -748,6 +755,21 @@ fn nats_restarted_mid_run_loses_nothing_within_the_buffer_and_counts_what_it_dro
 fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     let _serial = serial();
     let (_d, dir) = tmp();
+    // Bad worker arguments.
+    for (args, says) in [
+        (
+            &["--lease", "NaN"][..],
+            "--lease NaN: give seconds from 0.5 to 3600",
+        ),
+        (&["--lease", "0.1"][..], "--lease 0.1: give seconds"),
+        (&["--name", "a b"][..], "worker name 'a b'"),
+    ] {
+        let mut all = vec!["worker", "--nats", "nats://127.0.0.1:1", "--cluster", "x"];
+        all.extend_from_slice(args);
+        let o = sensorium(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
     // Unreachable NATS.
     let dead = format!("nats://127.0.0.1:{}", closed_port());
     let o = sensorium(&["cluster", "status", "--nats", &dead, "--cluster", "x"]);
@@ -943,9 +965,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
 
 #[test]
 fn questions_by_request_reply_are_answered_by_the_streams_worker() {
-    let _serial = serial();
-    let (_d, dir) = tmp();
-    let nats = Nats::start(&dir);
+    let (_serial, _d, dir, nats) = ground();
     let url = nats.url();
     // Scheduled questions without a model of their own: the default model answers.
     let cfg = write(
@@ -1006,9 +1026,7 @@ fn questions_by_request_reply_are_answered_by_the_streams_worker() {
 
 #[test]
 fn a_stream_whose_source_ended_is_not_played_again_by_the_next_worker() {
-    let _serial = serial();
-    let (_d, dir) = tmp();
-    let nats = Nats::start(&dir);
+    let (_serial, _d, dir, nats) = ground();
     let url = nats.url();
     add(
         &url,
