@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -97,6 +97,11 @@ soak: test-deps
 	SENSORIUM_OUTAGES=$(SOAK_OUTAGES) SENSORIUM_MAX_OUTAGE_MS=10000 \
 		$(CARGO) test --release --test outages -- --nocapture
 	SENSORIUM_SOAK_S=1200 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
+
+# Takeover after `kill -9` of a cluster worker at the default lease (10 s): 3 workers, the
+# six streams of pipelines/configs/cluster.toml, ROUNDS rounds; needs nats-server.
+bench-cluster: build test-deps
+	ROUNDS=$${ROUNDS:-3} benches/cluster_takeover.sh
 
 # The most streams kept at real time, without models and with the default model (CPU per
 # stream, peak RSS); several minutes.

@@ -2,7 +2,7 @@
 //! engine (through the binary's [`StreamRunner`]), publishes their results, answers live
 //! questions, and gives everything back on shutdown.
 //!
-//! One tick (a sixth of the lease): look at the three buckets, beat, renew every held lease
+//! One tick (a tenth of the lease): look at the three buckets, beat, renew every held lease
 //! (compare-and-set on its revision), follow the desired state (removed or changed streams
 //! are stopped), plan ([`crate::balance`]), give back the excess, claim free streams.
 
@@ -77,7 +77,7 @@ pub struct WorkerOptions {
 
 impl WorkerOptions {
     pub fn tick(&self) -> Duration {
-        (self.lease / 6).max(Duration::from_millis(100))
+        (self.lease / 10).max(Duration::from_millis(100))
     }
 }
 
@@ -92,14 +92,15 @@ pub struct WorkerReport {
     pub dropped: u64,
 }
 
-type Starting = tokio::task::JoinHandle<Result<Box<dyn RunningStream>, String>>;
+/// The runner's answer to a start, once it came.
+type Starting = tokio::sync::oneshot::Receiver<Result<Box<dyn RunningStream>, String>>;
 
 /// Where a start ended: a running stream, or why it cannot run.
 async fn started(s: Starting) -> Result<Arc<dyn RunningStream>, String> {
     match s.await {
         Ok(Ok(r)) => Ok(Arc::from(r)),
         Ok(Err(reason)) => Err(reason),
-        Err(e) => Err(format!("starting it panicked: {e}")),
+        Err(_) => Err("starting it panicked".into()),
     }
 }
 
@@ -170,6 +171,8 @@ struct Worker {
     leases_seen: Observer,
     workers_seen: Observer,
     started: Instant,
+    /// Woken when a stream's start finished.
+    started_any: Arc<tokio::sync::Notify>,
     report: WorkerReport,
     connected: bool,
 }
@@ -214,6 +217,7 @@ pub async fn run(
         runner,
         held: BTreeMap::new(),
         started: Instant::now(),
+        started_any: Arc::new(tokio::sync::Notify::new()),
         report: WorkerReport::default(),
         connected: true,
     };
@@ -233,6 +237,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A stream finished starting: serve it now, not at the next tick.
+            _ = w.started_any.notified() => {
+                w.poll_starts().await;
+                continue;
+            }
             _ = stop_rx.changed() => break,
         }
         if stop.is_triggered() {
@@ -660,7 +669,13 @@ impl Worker {
             stop,
         };
         let runner = self.runner.clone();
-        held.starting = Some(tokio::task::spawn_blocking(move || runner.start(run)));
+        let done = self.started_any.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        held.starting = Some(rx);
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(runner.start(run));
+            done.notify_one();
+        });
         tracing::info!(
             "stream '{name}': starting here from window {} (t = {:.3} s)",
             origin.index,
@@ -753,19 +768,23 @@ impl Worker {
 
     /// Streams whose start finished: `running` (and answering questions), or `failed`.
     async fn poll_starts(&mut self) {
-        let ready: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| {
-                h.releasing.is_none() && h.starting.as_ref().is_some_and(|s| s.is_finished())
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in ready {
-            let Some(s) = self.held.get_mut(&name).and_then(|h| h.starting.take()) else {
+        let mut ready = Vec::new();
+        for (name, h) in &mut self.held {
+            if h.releasing.is_some() {
                 continue;
+            }
+            let Some(rx) = &mut h.starting else { continue };
+            use tokio::sync::oneshot::error::TryRecvError;
+            let result: Result<Arc<dyn RunningStream>, String> = match rx.try_recv() {
+                Err(TryRecvError::Empty) => continue,
+                Ok(r) => r.map(|b| Arc::from(b)),
+                Err(TryRecvError::Closed) => Err("starting it panicked".into()),
             };
-            match started(s).await {
+            h.starting = None;
+            ready.push((name.clone(), result));
+        }
+        for (name, result) in ready {
+            match result {
                 Ok(r) => {
                     let asks = self.serve_asks(&name, r.clone()).await;
                     if let Some(h) = self.held.get_mut(&name) {
