@@ -777,7 +777,7 @@ impl Worker {
             use tokio::sync::oneshot::error::TryRecvError;
             let result: Result<Arc<dyn RunningStream>, String> = match rx.try_recv() {
                 Err(TryRecvError::Empty) => continue,
-                Ok(r) => r.map(|b| Arc::from(b)),
+                Ok(r) => r.map(Arc::from),
                 Err(TryRecvError::Closed) => Err("starting it panicked".into()),
             };
             h.starting = None;
