@@ -2,9 +2,11 @@
 //! engine (through the binary's [`StreamRunner`]), publishes their results, answers live
 //! questions, and gives everything back on shutdown.
 //!
-//! One tick (a tenth of the lease): look at the three buckets, beat, renew every held lease
-//! (compare-and-set on its revision), follow the desired state (removed or changed streams
-//! are stopped), plan ([`crate::balance`]), give back the excess, claim free streams.
+//! One tick (a tenth of the lease): renew every held lease at once (compare-and-set on its
+//! revision; first, so that a slow look never delays it), beat, look at the three buckets,
+//! follow the desired state (removed or changed streams are stopped), plan
+//! ([`crate::balance`]), give back the excess, claim free streams. Starts run off the tick
+//! (loading models takes seconds) and are served as soon as they finish.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
