@@ -55,6 +55,7 @@ struct Nats {
     port: u16,
     store: PathBuf,
     auth: Option<(String, String)>,
+    token: Option<String>,
 }
 
 impl Nats {
@@ -68,6 +69,7 @@ impl Nats {
             port: free_port(),
             store: dir.join("jetstream"),
             auth: auth.map(|(u, p)| (u.into(), p.into())),
+            token: None,
         };
         n.spawn();
         n
@@ -88,6 +90,9 @@ impl Nats {
         .stderr(Stdio::null());
         if let Some((u, p)) = &self.auth {
             cmd.args(["--user", u, "--pass", p]);
+        }
+        if let Some(t) = &self.token {
+            cmd.args(["--auth", t]);
         }
         self.child = Some(cmd.spawn().expect("nats-server starts"));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -805,6 +810,37 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         stderr(&o)
     );
 
+    // A token from the environment: accepted when right; refused, and not printed, when wrong.
+    let mut tokened = Nats {
+        child: None,
+        port: free_port(),
+        store: dir.join("token"),
+        auth: None,
+        token: Some("s3cret-token".into()),
+    };
+    tokened.spawn();
+    for (token, code, says) in [
+        ("s3cret-token", 2, "there is no cluster 'x'"),
+        ("not-the-token", 7, "refused the credentials"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_sensorium"))
+            .args([
+                "cluster",
+                "status",
+                "--nats",
+                &tokened.url(),
+                "--cluster",
+                "x",
+            ])
+            .env("SENSORIUM_NATS_TOKEN", token)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+        assert!(!stderr(&o).contains(token), "{}", stderr(&o));
+    }
+    drop(tokened);
+
     // Duplicate names, bad names, bad configs.
     let nats = Nats::start(&dir);
     let url = nats.url();
@@ -946,6 +982,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         port,
         store: dir.join("late"),
         auth: None,
+        token: None,
     };
     n2.spawn();
     add(
