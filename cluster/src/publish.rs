@@ -23,13 +23,17 @@ use crate::lease::Fence;
 use crate::names::Kind;
 use crate::wall_ms;
 
-/// Records waiting for the bus. Pushed from engine threads (never blocks: past the bound the
-/// oldest record is dropped and counted), drained by [`publish`].
+/// Records waiting for the bus, pushed from engine threads, drained by [`publish`]. Past the
+/// bound a realtime stream drops its oldest record (counted) and never waits; a lossless one
+/// (a file played as fast as it goes) waits for room, as the engine's own lossless queues do,
+/// so the bus sets its pace instead of losing records.
 pub struct Outbox {
     stream: String,
     bound: usize,
+    lossless: bool,
     state: Mutex<OutboxState>,
     wake: tokio::sync::Notify,
+    room: parking_lot::Condvar,
 }
 
 #[derive(Default)]
@@ -40,26 +44,32 @@ struct OutboxState {
 }
 
 impl Outbox {
-    pub fn new(stream: &str, bound: usize) -> Self {
+    pub fn new(stream: &str, bound: usize, lossless: bool) -> Self {
         Self {
             stream: stream.to_owned(),
             bound: bound.max(1),
+            lossless,
             state: Mutex::new(OutboxState::default()),
             wake: tokio::sync::Notify::new(),
+            room: parking_lot::Condvar::new(),
         }
     }
 
     pub fn push(&self, kind: Kind, record: Value) {
         {
             let mut s = self.state.lock();
+            while !s.closed && s.queue.len() >= self.bound {
+                if !self.lossless {
+                    s.queue.pop_front();
+                    s.dropped += 1;
+                    metrics::counter!("sensorium_cluster_publish_dropped_total", "stream" => self.stream.clone())
+                        .increment(1);
+                    break;
+                }
+                self.room.wait_for(&mut s, Duration::from_millis(100));
+            }
             if s.closed {
                 return;
-            }
-            if s.queue.len() >= self.bound {
-                s.queue.pop_front();
-                s.dropped += 1;
-                metrics::counter!("sensorium_cluster_publish_dropped_total", "stream" => self.stream.clone())
-                    .increment(1);
             }
             s.queue.push_back((kind, record));
         }
@@ -69,6 +79,7 @@ impl Outbox {
     /// No more records will come (the stream stopped); [`publish`] ends once it drained.
     pub fn close(&self) {
         self.state.lock().closed = true;
+        self.room.notify_all();
         self.wake.notify_one();
     }
 
@@ -91,6 +102,7 @@ impl Outbox {
 
     fn pop(&self) {
         self.state.lock().queue.pop_front();
+        self.room.notify_all();
     }
 
     fn finished(&self) -> bool {
@@ -98,12 +110,15 @@ impl Outbox {
         s.closed && s.queue.is_empty()
     }
 
-    /// Drops what is left (a fenced holder must not publish it); returns how many.
+    /// Drops what is left (a fenced holder must not publish it; a stream given back whose
+    /// records the bus did not take in time), counted as dropped; returns how many.
     pub fn discard(&self) -> usize {
         let mut s = self.state.lock();
         s.closed = true;
         let n = s.queue.len();
         s.queue.clear();
+        s.dropped += n as u64;
+        self.room.notify_all();
         n
     }
 }
@@ -314,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_outbox_keeps_the_newest_records_within_its_bound() {
-        let o = Outbox::new("cam", 3);
+        let o = Outbox::new("cam", 3, false);
         for i in 0..5 {
             o.push(Kind::Windows, serde_json::json!({ "index": i }));
         }
@@ -327,5 +342,32 @@ mod tests {
         assert!(!o.finished());
         assert_eq!(o.discard(), 3);
         assert!(o.finished());
+    }
+
+    #[test]
+    fn a_lossless_outbox_waits_for_room_instead_of_dropping() {
+        let o = Arc::new(Outbox::new("file", 2, true));
+        o.push(Kind::Windows, serde_json::json!({ "index": 0 }));
+        o.push(Kind::Windows, serde_json::json!({ "index": 1 }));
+        let pusher = {
+            let o = o.clone();
+            std::thread::spawn(move || o.push(Kind::Windows, serde_json::json!({ "index": 2 })))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(o.len(), 2, "the third waits");
+        o.pop();
+        pusher.join().unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.dropped(), 0);
+        assert_eq!(o.front().unwrap().1["index"], 1);
+        // A discard (a fenced holder) lets a waiting pusher go.
+        let pusher = {
+            let o = o.clone();
+            std::thread::spawn(move || o.push(Kind::Windows, serde_json::json!({ "index": 3 })))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        o.discard();
+        pusher.join().unwrap();
+        assert!(o.is_empty());
     }
 }

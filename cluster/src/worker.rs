@@ -610,7 +610,13 @@ impl Worker {
                 return;
             }
         };
-        let outbox = Arc::new(Outbox::new(name, self.opts.buffer));
+        // Files (lossless streams) wait for the bus rather than drop records.
+        let lossless = StreamSpec::from_bytes(name, &spec_entry.value)
+            .ok()
+            .and_then(|s| sensorium_engine::Config::from_toml_str(&s.config, name).ok())
+            .and_then(|c| c.resolved_streams().into_iter().next())
+            .is_some_and(|r| r.params.mode == sensorium_engine::QueueMode::Lossless);
+        let outbox = Arc::new(Outbox::new(name, self.opts.buffer, lossless));
         let published = Arc::new(Published::default());
         let abandon = Arc::new(tokio::sync::Notify::new());
         let stop = StopToken::new();
@@ -856,7 +862,16 @@ impl Worker {
                 None => running,
             };
             if let Some(r) = running {
-                let _ = tokio::task::spawn_blocking(move || r.join()).await;
+                let join = tokio::task::spawn_blocking(move || r.join());
+                tokio::pin!(join);
+                tokio::select! {
+                    _ = &mut join => {}
+                    // A lossless stream waiting for a bus that is away: let it end.
+                    _ = tokio::time::sleep(grace) => {
+                        outbox.discard();
+                        let _ = join.await;
+                    }
+                }
             }
             outbox.close();
             if let Some(p) = publisher {
@@ -889,7 +904,8 @@ impl Worker {
             }
             self.report.windows += h.published.snapshot().windows;
             self.report.answers += h.published.snapshot().answers;
-            self.report.dropped += h.outbox.dropped() + h.outbox.discard() as u64;
+            h.outbox.discard();
+            self.report.dropped += h.outbox.dropped();
             if h.state == "ended" && !h.forget {
                 // Left to lapse, not deleted: whoever claims it next sees it ended.
                 tracing::info!("stream '{n}': given back (ended)");
