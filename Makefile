@@ -98,10 +98,12 @@ soak: test-deps
 		$(CARGO) test --release --test outages -- --nocapture
 	SENSORIUM_SOAK_S=1200 SENSORIUM_SOAK_LIVE_S=600 $(CARGO) test --release --test soak -- --nocapture
 
-# Takeover after `kill -9` of a cluster worker at the default lease (10 s): 3 workers, the
-# six streams of pipelines/configs/cluster.toml, ROUNDS rounds; needs nats-server.
+# The cluster (needs nats-server): takeover after `kill -9` of a worker at the default lease
+# (10 s; 3 workers, the six streams of pipelines/configs/cluster.toml, ROUNDS rounds), then
+# one worker's publishing rate (4 streams as fast as they go).
 bench-cluster: build test-deps
 	ROUNDS=$${ROUNDS:-3} benches/cluster_takeover.sh
+	benches/cluster_publish.sh
 
 # The most streams kept at real time, without models and with the default model (CPU per
 # stream, peak RSS); several minutes.
