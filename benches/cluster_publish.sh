@@ -6,17 +6,10 @@
 # every stream ended with nothing buffered (start-up and 0.2 s polling included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S=target/release/sensorium
 STREAMS=${STREAMS:-4}
 WINDOWS=${WINDOWS:-10000}
-NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-N="--nats nats://127.0.0.1:$port"
-cleanup() { pkill -TERM -f "sensorium worker $N" || true; kill "${nats_pid:-0}" 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-"$NATS" -js -a 127.0.0.1 -p "$port" -sd "$dir/js" > "$dir/nats.log" 2>&1 & nats_pid=$!
-sleep 0.5
+source benches/cluster_common.sh
+start_nats
 # 2 frames a window at 10 fps: WINDOWS windows are WINDOWS / 5 seconds of stream.
 secs=$(python3 -c "print($WINDOWS / 5)")
 {

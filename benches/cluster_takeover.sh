@@ -6,18 +6,10 @@
 # the killed worker running on another one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S=target/release/sensorium
 ROUNDS=${ROUNDS:-3}
-NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-N="--nats nats://127.0.0.1:$port"
-cleanup() { pkill -TERM -f "sensorium worker $N" || true; kill "${nats_pid:-0}" 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
+source benches/cluster_common.sh
 for round in $(seq 1 "$ROUNDS"); do
-  rm -rf "$dir/js"
-  "$NATS" -js -a 127.0.0.1 -p "$port" -sd "$dir/js" > "$dir/nats.log" 2>&1 & nats_pid=$!
-  sleep 0.5
+  start_nats
   $S cluster add $N --cluster bench -c pipelines/configs/cluster.toml > /dev/null
   for w in w1 w2 w3; do $S worker $N --cluster bench --name $w > /dev/null 2> "$dir/$w.err" & done
   sleep 12

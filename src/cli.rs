@@ -295,7 +295,7 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
-trait WithCode<T> {
+pub(crate) trait WithCode<T> {
     fn code(self, code: u8) -> Result<T, Failure>;
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use parking_lot::Mutex;
 use sensorium_cluster::admin::{Retention, Store};
@@ -16,7 +16,7 @@ use sensorium_cluster::{
 use sensorium_engine::{Config, StopToken};
 use serde_json::Value;
 
-use crate::cli::{code, ClusterTap, Failure};
+use crate::cli::{code, ClusterTap, Failure, WithCode};
 use crate::output::SharedOut;
 
 #[derive(Args, Debug, Clone)]
@@ -129,10 +129,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .thread_name("nats")
         .enable_all()
         .build()
-        .map_err(|e| Failure {
-            code: code::USAGE,
-            error: anyhow!("cannot start the NATS client's runtime: {e}"),
-        })
+        .context("cannot start the NATS client's runtime")
+        .code(code::USAGE)
 }
 
 async fn open(nats: &Nats, create: bool) -> Result<Store, ClusterError> {
@@ -145,27 +143,18 @@ pub(crate) fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
     let rt = runtime()?;
     match cmd {
         ClusterCommand::Add { nats, config } => {
-            let text = std::fs::read_to_string(&config).map_err(|e| Failure {
-                code: code::USAGE,
-                error: anyhow!("cannot read config {}: {e}", config.display()),
-            })?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read config {}", config.display()))
+                .code(code::USAGE)?;
             let origin = config.display().to_string();
             let specs = sensorium_cluster::spec::split_config(&text, &origin).map_err(fail)?;
             // The model sections too, as `run` would check them.
             for s in &specs {
-                let c = Config::from_toml_str(&s.config, &origin).map_err(|e| Failure {
-                    code: code::USAGE,
-                    error: anyhow!(e),
-                })?;
+                let c = Config::from_toml_str(&s.config, &origin).code(code::USAGE)?;
                 // Questions without a model get the workers' default model: checked there.
                 let own_llm = c.llm.as_ref().is_some_and(|l| l.contains_key("model"));
                 if c.models.is_some() || own_llm {
-                    sensorium_models::setup::ModelSetup::parse(&c, &origin).map_err(|e| {
-                        Failure {
-                            code: code::USAGE,
-                            error: anyhow!(e),
-                        }
-                    })?;
+                    sensorium_models::setup::ModelSetup::parse(&c, &origin).code(code::USAGE)?;
                 }
             }
             rt.block_on(async {
@@ -209,10 +198,11 @@ pub(crate) fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
 pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
     let name = args.name.clone().unwrap_or_else(default_name);
     if !(0.5..=3600.0).contains(&args.lease) {
-        return Err(Failure {
-            code: code::USAGE,
-            error: anyhow!("--lease {}: give seconds from 0.5 to 3600", args.lease),
-        });
+        return Err(anyhow!(
+            "--lease {}: give seconds from 0.5 to 3600",
+            args.lease
+        ))
+        .code(code::USAGE);
     }
     let opts = WorkerOptions {
         cluster: args.nats.cluster.clone(),
@@ -227,22 +217,11 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
     // The worker's own metrics server (engine and cluster metrics of every stream).
     let _metrics = match &args.metrics {
         Some(listen) => {
-            let handle = sensorium_engine::metrics::install_prometheus().map_err(|e| Failure {
-                code: code::USAGE,
-                error: anyhow!(e),
-            })?;
+            let handle = sensorium_engine::metrics::install_prometheus().code(code::USAGE)?;
             // A config of no streams, only to say where the metrics server listens.
-            let mut c: Config = toml::from_str("").map_err(|e| Failure {
-                code: code::USAGE,
-                error: anyhow!("--metrics: {e}"),
-            })?;
+            let mut c: Config = toml::from_str("").context("--metrics").code(code::USAGE)?;
             c.metrics.listen = Some(listen.clone());
-            Some(
-                crate::serve::start(&c, None, None, Some(handle), None).map_err(|e| Failure {
-                    code: code::USAGE,
-                    error: anyhow!(e),
-                })?,
-            )
+            Some(crate::serve::start(&c, None, None, Some(handle), None).code(code::USAGE)?)
         }
         None => None,
     };

@@ -286,16 +286,15 @@ impl Proxy {
     }
 }
 
+/// `sensorium cluster ARGS[0] --nats NATS --cluster CLUSTER ARGS[1..]`.
+fn cluster_cli(nats: &str, cluster: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["cluster", args[0], "--nats", nats, "--cluster", cluster];
+    all.extend_from_slice(&args[1..]);
+    sensorium(&all)
+}
+
 fn cluster_status(nats: &str, cluster: &str) -> Value {
-    let o = sensorium(&[
-        "cluster",
-        "status",
-        "--nats",
-        nats,
-        "--cluster",
-        cluster,
-        "--json",
-    ]);
+    let o = cluster_cli(nats, cluster, &["status", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).expect("status JSON")
 }
@@ -449,16 +448,7 @@ fn live_streams_config(rtsp_url: &str) -> String {
 }
 
 fn add(nats: &str, cluster: &str, config: &str) {
-    let o = sensorium(&[
-        "cluster",
-        "add",
-        "--nats",
-        nats,
-        "--cluster",
-        cluster,
-        "--config",
-        config,
-    ]);
+    let o = cluster_cli(nats, cluster, &["add", "--config", config]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
@@ -777,7 +767,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     }
     // Unreachable NATS.
     let dead = format!("nats://127.0.0.1:{}", closed_port());
-    let o = sensorium(&["cluster", "status", "--nats", &dead, "--cluster", "x"]);
+    let o = cluster_cli(&dead, "x", &["status"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!("cannot reach NATS at {dead}")),
@@ -788,7 +778,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
     // Wrong credentials: refused, and never printed.
     let guarded = Nats::start_with(&dir.join("auth"), Some(("alice", "right-pass")));
     let wrong = format!("nats://alice:wrong-pass@127.0.0.1:{}", guarded.port);
-    let o = sensorium(&["cluster", "status", "--nats", &wrong, "--cluster", "x"]);
+    let o = cluster_cli(&wrong, "x", &["status"]);
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("refused the credentials"),
@@ -851,16 +841,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
          [[stream]]\nname = \"missing\"\nsource = { kind = \"file\", path = \"/nonexistent/clip.mkv\" }\n",
     );
     add(&url, "bad", &ok);
-    let o = sensorium(&[
-        "cluster",
-        "add",
-        "--nats",
-        &url,
-        "--cluster",
-        "bad",
-        "--config",
-        &ok,
-    ]);
+    let o = cluster_cli(&url, "bad", &["add", "--config", &ok]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("stream 'good' is already in cluster 'bad' (from"),
@@ -872,27 +853,10 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         "n.toml",
         "[[stream]]\nname = \"a.b\"\nsource = { kind = \"synthetic\" }\n",
     );
-    let o = sensorium(&[
-        "cluster",
-        "add",
-        "--nats",
-        &url,
-        "--cluster",
-        "bad",
-        "--config",
-        &bad_name,
-    ]);
+    let o = cluster_cli(&url, "bad", &["add", "--config", &bad_name]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stream name 'a.b'"), "{}", stderr(&o));
-    let o = sensorium(&[
-        "cluster",
-        "remove",
-        "--nats",
-        &url,
-        "--cluster",
-        "bad",
-        "nope",
-    ]);
+    let o = cluster_cli(&url, "bad", &["remove", "nope"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("cluster 'bad' has no stream 'nope'"),
@@ -950,15 +914,7 @@ fn bad_input_gets_one_clear_error_and_a_documented_exit_code() {
         by["missing"]
     );
     // Removing a stream stops it on its worker and frees the lease.
-    let o = sensorium(&[
-        "cluster",
-        "remove",
-        "--nats",
-        &url,
-        "--cluster",
-        "bad",
-        "missing",
-    ]);
+    let o = cluster_cli(&url, "bad", &["remove", "missing"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     wait_status(&url, "bad", Duration::from_secs(30), |s| {
         s["streams"].as_array().unwrap().len() == 2

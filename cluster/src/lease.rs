@@ -60,8 +60,13 @@ impl Lease {
     /// Whether the stream still needs a worker's time (failed and ended streams are held,
     /// so nobody retries them in a loop, but cost nothing).
     pub fn active(&self) -> bool {
-        self.state == "starting" || self.state == "running"
+        active(&self.state)
     }
+}
+
+/// Whether a stream in `state` needs a worker's time (`starting`, `running`).
+pub fn active(state: &str) -> bool {
+    state == "starting" || state == "running"
 }
 
 /// A worker's heartbeat (the workers bucket's value).

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::admin::{Retention, Store};
 use crate::balance::{StreamView, View, WorkerView};
-use crate::lease::{Fence, Heartbeat, Lease, Observer};
+use crate::lease::{active, Fence, Heartbeat, Lease, Observer};
 use crate::names::{Kind, Names};
 use crate::publish::{publish, LastSequences, Outbox, PublishEnd, Published, Publisher};
 use crate::spec::StreamSpec;
@@ -96,6 +96,17 @@ pub struct WorkerReport {
 
 /// The runner's answer to a start, once it came.
 type Starting = tokio::sync::oneshot::Receiver<Result<Box<dyn RunningStream>, String>>;
+
+/// The running stream, once a start in progress (if any) settled; `None` if it never ran.
+async fn settled(
+    starting: Option<Starting>,
+    running: Option<Arc<dyn RunningStream>>,
+) -> Option<Arc<dyn RunningStream>> {
+    match starting {
+        Some(s) => started(s).await.ok(),
+        None => running,
+    }
+}
 
 /// Where a start ended: a running stream, or why it cannot run.
 async fn started(s: Starting) -> Result<Arc<dyn RunningStream>, String> {
@@ -351,14 +362,7 @@ impl Worker {
             .iter()
             .fold((0, Vec::new()), |(c, mut v), (n, h)| {
                 v.push(n.clone());
-                (
-                    c + if h.state == "running" || h.state == "starting" {
-                        h.cost
-                    } else {
-                        0
-                    },
-                    v,
-                )
+                (c + if active(&h.state) { h.cost } else { 0 }, v)
             });
         let hb = Heartbeat {
             worker: self.me().to_owned(),
@@ -531,7 +535,7 @@ impl Worker {
             };
             if let Some(h) = self.held.get(name) {
                 sv.holder = Some(self.me().to_owned());
-                sv.idle = !(h.state == "running" || h.state == "starting");
+                sv.idle = !active(&h.state);
             } else if let Some(l) = leases.get(name) {
                 let fresh = self.leases_seen.observe(name, l.revision, now);
                 if fresh {
@@ -610,8 +614,10 @@ impl Worker {
                 return;
             }
         };
+        let spec = StreamSpec::from_bytes(name, &spec_entry.value);
         // Files (lossless streams) wait for the bus rather than drop records.
-        let lossless = StreamSpec::from_bytes(name, &spec_entry.value)
+        let lossless = spec
+            .as_ref()
             .ok()
             .and_then(|s| sensorium_engine::Config::from_toml_str(&s.config, name).ok())
             .and_then(|c| c.resolved_streams().into_iter().next())
@@ -650,7 +656,7 @@ impl Worker {
             self.held.insert(name.to_owned(), held);
             return;
         }
-        let spec = match StreamSpec::from_bytes(name, &spec_entry.value) {
+        let spec = match spec {
             Ok(s) => s,
             Err(reason) => {
                 tracing::error!("stream '{name}': {reason}; marked failed");
@@ -857,11 +863,7 @@ impl Worker {
         let abandon = h.abandon.clone();
         let grace = self.opts.grace;
         h.releasing = Some(tokio::spawn(async move {
-            let running = match starting {
-                Some(s) => started(s).await.ok(),
-                None => running,
-            };
-            if let Some(r) = running {
+            if let Some(r) = settled(starting, running).await {
                 let join = tokio::task::spawn_blocking(move || r.join());
                 tokio::pin!(join);
                 tokio::select! {
@@ -996,11 +998,7 @@ fn spawn_join(mut h: Held) {
     let starting = h.starting.take();
     let running = h.running.take();
     tokio::spawn(async move {
-        let running = match starting {
-            Some(s) => started(s).await.ok(),
-            None => running,
-        };
-        if let Some(r) = running {
+        if let Some(r) = settled(starting, running).await {
             let _ = tokio::task::spawn_blocking(move || r.join()).await;
         }
     });
