@@ -824,7 +824,10 @@ impl Worker {
     /// loop; they cost nothing).
     fn check_finished(&mut self) {
         for (name, h) in &mut self.held {
-            if h.state != "running" {
+            // An engine that returns because this worker stopped it (a give-back, a lost
+            // lease) did not see its source end: marking it `ended` would keep the next owner
+            // from ever running it.
+            if h.state != "running" || h.stop.is_triggered() {
                 continue;
             }
             let Some(r) = &h.running else { continue };
