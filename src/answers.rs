@@ -1,32 +1,20 @@
-//! The LLM side of `sensorium run`: the answer service writing one JSON line per answer into
-//! the run's output, echoing tokens to stdout as they come (when the output is a file), and
-//! the stdin question input (`POST /ask`: `serve.rs`), with an orderly stop after
-//! the engine finished: inputs closed first, then every queued window answered.
+//! The LLM side of `sensorium run`: the answer service writing one line per answer —
+//! scheduled, stdin, `POST /ask` — through the engine's output (the sink stage's metrics
+//! count it; the view's watchers get it), echoing tokens to stdout as they come (when the
+//! output is a file), and the stdin question input (`POST /ask`: `serve.rs`), with an orderly
+//! stop after the engine finished: inputs closed first, then every queued window answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use sensorium_engine::{StopToken, ViewEvent, ViewHub};
+use sensorium_engine::{RecordOutput, StopToken, ViewEvent, ViewHub};
 use sensorium_models::llm::{
-    spawn_line_questions, AnswerRecord, AnswerService, Answerer, LiveEvent, ServiceHandle,
-    ServiceOutput,
+    spawn_line_questions, AnswerService, Answerer, LiveEvent, ServiceHandle, ServiceOutput,
 };
-use serde_json::Value;
 
-use crate::output::{echo, SharedOut};
-
-/// An answer as its output line: the [`AnswerRecord`] fields plus `"type": "answer"` and
-/// `"live"` (false for scheduled questions).
-fn answer_line(rec: &AnswerRecord, live: bool) -> Value {
-    let mut v = serde_json::to_value(rec).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.insert("type".into(), "answer".into());
-        m.insert("live".into(), live.into());
-    }
-    v
-}
+use crate::output::echo;
 
 /// The running answer service and its inputs.
 pub struct Answers {
@@ -44,19 +32,20 @@ pub struct AnswersSummary {
 }
 
 impl Answers {
-    /// Starts the service (queue: `queue` windows/questions) writing to `out`; scheduled
-    /// answers are also offered token by token to `view`'s watchers.
+    /// Starts the service (queue: `queue` windows/questions) writing its answers to `out`;
+    /// scheduled answers are also offered token by token to `view`'s watchers, and their
+    /// tokens echoed on stdout when `echo_on`.
     pub fn start(
         answerer: Answerer,
         queue: usize,
-        out: SharedOut,
+        out: RecordOutput,
+        echo_on: bool,
         view: Option<ViewHub>,
     ) -> anyhow::Result<Self> {
         let cfg = answerer.config().clone();
         let errors = Arc::new(AtomicU64::new(0));
         let answers = Arc::new(AtomicU64::new(0));
-        let (e2, a2, o2) = (errors.clone(), answers.clone(), out.clone());
-        let echo_on = out.echo_tokens();
+        let (e2, a2) = (errors.clone(), answers.clone());
         let service = AnswerService::spawn(
             answerer,
             queue,
@@ -84,19 +73,15 @@ impl Answers {
                     }
                 }
                 ServiceOutput::Answer(rec) => {
-                    if echo_on {
+                    // (A live answer's tokens were echoed by its asker.)
+                    if echo_on && !rec.live {
                         echo("\n");
                     }
-                    a2.fetch_add(1, Ordering::Relaxed);
-                    let line = answer_line(&rec, false);
-                    // A failed write is recorded by `SharedOut` (exit code 5).
-                    let _ = o2.write_line(&line);
-                    if let Some(v) = &view {
-                        v.publish(ViewEvent::Answer {
-                            stream: rec.stream.as_str().into(),
-                            record: Arc::new(line),
-                        });
+                    if !rec.live {
+                        a2.fetch_add(1, Ordering::Relaxed);
                     }
+                    // A failed write is recorded by the output (exit code 5).
+                    let _ = out.write_answer(&rec.line());
                 }
                 ServiceOutput::Error { stream, message } => {
                     e2.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +99,7 @@ impl Answers {
             let stop = StopToken::new();
             let lines = crate::output::StdinLines::spawn(stop.clone())
                 .context("cannot start the stdin reader")?;
-            let (o3, e3) = (out.clone(), me.errors.clone());
+            let e3 = me.errors.clone();
             let join = spawn_line_questions(
                 std::io::BufReader::new(lines),
                 me.service.handle(),
@@ -126,11 +111,10 @@ impl Answers {
                         echo(&t.text);
                     }
                     LiveEvent::Token(_) => {}
-                    LiveEvent::Done(rec) => {
+                    LiveEvent::Done(_) => {
                         if echo_on {
                             echo("\n");
                         }
-                        let _ = o3.write_line(&answer_line(rec, true));
                     }
                     LiveEvent::Error { status, message } => {
                         // A question about an unknown stream is the asker's mistake, not a

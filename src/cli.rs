@@ -562,6 +562,7 @@ pub(crate) fn execute(
     let mut runtime = Runtime::new(config.clone(), sources::source_factory())
         .with_shutdown(shutdown)
         .with_sink(out.sink());
+    let records = runtime.output().code(code::OUTPUT)?;
     if let Some(v) = &view {
         runtime = runtime.with_view(v.clone());
     }
@@ -572,8 +573,14 @@ pub(crate) fn execute(
     }
     let answers = match loaded.answerer {
         Some(a) => Some(
-            Answers::start(a, config.engine.queue_capacity, out.clone(), view.clone())
-                .code(code::USAGE)?,
+            Answers::start(
+                a,
+                config.engine.queue_capacity,
+                records.clone(),
+                out.echo_tokens(),
+                view.clone(),
+            )
+            .code(code::USAGE)?,
         ),
         None => None,
     };
@@ -709,7 +716,10 @@ pub(crate) fn execute(
             }
         }
     }
-    if let Some(e) = report.sink_error.as_ref().or(out.failure().as_ref()) {
+    let failure = (report.sink_error.clone())
+        .or_else(|| records.failure())
+        .or_else(|| out.failure());
+    if let Some(e) = &failure {
         tracing::error!("{e}");
         raise(code::OUTPUT);
     }

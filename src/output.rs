@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sensorium_engine::{SinkError, StopToken, WindowSink};
+use sensorium_engine::{JsonLinesSink, SinkError, StopToken, WindowSink};
 use serde_json::Value;
 
 /// How the run's lines are written.
@@ -19,15 +19,16 @@ pub enum Format {
     Text,
 }
 
-/// A JSON-lines writer shared between threads.
+/// The run's writer, shared between threads (and, in a cluster worker, between the runs of
+/// its streams): the engine's JSON-lines sink, with the text format, the added fields and
+/// the tap on top.
 #[derive(Clone)]
 pub struct SharedOut {
-    target: String,
     to_stdout: bool,
     format: Format,
     /// Echo answer tokens to stdout (when writing to a file; not under `bench`).
     echo: bool,
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    out: Arc<Mutex<JsonLinesSink>>,
     /// The first write error (the run's exit code becomes 5).
     failed: Arc<Mutex<Option<String>>>,
     /// Added to every record (a cluster worker's `worker` and `epoch`).
@@ -56,21 +57,13 @@ impl SharedOut {
     /// `-` for stdout, `none` for nowhere, otherwise a file (created or truncated); JSON
     /// lines.
     pub fn open(path: &str) -> Result<Self, SinkError> {
-        let (target, out, to_stdout): (String, Box<dyn Write + Send>, bool) = if path == "-" {
-            ("stdout".into(), Box::new(std::io::stdout()), true)
-        } else if path == "none" {
-            ("nowhere".into(), Box::new(std::io::sink()), false)
-        } else {
-            let f = std::fs::File::create(path).map_err(|error| SinkError {
-                target: path.into(),
-                error,
-            })?;
-            (path.into(), Box::new(f), false)
+        let out = match path {
+            "none" => JsonLinesSink::new("nowhere", Box::new(std::io::sink())),
+            _ => JsonLinesSink::open(path)?,
         };
         Ok(Self {
-            target,
-            to_stdout,
-            echo: !to_stdout,
+            to_stdout: path == "-",
+            echo: path != "-",
             format: Format::Json,
             out: Arc::new(Mutex::new(out)),
             failed: Arc::new(Mutex::new(None)),
@@ -119,25 +112,16 @@ impl SharedOut {
             };
             tap(kind, record);
         }
-        let mut line = match self.format {
+        let line = match self.format {
             Format::Json => record.to_string(),
             Format::Text => match text_line(record) {
                 Some(l) => l,
                 None => return Ok(()),
             },
         };
-        line.push('\n');
-        let mut out = self.out.lock();
-        out.write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|error| {
-                let e = SinkError {
-                    target: self.target.clone(),
-                    error,
-                };
-                self.failed.lock().get_or_insert_with(|| e.to_string());
-                e
-            })
+        self.out.lock().write_line(&line).inspect_err(|e| {
+            self.failed.lock().get_or_insert_with(|| e.to_string());
+        })
     }
 
     /// The first write error of any writer, if one failed.

@@ -34,7 +34,7 @@ pub use frame::{
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender, Recv};
 pub use runtime::{RunReport, Runtime, RuntimeError, StreamEnd, StreamReport};
-pub use sink::{JsonLinesSink, MemorySink, SinkError, WindowSink};
+pub use sink::{JsonLinesSink, MemorySink, RecordKind, RecordOutput, SinkError, WindowSink};
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use stop::StopToken;
 pub use sync::{SyncConfig, SyncStats, Synchroniser};

@@ -17,6 +17,10 @@ pub const QUEUE_DEPTH: &str = "sensorium_queue_depth";
 pub const ITEMS_IN: &str = "sensorium_items_in_total";
 /// Counter: items a stage handed on (`stage`, `stream`).
 pub const ITEMS_OUT: &str = "sensorium_items_out_total";
+/// Counter: records the sink stage wrote (`stream`, `type`: `window` or `answer`). Windows
+/// and answers are the sink stage's items (`ITEMS_IN`/`ITEMS_OUT` with `stage="sink"`
+/// count both); this tells them apart.
+pub const RECORDS_WRITTEN: &str = "sensorium_records_written_total";
 /// Counter: items dropped in front of a stage by a realtime queue, or late data dropped by
 /// the synchroniser (`stage`, `stream`).
 pub const ITEMS_DROPPED: &str = "sensorium_items_dropped_total";
@@ -35,12 +39,13 @@ pub const SOURCE_ERRORS: &str = "sensorium_source_errors_total";
 pub const RECONNECTS: &str = "sensorium_reconnects_total";
 
 /// Every metric name, for docs and tests.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     STAGE_LATENCY,
     WINDOW_LATENCY,
     QUEUE_DEPTH,
     ITEMS_IN,
     ITEMS_OUT,
+    RECORDS_WRITTEN,
     ITEMS_DROPPED,
     STREAM_FPS,
     ACTIVE_STREAMS,
@@ -137,6 +142,10 @@ pub fn describe() {
     describe_gauge!(QUEUE_DEPTH, "Items waiting in front of a stage");
     describe_counter!(ITEMS_IN, "Items taken in by a stage");
     describe_counter!(ITEMS_OUT, "Items handed on by a stage");
+    describe_counter!(
+        RECORDS_WRITTEN,
+        "Records written by the sink stage (type: window or answer)"
+    );
     describe_counter!(ITEMS_DROPPED, "Items dropped in front of a stage");
     describe_gauge!(STREAM_FPS, "Synced frames per second of wall time");
     describe_gauge!(ACTIVE_STREAMS, "Streams currently running");

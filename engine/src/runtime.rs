@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::config_load::ConfigError;
 use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{bounded, QueueMode};
-use crate::sink::{JsonLinesSink, SinkError, WindowSink};
+use crate::sink::{JsonLinesSink, RecordOutput, SinkError, WindowSink};
 use crate::source::SourceFactory;
 use crate::stages::{self, StreamCtx};
 use crate::stop::StopToken;
@@ -67,7 +67,7 @@ pub struct Runtime {
     factory: Arc<dyn SourceFactory>,
     encoder: Option<Box<dyn FrameEncoder>>,
     model: Option<Box<dyn WindowModel>>,
-    sink: Option<Box<dyn WindowSink>>,
+    output: Option<RecordOutput>,
     shutdown: StopToken,
     view: Option<ViewHub>,
     origins: std::collections::HashMap<String, WindowOrigin>,
@@ -80,7 +80,7 @@ impl Runtime {
             factory,
             encoder: None,
             model: None,
-            sink: None,
+            output: None,
             shutdown: StopToken::new(),
             view: None,
             origins: Default::default(),
@@ -101,8 +101,20 @@ impl Runtime {
 
     /// Writes records here instead of `[output] path`.
     pub fn with_sink(mut self, sink: Box<dyn WindowSink>) -> Self {
-        self.sink = Some(sink);
+        self.output = Some(RecordOutput::new(sink));
         self
+    }
+
+    /// The run's output (opening `[output] path` unless [`with_sink`](Self::with_sink) gave
+    /// one): the answer service writes its answer lines here, through the sink stage's
+    /// metrics.
+    pub fn output(&mut self) -> Result<RecordOutput, RuntimeError> {
+        if let Some(o) = &self.output {
+            return Ok(o.clone());
+        }
+        let o = RecordOutput::new(Box::new(JsonLinesSink::open(&self.config.output.path)?));
+        self.output = Some(o.clone());
+        Ok(o)
     }
 
     /// Offers every stream's frames, window records (and, through the answer service's
@@ -131,12 +143,10 @@ impl Runtime {
     }
 
     /// Runs every stream to its end. Per-stream failures are in the report, not errors.
-    pub fn run(self) -> Result<RunReport, RuntimeError> {
+    pub fn run(mut self) -> Result<RunReport, RuntimeError> {
         self.config.validate("<config>")?;
-        let sink = match self.sink {
-            Some(s) => s,
-            None => Box::new(JsonLinesSink::open(&self.config.output.path)?),
-        };
+        let output = self.output()?;
+        output.set_view(self.view.clone());
         let cfg = &self.config;
         let cap = cfg.engine.queue_capacity;
         let batch = cfg.engine.batch;
@@ -172,7 +182,7 @@ impl Runtime {
             let stop = stop.clone();
             let sink_error = sink_error.clone();
             threads.spawn("sink", move || {
-                stages::sink_stage(sink, sink_rx, ctxs, stop, sink_error)
+                stages::sink_stage(output, sink_rx, ctxs, stop, sink_error)
             })?;
         }
 

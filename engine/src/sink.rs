@@ -3,11 +3,15 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Instant;
 
-use parking_lot::Mutex;
+use metrics::{counter, histogram};
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
 
 use crate::frame::Window;
+use crate::metrics as m;
+use crate::view::{ViewEvent, ViewHub};
 
 /// Writing the output failed; `target` names the file (or `stdout`).
 #[derive(Debug, thiserror::Error)]
@@ -47,19 +51,121 @@ impl JsonLinesSink {
         })?;
         Ok(Self::new(path, Box::new(file)))
     }
-}
 
-impl WindowSink for JsonLinesSink {
-    fn write(&mut self, record: &Value) -> Result<(), SinkError> {
-        let mut line = record.to_string();
-        line.push('\n');
+    /// Writes `line` and a newline, and flushes.
+    pub fn write_line(&mut self, line: &str) -> Result<(), SinkError> {
+        let mut buf = String::with_capacity(line.len() + 1);
+        buf.push_str(line);
+        buf.push('\n');
         self.out
-            .write_all(line.as_bytes())
+            .write_all(buf.as_bytes())
             .and_then(|()| self.out.flush())
             .map_err(|error| SinkError {
                 target: self.target.clone(),
                 error,
             })
+    }
+
+    /// What it writes to: the file's path, or `stdout`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl WindowSink for JsonLinesSink {
+    fn write(&mut self, record: &Value) -> Result<(), SinkError> {
+        self.write_line(&record.to_string())
+    }
+}
+
+/// What a record is, as `sensorium_records_written_total`'s `type` label says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Window,
+    Answer,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Answer => "answer",
+        }
+    }
+}
+
+/// The run's one output: every record goes through here — each window's, from the sink
+/// stage, and each answer's, from the answer service (scheduled, stdin, `POST /ask`) — and is
+/// counted in the sink stage's metrics (`sensorium_items_{in,out}_total{stage="sink"}`,
+/// its latency, `sensorium_records_written_total{type}`). Cloning shares it; the answer
+/// service may go on writing after [`Runtime::run`](crate::Runtime::run) returned (it
+/// answers the windows still queued).
+#[derive(Clone)]
+pub struct RecordOutput(Arc<OutputInner>);
+
+struct OutputInner {
+    sink: Mutex<Box<dyn WindowSink>>,
+    /// The first write error.
+    error: Mutex<Option<String>>,
+    /// Watchers offered every answer written (the sink stage offers windows itself).
+    view: RwLock<Option<ViewHub>>,
+}
+
+impl RecordOutput {
+    pub fn new(sink: Box<dyn WindowSink>) -> Self {
+        Self(Arc::new(OutputInner {
+            sink: Mutex::new(sink),
+            error: Mutex::new(None),
+            view: RwLock::new(None),
+        }))
+    }
+
+    pub(crate) fn set_view(&self, view: Option<ViewHub>) {
+        *self.0.view.write() = view;
+    }
+
+    /// Writes one record of `stream`, counted in the sink stage's metrics.
+    pub(crate) fn write(
+        &self,
+        stream: &str,
+        kind: RecordKind,
+        record: &Value,
+    ) -> Result<(), SinkError> {
+        let labels = [("stage", "sink".to_string()), ("stream", stream.to_owned())];
+        counter!(m::ITEMS_IN, &labels).increment(1);
+        let t = Instant::now();
+        let written = self.0.sink.lock().write(record);
+        match &written {
+            Ok(()) => {
+                histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
+                counter!(m::ITEMS_OUT, &labels).increment(1);
+                counter!(m::RECORDS_WRITTEN, "stream" => stream.to_owned(), "type" => kind.as_str())
+                    .increment(1);
+            }
+            Err(e) => {
+                self.0.error.lock().get_or_insert_with(|| e.to_string());
+            }
+        }
+        written
+    }
+
+    /// Writes an answer's line (`"stream"` names its stream) and offers it to the view's
+    /// watchers of that stream.
+    pub fn write_answer(&self, line: &Value) -> Result<(), SinkError> {
+        let stream = line["stream"].as_str().unwrap_or("");
+        self.write(stream, RecordKind::Answer, line)?;
+        if let Some(view) = &*self.0.view.read() {
+            view.publish(ViewEvent::Answer {
+                stream: stream.into(),
+                record: Arc::new(line.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The first write error, if a write failed (the run's exit code becomes 5).
+    pub fn failure(&self) -> Option<String> {
+        self.0.error.lock().clone()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::metrics as m;
 use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{Closed, QueueReceiver, QueueSender, Recv};
 use crate::report::{StreamEnd, StreamReport};
-use crate::sink::{merge_fields, window_record, WindowSink};
+use crate::sink::{merge_fields, window_record, RecordKind, RecordOutput};
 use crate::source::SourceHandle;
 use crate::status::StreamHealth;
 use crate::stop::StopToken;
@@ -489,9 +489,10 @@ pub(crate) fn model_stage(
     }
 }
 
-/// Writes records; on a write error stops the run and discards the rest.
+/// Writes each window's record through the run's output; on a write error stops the run and
+/// discards the rest.
 pub(crate) fn sink_stage(
-    mut sink: Box<dyn WindowSink>,
+    output: RecordOutput,
     rx: QueueReceiver<SinkItem>,
     ctxs: Vec<Arc<StreamCtx>>,
     stop: StopToken,
@@ -505,8 +506,6 @@ pub(crate) fn sink_stage(
         let Some(ctx) = ctxs.get(item.stream) else {
             continue;
         };
-        let report = &ctx.report;
-        let name = ctx.name.clone();
         // The window's one record: built here, whatever stages it went through.
         let mut record = window_record(&item.window);
         merge_fields(&mut record, item.fields);
@@ -524,18 +523,13 @@ pub(crate) fn sink_stage(
             timing(&item.window, item.modelled, written),
         );
         let latency = latency.map(|d| d.as_secs_f64());
-        let labels = [("stage", "sink".to_string()), ("stream", name)];
-        counter!(m::ITEMS_IN, &labels).increment(1);
-        let t = Instant::now();
         let record = Value::Object(record);
-        match sink.write(&record) {
+        match output.write(&ctx.name, RecordKind::Window, &record) {
             Ok(()) => {
-                histogram!(m::STAGE_LATENCY, &labels).record(t.elapsed().as_secs_f64());
                 if let Some(s) = latency {
-                    histogram!(m::WINDOW_LATENCY, "stream" => labels[1].1.clone()).record(s);
+                    histogram!(m::WINDOW_LATENCY, "stream" => ctx.name.clone()).record(s);
                 }
-                counter!(m::ITEMS_OUT, &labels).increment(1);
-                report.lock().windows_written += 1;
+                ctx.report.lock().windows_written += 1;
                 ctx.health.window(latency.map(Duration::from_secs_f64));
                 if let Some(view) = &ctx.view {
                     view.publish(ViewEvent::Window {

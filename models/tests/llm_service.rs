@@ -84,6 +84,7 @@ fn scheduled_questions_answer_every_window_with_streamed_tokens() {
         .collect();
     // 4 windows x "What is happening?" + windows 0 and 2 x "Any sound?"
     assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| !r.live));
     let windows: Vec<(u64, &str)> = records
         .iter()
         .map(|r| (r.window, r.question.as_str()))
@@ -176,7 +177,7 @@ fn newer_windows_cancel_or_skip_stale_scheduled_answers() {
 
 #[test]
 fn line_questions_stream_answers() {
-    let (svc, _outs) = spawn(&config());
+    let (svc, outs) = spawn(&config());
     let h = svc.handle();
     h.push_window(meta("cam", 0), av(0)).unwrap();
     h.push_window(meta("door", 0), av(1)).unwrap();
@@ -218,4 +219,26 @@ fn line_questions_stream_answers() {
     assert_eq!((errors[0].0.as_str(), errors[0].1), ("@door", 400));
     assert_eq!(errors[1].1, 404);
     assert!(errors[1].2.contains("`nowhere`"), "{}", errors[1].2);
+    // The service's output got every finished live answer too (it writes the answer lines),
+    // marked live, identical to what the asker got.
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            LiveEvent::Done(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    let written: Vec<_> = outs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|o| match o {
+            ServiceOutput::Answer(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, asked);
+    assert!(written.iter().all(|r| r.live));
+    assert_eq!(written[0].line()["type"], "answer");
+    assert_eq!(written[0].line()["live"], true);
 }

@@ -14,7 +14,6 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use sensorium_engine::view::ViewEvent;
 use sensorium_models::llm::LiveEvent;
 use serde::Deserialize;
 
@@ -64,22 +63,11 @@ pub(crate) async fn ask(State(ctx): State<Arc<Ctx>>, body: Body) -> Response {
     // an async one, and stops (dropping the service's receiver: the answer is cancelled)
     // when the client has gone.
     let (tx, mut events) = tokio::sync::mpsc::channel::<LiveEvent>(64);
-    let hub = ctx.routes.view.clone();
+    // (The finished answer's line reaches the run's output, and every viewer of the stream,
+    // from the answer service itself.)
     tokio::task::spawn_blocking(move || {
         for ev in rx.iter() {
             let last = !matches!(ev, LiveEvent::Token(_));
-            // Every viewer of the stream sees the finished live answer too.
-            if let (LiveEvent::Done(rec), Some(hub)) = (&ev, &hub) {
-                let mut line = serde_json::to_value(rec).unwrap_or_default();
-                if let serde_json::Value::Object(m) = &mut line {
-                    m.insert("type".into(), "answer".into());
-                    m.insert("live".into(), true.into());
-                }
-                hub.publish(ViewEvent::Answer {
-                    stream: rec.stream.as_str().into(),
-                    record: Arc::new(line),
-                });
-            }
             if tx.blocking_send(ev).is_err() || last {
                 break;
             }

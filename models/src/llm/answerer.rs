@@ -103,11 +103,26 @@ pub struct AnswerRecord {
     pub tokens_to_first_token_ms: Option<f64>,
     /// Tokens after the first per second of decoding (answers of 2 tokens or more).
     pub decode_tokens_per_s: Option<f64>,
+    /// A question asked while the stream ran (stdin, `POST /ask`, a cluster's request), not
+    /// a scheduled one.
+    pub live: bool,
+}
+
+impl AnswerRecord {
+    /// The answer's output line: its fields and `"type": "answer"`.
+    pub fn line(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("type".into(), "answer".into());
+        }
+        v
+    }
 }
 
 impl Answer {
-    pub fn record(&self) -> AnswerRecord {
+    pub fn record(&self, live: bool) -> AnswerRecord {
         AnswerRecord {
+            live,
             stream: self.stream.clone(),
             window: self.window,
             question: self.question.clone(),

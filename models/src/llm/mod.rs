@@ -7,7 +7,7 @@
 //! ```text
 //! let answerer = Answerer::from_config(&cfg.llm, &device)?;          // [llm] section
 //! let svc = AnswerService::spawn(answerer, 32, Box::new(|out| match out {
-//!     ServiceOutput::Answer(rec) => sink.write_json_line(&rec),       // one line per answer
+//!     ServiceOutput::Answer(rec) => output.write_answer(&rec.line()),  // every answer, one line
 //!     ServiceOutput::Token { .. } | ServiceOutput::Error { .. } => ..,
 //! }));
 //! // POST /ask: sensorium-server's `Server` with `Routes { ask: Some(svc.handle()), .. }`

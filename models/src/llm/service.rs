@@ -33,7 +33,8 @@ pub enum LiveEvent {
     },
 }
 
-/// Outputs of scheduled questions.
+/// What the service produces: tokens and errors of scheduled questions, and every finished
+/// answer, scheduled or live (live ones also reach their asker as [`LiveEvent`]s).
 #[derive(Clone, Debug)]
 pub enum ServiceOutput {
     Token {
@@ -230,7 +231,7 @@ fn serve(
                     match res {
                         Ok(ans) => {
                             record_metrics(&ans, "scheduled");
-                            out(ServiceOutput::Answer(ans.record()))
+                            out(ServiceOutput::Answer(ans.record(false)))
                         }
                         Err(e) => out(ServiceOutput::Error {
                             stream: stream.clone(),
@@ -261,7 +262,11 @@ fn serve(
                 let _ = events.send(match res {
                     Ok(ans) => {
                         record_metrics(&ans, "live");
-                        LiveEvent::Done(ans.record())
+                        // The output line first: once the asker has its answer, the line
+                        // is written.
+                        let rec = ans.record(true);
+                        out(ServiceOutput::Answer(rec.clone()));
+                        LiveEvent::Done(rec)
                     }
                     Err(e @ LlmError::UnknownStream(_)) => LiveEvent::Error {
                         status: 404,
