@@ -74,8 +74,11 @@ nvrtc:
 
 test: test-deps nvrtc
 	$(CARGO) test --workspace --no-fail-fast
-	# The build without GStreamer (carried to GPU hosts) must keep compiling.
+	# The build without GStreamer (carried to GPU hosts) must keep compiling, and refuse the
+	# GStreamer kinds naming the kind.
 	$(CARGO) build -p sensorium --no-default-features
+	$(CARGO) run -q -p sensorium --no-default-features -- run --source rtsp://127.0.0.1:9/x \
+	  -o /dev/null 2>&1 | grep "source kind 'rtsp' needs GStreamer, which this build"
 
 bench:
 	$(CARGO) bench -p sensorium-engine --bench sync_window

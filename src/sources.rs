@@ -1,21 +1,14 @@
-//! The one place where the CLI picks its media sources: the GStreamer implementation from
-//! crate `sensorium-pipelines` (feature `gstreamer`, on by default), or without it the
-//! engine's own `synthetic` source alone.
+//! The one place where the CLI picks its media sources: crate `sensorium-pipelines`, with
+//! its GStreamer kinds (feature `gstreamer`, on by default) or, without it, the generated
+//! kinds alone (`synthetic`, `scene`).
 
 use std::sync::Arc;
 
 use sensorium_engine::SourceFactory;
 
 /// The factory that starts every stream's source.
-#[cfg(feature = "gstreamer")]
 pub fn source_factory() -> Arc<dyn SourceFactory> {
-    Arc::new(sensorium_pipelines::GstSourceFactory::new())
-}
-
-/// The factory that starts every stream's source: `synthetic` ones only in this build.
-#[cfg(not(feature = "gstreamer"))]
-pub fn source_factory() -> Arc<dyn SourceFactory> {
-    Arc::new(sensorium_engine::SyntheticFactory)
+    Arc::new(sensorium_pipelines::Sources::new())
 }
 
 /// Describes the media at `uri` (streams, caps, duration).

@@ -58,7 +58,11 @@ fn an_http_answer_is_written_and_counted_by_the_sink_stage() {
     let (status, page) = http(&run.addr, "GET", "/metrics", None);
     assert_eq!(status, 200);
     let m = samples(&page);
-    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k} in:\n{page}"));
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no {k} in:\n{page}"))
+    };
     assert_eq!(
         get(r#"sensorium_records_written_total{stream="source",type="answer"}"#),
         1.0
@@ -68,7 +72,10 @@ fn an_http_answer_is_written_and_counted_by_the_sink_stage() {
     // The sink stage's own counters take answers in like windows (each record is counted
     // out before it is counted by type).
     let sink_out = get(r#"sensorium_items_out_total{stage="sink",stream="source"}"#);
-    assert!(sink_out > windows, "{sink_out} items out, {windows} windows");
+    assert!(
+        sink_out > windows,
+        "{sink_out} items out, {windows} windows"
+    );
 
     // Stopped by SIGTERM: exit 130, the lines written stay.
     let (code, err) = run.stop();
@@ -78,7 +85,11 @@ fn an_http_answer_is_written_and_counted_by_the_sink_stage() {
     assert_eq!(answers.len(), 1, "{lines:?}");
     let a = answers[0];
     assert_eq!(
-        (a["live"].as_bool(), a["stream"].as_str(), a["question"].as_str()),
+        (
+            a["live"].as_bool(),
+            a["stream"].as_str(),
+            a["question"].as_str()
+        ),
         (Some(true), Some("source"), Some("What do you see?"))
     );
     assert_eq!(a["answer"], sse["answer"]);

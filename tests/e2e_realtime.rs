@@ -15,7 +15,7 @@ use sensorium_engine::{
     Config, MemorySink, QueueSender, Runtime, SourceEvent, SourceFactory, SourceHandle,
     SourceParams, SourceStartError, StreamEnd, Window, WindowModel,
 };
-use sensorium_pipelines::GstSourceFactory;
+use sensorium_pipelines::Sources;
 use serde_json::{Map, Value};
 
 use common::*;
@@ -45,7 +45,7 @@ impl SourceFactory for Signalling {
         params: &SourceParams,
         out: QueueSender<SourceEvent>,
     ) -> Result<Box<dyn SourceHandle>, SourceStartError> {
-        let inner = GstSourceFactory::new().start(stream, params, out)?;
+        let inner = Sources::new().start(stream, params, out)?;
         Ok(Box::new(Handle {
             inner,
             done: self.done.clone(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sensorium_engine::{Config, MemorySink, RunReport, Runtime, StreamEnd};
-use sensorium_pipelines::GstSourceFactory;
+use sensorium_pipelines::Sources;
 use serde_json::Value;
 
 use common::*;
@@ -52,8 +52,8 @@ impl Live {
         ))
         .expect("config");
         let sink = MemorySink::default();
-        let runtime = Runtime::new(config, Arc::new(GstSourceFactory::new()))
-            .with_sink(Box::new(sink.clone()));
+        let runtime =
+            Runtime::new(config, Arc::new(Sources::new())).with_sink(Box::new(sink.clone()));
         let stop = runtime.shutdown_token();
         Live {
             sink,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sensorium_engine::rng::Rng;
 use sensorium_engine::{Config, MemorySink, Runtime, StreamEnd};
-use sensorium_pipelines::GstSourceFactory;
+use sensorium_pipelines::Sources;
 use serde_json::Value;
 
 use common::*;
@@ -173,8 +173,7 @@ fn run_arm(name: &'static str, server: Server, transport: &str, n: usize, seed: 
     ))
     .expect("config");
     let sink = MemorySink::default();
-    let runtime =
-        Runtime::new(config, Arc::new(GstSourceFactory::new())).with_sink(Box::new(sink.clone()));
+    let runtime = Runtime::new(config, Arc::new(Sources::new())).with_sink(Box::new(sink.clone()));
     let token = runtime.shutdown_token();
     let run = std::thread::spawn(move || runtime.run());
     let guard = Instant::now() + HANG_GUARD * (n as u32 + 2);

@@ -21,7 +21,7 @@ mod stages;
 pub mod status;
 pub mod stop;
 pub mod sync;
-pub mod synthetic;
+
 pub mod view;
 pub mod window;
 
@@ -38,6 +38,5 @@ pub use sink::{JsonLinesSink, MemorySink, RecordKind, RecordOutput, SinkError, W
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use stop::StopToken;
 pub use sync::{SyncConfig, SyncStats, Synchroniser};
-pub use synthetic::SyntheticFactory;
 pub use view::{Interest, Subscription, ViewEvent, ViewHub};
 pub use window::{WindowAssembler, WindowOrigin};

@@ -9,7 +9,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use sensorium_engine::config::{FileSource, SourceConfig, StreamConfig};
 use sensorium_engine::{bounded, QueueMode, SourceEvent, SourceParams};
-use sensorium_pipelines::GstSourceFactory;
+use sensorium_pipelines::Sources;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u32 = std::env::args().nth(1).map_or(Ok(60), |s| s.parse())?;
@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (tx, rx) = bounded(32, params.mode);
     let t0 = Instant::now();
-    let _h = GstSourceFactory::new().start_source(&stream, &params, tx)?;
+    let _h = Sources::new().start_source(&stream, &params, tx)?;
     let (mut frames, mut samples) = (0u64, 0u64);
     while let Some(ev) = rx.recv() {
         match ev {

@@ -1,9 +1,12 @@
-//! sensorium-pipelines: GStreamer sources that turn media into engine frames and audio.
+//! sensorium-pipelines: every source kind, turning media (or a generated world) into engine
+//! frames and audio.
 //!
 //! Every stream of a sensorium config names a source (`[stream.source] kind = ...`). This
-//! crate builds the GStreamer pipeline for it and pushes [`SourceEvent`]s into the stream's
-//! queue. It implements the engine's [`SourceFactory`] contract as [`GstSourceFactory`], and
-//! offers [`probe`] for `sensorium probe URI`.
+//! crate builds the GStreamer pipeline for it (or generates it in Rust: `synthetic`, `scene`)
+//! and pushes [`SourceEvent`](sensorium_engine::SourceEvent)s into the stream's queue. It
+//! implements the engine's [`SourceFactory`] contract as [`Sources`], one file per kind in
+//! `src/sources/`, and offers [`probe`] for `sensorium probe URI`. Without the `gstreamer`
+//! feature (on by default) only the generated kinds remain, and nothing links GStreamer.
 //!
 //! # What a source produces
 //! - video: RGB24, exactly `width x height` (letterboxed to keep the picture's shape), at a
@@ -26,6 +29,8 @@
 //! | `camera`     | `v4l2src`, optionally with a microphone in the same stream           |
 //! | `microphone` | `autoaudiosrc`, `pulsesrc` or `alsasrc` (with device)                |
 //! | `launch`     | your gst-launch line with `appsink name=video` / `appsink name=audio`|
+//! | `synthetic`  | generated in Rust (no GStreamer): a moving picture and a sine tone   |
+//! | `scene`      | generated in Rust (no GStreamer): the default model's world          |
 //!
 //! # Queues and threads
 //! Appsink callbacks hand each sample to the stream's [`QueueSender`]: in `realtime` mode a
@@ -44,9 +49,9 @@
 //! password are masked.
 //!
 //! # Entry points
-//! - [`GstSourceFactory::new()`] and its [`SourceFactory::start`] (what the engine runtime
-//!   calls), or [`GstSourceFactory::start_source`] for the typed [`PipelineError`];
-//! - [`GstSourceFactory::check`]: the up-front checks of `start` without starting anything;
+//! - [`Sources::new()`] and its [`SourceFactory::start`] (what the engine runtime
+//!   calls), or [`Sources::start_source`] for the typed [`PipelineError`];
+//! - [`Sources::check`]: the up-front checks of `start` without starting anything;
 //! - [`probe`]: container, duration and streams of a path or URI ([`ProbeInfo`] prints as
 //!   text with `Display` and as JSON with serde);
 //! - [`redact::strip_userinfo`]: a URL as it may be shown to a user;
@@ -59,13 +64,13 @@
 //! # Example
 //! ```no_run
 //! use sensorium_engine::{bounded, QueueMode, SourceFactory, SourceParams};
-//! use sensorium_pipelines::GstSourceFactory;
+//! use sensorium_pipelines::Sources;
 //!
 //! let cfg: sensorium_engine::config::Config =
 //!     toml::from_str(include_str!("../configs/test.toml")).unwrap();
 //! let params = SourceParams { fps: 2.0, width: 224, height: 224, mode: QueueMode::Realtime };
 //! let (tx, rx) = bounded(32, params.mode);
-//! let mut handle = GstSourceFactory::new().start(&cfg.streams[0], &params, tx).unwrap();
+//! let mut handle = Sources::new().start(&cfg.streams[0], &params, tx).unwrap();
 //! while let Some(event) = rx.recv() {
 //!     println!("{event:?}");
 //! #   break;
@@ -73,114 +78,34 @@
 //! handle.stop();
 //! ```
 
+#[cfg(feature = "gstreamer")]
 mod appsink;
 mod error;
+#[cfg(feature = "gstreamer")]
 mod graph;
+#[cfg(feature = "gstreamer")]
 mod probe;
 pub mod redact;
+#[cfg(feature = "gstreamer")]
 pub mod restream;
-mod rtsp;
+#[cfg(feature = "gstreamer")]
 mod runner;
-mod sources;
+pub mod sources;
 #[cfg(feature = "testutil")]
 pub mod testutil;
 
-use gstreamer as gst;
-
-use sensorium_engine::config::{SourceConfig, StreamConfig};
-use sensorium_engine::{QueueSender, SourceEvent, SourceParams};
 #[doc(no_inline)]
 pub use sensorium_engine::{SourceFactory, SourceHandle, SourceStartError};
 
 pub use error::PipelineError;
+#[cfg(feature = "gstreamer")]
 pub use probe::{probe, AudioStreamInfo, ProbeInfo, VideoStreamInfo};
+#[cfg(feature = "gstreamer")]
 pub use runner::GstSourceHandle;
+pub use sources::Sources;
 
 /// Initialises GStreamer (idempotent; every entry point of this crate calls it).
+#[cfg(feature = "gstreamer")]
 pub fn init() -> Result<(), PipelineError> {
-    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
-}
-
-/// The engine's [`SourceFactory`] for all GStreamer sources.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GstSourceFactory;
-
-impl GstSourceFactory {
-    pub fn new() -> Self {
-        Self
-    }
-
-    /// Starts the source of `stream` with typed errors (the trait method wraps these into
-    /// [`SourceStartError`]).
-    pub fn start_source(
-        &self,
-        stream: &StreamConfig,
-        params: &SourceParams,
-        out: QueueSender<SourceEvent>,
-    ) -> Result<GstSourceHandle, PipelineError> {
-        runner::spawn(spec(stream, params)?, params, out)
-    }
-
-    /// Everything `start` checks before it runs anything (GStreamer elements installed, file
-    /// or device node present, launch line parses and has its appsinks, parameters valid),
-    /// without starting the source: for `sensorium check`.
-    pub fn check(&self, stream: &StreamConfig, params: &SourceParams) -> Result<(), PipelineError> {
-        if matches!(
-            stream.source,
-            SourceConfig::Synthetic(_) | SourceConfig::Scene(_)
-        ) {
-            return Ok(()); // generated by the engine, nothing to look for
-        }
-        spec(stream, params).map(|_| ())
-    }
-}
-
-fn spec(stream: &StreamConfig, params: &SourceParams) -> Result<runner::SourceSpec, PipelineError> {
-    init()?;
-    let name = stream.name.as_str();
-    Ok(match &stream.source {
-        SourceConfig::Test(t) => sources::test_spec(name, t, params)?,
-        SourceConfig::File(f) => {
-            sources::file_spec(name, &f.path, f.looping, f.video, f.audio, params)?
-        }
-        SourceConfig::Uri(u) => {
-            sources::uri_spec(name, &u.uri, u.looping, u.video, u.audio, params)?
-        }
-        SourceConfig::Rtsp(r) => rtsp::rtsp_spec(name, r, params)?,
-        SourceConfig::Camera(c) => sources::camera_spec(name, c, params)?,
-        SourceConfig::Microphone(m) => sources::microphone_spec(name, m, params)?,
-        SourceConfig::Launch(l) => sources::launch_spec(name, l, params)?,
-        SourceConfig::Synthetic(_) | SourceConfig::Scene(_) => {
-            return Err(PipelineError::Build {
-                input: format!("stream '{name}'"),
-                message: format!(
-                    "a {} source is generated by the engine, not GStreamer: \
-                     start it through the SourceFactory trait",
-                    stream.source.kind()
-                ),
-            })
-        }
-    })
-}
-
-impl SourceFactory for GstSourceFactory {
-    fn start(
-        &self,
-        stream: &StreamConfig,
-        params: &SourceParams,
-        out: QueueSender<SourceEvent>,
-    ) -> Result<Box<dyn SourceHandle>, SourceStartError> {
-        if matches!(
-            stream.source,
-            SourceConfig::Synthetic(_) | SourceConfig::Scene(_)
-        ) {
-            return sensorium_engine::SyntheticFactory.start(stream, params, out);
-        }
-        self.start_source(stream, params, out)
-            .map(|h| Box::new(h) as Box<dyn SourceHandle>)
-            .map_err(|e| SourceStartError {
-                stream: stream.name.clone(),
-                message: e.to_string(),
-            })
-    }
+    gstreamer::init().map_err(|e| PipelineError::Init(e.to_string()))
 }

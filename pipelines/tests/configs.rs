@@ -91,7 +91,7 @@ fn test_scene_config_runs() {
         mode: QueueMode::Realtime,
     };
     let (tx, rx) = bounded(c.engine.queue_capacity, params.mode);
-    let mut h = sensorium_pipelines::GstSourceFactory::new()
+    let mut h = sensorium_pipelines::Sources::new()
         .start(&c.streams[0], &params, tx)
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use sensorium_engine::frame::NS_PER_SEC;
 use sensorium_engine::{QueueMode, SourceEvent, SourceFactory};
-use sensorium_pipelines::{GstSourceFactory, PipelineError};
+use sensorium_pipelines::{PipelineError, Sources};
 
 use common::*;
 
@@ -293,7 +293,7 @@ fn missing_file_fails_at_start_naming_the_path() {
     );
     // Through the engine's trait: the stream is named too.
     let (tx, _rx) = sensorium_engine::bounded(8, QueueMode::Lossless);
-    let e = GstSourceFactory::new()
+    let e = Sources::new()
         .start(
             &file_stream(&missing, ""),
             &params(2.0, QueueMode::Lossless),

@@ -276,7 +276,7 @@ fn a_device_that_is_not_a_camera_fails_at_start() {
 
 #[test]
 fn check_validates_without_starting() {
-    let f = sensorium_pipelines::GstSourceFactory::new();
+    let f = sensorium_pipelines::Sources::new();
     let p = params(2.0, QueueMode::Realtime);
     assert!(f.check(&stream("kind = \"test\""), &p).is_ok());
     let err = f

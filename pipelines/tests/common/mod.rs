@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sensorium_engine::config::{SourceConfig, StreamConfig};
 use sensorium_engine::{bounded, QueueMode, QueueReceiver, SourceEvent, SourceParams};
-use sensorium_pipelines::{GstSourceFactory, GstSourceHandle, PipelineError};
+use sensorium_pipelines::{GstSourceHandle, PipelineError, Sources};
 
 #[allow(unused_imports)]
 pub use sensorium_pipelines::testutil::*;
@@ -44,7 +44,7 @@ pub fn start(
     capacity: usize,
 ) -> Result<(GstSourceHandle, QueueReceiver<SourceEvent>), PipelineError> {
     let (tx, rx) = bounded(capacity, params.mode);
-    let h = GstSourceFactory::new().start_source(stream, params, tx)?;
+    let h = Sources::new().start_source(stream, params, tx)?;
     Ok((h, rx))
 }
 

@@ -1,4 +1,4 @@
-//! A source the engine generates itself, without GStreamer: a moving picture at the
+//! `synthetic`: a source generated here, without GStreamer: a moving picture at the
 //! stream's size and rate and a sine tone at 16 kHz, on an exact timeline.
 //!
 //! Video frame `i` has pts `round(i·1e9/fps)`; audio chunk `j` holds samples
@@ -16,45 +16,14 @@ use std::f64::consts::TAU;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{SceneSource, SourceConfig, StreamConfig, SyntheticPattern, SyntheticSource};
-use crate::frame::{AudioChunk, SourceEvent, VideoFrame, AUDIO_RATE};
-use crate::queue::QueueSender;
-use crate::scene::{self, SceneTimeline, WorldParams};
-use crate::source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
-use crate::stop::StopToken;
+use sensorium_engine::config::{SceneSource, SyntheticPattern, SyntheticSource};
+use sensorium_engine::frame::{AudioChunk, SourceEvent, VideoFrame, AUDIO_RATE};
+use sensorium_engine::queue::QueueSender;
+use sensorium_engine::scene::{self, SceneTimeline, WorldParams};
+use sensorium_engine::source::{SourceHandle, SourceParams, SourceStartError};
+use sensorium_engine::stop::StopToken;
 
 const NS_PER_SEC: f64 = 1e9;
-
-/// A [`SourceFactory`] for `synthetic` sources only: what a build without GStreamer uses.
-/// Any other kind is refused with a message saying why.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SyntheticFactory;
-
-impl SourceFactory for SyntheticFactory {
-    fn start(
-        &self,
-        stream: &StreamConfig,
-        params: &SourceParams,
-        out: QueueSender<SourceEvent>,
-    ) -> Result<Box<dyn SourceHandle>, SourceStartError> {
-        match &stream.source {
-            SourceConfig::Synthetic(cfg) => {
-                Ok(Box::new(start(&stream.name, cfg, params, out)?) as Box<dyn SourceHandle>)
-            }
-            SourceConfig::Scene(cfg) => {
-                Ok(Box::new(start_scene(&stream.name, cfg, params, out)?) as Box<dyn SourceHandle>)
-            }
-            other => Err(SourceStartError {
-                stream: stream.name.clone(),
-                message: format!(
-                    "source kind '{}' needs GStreamer, which this build of sensorium does not \
-                     include (only 'synthetic' and 'scene' sources run)",
-                    other.kind()
-                ),
-            }),
-        }
-    }
-}
 
 /// A running synthetic source; stopping (or dropping) it joins its thread.
 pub struct SyntheticHandle {
@@ -325,7 +294,7 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{bounded, QueueMode};
+    use sensorium_engine::queue::{bounded, QueueMode};
 
     fn params(fps: f64) -> SourceParams {
         SourceParams {
@@ -467,22 +436,5 @@ mod tests {
         let mut h = start("s", &SyntheticSource::default(), &params(10.0), tx).unwrap();
         assert!(rx.recv().is_some(), "a live source delivers");
         h.stop(); // returns: the paced thread noticed the request
-    }
-
-    #[test]
-    fn other_kinds_are_refused_naming_the_kind() {
-        let stream: StreamConfig =
-            toml::from_str("name = \"cam\"\n[source]\nkind = \"rtsp\"\nurl = \"rtsp://h/x\"")
-                .unwrap();
-        let (tx, _rx) = bounded(4, QueueMode::Realtime);
-        let err = SyntheticFactory
-            .start(&stream, &params(2.0), tx)
-            .err()
-            .expect("refused");
-        assert_eq!(
-            err.to_string(),
-            "stream 'cam': source kind 'rtsp' needs GStreamer, which this build of sensorium \
-             does not include (only 'synthetic' and 'scene' sources run)"
-        );
     }
 }
