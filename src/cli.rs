@@ -833,7 +833,7 @@ fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
     };
     let extractors = model_cfg::eval_extractors(args.audio.as_deref(), args.vision.as_deref())
         .code(code::MODEL)?;
-    match eval::run_with(&cfg, &extractors) {
+    match eval::run_with(&cfg, &extractors, crate::sources::test_media()) {
         Ok(report) => {
             println!("{report}");
             Ok(code::OK)

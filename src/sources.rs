@@ -11,6 +11,15 @@ pub fn source_factory() -> Arc<dyn SourceFactory> {
     Arc::new(sensorium_pipelines::Sources::new())
 }
 
+/// GStreamer's test sources for the distillation's test-sources clip world (none in a build
+/// without GStreamer: that world then says so).
+pub fn test_media() -> Option<&'static dyn sensorium_engine::source::TestMedia> {
+    #[cfg(feature = "gstreamer")]
+    return Some(&sensorium_pipelines::render::GstTestMedia);
+    #[cfg(not(feature = "gstreamer"))]
+    None
+}
+
 /// Describes the media at `uri` (streams, caps, duration).
 #[cfg(feature = "gstreamer")]
 pub fn probe(uri: &str) -> anyhow::Result<String> {

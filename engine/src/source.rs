@@ -39,3 +39,27 @@ pub trait SourceFactory: Send + Sync {
         out: QueueSender<SourceEvent>,
     ) -> Result<Box<dyn SourceHandle>, SourceStartError>;
 }
+
+/// Renders GStreamer's test sources to memory: the distillation's `test-sources` clip world
+/// asks for its media through this (the models crate links no GStreamer); the pipelines crate
+/// implements it (`sensorium_pipelines::render::GstTestMedia`).
+pub trait TestMedia {
+    /// `frames` RGB frames of `videotestsrc pattern=…` at `width`x`height`, back to back.
+    fn video(
+        &self,
+        pattern: &str,
+        width: u32,
+        height: u32,
+        fps: u32,
+        frames: usize,
+    ) -> Result<Vec<u8>, String>;
+    /// `buffers x samples_per_buffer` mono 16 kHz samples of `audiotestsrc wave=…`.
+    fn audio(
+        &self,
+        wave: &str,
+        freq: f64,
+        volume: f64,
+        samples_per_buffer: usize,
+        buffers: usize,
+    ) -> Result<Vec<f32>, String>;
+}

@@ -56,6 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(100),
         seeds: (1..=seeds).collect(),
     };
-    println!("{}", eval::run(&cfg)?);
+    println!(
+        "{}",
+        eval::run(&cfg, Some(&sensorium_pipelines::render::GstTestMedia))?
+    );
     Ok(())
 }

@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         8,
         -10.0,
     );
-    let clips = labelled::generate(&spec)?;
+    let clips = labelled::generate(&spec, Some(&sensorium_pipelines::render::GstTestMedia))?;
     let k = spec.classes.len();
     let vis = GridVisualFeatures::default();
     let (xs, ys): (Vec<_>, Vec<_>) = clips

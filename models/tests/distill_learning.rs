@@ -175,7 +175,7 @@ fn eval_reports_before_after_and_ablation_deterministically() {
         budget: 40,
         seeds: vec![1, 2],
     };
-    let a = eval::run(&cfg).unwrap();
+    let a = eval::run(&cfg, Some(&sensorium_pipelines::render::GstTestMedia)).unwrap();
     println!("{a}");
     assert_eq!(a.classes.len(), 8);
     assert_eq!(a.hard_classes, ["circular", "pinwheel", "zone-plate"]);
@@ -187,7 +187,7 @@ fn eval_reports_before_after_and_ablation_deterministically() {
     assert_eq!(a.difficulty_selection, Selection::Weighted);
     assert_eq!(a.predicted_difficulty.len(), 8);
     // Same inputs, same numbers: the eval is reproducible.
-    let b = eval::run(&cfg).unwrap();
+    let b = eval::run(&cfg, Some(&sensorium_pipelines::render::GstTestMedia)).unwrap();
     assert_eq!(a.after_difficulty, b.after_difficulty);
     assert_eq!(a.after_uniform, b.after_uniform);
     let text = a.to_string();
@@ -204,7 +204,7 @@ fn scene_world_clips_are_sounding_shapes() {
     assert_eq!(spec.world, ClipWorld::Scenes);
     let names: Vec<&str> = spec.classes.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["circle", "square", "triangle"]);
-    let clips = labelled::generate(&spec).unwrap();
+    let clips = labelled::generate(&spec, None).unwrap();
     assert_eq!(clips.len(), 15);
     let spf = spec.samples_per_frame();
     let rms = |a: &[f32]| (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
@@ -238,7 +238,7 @@ fn scene_world_clips_are_sounding_shapes() {
             _ => assert!(peak(&c.audio) < 2.0 * rms(&c.audio), "triangle {}", c.index),
         }
     }
-    let again = labelled::generate(&spec).unwrap();
+    let again = labelled::generate(&spec, None).unwrap();
     assert!(clips
         .iter()
         .zip(&again)

@@ -87,6 +87,8 @@ mod graph;
 mod probe;
 pub mod redact;
 #[cfg(feature = "gstreamer")]
+pub mod render;
+#[cfg(feature = "gstreamer")]
 pub mod restream;
 #[cfg(feature = "gstreamer")]
 mod runner;

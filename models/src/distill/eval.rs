@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use super::config::{Direction, DistillConfig, Selection};
 use super::error::DistillError;
 use super::features::{audio_stats, mean_pool, Extractors};
-use super::labelled::{self, Clip, LabelledSpec};
+use super::labelled::{self, Clip, LabelledSpec, TestMedia};
 use super::replay::Pair;
 use super::student::{Rng, StudentSnapshot};
 use super::teacher::{argmax, Teacher};
@@ -198,14 +198,18 @@ pub fn train_for_budget(
     Ok(trainer)
 }
 
-/// Run the evaluation described by `cfg`.
-pub fn run(cfg: &EvalConfig) -> Result<EvalReport, DistillError> {
-    run_with(cfg, &Extractors::stand_in())
+/// Run the evaluation described by `cfg` (`media` renders the test-sources clip world).
+pub fn run(cfg: &EvalConfig, media: Option<&dyn TestMedia>) -> Result<EvalReport, DistillError> {
+    run_with(cfg, &Extractors::stand_in(), media)
 }
 
 /// [`run`] with the given feature extractors (e.g. the real Whisper and CLIP encoders
 /// through [`super::encoders`]) instead of the stand-in ones.
-pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, DistillError> {
+pub fn run_with(
+    cfg: &EvalConfig,
+    ex: &Extractors,
+    media: Option<&dyn TestMedia>,
+) -> Result<EvalReport, DistillError> {
     cfg.distill.validate()?;
     let names: Vec<String> = cfg.clips.classes.iter().map(|c| c.name.clone()).collect();
     if names != cfg.distill.classes {
@@ -233,7 +237,7 @@ pub fn run_with(cfg: &EvalConfig, ex: &Extractors) -> Result<EvalReport, Distill
     let hard: Vec<usize> = (0..k)
         .filter(|c| cfg.clips.classes[*c].snr_db.is_some())
         .collect();
-    let clips = labelled::generate(&cfg.clips)?;
+    let clips = labelled::generate(&cfg.clips, media)?;
     let spf = cfg.clips.samples_per_frame();
     let split = cfg.clips.clips_per_class - cfg.test_clips_per_class;
     let (teacher_dim, student_dim) = match cfg.distill.direction {

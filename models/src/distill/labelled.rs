@@ -11,19 +11,21 @@
 //! **Test sources**:
 //! Each class pairs a `videotestsrc` pattern with its own `audiotestsrc` sound (ball <-> ticks,
 //! snow <-> white noise, ...). Some classes are made hard for an audio student by mixing white
-//! noise into their sound at a low SNR (done here in Rust, seeded). Media is produced by
-//! running `gst-launch-1.0` as a subprocess (so nothing here links GStreamer), once per class,
-//! into raw files cached in `cache_dir`; clips are consecutive cuts of those streams:
+//! noise into their sound at a low SNR (done here in Rust, seeded). The media comes from a
+//! [`TestMedia`] renderer (the engine's contract; the pipelines crate's is GStreamer in process:
+//! nothing here links GStreamer or runs a tool), once per class, into raw files cached in
+//! `cache_dir`; clips are consecutive cuts of those streams:
 //!
 //! ```text
-//! gst-launch-1.0 -q videotestsrc pattern=ball num-buffers=N \
-//!   ! video/x-raw,width=64,height=64,framerate=2/1,format=RGB ! filesink location=ball.rgb
-//! gst-launch-1.0 -q audiotestsrc wave=ticks freq=440 volume=0.5 samplesperbuffer=8000 \
-//!   num-buffers=N ! audio/x-raw,format=F32LE,rate=16000,channels=1 ! filesink location=ticks.f32
+//! videotestsrc pattern=ball num-buffers=N
+//!   ! video/x-raw,width=64,height=64,framerate=2/1,format=RGB        -> ball-64x64-2fps-N.rgb
+//! audiotestsrc wave=ticks freq=440 volume=0.5 samplesperbuffer=8000 num-buffers=N
+//!   ! audio/x-raw,format=F32LE,rate=16000,channels=1                 -> ticks-440hz-….f32
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+pub use sensorium_engine::source::TestMedia;
 
 use super::error::DistillError;
 use super::student::Rng;
@@ -77,7 +79,7 @@ pub fn default_classes(hard_snr_db: f64) -> Vec<SceneClass> {
 /// Where the clips come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClipWorld {
-    /// `videotestsrc` patterns with `audiotestsrc` sounds (needs `gst-launch-1.0`).
+    /// `videotestsrc` patterns with `audiotestsrc` sounds (needs a [`TestMedia`]).
     #[default]
     TestSources,
     /// The scene world's sounding objects, one class per shape (no GStreamer).
@@ -161,63 +163,51 @@ pub struct Clip {
     pub audio: Vec<f32>,
 }
 
-fn run_gst(args: &[String], out: &Path) -> Result<(), DistillError> {
-    let output = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(args)
-        .output()
-        .map_err(|e| DistillError::Tool {
-            tool: "gst-launch-1.0".into(),
-            message: format!("cannot run (is GStreamer installed?): {e}"),
-        })?;
-    if !output.status.success() {
-        return Err(DistillError::Tool {
-            tool: "gst-launch-1.0".into(),
-            message: format!(
-                "{} failed ({}): {}",
-                out.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Produce `path` (of `len` bytes) with a gst-launch line unless a complete copy is cached.
+/// `path` (of `len` bytes) from the cache, or made by `make` and cached.
 fn cached(
     path: &Path,
     len: usize,
-    make: impl Fn(&Path) -> Vec<String>,
+    make: impl FnOnce() -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, DistillError> {
     if let Ok(bytes) = std::fs::read(path) {
         if bytes.len() == len {
             return Ok(bytes);
         }
     }
+    let tool = |message: String| DistillError::Tool {
+        tool: "GStreamer test sources".into(),
+        message,
+    };
+    let bytes = make().map_err(|e| tool(format!("{}: {e}", path.display())))?;
+    if bytes.len() != len {
+        return Err(tool(format!(
+            "{}: produced {} bytes, expected {len}",
+            path.display(),
+            bytes.len()
+        )));
+    }
     // Unique temporary name: parallel test processes may fill the same cache.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    run_gst(&make(&tmp), path)?;
-    let bytes = std::fs::read(&tmp).map_err(|e| DistillError::io(&tmp, e))?;
-    if bytes.len() != len {
-        return Err(DistillError::Tool {
-            tool: "gst-launch-1.0".into(),
-            message: format!(
-                "{}: produced {} bytes, expected {len}",
-                path.display(),
-                bytes.len()
-            ),
-        });
-    }
+    std::fs::write(&tmp, &bytes).map_err(|e| DistillError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| DistillError::io(path, e))?;
     Ok(bytes)
 }
 
-/// Generate (or load from the cache) every clip of `spec`, class after class.
-pub fn generate(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
-    match spec.world {
-        ClipWorld::TestSources => test_source_clips(spec),
-        ClipWorld::Scenes => scene_clips(spec),
+/// Generate (or load from the cache) every clip of `spec`, class after class; `media`
+/// renders the test-sources world (the scene world needs none).
+pub fn generate(
+    spec: &LabelledSpec,
+    media: Option<&dyn TestMedia>,
+) -> Result<Vec<Clip>, DistillError> {
+    match (spec.world, media) {
+        (ClipWorld::TestSources, Some(m)) => test_source_clips(spec, m),
+        (ClipWorld::TestSources, None) => Err(DistillError::Tool {
+            tool: "GStreamer test sources".into(),
+            message: "the test-sources clip world needs GStreamer, which this build does not \
+                      include (use the scenes world)"
+                .into(),
+        }),
+        (ClipWorld::Scenes, _) => scene_clips(spec),
     }
 }
 
@@ -271,8 +261,11 @@ fn scene_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
     Ok(clips)
 }
 
-/// GStreamer's test sources, rendered once per class by `gst-launch-1.0` into the cache.
-fn test_source_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
+/// GStreamer's test sources, rendered once per class by `media` into the cache.
+fn test_source_clips(
+    spec: &LabelledSpec,
+    media: &dyn TestMedia,
+) -> Result<Vec<Clip>, DistillError> {
     std::fs::create_dir_all(&spec.cache_dir).map_err(|e| DistillError::io(&spec.cache_dir, e))?;
     let n_frames = spec.clips_per_class * spec.frames_per_clip;
     let spf = spec.samples_per_frame();
@@ -283,39 +276,16 @@ fn test_source_clips(spec: &LabelledSpec) -> Result<Vec<Clip>, DistillError> {
             "{}-{}x{}-{}fps-{}.rgb",
             class.pattern, spec.width, spec.height, spec.fps, n_frames
         ));
-        let video = cached(&vpath, n_frames * frame_bytes, |out| {
-            vec![
-                "videotestsrc".into(),
-                format!("pattern={}", class.pattern),
-                format!("num-buffers={n_frames}"),
-                "!".into(),
-                format!(
-                    "video/x-raw,width={},height={},framerate={}/1,format=RGB",
-                    spec.width, spec.height, spec.fps
-                ),
-                "!".into(),
-                "filesink".into(),
-                format!("location={}", out.display()),
-            ]
+        let video = cached(&vpath, n_frames * frame_bytes, || {
+            media.video(&class.pattern, spec.width, spec.height, spec.fps, n_frames)
         })?;
         let apath = spec.cache_dir.join(format!(
             "{}-{}hz-v{}-{}x{}.f32",
             class.wave, class.freq, class.volume, n_frames, spf
         ));
-        let audio = cached(&apath, n_frames * spf * 4, |out| {
-            vec![
-                "audiotestsrc".into(),
-                format!("wave={}", class.wave),
-                format!("freq={}", class.freq),
-                format!("volume={}", class.volume),
-                format!("samplesperbuffer={spf}"),
-                format!("num-buffers={n_frames}"),
-                "!".into(),
-                "audio/x-raw,format=F32LE,rate=16000,channels=1".into(),
-                "!".into(),
-                "filesink".into(),
-                format!("location={}", out.display()),
-            ]
+        let audio = cached(&apath, n_frames * spf * 4, || {
+            let a = media.audio(&class.wave, class.freq, class.volume, spf, n_frames)?;
+            Ok(a.iter().flat_map(|x| x.to_le_bytes()).collect())
         })?;
         let samples: Vec<f32> = audio
             .chunks_exact(4)

@@ -15,7 +15,8 @@ use sensorium_models::distill::{
 /// The 8-class scene set (3 hard classes at `hard_snr_db`), `clips` clips per class.
 pub fn scenes(dir: &Path, clips: usize, hard_snr_db: f64) -> (LabelledSpec, Vec<Clip>) {
     let spec = LabelledSpec::new(dir.join("media"), clips, hard_snr_db);
-    let clips = labelled::generate(&spec).expect("gst-launch-1.0 generates the test scenes");
+    let clips = labelled::generate(&spec, Some(&sensorium_pipelines::render::GstTestMedia))
+        .expect("GStreamer renders the test sources");
     (spec, clips)
 }
 
