@@ -1,7 +1,7 @@
 //! The LLM side of `sensorium run`: the answer service writing one line per answer —
 //! scheduled, stdin, `POST /ask` — through the engine's output (the sink stage's metrics
 //! count it; the view's watchers get it), echoing tokens to stdout as they come (when the
-//! output is a file), and the stdin question input (`POST /ask`: `serve.rs`), with an orderly
+//! output is a file), and the stdin question input (`POST /ask`: `sensorium_server::run`), with an orderly
 //! stop after the engine finished: inputs closed first, then every queued window answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -428,7 +428,7 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
     if let Some(d) = &args.device {
         config.engine.device = d.clone();
     }
-    crate::bundle::add_questions(&mut config, &args.question).code(code::USAGE)?;
+    sensorium_models::bundle::add_questions(&mut config, &args.question).code(code::USAGE)?;
     let explicit = args.input.config.as_ref().map(|p| {
         let table = std::fs::read_to_string(p)
             .ok()
@@ -498,8 +498,8 @@ pub(crate) fn prepare(
     if model.is_some() || (config.models.is_none() && config.llm.is_some() && !own_llm) {
         let dir = model
             .map(|m| m.to_path_buf())
-            .unwrap_or_else(crate::bundle::default_dir);
-        let b = crate::bundle::Bundle::load(&dir).code(code::MODEL)?;
+            .unwrap_or_else(sensorium_models::bundle::default_dir);
+        let b = sensorium_models::bundle::Bundle::load(&dir).code(code::MODEL)?;
         b.apply(config, explicit).code(code::USAGE)?;
     }
     config.validate("<command line>").code(code::USAGE)?;
@@ -532,7 +532,7 @@ pub(crate) fn execute(
 ) -> Result<u8, Failure> {
     let interrupted = shutdown.clone();
     let setup = ModelSetup::parse(&config, origin).code(code::USAGE)?;
-    if let Ok(token) = std::env::var(crate::serve::TOKEN_ENV) {
+    if let Ok(token) = std::env::var(sensorium_server::run::TOKEN_ENV) {
         config.http.token = Some(sensorium_engine::config::Secret::new(token));
         config.validate("<environment>").code(code::USAGE)?;
     }
@@ -547,7 +547,7 @@ pub(crate) fn execute(
         .as_ref()
         .and_then(|a| a.config().http.listen.clone());
     // Someone may watch: the live view (wherever the HTTP server listens).
-    let view = (crate::serve::http_listen(&config, llm_listen.clone()).is_some()
+    let view = (sensorium_server::run::http_listen(&config, llm_listen.clone()).is_some()
         || config.output.rtsp.is_some())
     .then(|| {
         // Known to the view before its server answers the first request.
@@ -587,7 +587,7 @@ pub(crate) fn execute(
     if let (Some(c), Some(a)) = (&cluster, &answers) {
         *c.asks.lock() = Some(a.handle());
     }
-    let servers = crate::serve::start(
+    let servers = sensorium_server::run::start(
         &config,
         llm_listen,
         answers.as_ref().map(|a| a.handle()),

@@ -221,7 +221,10 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
             // A config of no streams, only to say where the metrics server listens.
             let mut c: Config = toml::from_str("").context("--metrics").code(code::USAGE)?;
             c.metrics.listen = Some(listen.clone());
-            Some(crate::serve::start(&c, None, None, Some(handle), None).code(code::USAGE)?)
+            Some(
+                sensorium_server::run::start(&c, None, None, Some(handle), None)
+                    .code(code::USAGE)?,
+            )
         }
         None => None,
     };

@@ -3,12 +3,10 @@
 
 mod answers;
 mod bench;
-mod bundle;
 mod cli;
 mod cluster;
 mod logging;
 mod output;
-mod serve;
 mod sources;
 mod train;
 

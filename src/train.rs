@@ -456,8 +456,8 @@ pub fn eval_scenes(
         }
     };
     if model.is_some() || cfg.models.is_none() {
-        let dir = model.unwrap_or_else(crate::bundle::default_dir);
-        let b = crate::bundle::Bundle::load(&dir).map_err(|e| fail(code::MODEL, e))?;
+        let dir = model.unwrap_or_else(sensorium_models::bundle::default_dir);
+        let b = sensorium_models::bundle::Bundle::load(&dir).map_err(|e| fail(code::MODEL, e))?;
         b.apply(&mut cfg, None).map_err(|e| fail(code::USAGE, e))?;
     }
     let s = setup_from(cfg, &origin, false)?;

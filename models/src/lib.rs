@@ -3,6 +3,7 @@
 //! and its adapters to the engine's small model traits.
 
 pub mod audio;
+pub mod bundle;
 pub mod checkpoint;
 pub mod distill;
 pub mod error;

@@ -20,6 +20,7 @@
 //! engine's stage threads depends on async code.
 
 mod ask;
+pub mod run;
 pub mod view;
 
 use std::net::SocketAddr;

@@ -1,14 +1,15 @@
-//! Which HTTP servers `sensorium run` starts: the live view, `GET /api/streams` and
-//! `POST /ask` on `[http] listen` (or the older `[llm.http] listen`), `GET /metrics` on
-//! `[metrics] listen`; one server when both name the same address. All of them share
-//! `[http]`'s token and limits.
+//! Which servers a run starts: the live view, `GET /api/streams` and `POST /ask` on
+//! `[http] listen` (or the older `[llm.http] listen`), `GET /metrics` on `[metrics] listen`;
+//! one server when both name the same address. All of them share `[http]`'s token and
+//! limits.
 
 use sensorium_engine::config::Config;
 use sensorium_engine::config_load::parse_listen;
 use sensorium_engine::metrics::PrometheusHandle;
 use sensorium_engine::view::ViewHub;
 use sensorium_models::llm::ServiceHandle;
-use sensorium_server::{Routes, Server, ServerError};
+
+use crate::{Routes, Server, ServerError};
 
 /// The running servers; dropping them stops them (the answer service's handles with them).
 pub struct Servers(#[allow(dead_code)] Vec<Server>);
@@ -26,6 +27,7 @@ pub fn http_listen(config: &Config, llm_listen: Option<String>) -> Option<(&'sta
     }
 }
 
+/// Starts the servers `config` asks for (none: an empty [`Servers`]).
 pub fn start(
     config: &Config,
     llm_listen: Option<String>,
