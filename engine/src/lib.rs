@@ -11,15 +11,13 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod queue;
-pub mod report;
 pub mod rng;
 pub mod runtime;
+pub use runtime::{report, stop};
 pub mod scene;
 pub mod sink;
 pub mod source;
-mod stages;
 pub mod status;
-pub mod stop;
 pub mod sync;
 
 pub mod view;

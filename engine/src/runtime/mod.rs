@@ -15,6 +15,10 @@
 //! oldest, never block; lossless: back-pressure), so streams are isolated: a stream that
 //! ends, fails or is slowed down by its own data does not hold up another. A model that
 //! errors or panics fails only the streams whose windows it failed on.
+//!
+//! Files: this one wires the stages; `sync_stage.rs`, `frame_stage.rs`, `window_stage.rs`
+//! and `sink_stage.rs` are the threads' bodies, `stage.rs` what they share, `report.rs` what
+//! a run reports, `stop.rs` the one stop token every wait selects on.
 
 use std::sync::Arc;
 
@@ -23,7 +27,15 @@ use std::time::Instant;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
-pub use crate::report::{RunReport, StreamEnd, StreamReport};
+mod frame_stage;
+pub mod report;
+mod sink_stage;
+mod stage;
+pub mod stop;
+mod sync_stage;
+mod window_stage;
+
+pub use report::{RunReport, StreamEnd, StreamReport};
 
 use crate::config::Config;
 use crate::config_load::ConfigError;
@@ -31,11 +43,11 @@ use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{bounded, QueueMode};
 use crate::sink::{JsonLinesSink, RecordOutput, SinkError, WindowSink};
 use crate::source::SourceFactory;
-use crate::stages::{self, StreamCtx};
-use crate::stop::StopToken;
 use crate::sync::Synchroniser;
 use crate::view::ViewHub;
 use crate::window::{WindowAssembler, WindowOrigin};
+use stage::StreamCtx;
+use stop::StopToken;
 
 /// The runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +194,7 @@ impl Runtime {
             let stop = stop.clone();
             let sink_error = sink_error.clone();
             threads.spawn("sink", move || {
-                stages::sink_stage(output, sink_rx, ctxs, stop, sink_error)
+                sink_stage::sink_stage(output, sink_rx, ctxs, stop, sink_error)
             })?;
         }
 
@@ -224,13 +236,13 @@ impl Runtime {
         {
             let (model, ctxs) = (self.model, ctxs.clone());
             threads.spawn("model", move || {
-                stages::model_stage(model, window_inputs, ctxs, sink_tx, batch)
+                window_stage::model_stage(model, window_inputs, ctxs, sink_tx, batch)
             })?;
         }
         {
             let (encoder, ctxs) = (self.encoder, ctxs.clone());
             threads.spawn("encoder", move || {
-                stages::encoder_stage(encoder, frame_inputs, assemblers, ctxs, batch)
+                frame_stage::encoder_stage(encoder, frame_inputs, assemblers, ctxs, batch)
             })?;
         }
 
@@ -254,7 +266,7 @@ impl Runtime {
             let mode = r.params.mode;
             let Some(dest) = dest else { continue };
             threads.spawn(&format!("sync-{}", r.config.name), move || {
-                stages::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
+                sync_stage::sync_stage(ctx, rx, handle, sync, dest, stop, mode)
             })?;
         }
         drop(frame_dests);
@@ -358,7 +370,7 @@ impl Stages {
             if let Err(p) = t.join() {
                 tracing::error!(
                     "stage thread {name} panicked: {}",
-                    stages::panic_message(&*p)
+                    stage::panic_message(&*p)
                 );
             }
         }

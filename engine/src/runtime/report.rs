@@ -1,5 +1,5 @@
-//! What a run reports: the types the runtime's wiring (`runtime.rs`) and its stage threads
-//! (`stages.rs`) share, so neither imports the other's.
+//! What a run reports: the types the runtime's wiring (`mod.rs`) and its stage threads
+//! (`*_stage.rs`) share, so neither imports the other's.
 
 use crate::sync::SyncStats;
 
