@@ -6,6 +6,8 @@
 //! beside it (as an [`Instant`]) only to measure latency.
 
 use std::sync::Arc;
+
+use candle_core::Tensor;
 use std::time::Instant;
 
 /// Sample rate of all audio inside the engine (mono, f32).
@@ -75,9 +77,9 @@ pub struct SyncedFrame {
     pub has_audio: bool,
     /// Earliest capture time of the data in this frame (for latency).
     pub captured: Option<Instant>,
-    /// Features from the frame-encoder stage, computed once and shared (by `Arc`) with every
-    /// window that contains this frame. `None` when no encoder is configured.
-    pub features: Option<Features>,
+    /// The frame encoder's product, computed once and shared with every window that contains
+    /// this frame. `None` when no encoder is configured.
+    pub features: Option<Arc<FrameFeatures>>,
     /// When the frame passed each stage (for the per-stage latencies of `sensorium bench`
     /// and the records' `timing`).
     pub timing: FrameTiming,
@@ -92,24 +94,77 @@ pub struct FrameTiming {
     pub encoded: Option<Instant>,
 }
 
-/// Opaque per-frame features produced by a [`crate::model::FrameEncoder`]; the engine only
-/// moves them around, the model side downcasts them.
-#[derive(Clone)]
-pub struct Features(pub Arc<dyn std::any::Any + Send + Sync>);
+/// What the frame encoder made of one frame: one typed product, computed once and shared by
+/// every window holding the frame (tensors are reference-counted: cloning copies no data).
+#[derive(Clone, Debug)]
+pub enum FrameFeatures {
+    /// The encoders' outputs: the Q-Former's per-frame input.
+    Encoded(EncodedFrame),
+    /// The encoders' inputs only (training the encoders runs the weights in its own graph).
+    Inputs(EncoderInput),
+    /// The distillation stage's per-frame features.
+    Distill(DistillFeatures),
+}
 
-impl Features {
-    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
-        Self(Arc::new(value))
+impl FrameFeatures {
+    pub fn encoded(&self) -> Option<&EncodedFrame> {
+        match self {
+            Self::Encoded(e) => Some(e),
+            _ => None,
+        }
     }
-    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
-        self.0.downcast_ref::<T>()
+
+    pub fn inputs(&self) -> Option<&EncoderInput> {
+        match self {
+            Self::Inputs(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn distill(&self) -> Option<&DistillFeatures> {
+        match self {
+            Self::Distill(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// What the product is, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Encoded(_) => "encoder tokens",
+            Self::Inputs(_) => "encoder inputs",
+            Self::Distill(_) => "distillation features",
+        }
     }
 }
 
-impl std::fmt::Debug for Features {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Features(..)")
-    }
+/// The audio and visual encoders' tokens of one frame.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedFrame {
+    /// Audio tokens `[T_a, d_audio]` (25 Whisper frames per 0.5 s); `None` without audio.
+    pub audio: Option<Tensor>,
+    /// Visual tokens `[slots, d_visual]`; `None` without a video frame.
+    pub visual: Option<Tensor>,
+}
+
+/// What the encoders read for one frame: computed from the frame alone, with no weights
+/// (so training the encoders can cache it and run only the weights in the graph).
+#[derive(Clone, Debug, Default)]
+pub struct EncoderInput {
+    /// Log-mel of the frame's audio `[n_mels, mel_frames]`.
+    pub mel: Option<Tensor>,
+    /// Preprocessed pixels of the frame's picture `[3, S, S]`.
+    pub pixels: Option<Tensor>,
+}
+
+/// A frame's features as the distillation stage uses them (pooled vectors and the audio's
+/// SNR estimate).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistillFeatures {
+    pub audio: Option<Vec<f32>>,
+    pub visual: Option<Vec<f32>>,
+    /// The SNR estimate of the frame's audio, dB (0 without audio).
+    pub snr_db: f32,
 }
 
 /// `k` consecutive synced frames; a partial last window is padded (`valid[i] == false`).

@@ -26,8 +26,8 @@ pub mod window;
 pub use config::Config;
 pub use config_load::{ConfigError, ResolvedStream};
 pub use frame::{
-    AudioChunk, Features, FrameTiming, SourceEvent, StreamId, SyncedFrame, VideoFrame, Window,
-    AUDIO_RATE,
+    AudioChunk, DistillFeatures, EncodedFrame, EncoderInput, FrameFeatures, FrameTiming,
+    SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender, Recv};

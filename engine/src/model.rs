@@ -5,7 +5,7 @@
 //! overlapping windows reuse it. A [`WindowModel`] runs once per assembled window (batched
 //! across streams) and returns extra JSON fields for that window's output line.
 
-use crate::frame::{Features, SyncedFrame, Window};
+use crate::frame::{FrameFeatures, SyncedFrame, Window};
 
 /// Error from a model stage; the message names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,8 @@ impl StageError {
 pub trait FrameEncoder: Send {
     /// Stage name for metrics and errors (e.g. `"encoder"`).
     fn name(&self) -> &str;
-    /// One `Features` per input frame, in order. Frames may come from several streams.
-    fn encode(&mut self, frames: &[&SyncedFrame]) -> Result<Vec<Features>, StageError>;
+    /// One [`FrameFeatures`] per input frame, in order. Frames may come from several streams.
+    fn encode(&mut self, frames: &[&SyncedFrame]) -> Result<Vec<FrameFeatures>, StageError>;
 }
 
 /// Consumes whole windows (e.g. Q-Former + LLM, distillation) and reports per-window fields.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{config, Script, SynthFactory};
 use sensorium_engine::model::StageError;
 use sensorium_engine::{
-    Features, FrameEncoder, MemorySink, Runtime, SinkError, StreamEnd, SyncedFrame, Window,
-    WindowModel, WindowSink,
+    EncodedFrame, FrameEncoder, FrameFeatures, MemorySink, Runtime, SinkError, StreamEnd,
+    SyncedFrame, Window, WindowModel, WindowSink,
 };
 use serde_json::{json, Map, Value};
 
@@ -253,11 +253,19 @@ impl FrameEncoder for SumEncoder {
     fn name(&self) -> &str {
         "sum"
     }
-    fn encode(&mut self, frames: &[&SyncedFrame]) -> Result<Vec<Features>, StageError> {
-        Ok(frames
+    fn encode(&mut self, frames: &[&SyncedFrame]) -> Result<Vec<FrameFeatures>, StageError> {
+        frames
             .iter()
-            .map(|f| Features::new(f.audio.iter().map(|&x| x as f64).sum::<f64>()))
-            .collect())
+            .map(|f| {
+                let sum = f.audio.iter().map(|&x| x as f64).sum::<f64>();
+                let t = candle_core::Tensor::new(&[sum], &candle_core::Device::Cpu)
+                    .map_err(|e| StageError::new("sum", e))?;
+                Ok(FrameFeatures::Encoded(EncodedFrame {
+                    audio: Some(t),
+                    visual: None,
+                }))
+            })
+            .collect()
     }
 }
 
@@ -277,9 +285,8 @@ impl WindowModel for PanicOn {
                     .frames
                     .iter()
                     .map(|f| {
-                        f.features
-                            .as_ref()
-                            .and_then(|x| x.downcast_ref::<f64>().copied())
+                        let t = f.features.as_ref()?.encoded()?.audio.as_ref()?;
+                        t.to_vec1::<f64>().ok()?.first().copied()
                     })
                     .collect();
                 let sums =

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use sensorium_engine::frame::{Features, StreamId, SyncedFrame, Window};
+use sensorium_engine::frame::{FrameFeatures, StreamId, SyncedFrame, Window};
 use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
 
 use crate::audio::AudioEncoder;
@@ -20,29 +20,14 @@ use crate::qformer::{FrameInput, QFormer, QFormerRunner, RunnerStream, RunnerWin
 use crate::tokens::{self, SlotMode};
 use crate::vision::VisionEncoder;
 
-/// What [`AvFrameEncoder`] attaches to each frame (inside [`Features`]).
-#[derive(Clone, Debug, Default)]
-pub struct EncodedFrame {
-    /// Audio tokens `[T_a, d_audio]` (25 Whisper frames per 0.5 s); `None` without audio.
-    pub audio: Option<Tensor>,
-    /// Visual tokens `[slots, d_visual]`; `None` without a video frame.
-    pub visual: Option<Tensor>,
-}
+/// What [`AvFrameEncoder`] attaches to each frame, and what it reads (the engine's types:
+/// the frame stage's typed product is [`FrameFeatures`]).
+pub use sensorium_engine::frame::{EncodedFrame, EncoderInput};
 
 fn record(stage: &str, part: &'static str, start: Instant, items: usize) {
     let labels = [("stage", stage.to_string()), ("part", part.to_string())];
     metrics::histogram!("sensorium_model_seconds", &labels).record(start.elapsed().as_secs_f64());
     metrics::counter!("sensorium_model_items_total", &labels).increment(items as u64);
-}
-
-/// What the encoders read for one frame: computed from the frame alone, with no weights
-/// (so training the encoders can cache it and run only the weights in the graph).
-#[derive(Clone, Debug, Default)]
-pub struct EncoderInput {
-    /// Log-mel of the frame's audio `[n_mels, mel_frames]`.
-    pub mel: Option<Tensor>,
-    /// Preprocessed pixels of the frame's picture `[3, S, S]`.
-    pub pixels: Option<Tensor>,
 }
 
 /// Frame encoder: Whisper and/or a vision tower.
@@ -168,12 +153,15 @@ fn batched(
 }
 
 impl AvFrameEncoder {
-    /// [`Self::encode_frames`] as the engine's per-frame [`Features`].
-    fn features(&self, frames: &[&SyncedFrame]) -> std::result::Result<Vec<Features>, StageError> {
+    /// [`Self::encode_frames`] as the engine's per-frame [`FrameFeatures`].
+    fn features(
+        &self,
+        frames: &[&SyncedFrame],
+    ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
         let enc = self
             .encode_frames(frames)
             .map_err(|e| StageError::new(&self.name, e))?;
-        Ok(enc.into_iter().map(Features::new).collect())
+        Ok(enc.into_iter().map(FrameFeatures::Encoded).collect())
     }
 }
 
@@ -185,7 +173,7 @@ impl FrameEncoder for AvFrameEncoder {
     fn encode(
         &mut self,
         frames: &[&SyncedFrame],
-    ) -> std::result::Result<Vec<Features>, StageError> {
+    ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
         self.features(frames)
     }
 }
@@ -201,7 +189,7 @@ impl FrameEncoder for SharedFrameEncoder {
     fn encode(
         &mut self,
         frames: &[&SyncedFrame],
-    ) -> std::result::Result<Vec<Features>, StageError> {
+    ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
         self.0.features(frames)
     }
 }
@@ -218,12 +206,12 @@ impl FrameEncoder for InputPreparer {
     fn encode(
         &mut self,
         frames: &[&SyncedFrame],
-    ) -> std::result::Result<Vec<Features>, StageError> {
+    ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
         let p = self
             .0
             .prepare(frames)
             .map_err(|e| StageError::new(&self.0.name, e))?;
-        Ok(p.into_iter().map(Features::new).collect())
+        Ok(p.into_iter().map(FrameFeatures::Inputs).collect())
     }
 }
 
@@ -294,19 +282,23 @@ impl QFormerWindowModel {
                 let input = if !*valid {
                     FrameInput::default()
                 } else {
-                    let enc = f
-                        .features
-                        .as_ref()
-                        .and_then(|x| x.downcast_ref::<EncodedFrame>())
-                        .ok_or_else(|| {
-                            StageError::new(
-                                &self.name,
-                                format!(
-                                    "stream {} frame {}: no encoder features (is an AvFrameEncoder configured?)",
-                                    w.stream, f.index
+                    let enc = match f.features.as_deref() {
+                        Some(FrameFeatures::Encoded(e)) => e,
+                        other => {
+                            let what = match other {
+                                None => "no encoder features (is an AvFrameEncoder configured?)"
+                                    .to_string(),
+                                Some(x) => format!(
+                                    "the Q-Former needs encoder tokens, the frame has {}",
+                                    x.kind()
                                 ),
-                            )
-                        })?;
+                            };
+                            return Err(StageError::new(
+                                &self.name,
+                                format!("stream {} frame {}: {what}", w.stream, f.index),
+                            ));
+                        }
+                    };
                     FrameInput {
                         audio: enc.audio.clone(),
                         visual: enc.visual.clone(),

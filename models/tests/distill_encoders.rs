@@ -64,7 +64,7 @@ fn pooled_encoder_features_match_upstream_tokens() {
     let f = frame();
     let enc = AvFrameEncoder::new(Some(load_audio()), Some(load_vision()), mode);
     let encoded = enc.encode_frames(&[&f]).unwrap().remove(0);
-    let features = sensorium_engine::Features::new(encoded.clone());
+    let features = sensorium_engine::FrameFeatures::Encoded(encoded.clone());
 
     let audio = WhisperAudioFeatures::with_encoder(Arc::new(load_audio()));
     assert_eq!(audio.dim(), 32);
@@ -99,7 +99,7 @@ fn upstream_only_extractors_need_the_frame_encoder() {
     let err = visual.extract(&[0; 12], 2, 2).unwrap_err().to_string();
     assert!(err.contains("no visual tokens"), "{err}");
     // Features of another kind are not theirs to read.
-    let other = sensorium_engine::Features::new(3u32);
+    let other = sensorium_engine::FrameFeatures::Inputs(Default::default());
     assert!(audio.pool_upstream(&other).is_none());
     assert!(visual.pool_upstream(&other).is_none());
 }

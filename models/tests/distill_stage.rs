@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use distill_common::*;
 use sensorium_engine::model::WindowModel;
+use sensorium_engine::FrameFeatures;
 use sensorium_models::distill::{
-    audio_stats, prev_path, DistillError, DistillStage, Extractors, FrameFeatures,
+    audio_stats, prev_path, DistillError, DistillFeatures, DistillStage, Extractors,
 };
 
 #[test]
@@ -180,11 +181,11 @@ fn overlapping_windows_encode_each_frame_once() {
         .map(|f| {
             let mut f = f.clone();
             let v = f.video.as_ref().unwrap();
-            f.features = Some(sensorium_engine::frame::Features::new(FrameFeatures {
+            f.features = Some(Arc::new(FrameFeatures::Distill(DistillFeatures {
                 audio: Some(ex.audio.extract(&f.audio).unwrap()),
                 visual: Some(ex.visual.extract(&v.rgb, v.width, v.height).unwrap()),
                 snr_db: audio_stats(&f.audio).snr_db,
-            }));
+            })));
             f.index += 100; // not in the cache
             f
         })

@@ -9,10 +9,11 @@ use std::time::Instant;
 use candle_core::Device;
 use sensorium_engine::frame::{StreamId, SyncedFrame, VideoFrame, Window};
 use sensorium_engine::model::{FrameEncoder, WindowModel};
+use sensorium_engine::FrameFeatures;
 use sensorium_models::audio::AudioEncoder;
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{FrameInput, QFormer, QFormerConfig};
-use sensorium_models::stage::{AvFrameEncoder, AvTokens, EncodedFrame, QFormerWindowModel};
+use sensorium_models::stage::{AvFrameEncoder, AvTokens, QFormerWindowModel};
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::vision::VisionEncoder;
 
@@ -84,25 +85,15 @@ fn encoder_and_qformer_stages_end_to_end() {
     let feats = enc.encode(&refs).unwrap();
     assert_eq!(feats.len(), 7);
     for (f, x) in frames.iter_mut().zip(feats) {
-        f.features = Some(x);
+        f.features = Some(std::sync::Arc::new(x));
     }
-    let e2 = frames[2]
-        .features
-        .as_ref()
-        .unwrap()
-        .downcast_ref::<EncodedFrame>()
-        .unwrap();
+    let e2 = frames[2].features.as_ref().unwrap().encoded().unwrap();
     assert!(
         e2.visual.is_none(),
         "frame without video has no visual tokens"
     );
     assert_eq!(e2.audio.as_ref().unwrap().dims(), &[25, 32]);
-    let e4 = frames[4]
-        .features
-        .as_ref()
-        .unwrap()
-        .downcast_ref::<EncodedFrame>()
-        .unwrap();
+    let e4 = frames[4].features.as_ref().unwrap().encoded().unwrap();
     assert!(e4.audio.is_none());
     assert_eq!(e4.visual.as_ref().unwrap().dims(), &[4, 32]);
 
@@ -151,12 +142,7 @@ fn encoder_and_qformer_stages_end_to_end() {
     let inputs: Vec<FrameInput> = frames
         .iter()
         .map(|f| {
-            let e = f
-                .features
-                .as_ref()
-                .unwrap()
-                .downcast_ref::<EncodedFrame>()
-                .unwrap();
+            let e = f.features.as_ref().unwrap().encoded().unwrap();
             FrameInput {
                 audio: e.audio.clone(),
                 visual: e.visual.clone(),
@@ -207,6 +193,20 @@ fn window_without_features_names_stream_and_frame() {
     let msg = model.process(&[&w]).unwrap_err().to_string();
     assert!(
         msg.contains("stream mic7 frame 0") && msg.contains("no encoder features"),
+        "{msg}"
+    );
+    // Features of the wrong kind (the encoders' inputs, as training prepares them) are named.
+    let mut w = w;
+    for f in &mut w.frames {
+        f.features = Some(std::sync::Arc::new(FrameFeatures::Inputs(
+            Default::default(),
+        )));
+    }
+    let msg = model.process(&[&w]).unwrap_err().to_string();
+    assert!(
+        msg.contains(
+            "stream mic7 frame 0: the Q-Former needs encoder tokens, the frame has encoder inputs"
+        ),
         "{msg}"
     );
 }

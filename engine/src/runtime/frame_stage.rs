@@ -99,7 +99,7 @@ pub(crate) fn encoder_stage(
                     ctx.health.frame_out();
                     if ctx.report.lock().model_error.is_none() {
                         if features.is_some() {
-                            frame.features = features;
+                            frame.features = features.map(Arc::new);
                         }
                         assemble(&mut dests, s, Some(frame));
                     }

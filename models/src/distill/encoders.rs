@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
-use sensorium_engine::frame::Features;
+use sensorium_engine::frame::FrameFeatures;
 
 use super::error::DistillError;
 use super::features::{AudioFeatureExtractor, VisualFeatureExtractor};
 use crate::audio::AudioEncoder;
-use crate::stage::EncodedFrame;
 use crate::tokens::SlotMode;
 use crate::vision::VisionEncoder;
 
@@ -81,8 +80,8 @@ impl AudioFeatureExtractor for WhisperAudioFeatures {
             .map_err(model_err("whisper features"))?;
         pool_tokens(&x, "whisper features")
     }
-    fn pool_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
-        let t = features.downcast_ref::<EncodedFrame>()?.audio.as_ref()?;
+    fn pool_upstream(&self, features: &FrameFeatures) -> Option<Result<Vec<f32>, DistillError>> {
+        let t = features.encoded()?.audio.as_ref()?;
         Some(pool_tokens(t, "whisper features"))
     }
 }
@@ -133,8 +132,8 @@ impl VisualFeatureExtractor for VisionTowerFeatures {
             .map_err(model_err("vision features"))?;
         pool_tokens(&x, "vision features")
     }
-    fn pool_upstream(&self, features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
-        let t = features.downcast_ref::<EncodedFrame>()?.visual.as_ref()?;
+    fn pool_upstream(&self, features: &FrameFeatures) -> Option<Result<Vec<f32>, DistillError>> {
+        let t = features.encoded()?.visual.as_ref()?;
         Some(pool_tokens(t, "vision features"))
     }
 }

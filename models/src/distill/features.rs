@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use realfft::RealFftPlanner;
 
-use sensorium_engine::frame::Features;
+pub use sensorium_engine::frame::DistillFeatures;
+use sensorium_engine::frame::FrameFeatures;
 
 use super::error::DistillError;
 
@@ -23,7 +24,7 @@ pub trait AudioFeatureExtractor: Send + Sync {
     fn extract(&self, samples: &[f32]) -> Result<Vec<f32>, DistillError>;
     /// The same vector from what an upstream frame encoder already attached to the frame
     /// (so a frame is encoded once); `None` when this extractor cannot use `features`.
-    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    fn pool_upstream(&self, _features: &FrameFeatures) -> Option<Result<Vec<f32>, DistillError>> {
         None
     }
 }
@@ -34,7 +35,7 @@ pub trait VisualFeatureExtractor: Send + Sync {
     fn dim(&self) -> usize;
     fn extract(&self, rgb: &[u8], width: u32, height: u32) -> Result<Vec<f32>, DistillError>;
     /// See [`AudioFeatureExtractor::pool_upstream`].
-    fn pool_upstream(&self, _features: &Features) -> Option<Result<Vec<f32>, DistillError>> {
+    fn pool_upstream(&self, _features: &FrameFeatures) -> Option<Result<Vec<f32>, DistillError>> {
         None
     }
 }
@@ -340,18 +341,6 @@ impl Extractors {
             visual: Arc::new(GridVisualFeatures::default()),
         }
     }
-}
-
-/// Features of one synced frame, as the stage uses them. An upstream frame encoder may
-/// attach this type as `SyncedFrame::features` (`Features::new(FrameFeatures { .. })`); the
-/// stage then uses it instead of running its own extractors. Otherwise the stage computes it
-/// once per frame and caches it, so overlapping windows (stride < window) reuse it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FrameFeatures {
-    pub audio: Option<Vec<f32>>,
-    pub visual: Option<Vec<f32>>,
-    /// [`AudioStats::snr_db`] of the frame's audio (0 without audio).
-    pub snr_db: f32,
 }
 
 /// Element-wise mean of equally long vectors (pooling frames of a window); `None` if empty.

@@ -41,8 +41,8 @@ pub use encoders::{VisionTowerFeatures, WhisperAudioFeatures};
 pub use error::DistillError;
 pub use eval::{EvalConfig, EvalReport};
 pub use features::{
-    audio_stats, AudioFeatureExtractor, AudioStats, Extractors, FrameFeatures, GridVisualFeatures,
-    SpectralAudioFeatures, VisualFeatureExtractor,
+    audio_stats, AudioFeatureExtractor, AudioStats, DistillFeatures, Extractors,
+    GridVisualFeatures, SpectralAudioFeatures, VisualFeatureExtractor,
 };
 pub use replay::Pair;
 pub use stage::{ClassProb, DistillStage, WindowPrediction};

@@ -16,7 +16,7 @@ use super::background::{BackgroundTrainer, StudentSlot, TrainerStats, TrainerSum
 use super::checkpoint::ResumeInfo;
 use super::config::{Direction, DistillConfig};
 use super::error::DistillError;
-use super::features::{audio_stats, mean_pool, Extractors, FrameFeatures};
+use super::features::{audio_stats, mean_pool, DistillFeatures, Extractors};
 use super::replay::Pair;
 use super::teacher::{argmax, softmax, Teacher};
 use super::trainer::DistillTrainer;
@@ -63,17 +63,17 @@ pub struct DistillStage {
 /// Bounded cache of per-frame features keyed by (stream, frame index), oldest evicted first.
 struct FrameCache {
     cap: usize,
-    map: HashMap<(Arc<str>, u64), Arc<FrameFeatures>>,
+    map: HashMap<(Arc<str>, u64), Arc<DistillFeatures>>,
     order: VecDeque<(Arc<str>, u64)>,
     /// Frames whose features were computed (not found in the cache or upstream).
     computed: u64,
 }
 
 impl FrameCache {
-    fn get(&self, key: &(Arc<str>, u64)) -> Option<Arc<FrameFeatures>> {
+    fn get(&self, key: &(Arc<str>, u64)) -> Option<Arc<DistillFeatures>> {
         self.map.get(key).cloned()
     }
-    fn put(&mut self, key: (Arc<str>, u64), value: Arc<FrameFeatures>) {
+    fn put(&mut self, key: (Arc<str>, u64), value: Arc<DistillFeatures>) {
         if self.cap == 0 {
             return;
         }
@@ -183,12 +183,8 @@ impl DistillStage {
     }
 
     /// Features of one frame: upstream, cached, or computed now (and cached).
-    fn frame_features(&self, f: &SyncedFrame) -> Result<Arc<FrameFeatures>, DistillError> {
-        if let Some(ff) = f
-            .features
-            .as_ref()
-            .and_then(|x| x.downcast_ref::<FrameFeatures>())
-        {
+    fn frame_features(&self, f: &SyncedFrame) -> Result<Arc<DistillFeatures>, DistillError> {
+        if let Some(ff) = f.features.as_ref().and_then(|x| x.distill()) {
             return Ok(Arc::new(ff.clone()));
         }
         let key = (f.stream.clone(), f.index);
@@ -200,7 +196,7 @@ impl DistillStage {
         // understands it, so the frame is not encoded a second time.
         let upstream = f.features.as_ref();
         let ex = &self.extractors;
-        let ff = Arc::new(FrameFeatures {
+        let ff = Arc::new(DistillFeatures {
             audio: if has_audio {
                 match upstream.and_then(|u| ex.audio.pool_upstream(u)) {
                     Some(r) => Some(r?),

@@ -28,8 +28,9 @@ use sha2::{Digest, Sha256};
 use super::data::{Media, Sample};
 use super::TrainError;
 use crate::qformer::FrameInput;
-use crate::stage::{AvFrameEncoder, EncodedFrame, EncoderInput, InputPreparer, SharedFrameEncoder};
+use crate::stage::{AvFrameEncoder, EncoderInput, InputPreparer, SharedFrameEncoder};
 use crate::tensor_file::{self, StFile, StTensor};
+use sensorium_engine::frame::FrameFeatures;
 
 /// One assembled window of a clip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,18 +103,25 @@ impl WindowModel for Capture {
                     .features
                     .as_ref()
                     .ok_or_else(|| StageError::new("train", "frame without encoder features"))?;
-                if let Some(enc) = feats.downcast_ref::<EncodedFrame>() {
-                    c.frames.insert(
-                        f.index,
-                        FrameInput {
-                            audio: enc.audio.clone(),
-                            visual: enc.visual.clone(),
-                        },
-                    );
-                } else if let Some(inp) = feats.downcast_ref::<EncoderInput>() {
-                    c.inputs.insert(f.index, inp.clone());
-                } else {
-                    return Err(StageError::new("train", "frame with unknown features"));
+                match &**feats {
+                    FrameFeatures::Encoded(enc) => {
+                        c.frames.insert(
+                            f.index,
+                            FrameInput {
+                                audio: enc.audio.clone(),
+                                visual: enc.visual.clone(),
+                            },
+                        );
+                    }
+                    FrameFeatures::Inputs(inp) => {
+                        c.inputs.insert(f.index, inp.clone());
+                    }
+                    other => {
+                        return Err(StageError::new(
+                            "train",
+                            format!("frame with {}, not encoder tokens or inputs", other.kind()),
+                        ))
+                    }
                 }
             }
             c.windows.push(ClipWindow {
