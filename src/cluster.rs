@@ -16,8 +16,9 @@ use sensorium_cluster::{
 use sensorium_engine::{Config, StopToken};
 use serde_json::Value;
 
-use crate::cli::{code, ClusterTap, Failure, WithCode};
+use crate::exit::{code, Failure, WithCode};
 use crate::output::SharedOut;
+use crate::run::ClusterTap;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Nats {
@@ -228,7 +229,7 @@ pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
         }
         None => None,
     };
-    let stop = crate::cli::interrupt_token()?;
+    let stop = crate::run::interrupt_token()?;
     let runner = Arc::new(Runner {
         output: args.output.clone(),
         model: args.model.clone(),
@@ -293,7 +294,7 @@ impl StreamRunner for Runner {
         config.metrics.listen = None;
         config.http.listen = None;
         let explicit: Option<toml::Table> = spec.config.parse().ok();
-        crate::cli::prepare(
+        crate::run::prepare(
             &mut config,
             self.model.as_deref(),
             explicit.as_ref().map(|t| (origin.as_str(), t)),
@@ -331,7 +332,7 @@ impl StreamRunner for Runner {
             std::thread::Builder::new()
                 .name(format!("run-{name}"))
                 .spawn(move || {
-                    let r = crate::cli::execute(config, &origin, out, stop, Some(tap), None);
+                    let r = crate::run::execute(config, &origin, out, stop, Some(tap), None);
                     let result = match r {
                         Ok(c) if c == code::OK || c == code::INTERRUPTED => Ok(()),
                         Ok(c) => Err(failure.lock().clone().unwrap_or_else(|| {

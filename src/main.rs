@@ -5,8 +5,10 @@ mod answers;
 mod bench;
 mod cli;
 mod cluster;
+mod exit;
 mod logging;
 mod output;
+mod run;
 mod sources;
 mod train;
 

@@ -15,7 +15,7 @@ use sensorium_models::train::{
     ManifestSource, Sample, SceneExamples, TrainConfig, TrainError, TrainableEncoders, Trainer,
 };
 
-use crate::cli::{code, Failure};
+use crate::exit::{code, Failure};
 use crate::sources;
 use sensorium_models::setup::{self as model_cfg, ModelSetup, ModelsConfig};
 

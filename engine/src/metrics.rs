@@ -54,52 +54,6 @@ pub const ALL: [&str; 12] = [
     RECONNECTS,
 ];
 
-/// Where a stream is in its life, as exported by [`STREAM_STATE`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamState {
-    /// Started, no data yet.
-    Connecting,
-    /// Data arriving.
-    Connected,
-    /// The source lost its input and is connecting again (with backoff).
-    Reconnecting,
-    /// Ended normally (end of stream, or stopped).
-    Ended,
-    /// Ended with an error.
-    Failed,
-}
-
-impl StreamState {
-    pub const ALL: [StreamState; 5] = [
-        Self::Connecting,
-        Self::Connected,
-        Self::Reconnecting,
-        Self::Ended,
-        Self::Failed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connecting => "connecting",
-            Self::Connected => "connected",
-            Self::Reconnecting => "reconnecting",
-            Self::Ended => "ended",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Sets `stream`'s state gauge: 1 for `self`, 0 for every other state, so a query for
-    /// `sensorium_stream_state == 1` shows each stream once. Also the stream's state on the
-    /// health board ([`crate::status`]).
-    pub fn set(self, stream: &str) {
-        crate::status::stream(stream).set_state(self);
-        for s in Self::ALL {
-            metrics::gauge!(STREAM_STATE, "stream" => stream.to_owned(), "state" => s.name())
-                .set(if s == self { 1.0 } else { 0.0 });
-        }
-    }
-}
-
 /// The recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

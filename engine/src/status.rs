@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::metrics::StreamState;
+use crate::metrics::STREAM_STATE;
 
 /// Span of the fps figures.
 pub const RATE_SPAN: Duration = Duration::from_secs(5);
@@ -249,6 +249,52 @@ impl StreamHealth {
             last_window_s: e
                 .last_window
                 .map(|t| round(now.duration_since(t).as_secs_f64())),
+        }
+    }
+}
+
+/// Where a stream is in its life: on the health board and as [`STREAM_STATE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    /// Started, no data yet.
+    Connecting,
+    /// Data arriving.
+    Connected,
+    /// The source lost its input and is connecting again (with backoff).
+    Reconnecting,
+    /// Ended normally (end of stream, or stopped).
+    Ended,
+    /// Ended with an error.
+    Failed,
+}
+
+impl StreamState {
+    pub const ALL: [StreamState; 5] = [
+        Self::Connecting,
+        Self::Connected,
+        Self::Reconnecting,
+        Self::Ended,
+        Self::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting => "reconnecting",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Sets `stream`'s state gauge: 1 for `self`, 0 for every other state, so a query for
+    /// `sensorium_stream_state == 1` shows each stream once. Also the stream's state on the
+    /// health board.
+    pub fn set(self, stream: &str) {
+        self::stream(stream).set_state(self);
+        for s in Self::ALL {
+            metrics::gauge!(STREAM_STATE, "stream" => stream.to_owned(), "state" => s.name())
+                .set(if s == self { 1.0 } else { 0.0 });
         }
     }
 }

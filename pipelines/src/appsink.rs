@@ -20,7 +20,8 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use sensorium_engine::frame::NS_PER_SEC;
-use sensorium_engine::metrics::{self as m, StreamState};
+use sensorium_engine::metrics as m;
+use sensorium_engine::status::StreamState;
 use sensorium_engine::{AudioChunk, QueueSender, SourceEvent, SourceParams, StopToken, VideoFrame};
 
 use crate::error::PipelineError;

@@ -13,7 +13,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use sensorium_engine::config::ReconnectConfig;
-use sensorium_engine::metrics::StreamState;
+use sensorium_engine::status::StreamState;
 use sensorium_engine::{QueueSender, SourceEvent, SourceHandle, SourceParams};
 
 use crate::appsink::{Emitter, StopSignal, WAKE_MESSAGE};

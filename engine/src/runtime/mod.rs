@@ -256,7 +256,7 @@ impl Runtime {
                     ctx.report.lock().end = StreamEnd::StartFailed(e.to_string());
                     ctx.health.begin();
                     ctx.health.source_error(&e.message);
-                    crate::metrics::StreamState::Failed.set(&r.config.name);
+                    crate::status::StreamState::Failed.set(&r.config.name);
                     // Dropping `dest` closes this stream's stage inputs.
                     continue;
                 }

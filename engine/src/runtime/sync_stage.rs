@@ -32,7 +32,7 @@ pub(crate) fn sync_stage(
 ) {
     gauge!(m::ACTIVE_STREAMS).increment(1.0);
     ctx.health.begin();
-    m::StreamState::Connecting.set(&ctx.name);
+    crate::status::StreamState::Connecting.set(&ctx.name);
     let mut connected = false;
     let labels = [("stage", "sync".to_string()), ("stream", ctx.name.clone())];
     // Register the drop counter at zero so that "nothing dropped" is visible as such.
@@ -70,7 +70,7 @@ pub(crate) fn sync_stage(
         if !connected && matches!(ev, SourceEvent::Video(_) | SourceEvent::Audio(_)) {
             // Later changes (reconnecting, connected again) are the source's to report.
             connected = true;
-            m::StreamState::Connected.set(&ctx.name);
+            crate::status::StreamState::Connected.set(&ctx.name);
         }
         let end = match &ev {
             SourceEvent::Eos => Some(StreamEnd::Eos),
@@ -124,8 +124,10 @@ pub(crate) fn sync_stage(
         counter!(m::ITEMS_DROPPED, &l).increment(stats.dropped());
     }
     let state = match &ctx.report.lock().end {
-        StreamEnd::SourceFailed(_) | StreamEnd::StartFailed(_) => m::StreamState::Failed,
-        _ => m::StreamState::Ended,
+        StreamEnd::SourceFailed(_) | StreamEnd::StartFailed(_) => {
+            crate::status::StreamState::Failed
+        }
+        _ => crate::status::StreamState::Ended,
     };
     state.set(&ctx.name);
     gauge!(m::ACTIVE_STREAMS).decrement(1.0);

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use sensorium_engine::scene;
+
 use super::TrainError;
 
 /// What happens to the LLM's weights.
@@ -109,7 +111,7 @@ pub struct TrainConfig {
     /// Where decoded clip features are cached (default: `<output>/cache`).
     pub cache: Option<PathBuf>,
     /// Train on generated scene streams (the default model's world) instead of a manifest.
-    pub scenes: Option<super::scenes::ScenesConfig>,
+    pub scenes: Option<ScenesConfig>,
 }
 
 impl Default for TrainConfig {
@@ -202,14 +204,121 @@ impl TrainConfig {
             return bad("lora.targets", "name at least one module (e.g. \"q_proj\")");
         }
         for t in &self.lora.targets {
-            if !super::lora::TARGETS.contains(&t.as_str()) {
+            if !TARGETS.contains(&t.as_str()) {
                 return Err(TrainError::Config {
                     field: "train.lora.targets".into(),
-                    message: format!(
-                        "unknown module {t:?} (one of: {})",
-                        super::lora::TARGETS.join(", ")
-                    ),
+                    message: format!("unknown module {t:?} (one of: {})", TARGETS.join(", ")),
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Module names `target_modules` may use.
+pub const TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// First seed of the held-out evaluation streams (`sensorium eval --bench scenes`): training
+/// seeds must stay below it.
+pub const HELD_OUT_SEEDS: u64 = 1_000_000_000;
+
+/// `[train.scenes]`: train on generated scene streams instead of (or besides) a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScenesConfig {
+    /// Training streams: seeds `[from, to)`.
+    pub train_seeds: [u64; 2],
+    /// Validation streams: seeds `[from, to)` (disjoint from the training ones).
+    pub val_seeds: [u64; 2],
+    /// Length of each stream, s.
+    pub seconds: f64,
+    /// Questions asked per window (tasks drawn in turn, so every task is represented).
+    pub questions: usize,
+    /// Only these tasks (e.g. `["audio"]` for a first curriculum stage); empty: all.
+    pub tasks: Vec<String>,
+    /// Weight of the auxiliary label loss (0 = off): the window's facts from the world
+    /// (objects, positions, motion, sound, sync, order; `scene::labels`) read by a linear
+    /// head from the Q-Former's query tokens, so the encoders and the Q-Former learn from
+    /// the world directly and not only through the LLM's answer tokens.
+    pub labels_loss: f64,
+    /// Steps of the encoders' pretraining stage on the streams' per-frame labels before
+    /// the answer training (0 = none; needs `train_encoders`).
+    pub pretrain_steps: u64,
+    /// Frames per pretraining step.
+    pub pretrain_batch: usize,
+}
+
+impl Default for ScenesConfig {
+    fn default() -> Self {
+        Self {
+            train_seeds: [1000, 2000],
+            val_seeds: [1, 21],
+            seconds: 12.0,
+            questions: 4,
+            tasks: Vec::new(),
+            labels_loss: 0.0,
+            pretrain_steps: 0,
+            pretrain_batch: 64,
+        }
+    }
+}
+
+impl ScenesConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, message: String| {
+            Err(TrainError::Config {
+                field: format!("train.scenes.{field}"),
+                message,
+            })
+        };
+        for (name, [a, b]) in [
+            ("train_seeds", self.train_seeds),
+            ("val_seeds", self.val_seeds),
+        ] {
+            if a > b {
+                return bad(name, format!("[{a}, {b}) is empty the wrong way round"));
+            }
+            if b > HELD_OUT_SEEDS {
+                return bad(
+                    name,
+                    format!("seeds from {HELD_OUT_SEEDS} on are held out for evaluation"),
+                );
+            }
+        }
+        let [ta, tb] = self.train_seeds;
+        let [va, vb] = self.val_seeds;
+        if ta < vb && va < tb {
+            return bad("val_seeds", "must not overlap train_seeds".into());
+        }
+        if !(self.seconds.is_finite() && self.seconds > 0.0) {
+            return bad("seconds", format!("must be > 0, got {}", self.seconds));
+        }
+        if self.questions == 0 {
+            return bad("questions", "must be at least 1".into());
+        }
+        if self.pretrain_steps > 0 && self.pretrain_batch == 0 {
+            return bad("pretrain_batch", "must be at least 1".into());
+        }
+        if !(self.labels_loss.is_finite() && self.labels_loss >= 0.0) {
+            return bad(
+                "labels_loss",
+                format!("must be >= 0 (0 = off), got {}", self.labels_loss),
+            );
+        }
+        for t in &self.tasks {
+            if !scene::TASKS.contains(&t.as_str()) {
+                return bad(
+                    "tasks",
+                    format!("unknown task {t:?} (one of: {})", scene::TASKS.join(", ")),
+                );
             }
         }
         Ok(())

@@ -216,7 +216,7 @@ impl TrainableEncoders {
             message: e.to_string(),
         };
         for p in &self.parts {
-            super::trainer::replace_dir(&dir.join(p.kind), |d| {
+            super::replace_dir(&dir.join(p.kind), |d| {
                 for e in std::fs::read_dir(&p.source).map_err(|e| io(&p.source, &e))? {
                     let f = e.map_err(|e| io(&p.source, &e))?.path();
                     if f.is_file() && f.extension().is_none_or(|x| x != "safetensors") {

@@ -18,17 +18,6 @@ use super::TrainError;
 use crate::llm::model::{LoraWeights, LINEAR_NAMES};
 use crate::llm::Decoder;
 
-/// Module names `target_modules` may use.
-pub const TARGETS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
-
 const PREFIX: &str = "base_model.model.";
 
 /// The trainable LoRA pairs, keyed by module path (`model.layers.0.self_attn.q_proj`).

@@ -26,18 +26,19 @@ pub mod eval;
 pub mod labels;
 pub mod lora;
 pub mod plot;
+pub mod pretrain;
 pub mod scenes;
 pub mod source;
 pub mod trainer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use clips::{ClipExtractor, ClipFeatures, ClipWindow};
 pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use encoders::TrainableEncoders;
 pub use eval::{normalise_answer, EvalReport};
-pub use labels::{FrameExample, PretrainSummary};
+pub use pretrain::{FrameExample, PretrainSummary};
 pub use scenes::{SceneExamples, ScenesConfig};
 pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};
@@ -74,4 +75,37 @@ pub enum TrainError {
     Interrupted { step: u64 },
     #[error("tensor op failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// Replaces directory `dir` by what `fill` writes into a fresh sibling directory: the new
+/// one is complete before the old one goes, so `dir` is never half written.
+pub(crate) fn replace_dir(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let new = parent.join(format!(".{name}.new"));
+    let old = parent.join(format!(".{name}.old"));
+    let _ = std::fs::remove_dir_all(&new);
+    std::fs::create_dir_all(&new).map_err(|e| output_err(&new, e))?;
+    fill(&new)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| output_err(dir, e))?;
+    }
+    std::fs::rename(&new, dir).map_err(|e| output_err(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// A file or directory under the output that cannot be written.
+fn output_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Output {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }

@@ -46,7 +46,7 @@ use super::encoders::TrainableEncoders;
 use super::eval::normalise_answer;
 use super::labels::LabelHead;
 use super::lora::LoraParams;
-use super::TrainError;
+use super::{replace_dir, TrainError};
 use crate::checkpoint::Weights;
 use crate::distill::optim::{AdamState, AdamW};
 use crate::llm::model::LoraDropout;
@@ -181,31 +181,6 @@ fn llm_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
         path: path.to_owned(),
         message: e.to_string(),
     })
-}
-
-/// Replaces directory `dir` by what `fill` writes into a fresh sibling directory: the new
-/// one is complete before the old one goes, so `dir` is never half written.
-pub(super) fn replace_dir(
-    dir: &Path,
-    fill: impl FnOnce(&Path) -> Result<(), TrainError>,
-) -> Result<(), TrainError> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    let new = parent.join(format!(".{name}.new"));
-    let old = parent.join(format!(".{name}.old"));
-    let _ = std::fs::remove_dir_all(&new);
-    std::fs::create_dir_all(&new).map_err(|e| io_err(&new, e))?;
-    fill(&new)?;
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-    }
-    std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
 }
 
 fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
