@@ -1,8 +1,9 @@
 //! The LLM side of `sensorium run`: the answer service writing one line per answer —
 //! scheduled, stdin, `POST /ask` — through the engine's output (the sink stage's metrics
 //! count it; the view's watchers get it), echoing tokens to stdout as they come (when the
-//! output is a file), and the stdin question input (`POST /ask`: `sensorium_server::run`), with an orderly
-//! stop after the engine finished: inputs closed first, then every queued window answered.
+//! output is a file), and the stdin question input (`POST /ask`: `sensorium_server::run`),
+//! with an orderly stop after the engine finished: inputs closed first, then every queued
+//! window answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,11 +74,11 @@ impl Answers {
                     }
                 }
                 ServiceOutput::Answer(rec) => {
-                    // (A live answer's tokens were echoed by its asker.)
-                    if echo_on && !rec.live {
-                        echo("\n");
-                    }
+                    // A live answer's tokens were echoed (and it is counted) by its asker.
                     if !rec.live {
+                        if echo_on {
+                            echo("\n");
+                        }
                         a2.fetch_add(1, Ordering::Relaxed);
                     }
                     // A failed write is recorded by the output (exit code 5).

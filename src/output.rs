@@ -29,8 +29,6 @@ pub struct SharedOut {
     /// Echo answer tokens to stdout (when writing to a file; not under `bench`).
     echo: bool,
     out: Arc<Mutex<JsonLinesSink>>,
-    /// The first write error (the run's exit code becomes 5).
-    failed: Arc<Mutex<Option<String>>>,
     /// Added to every record (a cluster worker's `worker` and `epoch`).
     fields: Arc<serde_json::Map<String, Value>>,
     /// Also receives every record (a cluster worker publishes them).
@@ -66,7 +64,6 @@ impl SharedOut {
             echo: path != "-",
             format: Format::Json,
             out: Arc::new(Mutex::new(out)),
-            failed: Arc::new(Mutex::new(None)),
             fields: Arc::default(),
             tap: None,
         })
@@ -119,14 +116,8 @@ impl SharedOut {
                 None => return Ok(()),
             },
         };
-        self.out.lock().write_line(&line).inspect_err(|e| {
-            self.failed.lock().get_or_insert_with(|| e.to_string());
-        })
-    }
-
-    /// The first write error of any writer, if one failed.
-    pub fn failure(&self) -> Option<String> {
-        self.failed.lock().clone()
+        // A failed write is recorded by the run's output (engine::RecordOutput).
+        self.out.lock().write_line(line)
     }
 
     /// The engine's sink writing into this output.

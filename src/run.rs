@@ -387,9 +387,8 @@ pub(crate) fn execute(
             }
         }
     }
-    let failure = (report.sink_error.clone())
-        .or_else(|| records.failure())
-        .or_else(|| out.failure());
+    // Window and answer lines alike: the output keeps its first write error.
+    let failure = records.failure();
     if let Some(e) = &failure {
         tracing::error!("{e}");
         raise(code::OUTPUT);

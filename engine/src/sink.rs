@@ -52,29 +52,22 @@ impl JsonLinesSink {
         Ok(Self::new(path, Box::new(file)))
     }
 
-    /// Writes `line` and a newline, and flushes.
-    pub fn write_line(&mut self, line: &str) -> Result<(), SinkError> {
-        let mut buf = String::with_capacity(line.len() + 1);
-        buf.push_str(line);
-        buf.push('\n');
+    /// Writes `line` and a newline in one write, and flushes.
+    pub fn write_line(&mut self, mut line: String) -> Result<(), SinkError> {
+        line.push('\n');
         self.out
-            .write_all(buf.as_bytes())
+            .write_all(line.as_bytes())
             .and_then(|()| self.out.flush())
             .map_err(|error| SinkError {
                 target: self.target.clone(),
                 error,
             })
     }
-
-    /// What it writes to: the file's path, or `stdout`.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
 }
 
 impl WindowSink for JsonLinesSink {
     fn write(&mut self, record: &Value) -> Result<(), SinkError> {
-        self.write_line(&record.to_string())
+        self.write_line(record.to_string())
     }
 }
 

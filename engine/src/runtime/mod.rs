@@ -187,14 +187,11 @@ impl Runtime {
             .collect();
         let n = resolved.len().max(1);
         let (sink_tx, sink_rx) = bounded(cap * n, QueueMode::Lossless);
-        let sink_error = Arc::new(Mutex::new(None));
         let mut threads = Stages::new();
         {
-            let ctxs = ctxs.clone();
-            let stop = stop.clone();
-            let sink_error = sink_error.clone();
+            let (ctxs, stop, output) = (ctxs.clone(), stop.clone(), output.clone());
             threads.spawn("sink", move || {
-                sink_stage::sink_stage(output, sink_rx, ctxs, stop, sink_error)
+                sink_stage::sink_stage(output, sink_rx, ctxs, stop)
             })?;
         }
 
@@ -274,10 +271,9 @@ impl Runtime {
         let grace = std::time::Duration::from_millis(cfg.engine.shutdown_timeout_ms);
         threads.join(&self.shutdown, grace)?;
         let streams = reports.iter().map(|r| r.lock().clone()).collect();
-        let sink_error = sink_error.lock().take();
         Ok(RunReport {
             streams,
-            sink_error,
+            sink_error: output.failure(),
             interrupted: self.shutdown.is_triggered(),
         })
     }

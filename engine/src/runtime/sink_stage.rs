@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::histogram;
-use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::frame::Window;
@@ -24,7 +23,6 @@ pub(crate) fn sink_stage(
     rx: QueueReceiver<SinkItem>,
     ctxs: Vec<Arc<StreamCtx>>,
     stop: StopToken,
-    error: Arc<Mutex<Option<String>>>,
 ) {
     let mut failed = false;
     while let Some(item) = rx.recv() {
@@ -66,8 +64,8 @@ pub(crate) fn sink_stage(
                     });
                 }
             }
-            Err(e) => {
-                *error.lock() = Some(e.to_string());
+            // The output keeps the error (the run's report and exit code 5).
+            Err(_) => {
                 failed = true;
                 stop.trigger();
             }
