@@ -259,9 +259,18 @@ pub fn train(
             .examples_and_frames(&trainer, pretrain)
             .map_err(terr)?;
         train_ex.extend(examples);
-        val_ex.extend(scenes(sc.val_seeds).examples(&trainer).map_err(terr)?);
+        let (examples, held_out) = scenes(sc.val_seeds)
+            .examples_and_frames(&trainer, pretrain)
+            .map_err(terr)?;
+        val_ex.extend(examples);
         if pretrain {
-            pretrain_encoders(&trainer, &frames, sc.pretrain_steps, sc.pretrain_batch)?;
+            pretrain_encoders(
+                &trainer,
+                &frames,
+                &held_out,
+                sc.pretrain_steps,
+                sc.pretrain_batch,
+            )?;
         }
     }
     let st = &ex.stats;
@@ -330,6 +339,7 @@ pub fn train(
 fn pretrain_encoders(
     trainer: &Trainer,
     frames: &[FrameExample],
+    held_out: &[FrameExample],
     steps: u64,
     batch: usize,
 ) -> Result<(), Failure> {
@@ -339,7 +349,7 @@ fn pretrain_encoders(
     );
     let bar = sensorium_models::progress::bar(steps, "pretrain");
     let sum = trainer
-        .pretrain_encoders(frames, steps, batch, &mut |step, _, loss| {
+        .pretrain_encoders(frames, held_out, steps, batch, &mut |step, _, loss| {
             bar.set_position(step);
             bar.set_message(format!("label loss {loss:.4}"));
         })
@@ -353,6 +363,14 @@ fn pretrain_encoders(
         sum.first_loss,
         sum.last_loss
     );
+    if !sum.held_out.is_empty() {
+        let parts: Vec<String> = sum
+            .held_out
+            .iter()
+            .map(|p| format!("{} {:.1}% of {}", p.part, 100.0 * p.accuracy(), p.scored))
+            .collect();
+        tracing::info!("held-out frames ({}): {}", held_out.len(), parts.join(", "));
+    }
     Ok(())
 }
 

@@ -58,7 +58,7 @@ fn pretraining_fits_the_frame_labels_and_keeps_only_the_encoders() {
     let names_before: Vec<String> = t.named_vars().into_iter().map(|(n, _)| n).collect();
     let mut seen = 0;
     let s = t
-        .pretrain_encoders(&frames(), 150, 12, &mut |step, total, _| {
+        .pretrain_encoders(&frames(), &frames(), 150, 12, &mut |step, total, _| {
             assert_eq!(total, 150);
             seen = step;
         })
@@ -74,6 +74,22 @@ fn pretraining_fits_the_frame_labels_and_keeps_only_the_encoders() {
         s.first_loss,
         s.last_loss
     );
+    // Scored on the frames it fitted: every frame's four object flags (one item per frame);
+    // count and position are masked out everywhere, so nothing of them is scored.
+    let part = |name: &str| s.held_out.iter().find(|p| p.part == name).unwrap();
+    eprintln!("held out {:?}", s.held_out);
+    assert_eq!(part("vision.objects").scored, 24);
+    assert!(
+        part("vision.objects").accuracy() >= 0.75,
+        "{:?}",
+        part("vision.objects")
+    );
+    assert_eq!(
+        (part("vision.count").scored, part("vision.position").scored),
+        (0, 0)
+    );
+    assert_eq!(part("audio.sound").scored, 24);
+    assert_eq!(part("audio.click").scored, 0);
     let after = t.encoders().unwrap().vars();
     let moved = after
         .iter()
@@ -92,6 +108,7 @@ fn pretraining_fits_the_frame_labels_and_keeps_only_the_encoders() {
     assert_eq!(names, names_before, "the heads are not part of the model");
     let log = std::fs::read_to_string(dir.path().join("train_log.jsonl")).unwrap();
     assert_eq!(log.matches("\"pretrain_step\"").count(), 150);
+    assert_eq!(log.matches("\"pretrain_held_out\"").count(), 5);
 }
 
 #[test]
@@ -99,7 +116,7 @@ fn pretraining_needs_trainable_encoders() {
     let dir = tempfile::tempdir().unwrap();
     let t = trainer(TrainLlm::Lora, dir.path());
     let e = t
-        .pretrain_encoders(&frames(), 1, 4, &mut |_, _, _| {})
+        .pretrain_encoders(&frames(), &[], 1, 4, &mut |_, _, _| {})
         .unwrap_err()
         .to_string();
     assert!(

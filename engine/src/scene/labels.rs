@@ -164,6 +164,99 @@ pub const VISION_LABELS: usize = PAIRS + 3 + PAIRS * 2 * POS_BINS;
 /// Per-frame audio labels: which sound plays, and whether a click falls in the frame.
 pub const AUDIO_LABELS: usize = SOUNDS.len() + 1;
 
+/// A named part of a label vector, as a reader of the labels scores it: `len` labels from
+/// `at`, read as independent yes/no facts (`one_of == 1`: the part is right when every masked
+/// fact is) or as one-hot groups of `one_of` labels (each masked group is right when its
+/// largest score is the hot label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelGroup {
+    pub name: &'static str,
+    pub at: usize,
+    pub len: usize,
+    pub one_of: usize,
+}
+
+/// The parts of [`FrameLabels::vision`].
+pub const VISION_GROUPS: [LabelGroup; 3] = [
+    LabelGroup {
+        name: "objects",
+        at: 0,
+        len: PAIRS,
+        one_of: 1,
+    },
+    LabelGroup {
+        name: "count",
+        at: PAIRS,
+        len: 3,
+        one_of: 3,
+    },
+    LabelGroup {
+        name: "position",
+        at: PAIRS + 3,
+        len: PAIRS * 2 * POS_BINS,
+        one_of: POS_BINS,
+    },
+];
+/// The parts of [`FrameLabels::audio`].
+pub const AUDIO_GROUPS: [LabelGroup; 2] = [
+    LabelGroup {
+        name: "sound",
+        at: 0,
+        len: SOUNDS.len(),
+        one_of: SOUNDS.len(),
+    },
+    LabelGroup {
+        name: "click",
+        at: SOUNDS.len(),
+        len: 1,
+        one_of: 1,
+    },
+];
+
+impl LabelGroup {
+    /// How many of this part's scored items `scores` (one per label, any monotone scale with
+    /// 0 as the yes/no threshold: logits) gets right against `labels`: `(right, scored)`.
+    /// Yes/no parts score one item per vector (when any fact is masked in), one-hot parts one
+    /// per masked group.
+    pub fn score(&self, scores: &[f32], labels: &Labels) -> (usize, usize) {
+        let range = self.at..self.at + self.len;
+        let (s, t, m) = (
+            &scores[range.clone()],
+            &labels.target[range.clone()],
+            &labels.mask[range],
+        );
+        if self.one_of <= 1 {
+            if m.iter().all(|&m| m == 0.0) {
+                return (0, 0);
+            }
+            let right = s
+                .iter()
+                .zip(t)
+                .zip(m)
+                .all(|((&s, &t), &m)| m == 0.0 || (s > 0.0) == (t > 0.5));
+            return (usize::from(right), 1);
+        }
+        let (mut right, mut scored) = (0, 0);
+        for ((s, t), m) in s
+            .chunks(self.one_of)
+            .zip(t.chunks(self.one_of))
+            .zip(m.chunks(self.one_of))
+        {
+            if m.iter().all(|&m| m == 0.0) {
+                continue;
+            }
+            scored += 1;
+            let best = s
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            right += usize::from(t[best] > 0.5);
+        }
+        (right, scored)
+    }
+}
+
 /// What one frame shows and what its audio holds: the targets of the encoders' pretraining
 /// stage (`[train.scenes] pretrain_steps`), which teaches the small encoders to see and hear
 /// the world before the Q-Former and the LLM learn to read them, as Whisper and CLIP are
@@ -248,6 +341,49 @@ mod tests {
     fn hot(l: &Labels, at: usize, n: usize) -> Option<usize> {
         assert!(l.mask[at..at + n].iter().all(|m| *m == 1.0) || l.mask[at] == 0.0);
         (l.mask[at] == 1.0).then(|| l.target[at..at + n].iter().position(|t| *t == 1.0))?
+    }
+
+    #[test]
+    fn label_groups_tile_the_vectors_and_score_what_is_masked_in() {
+        for (groups, len) in [
+            (&VISION_GROUPS[..], VISION_LABELS),
+            (&AUDIO_GROUPS[..], AUDIO_LABELS),
+        ] {
+            let mut at = 0;
+            for g in groups {
+                assert_eq!(g.at, at, "{}", g.name);
+                assert_eq!(g.len % g.one_of, 0, "{}", g.name);
+                at += g.len;
+            }
+            assert_eq!(at, len);
+        }
+        // Sound one-hot (5) and the click flag: sound 2 hot, click masked out.
+        let mut l = Labels::with_len(AUDIO_LABELS);
+        l.one_hot(0, 5, 2);
+        let [sound, click] = AUDIO_GROUPS;
+        assert_eq!(sound.score(&[0.0, 0.1, 0.9, -1.0, 0.2, 5.0], &l), (1, 1));
+        assert_eq!(sound.score(&[0.0, 0.95, 0.9, -1.0, 0.2, 5.0], &l), (0, 1));
+        assert_eq!(click.score(&[0.0, 0.0, 0.0, 0.0, 0.0, 5.0], &l), (0, 0));
+        l.mask[5] = 1.0;
+        assert_eq!(click.score(&[0.0, 0.0, 0.0, 0.0, 0.0, 5.0], &l), (0, 1));
+        assert_eq!(click.score(&[0.0, 0.0, 0.0, 0.0, 0.0, -5.0], &l), (1, 1));
+        // Position: two masked groups of four, one right.
+        let pos = VISION_GROUPS[2];
+        let mut v = Labels::with_len(VISION_LABELS);
+        v.one_hot(pos.at, 4, 1);
+        v.one_hot(pos.at + 8, 4, 3);
+        let mut scores = vec![0.0; VISION_LABELS];
+        scores[pos.at + 1] = 2.0;
+        scores[pos.at + 8] = 2.0;
+        assert_eq!(pos.score(&scores, &v), (1, 2));
+        // Objects: every masked flag must be right.
+        let objects = VISION_GROUPS[0];
+        v.mask[..PAIRS].fill(1.0);
+        v.target[4] = 1.0;
+        scores[..PAIRS].fill(-1.0);
+        assert_eq!(objects.score(&scores, &v), (0, 1));
+        scores[4] = 1.0;
+        assert_eq!(objects.score(&scores, &v), (1, 1));
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub mod render;
 pub mod world;
 
 pub use labels::{
-    frame_labels, window_labels, FrameLabels, Labels, AUDIO_LABELS, LABELS, VISION_LABELS,
+    frame_labels, window_labels, FrameLabels, LabelGroup, Labels, AUDIO_GROUPS, AUDIO_LABELS,
+    LABELS, VISION_GROUPS, VISION_LABELS,
 };
 pub use qa::{questions, Question, TASKS};
 pub use world::{

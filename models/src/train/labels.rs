@@ -36,6 +36,12 @@ impl LabelHead {
         })
     }
 
+    /// The labels' logits read from `x` (`[B, inputs]` -> `[B, labels]`).
+    pub(super) fn logits(&self, x: &Tensor) -> Result<Tensor, TrainError> {
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
+    }
+
     /// Masked mean binary cross-entropy of the labels read from `x` (`[B, inputs]`);
     /// `target` and `mask` are `[B, labels]` row-major.
     pub(super) fn loss(
@@ -44,16 +50,19 @@ impl LabelHead {
         target: &[f32],
         mask: &[f32],
     ) -> Result<Tensor, TrainError> {
-        let logits = x
-            .matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())?;
-        let shape = logits.dims2()?;
-        let t = Tensor::from_slice(target, shape, &Device::Cpu)?;
-        let m = Tensor::from_slice(mask, shape, &Device::Cpu)?;
-        // softplus(x) - t*x, softplus(x) = relu(x) + ln(1 + e^-|x|): stable and differentiable.
-        let softplus = (logits.relu()? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
-        let bce = (softplus - (&t * &logits)?)?;
-        let count = mask.iter().sum::<f32>().max(1.0) as f64;
-        Ok(((bce * m)?.sum_all()? / count)?)
+        bce(&self.logits(x)?, target, mask)
     }
+}
+
+/// Masked mean binary cross-entropy of `logits` (`[B, labels]`) against `target`, `mask`
+/// (`[B, labels]` row-major).
+pub(super) fn bce(logits: &Tensor, target: &[f32], mask: &[f32]) -> Result<Tensor, TrainError> {
+    let shape = logits.dims2()?;
+    let t = Tensor::from_slice(target, shape, &Device::Cpu)?;
+    let m = Tensor::from_slice(mask, shape, &Device::Cpu)?;
+    // softplus(x) - t*x, softplus(x) = relu(x) + ln(1 + e^-|x|): stable and differentiable.
+    let softplus = (logits.relu()? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+    let bce = (softplus - (&t * logits)?)?;
+    let count = mask.iter().sum::<f32>().max(1.0) as f64;
+    Ok(((bce * m)?.sum_all()? / count)?)
 }

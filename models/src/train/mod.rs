@@ -38,7 +38,7 @@ pub use config::{LoraConfig, Schedule, TrainConfig, TrainLlm};
 pub use data::{check_ranges, read_manifest, Media, Sample, Turn};
 pub use encoders::TrainableEncoders;
 pub use eval::{normalise_answer, EvalReport};
-pub use pretrain::{FrameExample, PretrainSummary};
+pub use pretrain::{FrameExample, PartAccuracy, PretrainSummary};
 pub use scenes::{SceneExamples, ScenesConfig};
 pub use source::{ExampleSource, ManifestSource};
 pub use trainer::{Example, TrainSummary, Trainer};

@@ -8,7 +8,9 @@ use candle_core::{Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use sensorium_engine::scene::{FrameLabels, Labels, AUDIO_LABELS, VISION_LABELS};
+use sensorium_engine::scene::{
+    FrameLabels, LabelGroup, Labels, AUDIO_GROUPS, AUDIO_LABELS, VISION_GROUPS, VISION_LABELS,
+};
 
 use super::clips::ClipFeatures;
 use super::labels::LabelHead;
@@ -27,7 +29,7 @@ pub struct FrameExample {
 }
 
 /// What [`Trainer::pretrain_encoders`] reports.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PretrainSummary {
     pub steps: u64,
     /// Mean label loss over the first and the last tenth of the steps.
@@ -35,6 +37,24 @@ pub struct PretrainSummary {
     pub last_loss: f64,
     pub seconds: f64,
     pub frames_per_s: f64,
+    /// The heads' accuracy on the held-out frames after the last step, per label part
+    /// ([`VISION_GROUPS`], [`AUDIO_GROUPS`]; empty without held-out frames).
+    pub held_out: Vec<PartAccuracy>,
+}
+
+/// How well a label part is read from the encoders' tokens on frames never trained on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartAccuracy {
+    /// `vision.objects`, `audio.sound`, ...
+    pub part: String,
+    pub right: usize,
+    pub scored: usize,
+}
+
+impl PartAccuracy {
+    pub fn accuracy(&self) -> f64 {
+        self.right as f64 / self.scored.max(1) as f64
+    }
 }
 
 /// Flattens each frame's tokens (`[T, W]` each) into one row of a `[B, T * W]` batch.
@@ -47,10 +67,13 @@ impl Trainer {
     /// epoch by epoch, seeded), the vision tower's slots read by a linear head for the
     /// frame's [`VISION_LABELS`] and Whisper's tokens for its [`AUDIO_LABELS`]; learning rate
     /// `train.lr` with a 10% warm-up then cosine, `train.clip_grad_norm`. Only the encoders
-    /// keep what they learnt (the heads are dropped). Needs [`Self::with_encoders`].
+    /// keep what they learnt (the heads are dropped). After the last step the heads read
+    /// `held_out` (frames of streams never trained on) and the summary reports their accuracy
+    /// per label part. Needs [`Self::with_encoders`].
     pub fn pretrain_encoders(
         &self,
         frames: &[FrameExample],
+        held_out: &[FrameExample],
         steps: u64,
         batch: usize,
         progress: &mut dyn FnMut(u64, u64, f64),
@@ -84,11 +107,19 @@ impl Trainer {
             vars.push(h.weight.clone());
             vars.push(h.bias.clone());
         }
-        type Tokens = fn(&EncodedFrame) -> Option<Tensor>;
-        type Part = fn(&FrameLabels) -> &Labels;
-        let heads: [(Option<LabelHead>, Tokens, Part); 2] = [
-            (vision_head, |o| o.visual.clone(), |l| &l.vision),
-            (audio_head, |o| o.audio.clone(), |l| &l.audio),
+        let heads: [Head; 2] = [
+            (
+                vision_head,
+                |o| o.visual.clone(),
+                |l| &l.vision,
+                ("vision", &VISION_GROUPS),
+            ),
+            (
+                audio_head,
+                |o| o.audio.clone(),
+                |l| &l.audio,
+                ("audio", &AUDIO_GROUPS),
+            ),
         ];
         let mut opt = AdamW::new(
             vars.clone(),
@@ -121,7 +152,7 @@ impl Trainer {
             let inputs: Vec<_> = pick.iter().map(|f| &f.clip.inputs[f.frame]).collect();
             let out = enc.encoder.encode_inputs(&inputs)?;
             let mut loss: Option<Tensor> = None;
-            for (head, tokens, labels) in &heads {
+            for (head, tokens, labels, _) in &heads {
                 let Some(h) = head else { continue };
                 let x = rows(out.iter().filter_map(tokens).collect())?;
                 let (t, m): (Vec<f32>, Vec<f32>) = pick
@@ -165,6 +196,13 @@ impl Trainer {
             progress(step + 1, steps, value);
         }
         let seconds = start.elapsed().as_secs_f64();
+        let held_out = self.score_heads(&heads, held_out, batch)?;
+        for p in &held_out {
+            self.log(serde_json::json!({
+                "pretrain_held_out": p.part, "right": p.right, "scored": p.scored,
+                "accuracy": p.accuracy(),
+            }))?;
+        }
         let tenth = (losses.len() / 10).max(1);
         let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len().max(1) as f64;
         Ok(PretrainSummary {
@@ -173,6 +211,61 @@ impl Trainer {
             last_loss: mean(&losses[losses.len().saturating_sub(tenth)..]),
             seconds,
             frames_per_s: (losses.len() * batch) as f64 / seconds.max(1e-9),
+            held_out,
         })
     }
+
+    /// The heads' accuracy per label part on `frames`, `batch` frames per forward pass.
+    fn score_heads(
+        &self,
+        heads: &[Head],
+        frames: &[FrameExample],
+        batch: usize,
+    ) -> Result<Vec<PartAccuracy>, TrainError> {
+        let Some(enc) = self.encoders() else {
+            return Ok(Vec::new());
+        };
+        let mut parts: Vec<PartAccuracy> = Vec::new();
+        let mut add = |name: String, (right, scored): (usize, usize)| match parts
+            .iter_mut()
+            .find(|p| p.part == name)
+        {
+            Some(p) => {
+                p.right += right;
+                p.scored += scored;
+            }
+            None => parts.push(PartAccuracy {
+                part: name,
+                right,
+                scored,
+            }),
+        };
+        for chunk in frames.chunks(batch.max(1)) {
+            let inputs: Vec<_> = chunk.iter().map(|f| &f.clip.inputs[f.frame]).collect();
+            let out = enc.encoder.encode_inputs(&inputs)?;
+            for (head, tokens, labels, (modality, groups)) in heads {
+                let Some(h) = head else { continue };
+                let x = rows(out.iter().filter_map(tokens).collect())?.detach();
+                let logits: Vec<Vec<f32>> = h.logits(&x)?.to_vec2()?;
+                for (f, scores) in chunk.iter().zip(&logits) {
+                    for g in groups.iter() {
+                        add(
+                            format!("{modality}.{}", g.name),
+                            g.score(scores, labels(&f.labels)),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(parts)
+    }
 }
+
+/// A label head with what it reads: the tokens it reads from a frame, the labels it learns,
+/// and the parts it is scored by.
+type Head = (
+    Option<LabelHead>,
+    fn(&EncodedFrame) -> Option<Tensor>,
+    fn(&FrameLabels) -> &Labels,
+    (&'static str, &'static [LabelGroup]),
+);
