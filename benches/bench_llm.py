@@ -9,15 +9,18 @@ prompt ids and greedily decodes the same number of tokens:
   sensorium  f32 safetensors (HF dir), f32 GGUF, q4_0 GGUF
   llama.cpp  f32 GGUF, q4_0 GGUF
 
-Printed: time to first token (prefill + first argmax) and decode tokens/s, and the
-sensorium / llama.cpp ratios per file. Threads: both engines use N_THREADS (default: all cores).
+Printed per round: load time, time to first token (prefill + first argmax) and decode
+tokens/s; then medians and per-round ratios (llama.cpp time / sensorium time) per file. Threads: both engines use N_THREADS (default: all cores).
 
 Run from the repository root:
   CARGO_TARGET_DIR=... python3 benches/bench_llm.py [--prompt 128] [--gen 32] [--dir /tmp/x]
+      [--rounds 3] [--json out.json]
 """
 import argparse
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import time
 
@@ -86,6 +89,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", help="write every round and the ratios here")
     ap.add_argument("--bin", help="prebuilt llm_bench binary (default: cargo build --release)")
     args = ap.parse_args()
 
@@ -97,30 +102,47 @@ def main():
     f32 = os.path.join(args.dir, "f32.gguf")
     q40 = os.path.join(args.dir, "q4_0.gguf")
 
-    rows = []
-    for name, fn in [
+    runs = [
         ("sensorium f32 safetensors", lambda: run_sensorium(binary, hf, args.prompt, args.gen, args.threads)),
         ("sensorium f32 gguf", lambda: run_sensorium(binary, f32, args.prompt, args.gen, args.threads)),
         ("llama.cpp f32 gguf", lambda: run_llama_cpp(f32, args.prompt, args.gen, args.threads)),
         ("sensorium q4_0 gguf", lambda: run_sensorium(binary, q40, args.prompt, args.gen, args.threads)),
         ("llama.cpp q4_0 gguf", lambda: run_llama_cpp(q40, args.prompt, args.gen, args.threads)),
-    ]:
-        r = fn()
-        rows.append((name, r))
-        print(f"{name:28s} load {r['load_s']:6.2f} s  TTFT {r['ttft_ms']:8.1f} ms  "
-              f"decode {r['decode_tok_s']:7.2f} tok/s", flush=True)
+    ]
+    # Rounds alternate the engines on the same files (the page cache warm for both after the
+    # first round; a round-0 cold read is reported but is the same for both).
+    rounds = []
+    for k in range(args.rounds):
+        by = {}
+        for name, fn in runs:
+            r = fn()
+            by[name] = r
+            print(f"round {k} {name:28s} load {r['load_s']:6.2f} s  TTFT {r['ttft_ms']:8.1f} ms  "
+                  f"decode {r['decode_tok_s']:7.2f} tok/s", flush=True)
+        rounds.append(by)
 
-    by = dict(rows)
+    med = lambda xs: statistics.median(xs)
     print(f"\nprompt {args.prompt} tokens, {args.gen} generated, {args.threads} threads, "
-          f"Qwen2.5-0.5B shape, random weights")
+          f"Qwen2.5-0.5B shape, random weights, {args.rounds} rounds (medians; ratio = "
+          f"llama.cpp / sensorium time, > 1 = sensorium faster)")
+    summary = {"prompt": args.prompt, "gen": args.gen, "threads": args.threads,
+               "rounds": rounds, "ratios": {}}
     for fmt in ["f32", "q4_0"]:
-        s, l = by[f"sensorium {fmt} gguf"], by[f"llama.cpp {fmt} gguf"]
-        same = sum(1 for _ in __import__("itertools").takewhile(
-            lambda p: p[0] == p[1], zip(s["tokens"], l["tokens"])))
-        print(f"{fmt:5s} sensorium/llama.cpp: TTFT ratio {s['ttft_ms'] / l['ttft_ms']:.2f} "
-              f"(higher = slower), decode tok/s ratio {s['decode_tok_s'] / l['decode_tok_s']:.2f} "
-              f"(lower = slower); greedy tokens agree {same}/{args.gen}")
-
+        s_rows = [r[f"sensorium {fmt} gguf"] for r in rounds]
+        l_rows = [r[f"llama.cpp {fmt} gguf"] for r in rounds]
+        load = [l["load_s"] / s["load_s"] for s, l in zip(s_rows, l_rows)]
+        ttft = [l["ttft_ms"] / s["ttft_ms"] for s, l in zip(s_rows, l_rows)]
+        dec = [s["decode_tok_s"] / l["decode_tok_s"] for s, l in zip(s_rows, l_rows)]
+        same = sum(1 for _ in itertools.takewhile(
+            lambda p: p[0] == p[1], zip(s_rows[-1]["tokens"], l_rows[-1]["tokens"])))
+        summary["ratios"][fmt] = {"load": load, "ttft": ttft, "decode": dec}
+        print(f"{fmt:5s} load {med([s['load_s'] for s in s_rows]):.3f} s vs "
+              f"{med([l['load_s'] for l in l_rows]):.3f} s (ratio {med(load):.2f}, rounds "
+              f"{' '.join(f'{x:.2f}' for x in load)}); TTFT ratio {med(ttft):.2f}; decode ratio "
+              f"{med(dec):.2f}; greedy tokens agree {same}/{args.gen}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 //! GGUF k-quants: a random Qwen2-shaped decoder with rows of 256 (q4_k's block) is written at
 //! test time as an HF directory and as f32 / q4_k / q8_0 GGUF files from the same weights;
 //! all load, the f32 GGUF equals the safetensors model, and the quantised files decode with
-//! their divergence from f32 stated.
+//! their divergence from f32 stated; a quantised embedding table is looked up row by row.
 
 use std::path::Path;
 
@@ -110,6 +110,11 @@ fn q4_k_and_q8_0_files_written_from_the_same_weights_load_and_decode() {
         let mut dq = load_model_with(&path, None, ComputeDtype::F32, true, 64, &Device::Cpu)
             .unwrap()
             .decoder;
+        // The embedding table stays quantised; the rows looked up dequantise to exactly what
+        // dequantising the whole table at load gives (first and last rows included).
+        let ids: Vec<u32> = prompt.iter().copied().chain([0, 511, 7, 0]).collect();
+        let rows = |d: &Decoder| d.embed(&ids).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(rows(&d), rows(&dq), "{name}: quantised embedding rows");
         let (ldq, _) = run(&mut dq, &prompt, 16);
         let kernel_err = rel_err(&l, &ldq);
         let err = rel_err(&l, &ref_logits);

@@ -8,18 +8,19 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
 use candle_core::{DType, Device};
 
 use super::error::LlmError;
 use super::hf_config::{Arch, DecoderConfig, RopeStyle};
-use super::model::{Attention, Block, Decoder, Lin, Mlp};
+use super::model::{Attention, Block, Decoder, Embedding, Lin, Mlp};
 
-/// An opened GGUF file: metadata and tensor index (tensor data is read on demand).
+/// An opened GGUF file: metadata and tensor index; the tensor data is memory-mapped, and each
+/// tensor is copied once, from the mapping into its own storage, when it is loaded.
 pub struct GgufFile {
     path: std::path::PathBuf,
     content: gguf_file::Content,
-    file: std::fs::File,
+    data: memmap2::Mmap,
     /// Dequantise weights to f32 at load (exact f32 matmuls; more memory, no quantised
     /// kernels). Off by default: candle's quantised CPU matmul also rounds activations to q8.
     pub dequantize: bool,
@@ -70,13 +71,16 @@ impl GgufFile {
             path: path.to_owned(),
             source,
         })?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| LlmError::Checkpoint {
-            path: path.to_owned(),
-            message: format!(
-                "not a readable GGUF file: {}",
-                crate::error::candle_text(&e)
-            ),
-        })?;
+        // Buffered: the header is read field by field (a 150k-token vocabulary is 300k reads).
+        let content =
+            gguf_file::Content::read(&mut std::io::BufReader::with_capacity(1 << 20, &mut file))
+                .map_err(|e| LlmError::Checkpoint {
+                    path: path.to_owned(),
+                    message: format!(
+                        "not a readable GGUF file: {}",
+                        crate::error::candle_text(&e)
+                    ),
+                })?;
         let file_len = file
             .metadata()
             .map_err(|source| LlmError::Io {
@@ -88,10 +92,16 @@ impl GgufFile {
             path: path.to_owned(),
             message,
         })?;
+        // SAFETY: mapped read-only; like every mmap-based loader (llama.cpp's, candle's
+        // safetensors) we rely on the file not being truncated or rewritten while it is open.
+        let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| LlmError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Self {
             path: path.to_owned(),
             content,
-            file,
+            data,
             dequantize: false,
         })
     }
@@ -144,23 +154,42 @@ impl GgufFile {
         }
     }
 
+    fn tensor_error(&self, name: &str, e: &candle_core::Error) -> LlmError {
+        LlmError::Checkpoint {
+            path: self.path.clone(),
+            message: format!("tensor `{name}`: {}", crate::error::candle_text(e)),
+        }
+    }
+
+    /// Tensor `name`'s info and its bytes in the mapping (extents checked at open).
+    fn raw(&self, name: &str) -> Result<(&gguf_file::TensorInfo, &[u8]), LlmError> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| LlmError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor `{name}` is missing"),
+            })?;
+        let dtype = info.ggml_dtype;
+        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        Ok((info, &self.data[start..start + len]))
+    }
+
     fn qtensor(
-        &mut self,
+        &self,
         name: &str,
         device: &Device,
     ) -> Result<candle_core::quantized::QTensor, LlmError> {
-        if !self.content.tensor_infos.contains_key(name) {
-            return Err(LlmError::Checkpoint {
-                path: self.path.clone(),
-                message: format!("tensor `{name}` is missing"),
-            });
-        }
-        self.content
-            .tensor(&mut self.file, name, device)
-            .map_err(|e| LlmError::Checkpoint {
-                path: self.path.clone(),
-                message: format!("tensor `{name}`: {}", crate::error::candle_text(&e)),
-            })
+        let (info, bytes) = self.raw(name)?;
+        candle_core::quantized::ggml_file::qtensor_from_ggml(
+            info.ggml_dtype,
+            bytes,
+            info.shape.dims().to_vec(),
+            device,
+        )
+        .map_err(|e| self.tensor_error(name, &e))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -237,15 +266,25 @@ impl GgufFile {
         })
     }
 
-    fn lin(&mut self, name: &str, bias: bool, device: &Device) -> Result<Lin, LlmError> {
-        let w = if self.dequantize {
-            QMatMul::Tensor(self.dense(&format!("{name}.weight"), device)?)
+    /// Whether tensor `name` is loaded as a dense f32 tensor (stored as floats, or
+    /// [`Self::dequantize`]); otherwise it stays quantised.
+    fn is_dense(&self, name: &str) -> bool {
+        self.dequantize
+            || self.content.tensor_infos.get(name).is_some_and(|i| {
+                matches!(
+                    i.ggml_dtype,
+                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+                )
+            })
+    }
+
+    fn lin(&self, name: &str, bias: bool, device: &Device) -> Result<Lin, LlmError> {
+        let weight = format!("{name}.weight");
+        let w = if self.is_dense(&weight) {
+            QMatMul::Tensor(self.dense(&weight, device)?)
         } else {
-            let w = self.qtensor(&format!("{name}.weight"), device)?;
-            QMatMul::from_qtensor(w).map_err(|e| LlmError::Checkpoint {
-                path: self.path.clone(),
-                message: format!("tensor `{name}.weight`: {}", crate::error::candle_text(&e)),
-            })?
+            let w = self.qtensor(&weight, device)?;
+            QMatMul::from_qtensor(w).map_err(|e| self.tensor_error(&weight, &e))?
         };
         let b = if bias {
             Some(self.dense(&format!("{name}.bias"), device)?)
@@ -255,21 +294,53 @@ impl GgufFile {
         Ok(Lin::new(w, b))
     }
 
-    fn dense(&mut self, name: &str, device: &Device) -> Result<candle_core::Tensor, LlmError> {
-        let path = self.path.clone();
-        self.qtensor(name, device)?
-            .dequantize(device)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .map_err(|e| LlmError::Checkpoint {
-                path,
-                message: format!("tensor `{name}`: {}", crate::error::candle_text(&e)),
-            })
+    /// Tensor `name` as f32: a float tensor straight from the mapping (one copy), a
+    /// quantised one dequantised.
+    fn dense(&self, name: &str, device: &Device) -> Result<candle_core::Tensor, LlmError> {
+        let (info, bytes) = self.raw(name)?;
+        let float = match info.ggml_dtype {
+            GgmlDType::F32 => Some(DType::F32),
+            GgmlDType::F16 => Some(DType::F16),
+            GgmlDType::BF16 => Some(DType::BF16),
+            _ => None,
+        };
+        match float {
+            Some(dtype) => {
+                candle_core::Tensor::from_raw_buffer(bytes, dtype, info.shape.dims(), device)
+                    .and_then(|t| t.to_dtype(DType::F32))
+            }
+            None => self
+                .qtensor(name, device)?
+                .dequantize(device)
+                .and_then(|t| t.to_dtype(DType::F32)),
+        }
+        .map_err(|e| self.tensor_error(name, &e))
+    }
+
+    /// `token_embd.weight`: kept quantised on the CPU when its rows are whole blocks (rows
+    /// are dequantised as they are looked up), else dense f32.
+    fn embedding(&self, hidden: usize, device: &Device) -> Result<Embedding, LlmError> {
+        let name = "token_embd.weight";
+        let whole_blocks =
+            |i: &gguf_file::TensorInfo| hidden.is_multiple_of(i.ggml_dtype.block_size());
+        let quantized = device.is_cpu()
+            && !self.is_dense(name)
+            && self
+                .content
+                .tensor_infos
+                .get(name)
+                .is_some_and(whole_blocks);
+        Ok(if quantized {
+            Embedding::Quantized(std::sync::Arc::new(self.qtensor(name, device)?))
+        } else {
+            Embedding::Dense(self.dense(name, device)?)
+        })
     }
 
     /// Loads the whole decoder; activations and KV cache are f32.
-    pub fn load_decoder(&mut self, cache_cap: usize, device: &Device) -> Result<Decoder, LlmError> {
+    pub fn load_decoder(&self, cache_cap: usize, device: &Device) -> Result<Decoder, LlmError> {
         let cfg = self.decoder_config()?;
-        let embed = self.dense("token_embd.weight", device)?;
+        let embed = self.embedding(cfg.hidden_size, device)?;
         let mut blocks = Vec::new(); // not sized from the header: a hostile one lies
         let bias = cfg.attention_bias;
         for l in 0..cfg.num_hidden_layers {
@@ -298,7 +369,16 @@ impl GgufFile {
         } else {
             "output"
         };
-        let lm_head = self.lin(head_name, false, device)?;
+        // A tied head is the embedding itself, not a second copy of it.
+        let lm_head = match &embed {
+            _ if !cfg.tie_word_embeddings => self.lin(head_name, false, device)?,
+            Embedding::Dense(t) => Lin::new(QMatMul::Tensor(t.clone()), None),
+            Embedding::Quantized(q) => Lin::new(
+                QMatMul::from_arc(q.clone())
+                    .map_err(|e| self.tensor_error("token_embd.weight", &e))?,
+                None,
+            ),
+        };
         let path = self.path.clone();
         Decoder::from_parts(
             cfg,

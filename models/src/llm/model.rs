@@ -7,7 +7,9 @@
 //! ids only and keep a growing, non-truncatable cache. Here the KV cache is preallocated
 //! ([`KvCache`]) and truncating it restores a cached prefix.
 
-use candle_core::quantized::QMatMul;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
@@ -231,12 +233,57 @@ impl Rope {
     }
 }
 
+/// The token embedding table `[vocab, hidden]`.
+#[derive(Debug)]
+pub(crate) enum Embedding {
+    /// Dense, in the compute dtype.
+    Dense(Tensor),
+    /// Quantised (GGUF, CPU), as stored: the rows looked up are dequantised, as llama.cpp
+    /// does, instead of a dense f32 copy of the whole vocabulary at load. A tied head shares
+    /// the same blocks.
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    fn dims(&self) -> &[usize] {
+        match self {
+            Embedding::Dense(t) => t.dims(),
+            Embedding::Quantized(q) => q.shape().dims(),
+        }
+    }
+
+    /// Rows `tokens` (`< vocab`, checked by the caller) as `[n, hidden]`.
+    fn rows(&self, tokens: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Dense(t) => t.index_select(&Tensor::new(tokens, device)?, 0),
+            Embedding::Quantized(q) => {
+                let (_, h) = q.shape().dims2()?;
+                let dtype = q.dtype();
+                // Whole blocks per row: checked when the table is kept quantised.
+                let row = h / dtype.block_size() * dtype.type_size();
+                let data = q.data()?;
+                let mut bytes = Vec::with_capacity(row * tokens.len());
+                for &t in tokens {
+                    let at = t as usize * row;
+                    bytes.extend_from_slice(&data[at..at + row]);
+                }
+                candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    dtype,
+                    &bytes,
+                    vec![tokens.len(), h],
+                    device,
+                )?
+                .dequantize(device)
+            }
+        }
+    }
+}
+
 /// A loaded decoder with its KV cache: one type for every supported format.
 #[derive(Debug)]
 pub struct Decoder {
     cfg: DecoderConfig,
-    /// `[vocab, hidden]`, dense (GGUF embeddings are dequantised at load).
-    embed: Tensor,
+    embed: Embedding,
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Lin,
@@ -251,7 +298,7 @@ impl Decoder {
     #[allow(clippy::too_many_arguments)] // one argument per part of the checkpoint
     pub(crate) fn from_parts(
         cfg: DecoderConfig,
-        embed: Tensor,
+        embed: Embedding,
         blocks: Vec<Block>,
         norm: Tensor,
         lm_head: Lin,
@@ -329,7 +376,16 @@ impl Decoder {
         };
         let dtype = vb.dtype();
         let device = vb.device().clone();
-        Self::from_parts(cfg, embed, blocks, norm, lm_head, cache_cap, dtype, &device)
+        Self::from_parts(
+            cfg,
+            Embedding::Dense(embed),
+            blocks,
+            norm,
+            lm_head,
+            cache_cap,
+            dtype,
+            &device,
+        )
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -377,9 +433,9 @@ impl Decoder {
                 message: format!("token id {bad} >= vocab_size {}", self.cfg.vocab_size),
             });
         }
-        let ids = Tensor::new(tokens, &self.device).ctx(|| "token ids".into())?;
         self.embed
-            .index_select(&ids, 0)
+            .rows(tokens, &self.device)
+            .and_then(|e| e.to_dtype(self.dtype))
             .ctx(|| "embedding lookup".into())
     }
 
@@ -540,11 +596,6 @@ impl Decoder {
         })
     }
 
-    /// The embedding table `[vocab, hidden]` (a training variable when the LLM is trained).
-    pub fn embed_table(&self) -> &Tensor {
-        &self.embed
-    }
-
     /// Attaches LoRA pairs to the attention projections named in `targets` (`q_proj`,
     /// `k_proj`, `v_proj`, `o_proj`; also `gate_proj`, `up_proj`, `down_proj`), keyed by PEFT's
     /// module path `model.layers.{i}.self_attn.q_proj`. Every named layer must be present
@@ -614,7 +665,7 @@ impl Decoder {
 /// refused naming the part, instead of allocating what the header claims.
 fn check_parts(
     cfg: &DecoderConfig,
-    embed: &Tensor,
+    embed: &Embedding,
     blocks: &[Block],
     norm: &Tensor,
 ) -> candle_core::Result<()> {
