@@ -171,7 +171,7 @@ fn write_tmp(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Opens, reads the config of and (if all that worked) loads the decoder of a GGUF file.
 fn load_gguf(path: &Path) -> Result<(), String> {
-    let mut f = GgufFile::open(path).map_err(|e| e.to_string())?;
+    let f = GgufFile::open(path).map_err(|e| e.to_string())?;
     f.decoder_config().map_err(|e| e.to_string())?;
     f.load_decoder(64, &Device::Cpu)
         .map_err(|e| e.to_string())?;
