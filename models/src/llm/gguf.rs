@@ -21,6 +21,8 @@ pub struct GgufFile {
     path: std::path::PathBuf,
     content: gguf_file::Content,
     data: memmap2::Mmap,
+    /// Each tensor's bytes in `data`, checked against the file at open.
+    extents: HashMap<String, std::ops::Range<usize>>,
     /// Dequantise weights to f32 at load (exact f32 matmuls; more memory, no quantised
     /// kernels). Off by default: candle's quantised CPU matmul also rounds activations to q8.
     pub dequantize: bool,
@@ -29,10 +31,14 @@ pub struct GgufFile {
 /// Every tensor's shape and place against the file, before anything is read: a hostile
 /// header (dimensions whose product overflows, offsets past the end, a size that is not a
 /// whole number of blocks) is refused naming the tensor, and no buffer of a claimed size
-/// is ever allocated.
-fn check_tensor_extents(content: &gguf_file::Content, file_len: u64) -> Result<(), String> {
+/// is ever allocated. Returns each tensor's byte range in the file.
+fn check_tensor_extents(
+    content: &gguf_file::Content,
+    file_len: u64,
+) -> Result<HashMap<String, std::ops::Range<usize>>, String> {
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
+    let mut extents = HashMap::with_capacity(names.len());
     for name in names {
         let info = &content.tensor_infos[name];
         let dims = info.shape.dims();
@@ -50,19 +56,32 @@ fn check_tensor_extents(content: &gguf_file::Content, file_len: u64) -> Result<(
         let bytes = (elems / block)
             .checked_mul(info.ggml_dtype.type_size() as u64)
             .ok_or_else(|| format!("tensor `{name}`: shape {dims:?} overflows"))?;
-        let end = content
-            .tensor_data_offset
-            .checked_add(info.offset)
-            .and_then(|start| start.checked_add(bytes));
-        if end.is_none_or(|end| end > file_len) {
-            return Err(format!(
-                "tensor `{name}`: {bytes} bytes at offset {} run past the end of the file \
-                 ({file_len} bytes; truncated or corrupt)",
-                content.tensor_data_offset.saturating_add(info.offset)
-            ));
+        let start = content.tensor_data_offset.checked_add(info.offset);
+        match start.and_then(|start| Some((start, start.checked_add(bytes)?))) {
+            // Within the file, so within usize.
+            Some((start, end)) if end <= file_len => {
+                extents.insert(name.clone(), start as usize..end as usize);
+            }
+            _ => {
+                return Err(format!(
+                    "tensor `{name}`: {bytes} bytes at offset {} run past the end of the file \
+                     ({file_len} bytes; truncated or corrupt)",
+                    content.tensor_data_offset.saturating_add(info.offset)
+                ))
+            }
         }
     }
-    Ok(())
+    Ok(extents)
+}
+
+/// The candle dtype of a float GGUF tensor; `None` for a quantised one.
+fn float_dtype(dtype: GgmlDType) -> Option<DType> {
+    match dtype {
+        GgmlDType::F32 => Some(DType::F32),
+        GgmlDType::F16 => Some(DType::F16),
+        GgmlDType::BF16 => Some(DType::BF16),
+        _ => None,
+    }
 }
 
 impl GgufFile {
@@ -88,10 +107,11 @@ impl GgufFile {
                 source,
             })?
             .len();
-        check_tensor_extents(&content, file_len).map_err(|message| LlmError::Checkpoint {
-            path: path.to_owned(),
-            message,
-        })?;
+        let extents =
+            check_tensor_extents(&content, file_len).map_err(|message| LlmError::Checkpoint {
+                path: path.to_owned(),
+                message,
+            })?;
         // SAFETY: mapped read-only; like every mmap-based loader (llama.cpp's, candle's
         // safetensors) we rely on the file not being truncated or rewritten while it is open.
         let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| LlmError::Io {
@@ -102,6 +122,7 @@ impl GgufFile {
             path: path.to_owned(),
             content,
             data,
+            extents,
             dequantize: false,
         })
     }
@@ -161,20 +182,15 @@ impl GgufFile {
         }
     }
 
-    /// Tensor `name`'s info and its bytes in the mapping (extents checked at open).
+    /// Tensor `name`'s info and its bytes in the mapping.
     fn raw(&self, name: &str) -> Result<(&gguf_file::TensorInfo, &[u8]), LlmError> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| LlmError::Checkpoint {
+        match (self.content.tensor_infos.get(name), self.extents.get(name)) {
+            (Some(info), Some(range)) => Ok((info, &self.data[range.clone()])),
+            _ => Err(LlmError::Checkpoint {
                 path: self.path.clone(),
                 message: format!("tensor `{name}` is missing"),
-            })?;
-        let dtype = info.ggml_dtype;
-        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let start = (self.content.tensor_data_offset + info.offset) as usize;
-        Ok((info, &self.data[start..start + len]))
+            }),
+        }
     }
 
     fn qtensor(
@@ -270,12 +286,11 @@ impl GgufFile {
     /// [`Self::dequantize`]); otherwise it stays quantised.
     fn is_dense(&self, name: &str) -> bool {
         self.dequantize
-            || self.content.tensor_infos.get(name).is_some_and(|i| {
-                matches!(
-                    i.ggml_dtype,
-                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
-                )
-            })
+            || self
+                .content
+                .tensor_infos
+                .get(name)
+                .is_some_and(|i| float_dtype(i.ggml_dtype).is_some())
     }
 
     fn lin(&self, name: &str, bias: bool, device: &Device) -> Result<Lin, LlmError> {
@@ -298,13 +313,7 @@ impl GgufFile {
     /// quantised one dequantised.
     fn dense(&self, name: &str, device: &Device) -> Result<candle_core::Tensor, LlmError> {
         let (info, bytes) = self.raw(name)?;
-        let float = match info.ggml_dtype {
-            GgmlDType::F32 => Some(DType::F32),
-            GgmlDType::F16 => Some(DType::F16),
-            GgmlDType::BF16 => Some(DType::BF16),
-            _ => None,
-        };
-        match float {
+        match float_dtype(info.ggml_dtype) {
             Some(dtype) => {
                 candle_core::Tensor::from_raw_buffer(bytes, dtype, info.shape.dims(), device)
                     .and_then(|t| t.to_dtype(DType::F32))
