@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
 use candle_core::{DType, Device};
@@ -14,6 +15,7 @@ use candle_core::{DType, Device};
 use super::error::LlmError;
 use super::hf_config::{Arch, DecoderConfig, RopeStyle};
 use super::model::{Attention, Block, Decoder, Embedding, Lin, Mlp};
+use super::q4_vnni::{self, PackedQ4_0};
 
 /// An opened GGUF file: metadata and tensor index; the tensor data is memory-mapped, and each
 /// tensor is copied once, from the mapping into its own storage, when it is loaded.
@@ -208,6 +210,22 @@ impl GgufFile {
         .map_err(|e| self.tensor_error(name, &e))
     }
 
+    /// Tensor `name` repacked for the AVX-512 VNNI q4_0 kernel, when it is q4_0, the device
+    /// is the CPU, the CPU has the instructions and the shape tiles; otherwise `None`.
+    fn packed_q4(&self, name: &str, device: &Device) -> Option<PackedQ4_0> {
+        let info = self.content.tensor_infos.get(name)?;
+        if !device.is_cpu()
+            || self.dequantize
+            || info.ggml_dtype != GgmlDType::Q4_0
+            || !q4_vnni::available()
+        {
+            return None;
+        }
+        let (n, k) = info.shape.dims2().ok()?;
+        let (_, bytes) = self.raw(name).ok()?;
+        PackedQ4_0::from_ggml(bytes, n, k)
+    }
+
     fn has(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
@@ -295,16 +313,19 @@ impl GgufFile {
 
     fn lin(&self, name: &str, bias: bool, device: &Device) -> Result<Lin, LlmError> {
         let weight = format!("{name}.weight");
+        let b = if bias {
+            Some(self.dense(&format!("{name}.bias"), device)?)
+        } else {
+            None
+        };
+        if let Some(p) = self.packed_q4(&weight, device) {
+            return Ok(Lin::packed(Arc::new(p), b));
+        }
         let w = if self.is_dense(&weight) {
             QMatMul::Tensor(self.dense(&weight, device)?)
         } else {
             let w = self.qtensor(&weight, device)?;
             QMatMul::from_qtensor(w).map_err(|e| self.tensor_error(&weight, &e))?
-        };
-        let b = if bias {
-            Some(self.dense(&format!("{name}.bias"), device)?)
-        } else {
-            None
         };
         Ok(Lin::new(w, b))
     }
@@ -339,11 +360,15 @@ impl GgufFile {
                 .tensor_infos
                 .get(name)
                 .is_some_and(whole_blocks);
-        Ok(if quantized {
-            Embedding::Quantized(std::sync::Arc::new(self.qtensor(name, device)?))
-        } else {
-            Embedding::Dense(self.dense(name, device)?)
-        })
+        Ok(
+            if let Some(p) = quantized.then(|| self.packed_q4(name, device)).flatten() {
+                Embedding::Q4Vnni(Arc::new(p))
+            } else if quantized {
+                Embedding::Quantized(Arc::new(self.qtensor(name, device)?))
+            } else {
+                Embedding::Dense(self.dense(name, device)?)
+            },
+        )
     }
 
     /// Loads the whole decoder; activations and KV cache are f32.
@@ -382,6 +407,7 @@ impl GgufFile {
         let lm_head = match &embed {
             _ if !cfg.tie_word_embeddings => self.lin(head_name, false, device)?,
             Embedding::Dense(t) => Lin::new(QMatMul::Tensor(t.clone()), None),
+            Embedding::Q4Vnni(p) => Lin::packed(p.clone(), None),
             Embedding::Quantized(q) => Lin::new(
                 QMatMul::from_arc(q.clone())
                     .map_err(|e| self.tensor_error("token_embd.weight", &e))?,

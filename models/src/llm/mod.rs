@@ -26,6 +26,7 @@ pub mod hf_config;
 pub mod kv_cache;
 pub mod loader;
 pub mod model;
+pub mod q4_vnni;
 pub mod sampling;
 pub mod schedule;
 pub mod service;

@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 use super::error::{CandleCtx, LlmError};
 use super::hf_config::{DecoderConfig, RopeStyle};
 use super::kv_cache::KvCache;
+use super::q4_vnni::PackedQ4_0;
 
 /// Rows (prompt positions) from which a quantised layer dequantises its weight for one GEMM.
 const PREFILL_DEQUANT_ROWS: usize = 32;
@@ -23,11 +24,18 @@ const PREFILL_DEQUANT_ROWS: usize = 32;
 /// A linear layer whose weight is dense or quantised; `y = x W^T + b`.
 #[derive(Debug)]
 pub(crate) struct Lin {
-    w: QMatMul,
+    w: Weight,
     b: Option<Tensor>,
     /// A LoRA adapter on this layer (PEFT's `lora_A`, `lora_B`), applied unmerged so that
     /// serving computes exactly what training did.
     lora: Option<LoraWeights>,
+}
+
+/// A linear layer's weight: candle's (dense or quantised) or q4_0 repacked for VNNI.
+#[derive(Debug)]
+enum Weight {
+    Candle(QMatMul),
+    Q4Vnni(Arc<PackedQ4_0>),
 }
 
 /// One layer's LoRA pair: `y += scale * B (A dropout(x))`, `A` `[r, in]`, `B` `[out, r]`.
@@ -68,14 +76,28 @@ impl LoraDropout {
 
 impl Lin {
     pub(crate) fn new(w: QMatMul, b: Option<Tensor>) -> Self {
-        Self { w, b, lora: None }
+        Self {
+            w: Weight::Candle(w),
+            b,
+            lora: None,
+        }
+    }
+
+    /// A q4_0 weight repacked for the VNNI kernel (CPU).
+    pub(crate) fn packed(w: Arc<PackedQ4_0>, b: Option<Tensor>) -> Self {
+        Self {
+            w: Weight::Q4Vnni(w),
+            b,
+            lora: None,
+        }
     }
 
     /// `(out, in)` of the dense or quantised weight (`(0, 0)` for one that is not 2-D).
     fn shape(&self) -> (usize, usize) {
         let d = match &self.w {
-            QMatMul::QTensor(q) => q.shape().dims().to_vec(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
+            Weight::Candle(QMatMul::QTensor(q)) => q.shape().dims().to_vec(),
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().to_vec(),
+            Weight::Q4Vnni(p) => p.dims().to_vec(),
         };
         match d[..] {
             [out, inp] => (out, inp),
@@ -119,7 +141,24 @@ impl Lin {
     }
 
     fn base(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.w {
+        let w = match &self.w {
+            Weight::Candle(w) => w,
+            Weight::Q4Vnni(p) => {
+                let y = if x.track_op() {
+                    // A training graph: the dequantised weight, frozen (rare: LoRA on q4_0).
+                    let (n, k) = p.shape();
+                    let w = Tensor::from_vec(p.dequantize(), (n, k), x.device())?;
+                    crate::ops::frozen_linear(x, &w.to_dtype(x.dtype())?)?
+                } else {
+                    q4_matmul(p, x)?
+                };
+                return match &self.b {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        };
+        let y = match w {
             // Long prompts: candle's quantised CPU matmul is a per-row vec-dot (and rounds the
             // activations to q8); dequantising the weight once per call and running one f32
             // GEMM is several times faster for prefill. Decoding (one row) keeps the kernel.
@@ -132,13 +171,28 @@ impl Lin {
             // Training graphs: one 2-D GEMM on the flattened rows, and for a frozen weight a
             // backward that does not compute the weight's gradient (see `ops::frozen_linear`).
             QMatMul::Tensor(w) if x.track_op() => crate::ops::frozen_linear(x, w)?,
-            _ => self.w.forward(x)?,
+            _ => w.forward(x)?,
         };
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
+}
+
+/// `x [.., k] · Wᵀ` through the VNNI q4_0 kernel (f32 inside, `x`'s dtype out).
+fn q4_matmul(p: &PackedQ4_0, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, k) = p.shape();
+    let mut dims = x.dims().to_vec();
+    match dims.last_mut() {
+        Some(last) if *last == k => *last = n,
+        _ => candle_core::bail!("q4_0 linear: input {:?}, weight [{n}, {k}]", x.dims()),
+    }
+    let m = x.elem_count() / k;
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let mut y = vec![0f32; m * n];
+    p.matmul(&xs, m, &mut y);
+    Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())
 }
 
 /// Self-attention with grouped KV heads (`self_attn.{q,k,v,o}_proj`).
@@ -242,6 +296,8 @@ pub(crate) enum Embedding {
     /// does, instead of a dense f32 copy of the whole vocabulary at load. A tied head shares
     /// the same blocks.
     Quantized(Arc<QTensor>),
+    /// q4_0 repacked for the VNNI kernel (see [`super::q4_vnni`]); a tied head shares it.
+    Q4Vnni(Arc<PackedQ4_0>),
 }
 
 impl Embedding {
@@ -249,6 +305,7 @@ impl Embedding {
         match self {
             Embedding::Dense(t) => t.dims(),
             Embedding::Quantized(q) => q.shape().dims(),
+            Embedding::Q4Vnni(p) => p.dims(),
         }
     }
 
@@ -256,6 +313,14 @@ impl Embedding {
     fn rows(&self, tokens: &[u32], device: &Device) -> candle_core::Result<Tensor> {
         match self {
             Embedding::Dense(t) => t.index_select(&Tensor::new(tokens, device)?, 0),
+            Embedding::Q4Vnni(p) => {
+                let (_, h) = p.shape();
+                let mut rows = Vec::with_capacity(tokens.len() * h);
+                for &t in tokens {
+                    p.dequantize_row(t as usize, &mut rows);
+                }
+                Tensor::from_vec(rows, (tokens.len(), h), device)
+            }
             Embedding::Quantized(q) => {
                 let (_, h) = q.shape().dims2()?;
                 let dtype = q.dtype();
