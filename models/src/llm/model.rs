@@ -180,6 +180,45 @@ impl Lin {
     }
 }
 
+impl Lin {
+    /// The outputs of layers that share input `x` (q/k/v, gate/up) through one VNNI call —
+    /// one rounding of `x`, one wake of the thread pool — when every layer is a q4_0 VNNI
+    /// weight without LoRA and `x` is not part of a training graph; `None` otherwise.
+    fn forward_shared(lins: &[&Lin], x: &Tensor) -> candle_core::Result<Option<Vec<Tensor>>> {
+        let mut ws = Vec::with_capacity(lins.len());
+        for l in lins {
+            match &l.w {
+                Weight::Q4Vnni(p) if l.lora.is_none() && !x.track_op() => ws.push(p.as_ref()),
+                _ => return Ok(None),
+            }
+        }
+        let Some(k) = ws.first().map(|w| w.shape().1) else {
+            return Ok(None);
+        };
+        if ws.iter().any(|w| w.shape().1 != k) || x.dims().last() != Some(&k) {
+            return Ok(None);
+        }
+        let m = x.elem_count() / k;
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.shape().0]).collect();
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+        PackedQ4_0::matmul_many(&ws, &xs, m, &mut outs);
+        let mut res = Vec::with_capacity(ys.len());
+        for ((y, w), l) in ys.into_iter().zip(&ws).zip(lins) {
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = w.shape().0;
+            }
+            let y = Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?;
+            res.push(match &l.b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
+        Ok(Some(res))
+    }
+}
+
 /// `x [.., k] · Wᵀ` through the VNNI q4_0 kernel (f32 inside, `x`'s dtype out).
 fn q4_matmul(p: &PackedQ4_0, x: &Tensor) -> candle_core::Result<Tensor> {
     let (n, k) = p.shape();
@@ -870,9 +909,18 @@ impl Parts<'_> {
         for (l, blk) in self.blocks.iter().enumerate() {
             let residual = &x;
             let hs = rms_norm(&x, &blk.input_norm, eps)?;
-            let q = blk.attn.q.forward_with(&hs, dropout.as_deref_mut())?;
-            let k = blk.attn.k.forward_with(&hs, dropout.as_deref_mut())?;
-            let v = blk.attn.v.forward_with(&hs, dropout.as_deref_mut())?;
+            let shared = match dropout {
+                None => Lin::forward_shared(&[&blk.attn.q, &blk.attn.k, &blk.attn.v], &hs)?,
+                Some(_) => None,
+            };
+            let (q, k, v) = match shared.as_deref() {
+                Some([q, k, v]) => (q.clone(), k.clone(), v.clone()),
+                _ => (
+                    blk.attn.q.forward_with(&hs, dropout.as_deref_mut())?,
+                    blk.attn.k.forward_with(&hs, dropout.as_deref_mut())?,
+                    blk.attn.v.forward_with(&hs, dropout.as_deref_mut())?,
+                ),
+            };
             let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?;
             let k = k.reshape((b, seq, nkv, hd))?.transpose(1, 2)?;
             let v = v
@@ -902,8 +950,18 @@ impl Parts<'_> {
             let y = blk.attn.o.forward_with(&y, dropout.as_deref_mut())?;
             let x1 = (residual + y)?;
             let hs = rms_norm(&x1, &blk.post_norm, eps)?;
-            let g = candle_nn::ops::silu(&blk.mlp.gate.forward_with(&hs, dropout.as_deref_mut())?)?;
-            let u = blk.mlp.up.forward_with(&hs, dropout.as_deref_mut())?;
+            let shared = match dropout {
+                None => Lin::forward_shared(&[&blk.mlp.gate, &blk.mlp.up], &hs)?,
+                Some(_) => None,
+            };
+            let (g, u) = match shared.as_deref() {
+                Some([g, u]) => (g.clone(), u.clone()),
+                _ => (
+                    blk.mlp.gate.forward_with(&hs, dropout.as_deref_mut())?,
+                    blk.mlp.up.forward_with(&hs, dropout.as_deref_mut())?,
+                ),
+            };
+            let g = candle_nn::ops::silu(&g)?;
             let y = blk
                 .mlp
                 .down

@@ -89,7 +89,6 @@ impl PackedQ4_0 {
             return None;
         }
         let groups = n / TILE_ROWS;
-        // Written once by the workers below, not zeroed first (282 MB for a 0.5B model).
         let mut tiles: Vec<Tile> = Vec::with_capacity(groups * kb);
         let fill = |rg: usize, b: usize| {
             let mut t = Tile {
@@ -107,18 +106,13 @@ impl PackedQ4_0 {
             }
             t
         };
-        let ptr = tiles.as_mut_ptr() as usize;
-        candle_core::utils::barrier_pool().execute_chunked(groups, |range| {
-            for rg in range {
-                for b in 0..kb {
-                    // SAFETY: within the allocated capacity; each row group writes only its
-                    // own tiles `rg * kb .. (rg + 1) * kb`, every one of them.
-                    unsafe { (ptr as *mut Tile).add(rg * kb + b).write(fill(rg, b)) };
-                }
+        // One thread: the loader builds the tokenizer on the other core meanwhile (the pool's
+        // spinning workers would take that core from it).
+        for rg in 0..groups {
+            for b in 0..kb {
+                tiles.push(fill(rg, b));
             }
-        });
-        // SAFETY: every tile `0 .. groups * kb` was written above.
-        unsafe { tiles.set_len(groups * kb) };
+        }
         Some(Self {
             n,
             k,
@@ -167,36 +161,47 @@ impl PackedQ4_0 {
 
     /// `y [m, n] = x [m, k] · Wᵀ` (`x` row-major f32). Call only when [`available`].
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        assert_eq!(
-            x.len(),
-            m * self.k,
-            "activations: {} ≠ {m} × {}",
-            x.len(),
-            self.k
-        );
-        assert_eq!(
-            y.len(),
-            m * self.n,
-            "output: {} ≠ {m} × {}",
-            y.len(),
-            self.n
-        );
+        Self::matmul_many(&[self], x, m, &mut [y]);
+    }
+
+    /// `ys[i] [m, n_i] = x [m, k] · W_iᵀ` for weights sharing one input (q/k/v, gate/up):
+    /// the input is rounded once and the thread pool is woken once for all of them.
+    pub fn matmul_many(ws: &[&PackedQ4_0], x: &[f32], m: usize, ys: &mut [&mut [f32]]) {
         assert!(available(), "PackedQ4_0::matmul without AVX-512 VNNI");
-        let act = QuantAct::new(x, m, self.k);
-        let kb = self.k / QK;
-        let n = self.n;
-        let y_ptr = y.as_mut_ptr() as usize;
-        let tiles = &self.tiles;
-        let act = &act;
-        candle_core::utils::barrier_pool().execute_chunked(n / TILE_ROWS, |range| {
-            for rg in range {
-                let t = &tiles[rg * kb..(rg + 1) * kb];
+        assert_eq!(
+            ws.len(),
+            ys.len(),
+            "{} weights, {} outputs",
+            ws.len(),
+            ys.len()
+        );
+        let Some(k) = ws.first().map(|w| w.k) else {
+            return;
+        };
+        assert_eq!(x.len(), m * k, "activations: {} ≠ {m} × {k}", x.len());
+        // (weight, output pointer) and the first row group of each in the shared item list.
+        let mut parts = Vec::with_capacity(ws.len());
+        let mut groups = 0;
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            assert_eq!(w.k, k, "weights of different widths share one input");
+            assert_eq!(y.len(), m * w.n, "output: {} ≠ {m} × {}", y.len(), w.n);
+            parts.push((*w, y.as_mut_ptr() as usize, groups));
+            groups += w.n / TILE_ROWS;
+        }
+        let act = QuantAct::new(x, m, k);
+        let (act, parts, kb) = (&act, &parts, k / QK);
+        candle_core::utils::barrier_pool().execute_chunked(groups, |range| {
+            for item in range {
+                let at = parts.partition_point(|p| p.2 <= item) - 1;
+                let (w, y_ptr, first) = parts[at];
+                let (rg, n) = (item - first, w.n);
+                let t = &w.tiles[rg * kb..(rg + 1) * kb];
                 let mut r0 = 0;
                 while r0 < m {
                     let rows = (m - r0).min(ROW_TILE);
                     // SAFETY: `available()` checked the CPU features; row group `rg` writes
                     // only columns `16 rg .. 16 rg + 16` of each output row, so concurrent
-                    // workers write disjoint parts of `y`, which outlives the pool call.
+                    // workers write disjoint parts of the outputs, which outlive the call.
                     unsafe {
                         let out = (y_ptr as *mut f32).add(r0 * n + rg * TILE_ROWS);
                         #[cfg(target_arch = "x86_64")]
@@ -216,6 +221,27 @@ impl PackedQ4_0 {
     }
 }
 
+/// One 32-value block rounded to 8 bits (ggml's q8_0): its bytes as words, its scale
+/// `max|x| / 127` (f32; ggml then keeps it as f16, the values rounded with the f32 one) and
+/// the sum of its bytes.
+fn quantize_block(blk: &[f32]) -> ([i32; 8], f32, i32) {
+    let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut bytes = [0u8; QK];
+    let mut sum = 0i32;
+    for (b, &v) in bytes.iter_mut().zip(blk) {
+        let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        sum += q as i32;
+        *b = q as u8;
+    }
+    let mut words = [0i32; 8];
+    for (w, c) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    (words, scale, sum)
+}
+
 /// Activations rounded to 8 bits per 32-value block: `[m][k / 32]` blocks.
 struct QuantAct {
     /// Each block's 32 signed bytes as eight little-endian words.
@@ -230,37 +256,32 @@ struct QuantAct {
 impl QuantAct {
     fn new(x: &[f32], m: usize, k: usize) -> Self {
         let kb = k / QK;
-        let mut qs = Vec::with_capacity(m * kb);
-        let mut d = Vec::with_capacity(m * kb);
-        let mut bias = Vec::with_capacity(m * kb);
-        for blk in x.chunks_exact(QK) {
-            let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            // ggml's q8_0 keeps the scale as f16 (the values were rounded with the f32 one):
-            // the same here, so that the products equal candle's and llama.cpp's.
-            let scale = f16::from_f32(scale).to_f32();
-            let mut bytes = [0u8; QK];
-            let mut sum = 0i32;
-            for (b, &v) in bytes.iter_mut().zip(blk) {
-                let q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                sum += q as i32;
-                *b = q as u8;
-            }
-            let mut words = [0i32; 8];
-            for (w, c) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-                *w = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-            qs.push(words);
-            d.push(scale);
-            bias.push(8 * sum);
-        }
-        Self {
-            qs,
-            d,
-            bias,
+        let mut act = Self {
+            qs: Vec::with_capacity(m * kb),
+            d: Vec::with_capacity(m * kb),
+            bias: Vec::with_capacity(m * kb),
             blocks_per_row: kb,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            for blk in x.chunks_exact(QK) {
+                // SAFETY: `available()` checked AVX-512 F/BW; `blk` holds 32 values.
+                let (words, scale, sum) = unsafe { kernel::quantize_block(blk) };
+                act.push(words, f16::from_f32(scale).to_f32(), sum);
+            }
+            return act;
         }
+        for blk in x.chunks_exact(QK) {
+            let (words, scale, sum) = quantize_block(blk);
+            act.push(words, f16::from_f32(scale).to_f32(), sum);
+        }
+        act
+    }
+
+    fn push(&mut self, words: [i32; 8], scale: f32, sum: i32) {
+        self.qs.push(words);
+        self.d.push(scale);
+        self.bias.push(8 * sum);
     }
 }
 
@@ -268,6 +289,41 @@ impl QuantAct {
 mod kernel {
     use super::{QuantAct, Tile, TILE_ROWS};
     use std::arch::x86_64::*;
+
+    /// One 32-value activation block rounded to 8 bits: its bytes as words, its f32 scale
+    /// (`max|x| / 127`, before the f16 rounding) and the sum of its bytes. Rounds half away
+    /// from zero, as `f32::round` (ggml's `roundf`) does.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `blk` holds 32 values.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_block(blk: &[f32]) -> ([i32; 8], f32, i32) {
+        let v0 = _mm512_loadu_ps(blk.as_ptr());
+        let v1 = _mm512_loadu_ps(blk.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        let scale = amax / 127.0;
+        let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let half = _mm512_set1_ps(0.5);
+        let round = |v: __m512| {
+            let y = _mm512_mul_ps(v, inv);
+            // trunc(y + copysign(0.5, y)): |y| ≤ 127, so the sum is exact but for ties.
+            let s = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(y), sign),
+                _mm512_castps_si512(half),
+            ));
+            _mm512_cvttps_epi32(_mm512_add_ps(y, s))
+        };
+        let (q0, q1) = (round(v0), round(v1));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        let mut words = [0i32; 8];
+        _mm_storeu_si128(words.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(
+            words.as_mut_ptr().add(4) as *mut __m128i,
+            _mm512_cvtepi32_epi8(q1),
+        );
+        (words, scale, sum)
+    }
 
     /// Sixteen outputs of activation rows `r0 .. r0 + R` against one tile column.
     ///
@@ -444,6 +500,57 @@ mod tests {
                     "m {m} n {n} k {k} at {i}: {a} vs candle {b}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn simd_rounding_of_activations_equals_the_scalar_one() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let mut seed = 11u64;
+        for case in 0..2000 {
+            let blk: Vec<f32> = (0..QK)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let u = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    match case % 3 {
+                        0 => u * 10.0,
+                        1 => u * 1e-3,
+                        _ if i == 5 => 0.0,
+                        _ => u * (i as f32 + 1.0),
+                    }
+                })
+                .collect();
+            // SAFETY: available() checked the features; 32 values.
+            let simd = unsafe { kernel::quantize_block(&blk) };
+            assert_eq!(simd, quantize_block(&blk), "block {case}: {blk:?}");
+        }
+        // All zeros: scale 0, bytes 0.
+        assert_eq!(quantize_block(&[0.0; QK]), ([0; 8], 0.0, 0));
+    }
+
+    #[test]
+    fn matmul_many_equals_one_matmul_per_weight() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let (m, k) = (2, 96);
+        let ws: Vec<PackedQ4_0> = [64, 16, 32]
+            .iter()
+            .map(|&n| PackedQ4_0::from_ggml(&q4_bytes(n, k, n as u64), n, k).unwrap())
+            .collect();
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0; m * w.n]).collect();
+        let refs: Vec<&PackedQ4_0> = ws.iter().collect();
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+        PackedQ4_0::matmul_many(&refs, &x, m, &mut outs);
+        for (w, y) in ws.iter().zip(&ys) {
+            let mut one = vec![0.0; m * w.n];
+            w.matmul(&x, m, &mut one);
+            assert_eq!(&one, y);
         }
     }
 }
