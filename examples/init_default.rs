@@ -4,7 +4,11 @@
 //! layout, plus the `sensorium train` config that trains them (and a random causal Q-Former)
 //! on the scene world. `make train-default` runs it, then trains.
 //!
-//! `cargo run --release --example init_default -- OUT_DIR [STEPS] [PRETRAIN_STEPS]`
+//! `cargo run --release --example init_default -- OUT_DIR [STEPS] [PRETRAIN_STEPS] [KEY=VALUE...]`
+//!
+//! The optional `KEY=VALUE` overrides change the recipe for experiments (the shipped model
+//! uses the defaults): `slots=` (visual slots per frame), `patch=` (the vision tower's patch
+//! size), `vision_width=`, `vision_layers=`, `train_seeds=A..B`.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(args.get(1).map_or("target/default-init", String::as_str));
     let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2800);
     let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let recipe = Recipe::from_args(args.iter().skip(4))?;
     std::fs::create_dir_all(&out)?;
 
     // The tokenizer learns the world's words and the template's pieces.
@@ -70,12 +75,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     synth::write_clip_vision(
         &ClipVisionSpec {
-            hidden_size: 64,
-            intermediate_size: 128,
-            num_hidden_layers: 2,
+            hidden_size: recipe.vision_width,
+            intermediate_size: 2 * recipe.vision_width,
+            num_hidden_layers: recipe.vision_layers,
             num_attention_heads: 4,
             image_size: SIZE as usize,
-            patch_size: 8,
+            patch_size: recipe.patch,
             seed: 12,
             init_std: 0.05,
         },
@@ -96,7 +101,10 @@ fn main() -> anyhow::Result<()> {
     let weights = llm.weights()?;
     llm.write_hf_dir(&out.join("llm"), &weights, &tok, 0, 2)?;
 
-    std::fs::write(out.join("train.toml"), train_config(&out, steps, pretrain))?;
+    std::fs::write(
+        out.join("train.toml"),
+        train_config(&out, steps, pretrain, &recipe),
+    )?;
     eprintln!(
         "init_default: untrained parts and train.toml in {} ({} corpus lines)",
         out.display(),
@@ -105,7 +113,58 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn train_config(out: &Path, steps: u64, pretrain: u64) -> String {
+/// The recipe's shapes (defaults: the shipped model).
+struct Recipe {
+    slots: usize,
+    patch: usize,
+    vision_width: usize,
+    vision_layers: usize,
+    train_seeds: [u64; 2],
+}
+
+impl Recipe {
+    fn from_args<'a>(args: impl Iterator<Item = &'a String>) -> anyhow::Result<Self> {
+        let mut r = Recipe {
+            slots: 16,
+            patch: 8,
+            vision_width: 64,
+            vision_layers: 2,
+            train_seeds: [1000, 3000],
+        };
+        for arg in args {
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("`{arg}`: expected KEY=VALUE"))?;
+            let num = || -> anyhow::Result<usize> {
+                value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("`{arg}`: {key} must be a whole number"))
+            };
+            match key {
+                "slots" => r.slots = num()?,
+                "patch" => r.patch = num()?,
+                "vision_width" => r.vision_width = num()?,
+                "vision_layers" => r.vision_layers = num()?,
+                "train_seeds" => {
+                    let (a, b) = value
+                        .split_once("..")
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                        .ok_or_else(|| anyhow::anyhow!("`{arg}`: expected train_seeds=A..B"))?;
+                    r.train_seeds = [a, b];
+                }
+                _ => anyhow::bail!("`{arg}`: unknown key `{key}`"),
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn train_config(out: &Path, steps: u64, pretrain: u64, recipe: &Recipe) -> String {
+    let Recipe {
+        slots,
+        train_seeds: [seed_lo, seed_hi],
+        ..
+    } = recipe;
     // The parts by absolute path: `sensorium train` may run from any directory.
     let dir = out
         .canonicalize()
@@ -132,7 +191,7 @@ hidden_size = 64
 layers = 2
 heads = 4
 queries = 8
-slots = 16
+slots = {slots}
 
 [llm]
 model = "{dir}/llm"
@@ -160,7 +219,7 @@ save_every = 500
 seed = 1
 
 [train.scenes]
-train_seeds = [1000, 3000]
+train_seeds = [{seed_lo}, {seed_hi}]
 val_seeds = [1, 6]
 seconds = 12.0
 questions = 4
