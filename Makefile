@@ -141,4 +141,4 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p sensorium --no-default-features --bins -- -D warnings
-	python3 tools/import_cycles.py . engine pipelines models server cluster kernels
+	python3 tools/import_cycles.py . app engine pipelines models server cluster kernels

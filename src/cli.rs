@@ -1,21 +1,15 @@
-//! Command line: argument parsing (clap derive) and the dispatch of every subcommand; a run
-//! itself is `run.rs`, the exit codes `exit.rs`.
+//! Command line: argument parsing (clap derive) and the dispatch of every subcommand to the
+//! `sensorium-app` crate, where the work is done; the exit codes are `sensorium_app::exit`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sensorium_models::distill::eval::{self, EvalConfig};
-use sensorium_models::distill::labelled::LabelledSpec;
-use sensorium_models::distill::{DistillConfig, DistillError, Selection};
-
-use anyhow::{anyhow, Context};
-use clap::{Args, Parser, Subcommand};
-use sensorium_engine::Config;
-
-use crate::exit::{code, Failure, WithCode};
-use crate::run::{run_streams, run_streams_with, BenchHook, Input, RunArgs};
-use crate::sources;
-use sensorium_models::setup::{self as model_cfg, ModelSetup};
+use anyhow::anyhow;
+use clap::{Parser, Subcommand};
+use sensorium_app::check::check;
+use sensorium_app::exit::{code, Failure, WithCode};
+use sensorium_app::run::{run_streams, RunArgs};
+use sensorium_app::{bench, cluster, distill_eval, sources, train};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -69,7 +63,7 @@ enum Command {
     /// Evaluate online distillation on synthetic labelled scenes: per-class student accuracy
     /// before/after, and difficulty-aware vs uniform selection at equal update budgets.
     #[command(name = "distill-eval", after_help = EXIT_CODES)]
-    DistillEval(DistillEvalArgs),
+    DistillEval(distill_eval::DistillEvalArgs),
     /// Train the causal Q-Former (and LoRA on the LLM, or the whole LLM) on a manifest of
     /// clips with questions and answers (`[train]` of the config).
     #[command(after_help = EXIT_CODES)]
@@ -111,12 +105,12 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Cluster {
         #[command(subcommand)]
-        command: crate::cluster::ClusterCommand,
+        command: cluster::ClusterCommand,
     },
     /// Join a cluster: claim streams (leases in JetStream KV), run them, publish their
     /// windows and answers to JetStream, answer questions by request/reply.
     #[command(after_help = EXIT_CODES)]
-    Worker(crate::cluster::WorkerArgs),
+    Worker(cluster::WorkerArgs),
     /// Answer every question of a manifest through the live inference path (greedy) and
     /// print exact-match accuracy per task and overall.
     #[command(after_help = EXIT_CODES)]
@@ -148,74 +142,6 @@ enum Command {
     },
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum WorldArg {
-    /// GStreamer test patterns with their sounds (8 classes; needs gst-launch-1.0).
-    TestSources,
-    /// The default model's scene world: sounding objects, one class per shape.
-    Scenes,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum SelectionArg {
-    Weighted,
-    Hard,
-}
-
-#[derive(Args, Debug)]
-struct DistillEvalArgs {
-    /// Config whose `[distill]` section sets the training knobs (lr, temperature, batch,
-    /// difficulty...). Its `classes`, `teacher` and `features` are not used: the classes are
-    /// the synthetic scenes' and the features come from `--audio` / `--vision` (else the
-    /// stand-in extractors).
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// The labelled clips: GStreamer's test sources (8 classes) or the scene world's
-    /// sounding objects (circle <-> high tone, square <-> clicks, triangle <-> noise; 2 s
-    /// clips; the circle is the hard class). With `scenes`, `--audio default-model/audio
-    /// --vision default-model/vision` distils on the default model's own encoders.
-    #[arg(long, value_enum, default_value = "test-sources")]
-    world: WorldArg,
-    /// Difficulty-aware arm (the other arm is always uniform); default: the config's, else
-    /// weighted.
-    #[arg(long, value_enum)]
-    selection: Option<SelectionArg>,
-    /// Updates per arm after the warm-up.
-    #[arg(long, default_value_t = 100)]
-    budget: u64,
-    /// Uniform updates before the arms split (a stand-in for a pretrained student).
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
-    /// Runs (seeds 1..=N), averaged.
-    #[arg(long, default_value_t = 5)]
-    seeds: u64,
-    /// SNR (dB) of the noise buried in the hard classes' sound.
-    #[arg(long, default_value_t = -20.0, allow_hyphen_values = true)]
-    snr: f64,
-    /// Clips per class (1 s each; 2 s in `scenes`), of which `--test-clips` are held out.
-    #[arg(long, default_value_t = 40)]
-    clips: usize,
-    #[arg(long, default_value_t = 16)]
-    test_clips: usize,
-    /// Labelled frames per class to fit the teacher (when no `--teacher`).
-    #[arg(long, default_value_t = 2)]
-    teacher_frames: usize,
-    /// Teacher file over the teacher modality's features, instead of fitting one.
-    #[arg(long)]
-    teacher: Option<PathBuf>,
-    /// Whisper checkpoint directory: audio features from the real encoder (mean-pooled
-    /// tokens) instead of the stand-in log-mel statistics.
-    #[arg(long)]
-    audio: Option<PathBuf>,
-    /// CLIP or SigLIP checkpoint directory: visual features from the real tower (patch
-    /// tokens mean-pooled) instead of the stand-in colour grid.
-    #[arg(long)]
-    vision: Option<PathBuf>,
-    /// Where the generated clips are cached (default: the system temp dir).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-}
-
 /// Parses the command line and runs it. Errors go to stderr, one line each.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -243,42 +169,29 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::Check { file } => {
-            let config = Config::load(&file).code(code::USAGE)?;
-            let setup =
-                ModelSetup::parse(&config, &file.display().to_string()).code(code::USAGE)?;
-            let train =
-                crate::train::parse(&config, &file.display().to_string()).code(code::USAGE)?;
-            let mut resolved = config.resolved();
-            setup.resolve_into(&mut resolved);
-            if let Some(t) = train {
-                resolved.train = toml::Table::try_from(&t).ok();
-            }
-            print!("{}", resolved.to_toml_redacted());
-            Ok(code::OK)
-        }
-        Command::DistillEval(args) => distill_eval(args),
+        Command::Check { file } => check(&file),
+        Command::DistillEval(args) => distill_eval::distill_eval(args),
         Command::Probe { uri } => {
             let text = sources::probe(&uri).code(code::SOURCE)?;
             println!("{text}");
             Ok(code::OK)
         }
         Command::Run(args) => run_streams(args),
-        Command::Cluster { command } => crate::cluster::cluster(command),
-        Command::Worker(args) => crate::cluster::worker(args),
+        Command::Cluster { command } => cluster::cluster(command),
+        Command::Worker(args) => cluster::worker(args),
         Command::Bench {
             config,
             duration,
             json,
             plot,
             question,
-        } => bench(config, duration, json, plot, question),
+        } => bench::command(config, duration, json, plot, question),
         Command::Train {
             config,
             output,
             steps,
             resume,
-        } => crate::train::train(&config, output, steps, resume),
+        } => train::train(&config, output, steps, resume),
         Command::Eval {
             config,
             manifest,
@@ -289,9 +202,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             json,
         } => match (bench, manifest, config) {
             (Some(_), _, config) => {
-                crate::train::eval_scenes(config.as_deref(), model, questions, seed, json)
+                train::eval_scenes(config.as_deref(), model, questions, seed, json)
             }
-            (None, Some(m), Some(c)) => crate::train::eval(&c, &m, json),
+            (None, Some(m), Some(c)) => train::eval(&c, &m, json),
             (None, _, None) => {
                 Err(anyhow!("eval: --config FILE is required with --manifest")).code(code::USAGE)
             }
@@ -299,119 +212,5 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 Err(anyhow!("eval: give --manifest FILE or --bench scenes")).code(code::USAGE)
             }
         },
-    }
-}
-
-fn bench(
-    config: PathBuf,
-    duration: Option<f64>,
-    json: Option<PathBuf>,
-    plot: Option<PathBuf>,
-    question: Vec<String>,
-) -> Result<u8, Failure> {
-    let limit = match duration {
-        Some(d) if !(d.is_finite() && d > 0.0) => {
-            return Err(anyhow!(
-                "--duration: {d} is not a positive number of seconds"
-            ))
-            .code(code::USAGE)
-        }
-        d => d.map(std::time::Duration::from_secs_f64),
-    };
-    let output = std::env::temp_dir().join(format!("sensorium-bench-{}.jsonl", std::process::id()));
-    let args = RunArgs {
-        input: Input {
-            config: Some(config.clone()),
-            source: None,
-        },
-        output: Some(output.display().to_string()),
-        format: Some(crate::output::Format::Json),
-        quiet: true,
-        question,
-        ..RunArgs::default()
-    };
-    let mut hook = BenchHook {
-        limit,
-        ..BenchHook::default()
-    };
-    let progress = crate::bench::Progress::start(limit);
-    let t0 = std::time::Instant::now();
-    let result = run_streams_with(args, Some(&mut hook));
-    let wall = t0.elapsed().as_secs_f64();
-    progress.finish();
-    let used = crate::bench::usage();
-    let lines = crate::bench::read_lines(&output);
-    let _ = std::fs::remove_file(&output);
-    let code = result?;
-    let lines = lines.code(code::OUTPUT)?;
-    let Some(run) = hook.report else {
-        return Err(anyhow!("bench: the run produced no report")).code(code::USAGE);
-    };
-    let report = crate::bench::report(&config, duration, wall, &lines, &run, used);
-    print!("{}", crate::bench::table(&report));
-    if let Some(path) = &json {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("--json {}", path.display()))
-            .code(code::OUTPUT)?;
-    }
-    if let Some(path) = &plot {
-        crate::bench::plot(path, &lines).code(code::OUTPUT)?;
-    }
-    Ok(code)
-}
-
-fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
-    let mut distill = match &args.config {
-        Some(path) => {
-            let config = Config::load(path).code(code::USAGE)?;
-            let mut t = config.distill.clone().unwrap_or_default();
-            // Live-run keys that do not apply to the evaluation.
-            for k in ["teacher", "features", "classes"] {
-                t.remove(k);
-            }
-            model_cfg::distill_section(&t, &path.display().to_string()).code(code::USAGE)?
-        }
-        None => DistillConfig::default(),
-    };
-    if let Some(s) = args.selection {
-        distill.difficulty.selection = match s {
-            SelectionArg::Weighted => Selection::Weighted,
-            SelectionArg::Hard => Selection::Hard,
-        };
-    }
-    let cache = args
-        .cache
-        .unwrap_or_else(|| std::env::temp_dir().join("sensorium-distill-eval"));
-    let spec = match args.world {
-        WorldArg::TestSources => LabelledSpec::new(cache, args.clips, args.snr),
-        WorldArg::Scenes => LabelledSpec::scenes(args.clips, args.snr),
-    };
-    distill.classes = spec.classes.iter().map(|c| c.name.clone()).collect();
-    let cfg = EvalConfig {
-        distill,
-        clips: spec,
-        test_clips_per_class: args.test_clips,
-        teacher_frames_per_class: args.teacher_frames,
-        teacher: args.teacher,
-        warmup: args.warmup,
-        budget: args.budget,
-        seeds: (1..=args.seeds).collect(),
-    };
-    let extractors = model_cfg::eval_extractors(args.audio.as_deref(), args.vision.as_deref())
-        .code(code::MODEL)?;
-    match eval::run_with(&cfg, &extractors, crate::sources::test_media()) {
-        Ok(report) => {
-            println!("{report}");
-            Ok(code::OK)
-        }
-        Err(e) => {
-            let c = match &e {
-                DistillError::Config { .. } | DistillError::Input { .. } => code::USAGE,
-                DistillError::Tool { .. } | DistillError::Io { .. } => code::SOURCE,
-                _ => code::MODEL,
-            };
-            Err(anyhow!("distill-eval: {e}")).code(c)
-        }
     }
 }

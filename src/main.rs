@@ -1,16 +1,10 @@
 //! The `sensorium` command line: parses, builds the engine from a config, maps errors to
-//! exit codes. All behaviour lives in the library crates; `cli.rs` holds the glue.
+//! exit codes. All behaviour lives in the library crates (each subcommand's work in
+//! `sensorium-app`); `cli.rs` holds the argument parsing and dispatch, `logging.rs` the
+//! subscriber.
 
-mod answers;
-mod bench;
 mod cli;
-mod cluster;
-mod exit;
 mod logging;
-mod output;
-mod run;
-mod sources;
-mod train;
 
 /// mimalloc rather than glibc's malloc: candle allocates a fresh buffer for every tensor, and
 /// glibc hands each large one straight back to the kernel (`munmap`), so every step of

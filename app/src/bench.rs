@@ -17,7 +17,7 @@
 //! of each window, the reference of every latency the engine reports.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -25,6 +25,9 @@ use plotters::prelude::*;
 use sensorium_engine::status::quantile;
 use sensorium_engine::{RunReport, StreamEnd};
 use serde_json::{json, Value};
+
+use crate::exit::{code, Failure, WithCode};
+use crate::run::{run_streams_with, BenchHook, Input, RunArgs};
 
 /// One measured quantity.
 pub struct Stage {
@@ -447,4 +450,65 @@ pub fn read_lines(path: &Path) -> anyhow::Result<Vec<Value>> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// `sensorium bench`: runs the config through `sensorium run`'s path, then prints the
+/// report (and writes it as JSON and a PNG where asked).
+pub fn command(
+    config: PathBuf,
+    duration: Option<f64>,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    question: Vec<String>,
+) -> Result<u8, Failure> {
+    let limit = match duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(anyhow!(
+                "--duration: {d} is not a positive number of seconds"
+            ))
+            .code(code::USAGE)
+        }
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    let output = std::env::temp_dir().join(format!("sensorium-bench-{}.jsonl", std::process::id()));
+    let args = RunArgs {
+        input: Input {
+            config: Some(config.clone()),
+            source: None,
+        },
+        output: Some(output.display().to_string()),
+        format: Some(crate::output::Format::Json),
+        quiet: true,
+        question,
+        ..RunArgs::default()
+    };
+    let mut hook = BenchHook {
+        limit,
+        ..BenchHook::default()
+    };
+    let progress = Progress::start(limit);
+    let t0 = std::time::Instant::now();
+    let result = run_streams_with(args, Some(&mut hook));
+    let wall = t0.elapsed().as_secs_f64();
+    progress.finish();
+    let used = usage();
+    let lines = read_lines(&output);
+    let _ = std::fs::remove_file(&output);
+    let code = result?;
+    let lines = lines.code(code::OUTPUT)?;
+    let Some(run) = hook.report else {
+        return Err(anyhow!("bench: the run produced no report")).code(code::USAGE);
+    };
+    let report = report(&config, duration, wall, &lines, &run, used);
+    print!("{}", table(&report));
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("--json {}", path.display()))
+            .code(code::OUTPUT)?;
+    }
+    if let Some(path) = &plot {
+        self::plot(path, &lines).code(code::OUTPUT)?;
+    }
+    Ok(code)
 }

@@ -20,54 +20,54 @@ use sensorium_models::setup::{self as model_cfg, ModelSetup};
 
 #[derive(Args, Debug, Default)]
 #[group(required = true, multiple = false)]
-pub(crate) struct Input {
+pub struct Input {
     /// Config file (TOML).
     #[arg(long, short)]
-    pub(crate) config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// One source instead of a config: a file path, file://, rtsp://, any URI, `test:`
     /// (`test:PATTERN` picks a videotestsrc pattern), `synthetic:` (`synthetic:gradient`;
     /// generated without GStreamer), or `scene:SEED` (the default model's world, live).
     #[arg(long, short)]
-    pub(crate) source: Option<String>,
+    pub source: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]
-pub(crate) struct RunArgs {
+pub struct RunArgs {
     #[command(flatten)]
-    pub(crate) input: Input,
+    pub input: Input,
     /// Output file for the JSON lines (`-` is stdout); overrides `[output] path`.
     #[arg(long, short)]
-    pub(crate) output: Option<String>,
+    pub output: Option<String>,
     /// Prometheus listen address (`host:port` or a port); overrides `[metrics] listen`.
     #[arg(long)]
-    pub(crate) metrics: Option<String>,
+    pub metrics: Option<String>,
     /// Serve the live web view, `GET /api/streams` and `POST /ask` here (`host:port` or a
     /// port; loopback unless `[http] token` is set); overrides `[http] listen`.
     #[arg(long)]
-    pub(crate) http: Option<String>,
+    pub http: Option<String>,
     /// Where the Q-Former runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N;
     /// overrides `[engine] device`.
     #[arg(long)]
-    pub(crate) device: Option<String>,
+    pub device: Option<String>,
     /// A question asked on every window (repeatable). Without `[models]`/`[llm]` the
     /// default model answers it.
     #[arg(long, short = 'q')]
-    pub(crate) question: Vec<String>,
+    pub question: Vec<String>,
     /// A model bundle directory (`bundle.toml` + its parts) instead of the default model.
     #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
     /// `text` (answers, readable) or `json` (JSON lines); default: text on a terminal, JSON
     /// lines to files and pipes.
     #[arg(long, value_enum)]
-    pub(crate) format: Option<crate::output::Format>,
+    pub format: Option<crate::output::Format>,
     /// No token echo on stdout (`bench` prints its own report).
     #[arg(skip)]
-    pub(crate) quiet: bool,
+    pub quiet: bool,
 }
 
 /// What `sensorium bench` asks of a run: a time limit, and the run's report back.
 #[derive(Default)]
-pub(crate) struct BenchHook {
+pub struct BenchHook {
     /// Stop the streams after this long (as Ctrl-C would; not an interruption).
     pub limit: Option<std::time::Duration>,
     /// Set when the limit, not the streams' end or the user, stopped the run.
@@ -75,11 +75,11 @@ pub(crate) struct BenchHook {
     pub report: Option<sensorium_engine::RunReport>,
 }
 
-pub(crate) fn run_streams(args: RunArgs) -> Result<u8, Failure> {
+pub fn run_streams(args: RunArgs) -> Result<u8, Failure> {
     run_streams_with(args, None)
 }
 
-pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> Result<u8, Failure> {
+pub fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> Result<u8, Failure> {
     let mut config = match (&args.input.config, &args.input.source) {
         (Some(path), _) => Config::load(path).code(code::USAGE)?,
         (None, Some(uri)) => Config::for_source(uri).code(code::USAGE)?,
@@ -140,7 +140,7 @@ pub(crate) fn run_streams_with(args: RunArgs, hook: Option<&mut BenchHook>) -> R
 }
 
 /// A token that Ctrl-C or SIGTERM fires; a second one exits at once (130).
-pub(crate) fn interrupt_token() -> Result<StopToken, Failure> {
+pub fn interrupt_token() -> Result<StopToken, Failure> {
     let token = StopToken::new();
     let fire = token.clone();
     let mut presses = 0u32;
@@ -160,7 +160,7 @@ pub(crate) fn interrupt_token() -> Result<StopToken, Failure> {
 /// Questions without a model of their own get the default model (or `model`); then the
 /// config is checked as a whole. `explicit`: the config file's own table (what the user
 /// set wins over the bundle's settings).
-pub(crate) fn prepare(
+pub fn prepare(
     config: &mut Config,
     model: Option<&std::path::Path>,
     explicit: Option<(&str, &toml::Table)>,
@@ -185,7 +185,7 @@ pub(crate) fn prepare(
 
 /// What a cluster worker adds to a run: where records also go, where the window numbering
 /// continues, and a slot for the answer service (live questions from the bus).
-pub(crate) struct ClusterTap {
+pub struct ClusterTap {
     pub origin: sensorium_engine::WindowOrigin,
     pub asks: Arc<Mutex<Option<sensorium_models::llm::ServiceHandle>>>,
     /// The first failure of the run (source, model), for the stream's `failed` reason.
@@ -193,7 +193,7 @@ pub(crate) struct ClusterTap {
 }
 
 /// Runs a prepared config until its streams end or `shutdown` fires; the exit code.
-pub(crate) fn execute(
+pub fn execute(
     mut config: Config,
     origin: &str,
     out: SharedOut,

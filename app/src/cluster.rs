@@ -21,7 +21,7 @@ use crate::output::SharedOut;
 use crate::run::ClusterTap;
 
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Nats {
+pub struct Nats {
     /// NATS server(s): `nats://[user:password@]host:port`, comma-separated for a NATS
     /// cluster. Credentials may also come from SENSORIUM_NATS_TOKEN, SENSORIUM_NATS_USER +
     /// SENSORIUM_NATS_PASSWORD, or --nats-creds; they are never printed.
@@ -42,7 +42,7 @@ impl Nats {
 }
 
 #[derive(Subcommand, Debug)]
-pub(crate) enum ClusterCommand {
+pub enum ClusterCommand {
     /// Put each [[stream]] of a config (with its [engine], [models], [llm]... sections)
     /// into the cluster's desired state; workers pick them up. A name the cluster already
     /// has is refused.
@@ -72,7 +72,7 @@ pub(crate) enum ClusterCommand {
 }
 
 #[derive(Args, Debug)]
-pub(crate) struct WorkerArgs {
+pub struct WorkerArgs {
     #[command(flatten)]
     nats: Nats,
     /// This worker's name (default: the host name and process id).
@@ -140,7 +140,7 @@ async fn open(nats: &Nats, create: bool) -> Result<Store, ClusterError> {
     Store::open(client, names, create, Retention::default()).await
 }
 
-pub(crate) fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
+pub fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
     let rt = runtime()?;
     match cmd {
         ClusterCommand::Add { nats, config } => {
@@ -196,7 +196,7 @@ pub(crate) fn cluster(cmd: ClusterCommand) -> Result<u8, Failure> {
     }
 }
 
-pub(crate) fn worker(args: WorkerArgs) -> Result<u8, Failure> {
+pub fn worker(args: WorkerArgs) -> Result<u8, Failure> {
     let name = args.name.clone().unwrap_or_else(default_name);
     if !(0.5..=3600.0).contains(&args.lease) {
         return Err(anyhow!(

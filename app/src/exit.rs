@@ -29,7 +29,7 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
-pub(crate) trait WithCode<T> {
+pub trait WithCode<T> {
     fn code(self, code: u8) -> Result<T, Failure>;
 }
 
