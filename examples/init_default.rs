@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use sensorium_engine::scene::{self, Rng, SceneTimeline, WorldParams};
-use sensorium_models::llm::synth::SynthSpec;
+use sensorium_models::llm::synth::Qwen2Spec;
 use sensorium_models::synth::{self, ClipVisionSpec, WhisperSpec};
 
 /// What the default model is trained with (recorded in the bundle too).
@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         },
         &out.join("vision"),
     )?;
-    let llm = SynthSpec {
+    let llm = Qwen2Spec {
         vocab_size: VOCAB,
         hidden_size: 128,
         intermediate_size: 256,

@@ -24,7 +24,7 @@ pub fn test_media() -> Option<&'static dyn sensorium_engine::source::TestMedia> 
 #[cfg(feature = "gstreamer")]
 pub fn probe(uri: &str) -> anyhow::Result<String> {
     use anyhow::Context;
-    let shown = sensorium_engine::config_load::redact_url(uri);
+    let shown = sensorium_engine::config::load::redact_url(uri);
     let info =
         sensorium_pipelines::probe(uri).with_context(|| format!("cannot probe '{shown}'"))?;
     Ok(info.to_string())
@@ -33,7 +33,7 @@ pub fn probe(uri: &str) -> anyhow::Result<String> {
 /// Describes the media at `uri`: needs GStreamer, absent from this build.
 #[cfg(not(feature = "gstreamer"))]
 pub fn probe(uri: &str) -> anyhow::Result<String> {
-    let uri = sensorium_engine::config_load::redact_url(uri);
+    let uri = sensorium_engine::config::load::redact_url(uri);
     anyhow::bail!(
         "cannot probe '{uri}': this build of sensorium has no GStreamer (built without the \
          `gstreamer` feature)"

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sensorium_engine::config_load::strip_userinfo;
+use sensorium_engine::config::load::strip_userinfo;
 
 use crate::ClusterError;
 

@@ -6,7 +6,6 @@
 //! models are reached through small traits.
 
 pub mod config;
-pub mod config_load;
 pub mod frame;
 pub mod metrics;
 pub mod model;
@@ -23,8 +22,8 @@ pub mod sync;
 pub mod view;
 pub mod window;
 
+pub use config::load::{ConfigError, ResolvedStream};
 pub use config::Config;
-pub use config_load::{ConfigError, ResolvedStream};
 pub use frame::{
     AudioChunk, DistillFeatures, EncodedFrame, EncoderInput, FrameFeatures, FrameTiming,
     SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,

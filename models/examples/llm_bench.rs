@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use sensorium_models::llm::synth::SynthSpec;
+use sensorium_models::llm::synth::Qwen2Spec;
 use sensorium_models::llm::{argmax, load_model, ComputeDtype};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.get(1).map(String::as_str) {
         Some("gen") => {
             let dir = PathBuf::from(args.get(2).ok_or("gen <dir>")?);
-            let mut spec = SynthSpec::qwen2_5_0_5b();
+            let mut spec = Qwen2Spec::qwen2_5_0_5b();
             spec.num_hidden_layers = arg(&args, "--layers", spec.num_hidden_layers);
             let tok = args
                 .iter()

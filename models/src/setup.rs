@@ -167,7 +167,7 @@ pub fn section<T: DeserializeOwned>(
     name: &str,
     origin: &str,
 ) -> Result<T, SetupError> {
-    Ok(sensorium_engine::config_load::deserialize_section(
+    Ok(sensorium_engine::config::load::deserialize_section(
         table.clone(),
         name,
         origin,

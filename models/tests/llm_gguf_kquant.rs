@@ -7,11 +7,11 @@ use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use sensorium_models::llm::synth::SynthSpec;
+use sensorium_models::llm::synth::Qwen2Spec;
 use sensorium_models::llm::{argmax, load_model, load_model_with, ComputeDtype, Decoder};
 
-fn spec() -> SynthSpec {
-    SynthSpec {
+fn spec() -> Qwen2Spec {
+    Qwen2Spec {
         vocab_size: 512,
         hidden_size: 256,
         intermediate_size: 512,

@@ -2,7 +2,7 @@
 //! part, and known secrets are masked wherever an element's debug text might repeat them.
 
 /// `url` without userinfo: `rtsp://user:pw@host:554/x` -> `rtsp://host:554/x`.
-pub use sensorium_engine::config_load::strip_userinfo;
+pub use sensorium_engine::config::load::strip_userinfo;
 
 /// Element properties whose values are user names.
 const USER_KEYS: &[&str] = &["user-id", "proxy-id"];

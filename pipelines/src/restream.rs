@@ -45,7 +45,8 @@ const MIN_WIDTH: u32 = 640;
 pub fn parse(spec: &str) -> Result<(SocketAddr, String), RestreamError> {
     let spec = spec.strip_prefix("rtsp://").unwrap_or(spec);
     let (addr, path) = spec.split_once('/').unwrap_or((spec, "sensorium"));
-    let addr = sensorium_engine::config_load::parse_listen(addr).map_err(RestreamError::Address)?;
+    let addr =
+        sensorium_engine::config::load::parse_listen(addr).map_err(RestreamError::Address)?;
     if !addr.ip().is_loopback() {
         return Err(RestreamError::Address(format!(
             "{addr} is not a loopback address: the re-stream has no authentication, so it \

@@ -3,8 +3,8 @@
 //! one server when both name the same address. All of them share `[http]`'s token and
 //! limits.
 
+use sensorium_engine::config::load::parse_listen;
 use sensorium_engine::config::Config;
-use sensorium_engine::config_load::parse_listen;
 use sensorium_engine::metrics::PrometheusHandle;
 use sensorium_engine::view::ViewHub;
 use sensorium_models::llm::ServiceHandle;

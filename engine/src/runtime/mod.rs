@@ -37,8 +37,8 @@ mod window_stage;
 
 pub use report::{RunReport, StreamEnd, StreamReport};
 
+use crate::config::load::ConfigError;
 use crate::config::Config;
-use crate::config_load::ConfigError;
 use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{bounded, QueueMode};
 use crate::sink::{JsonLinesSink, RecordOutput, SinkError, WindowSink};
@@ -204,7 +204,7 @@ impl Runtime {
         // A pass-through stage never falls behind: its queue keeps everything (back-pressure
         // then comes from the sink, as it would without the stage); a real encoder or model
         // gets the stream's own mode (realtime: drop the oldest).
-        let mode = |r: &crate::config_load::ResolvedStream, real: bool| {
+        let mode = |r: &crate::config::load::ResolvedStream, real: bool| {
             if real {
                 r.params.mode
             } else {

@@ -15,7 +15,7 @@ use super::error::{CandleCtx, LlmError};
 
 /// Shape of a synthetic Qwen2-architecture decoder.
 #[derive(Clone, Debug)]
-pub struct SynthSpec {
+pub struct Qwen2Spec {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -29,7 +29,7 @@ pub struct SynthSpec {
     pub seed: u64,
 }
 
-impl SynthSpec {
+impl Qwen2Spec {
     /// Qwen2.5-0.5B's shape (494M parameters, tied embeddings).
     pub fn qwen2_5_0_5b() -> Self {
         Self {

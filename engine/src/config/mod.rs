@@ -4,6 +4,9 @@
 //! single `[[stream]]` with a `source`. Secrets (RTSP passwords) never appear in `Debug` or
 //! serialized output.
 
+/// Loading and validating a [`Config`] (every error names the file and the field).
+pub mod load;
+
 use std::fmt;
 use std::path::PathBuf;
 
