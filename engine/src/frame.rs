@@ -98,12 +98,11 @@ pub struct FrameTiming {
 /// every window holding the frame (tensors are reference-counted: cloning copies no data).
 #[derive(Clone, Debug)]
 pub enum FrameFeatures {
-    /// The encoders' outputs: the Q-Former's per-frame input.
+    /// The encoders' outputs (the Q-Former's per-frame input) and the distillation's
+    /// per-frame features.
     Encoded(EncodedFrame),
     /// The encoders' inputs only (training the encoders runs the weights in its own graph).
     Inputs(EncoderInput),
-    /// The distillation stage's per-frame features.
-    Distill(DistillFeatures),
 }
 
 impl FrameFeatures {
@@ -121,11 +120,9 @@ impl FrameFeatures {
         }
     }
 
+    /// The distillation's features of the frame, when the frame stage computed them.
     pub fn distill(&self) -> Option<&DistillFeatures> {
-        match self {
-            Self::Distill(d) => Some(d),
-            _ => None,
-        }
+        self.encoded()?.distill.as_ref()
     }
 
     /// What the product is, for error messages.
@@ -133,7 +130,6 @@ impl FrameFeatures {
         match self {
             Self::Encoded(_) => "encoder tokens",
             Self::Inputs(_) => "encoder inputs",
-            Self::Distill(_) => "distillation features",
         }
     }
 }
@@ -145,6 +141,9 @@ pub struct EncodedFrame {
     pub audio: Option<Tensor>,
     /// Visual tokens `[slots, d_visual]`; `None` without a video frame.
     pub visual: Option<Tensor>,
+    /// What online distillation reads of this frame (pooled from the tokens above, or the
+    /// stand-in extractors' features); `None` without `[distill]`.
+    pub distill: Option<DistillFeatures>,
 }
 
 /// What the encoders read for one frame: computed from the frame alone, with no weights

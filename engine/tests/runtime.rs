@@ -263,6 +263,7 @@ impl FrameEncoder for SumEncoder {
                 Ok(FrameFeatures::Encoded(EncodedFrame {
                     audio: Some(t),
                     visual: None,
+                    distill: None,
                 }))
             })
             .collect()

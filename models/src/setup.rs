@@ -412,8 +412,15 @@ pub fn load(setup: &ModelSetup, config: &Config) -> Result<Loaded, SetupError> {
         .as_ref()
         .map(|d| build_distill(d, aw, vw))
         .transpose()?;
-    let encoder =
-        (audio.is_some() || vision.is_some()).then(|| AvFrameEncoder::new(audio, vision, mode));
+    // The frame stage computes each frame's whole product once: the encoders' tokens and
+    // the distillation's features (pooled from those tokens where configured).
+    let encoder = (audio.is_some() || vision.is_some() || distill.is_some()).then(|| {
+        let enc = AvFrameEncoder::new(audio, vision, mode);
+        match &distill {
+            Some(d) => enc.with_distill(d.extractors().clone()),
+            None => enc,
+        }
+    });
     progress.finish_and_clear();
     Ok(Loaded {
         encoder,
@@ -569,8 +576,8 @@ fn build_distill(
 ) -> Result<DistillStage, SetupError> {
     let stand_in = Extractors::stand_in();
     let use_enc = d.features != FeatureChoice::StandIn;
-    // The frame encoder runs whenever [models] has an encoder, so the stage only pools the
-    // tokens it attached (each frame is encoded once).
+    // The frame stage computes these per frame (`AvFrameEncoder::with_distill`), pooling the
+    // tokens of [models]' encoders, so each frame is encoded once.
     let audio: Arc<dyn AudioFeatureExtractor> = match audio_width {
         Some(w) if use_enc => Arc::new(WhisperAudioFeatures::upstream(w)),
         _ => stand_in.audio.clone(),

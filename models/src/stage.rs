@@ -15,6 +15,7 @@ use sensorium_engine::frame::{FrameFeatures, StreamId, SyncedFrame, Window};
 use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
 
 use crate::audio::AudioEncoder;
+use crate::distill::Extractors;
 use crate::error::Result;
 use crate::qformer::{FrameInput, QFormer, QFormerRunner, RunnerStream, RunnerWindow, StreamFrame};
 use crate::tokens::{self, SlotMode};
@@ -30,12 +31,14 @@ fn record(stage: &str, part: &'static str, start: Instant, items: usize) {
     metrics::counter!("sensorium_model_items_total", &labels).increment(items as u64);
 }
 
-/// Frame encoder: Whisper and/or a vision tower.
+/// Frame encoder: Whisper and/or a vision tower, and the distillation's per-frame features
+/// ([`Self::with_distill`]): each frame's whole product is computed once, here.
 pub struct AvFrameEncoder {
     name: String,
     audio: Option<AudioEncoder>,
     vision: Option<VisionEncoder>,
     visual_slots: SlotMode,
+    distill: Option<Extractors>,
 }
 
 impl AvFrameEncoder {
@@ -52,7 +55,15 @@ impl AvFrameEncoder {
             audio,
             vision,
             visual_slots,
+            distill: None,
         }
+    }
+
+    /// Also computes each frame's distillation features with `extractors` (pooling the
+    /// tokens just made where the extractor reads them), for the distillation stage.
+    pub fn with_distill(mut self, extractors: Extractors) -> Self {
+        self.distill = Some(extractors);
+        self
     }
 
     /// The audio encoder, when configured.
@@ -158,9 +169,20 @@ impl AvFrameEncoder {
         &self,
         frames: &[&SyncedFrame],
     ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
-        let enc = self
+        let mut enc = self
             .encode_frames(frames)
             .map_err(|e| StageError::new(&self.name, e))?;
+        if let Some(ex) = &self.distill {
+            let start = Instant::now();
+            for (e, f) in enc.iter_mut().zip(frames) {
+                let tokens = FrameFeatures::Encoded(e.clone());
+                e.distill = Some(
+                    ex.frame(f, Some(&tokens))
+                        .map_err(|err| StageError::new(&self.name, err))?,
+                );
+            }
+            record(&self.name, "distill", start, frames.len());
+        }
         Ok(enc.into_iter().map(FrameFeatures::Encoded).collect())
     }
 }

@@ -7,11 +7,12 @@ mod distill_common;
 use std::sync::Arc;
 
 use distill_common::*;
-use sensorium_engine::model::WindowModel;
-use sensorium_engine::FrameFeatures;
+use sensorium_engine::model::{FrameEncoder, WindowModel};
 use sensorium_models::distill::{
     audio_stats, prev_path, DistillError, DistillFeatures, DistillStage, Extractors,
 };
+use sensorium_models::stage::AvFrameEncoder;
+use sensorium_models::tokens::SlotMode;
 
 #[test]
 fn stage_resumes_from_checkpoint_and_falls_back_to_previous() {
@@ -155,7 +156,7 @@ fn overlapping_windows_encode_each_frame_once() {
     let teacher = fit_visual_teacher(&clips, spec.classes.len(), 2);
     let mut cfg = config_for(&spec);
     cfg.update_interval = 1_000_000; // keep the student fixed: outputs comparable
-    let mut stage = DistillStage::new(cfg, teacher, Extractors::stand_in()).unwrap();
+    let stage = DistillStage::new(cfg, teacher, Extractors::stand_in()).unwrap();
     let stream: Arc<str> = Arc::from("live");
     let frames = stream_frames(&clips, &stream, spec.samples_per_frame());
     assert_eq!(frames.len(), 8);
@@ -163,30 +164,41 @@ fn overlapping_windows_encode_each_frame_once() {
     let windows: Vec<_> = (0..3)
         .map(|i| window_of(&frames[2 * i..2 * i + 4], i as u64))
         .collect();
+    // Used on its own (frames without the frame stage's product) the stage computes every
+    // frame slot's features: it keeps no per-frame cache of its own.
     let first: Vec<_> = windows.iter().map(|w| stage.predict(w).unwrap()).collect();
     assert_eq!(
         stage.frames_encoded(),
-        8,
-        "12 frame slots, 8 distinct frames"
+        12,
+        "12 frame slots, computed by the stage"
     );
-    // Ending the stream drops its cached frames.
-    stage.end_stream("live");
-    stage.predict(&windows[0]).unwrap();
-    assert_eq!(stage.frames_encoded(), 12);
 
-    // Features attached upstream are used as they are: nothing is encoded, same answers.
+    // In a run the frame stage computes each frame's features once (8 distinct frames) and
+    // every window holding the frame shares them: the stage computes none, same answers.
+    let mut encoder =
+        AvFrameEncoder::new(None, None, SlotMode::All).with_distill(Extractors::stand_in());
+    let refs: Vec<_> = frames.iter().collect();
+    let products = encoder.encode(&refs).unwrap();
+    assert_eq!(products.len(), 8, "one product per distinct frame");
     let ex = Extractors::stand_in();
     let upstream: Vec<_> = frames
         .iter()
-        .map(|f| {
-            let mut f = f.clone();
+        .zip(products)
+        .map(|(f, p)| {
             let v = f.video.as_ref().unwrap();
-            f.features = Some(Arc::new(FrameFeatures::Distill(DistillFeatures {
+            let want = DistillFeatures {
                 audio: Some(ex.audio.extract(&f.audio).unwrap()),
                 visual: Some(ex.visual.extract(&v.rgb, v.width, v.height).unwrap()),
                 snr_db: audio_stats(&f.audio).snr_db,
-            })));
-            f.index += 100; // not in the cache
+            };
+            assert_eq!(
+                p.distill(),
+                Some(&want),
+                "the frame stage's features of frame {}",
+                f.index
+            );
+            let mut f = f.clone();
+            f.features = Some(Arc::new(p));
             f
         })
         .collect();
@@ -197,5 +209,9 @@ fn overlapping_windows_encode_each_frame_once() {
         assert_eq!(got.student, want.student);
         assert_eq!(got.teacher, want.teacher);
     }
-    assert_eq!(stage.frames_encoded(), 12);
+    assert_eq!(
+        stage.frames_encoded(),
+        12,
+        "nothing more computed by the stage"
+    );
 }

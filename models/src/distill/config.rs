@@ -17,7 +17,6 @@
 //! update_interval = 1                  # one update per accepted pair
 //! queue_capacity = 256                 # live path -> trainer; overflow dropped and counted
 //! student_hidden = 0                   # 0: linear head, else MLP width
-//! frame_cache = 256                    # per-frame features reused by overlapping windows
 //! checkpoint = "state/student.safetensors"
 //! checkpoint_every = 100
 //! seed = 0
@@ -133,8 +132,6 @@ pub struct DistillConfig {
     pub queue_capacity: usize,
     /// Hidden width of the student MLP; 0 makes it a linear head.
     pub student_hidden: usize,
-    /// Per-frame features kept by the stage (all streams) so overlapping windows reuse them.
-    pub frame_cache: usize,
     /// Checkpoint file (`.safetensors`); the previous one is kept as `<stem>.prev.safetensors`.
     pub checkpoint: Option<PathBuf>,
     /// Write a checkpoint every this many updates (and always at shutdown); 0: only at shutdown.
@@ -158,7 +155,6 @@ impl Default for DistillConfig {
             update_interval: 1,
             queue_capacity: 256,
             student_hidden: 0,
-            frame_cache: 256,
             checkpoint: None,
             checkpoint_every: 100,
             seed: 0,

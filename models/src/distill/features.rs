@@ -12,7 +12,7 @@ use std::sync::Arc;
 use realfft::RealFftPlanner;
 
 pub use sensorium_engine::frame::DistillFeatures;
-use sensorium_engine::frame::FrameFeatures;
+use sensorium_engine::frame::{FrameFeatures, SyncedFrame};
 
 use super::error::DistillError;
 
@@ -334,6 +334,40 @@ pub struct Extractors {
 }
 
 impl Extractors {
+    /// One frame's distillation features. The tokens an upstream encoder made of the frame
+    /// (`upstream`: Whisper/vision-tower tokens) are pooled when the extractor understands
+    /// them, so the frame is not encoded a second time; otherwise the extractor reads the
+    /// frame's samples and pixels.
+    pub fn frame(
+        &self,
+        f: &SyncedFrame,
+        upstream: Option<&FrameFeatures>,
+    ) -> Result<DistillFeatures, DistillError> {
+        let has_audio = f.has_audio && !f.audio.is_empty();
+        Ok(DistillFeatures {
+            audio: if has_audio {
+                match upstream.and_then(|u| self.audio.pool_upstream(u)) {
+                    Some(r) => Some(r?),
+                    None => Some(self.audio.extract(&f.audio)?),
+                }
+            } else {
+                None
+            },
+            visual: match &f.video {
+                Some(v) => match upstream.and_then(|u| self.visual.pool_upstream(u)) {
+                    Some(r) => Some(r?),
+                    None => Some(self.visual.extract(&v.rgb, v.width, v.height)?),
+                },
+                None => None,
+            },
+            snr_db: if has_audio {
+                audio_stats(&f.audio).snr_db
+            } else {
+                0.0
+            },
+        })
+    }
+
     /// The stand-in extractors ([`SpectralAudioFeatures`], [`GridVisualFeatures`]).
     pub fn stand_in() -> Self {
         Self {

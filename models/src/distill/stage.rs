@@ -4,10 +4,9 @@
 //! and the teacher's top class, and hands the (student features, teacher logits) pair to the
 //! background trainer without waiting. Inference always uses the latest swapped-in student.
 
-use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use sensorium_engine::frame::{SyncedFrame, Window};
 use sensorium_engine::model::{StageError, WindowModel};
 use serde_json::{json, Map, Value};
@@ -16,7 +15,7 @@ use super::background::{BackgroundTrainer, StudentSlot, TrainerStats, TrainerSum
 use super::checkpoint::ResumeInfo;
 use super::config::{Direction, DistillConfig};
 use super::error::DistillError;
-use super::features::{audio_stats, mean_pool, DistillFeatures, Extractors};
+use super::features::{mean_pool, DistillFeatures, Extractors};
 use super::replay::Pair;
 use super::teacher::{argmax, softmax, Teacher};
 use super::trainer::DistillTrainer;
@@ -57,39 +56,8 @@ pub struct DistillStage {
     slot: Arc<StudentSlot>,
     trainer: Option<BackgroundTrainer>,
     resume: ResumeInfo,
-    cache: Mutex<FrameCache>,
-}
-
-/// Bounded cache of per-frame features keyed by (stream, frame index), oldest evicted first.
-struct FrameCache {
-    cap: usize,
-    map: HashMap<(Arc<str>, u64), Arc<DistillFeatures>>,
-    order: VecDeque<(Arc<str>, u64)>,
-    /// Frames whose features were computed (not found in the cache or upstream).
-    computed: u64,
-}
-
-impl FrameCache {
-    fn get(&self, key: &(Arc<str>, u64)) -> Option<Arc<DistillFeatures>> {
-        self.map.get(key).cloned()
-    }
-    fn put(&mut self, key: (Arc<str>, u64), value: Arc<DistillFeatures>) {
-        if self.cap == 0 {
-            return;
-        }
-        while self.order.len() >= self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-        if self.map.insert(key.clone(), value).is_none() {
-            self.order.push_back(key);
-        }
-    }
-    fn drop_stream(&mut self, stream: &str) {
-        self.order.retain(|(s, _)| &**s != stream);
-        self.map.retain(|(s, _), _| &**s != stream);
-    }
+    /// Frames that arrived without the frame stage's features and were computed here.
+    computed: AtomicU64,
 }
 
 impl DistillStage {
@@ -137,7 +105,6 @@ impl DistillStage {
             ),
         };
         let trainer = BackgroundTrainer::spawn(trainer)?;
-        let cfg_cache = cfg.frame_cache;
         Ok(Self {
             slot: trainer.slot(),
             trainer: Some(trainer),
@@ -145,13 +112,14 @@ impl DistillStage {
             extractors,
             teacher: Arc::new(teacher),
             resume,
-            cache: Mutex::new(FrameCache {
-                cap: cfg_cache,
-                map: HashMap::new(),
-                order: VecDeque::new(),
-                computed: 0,
-            }),
+            computed: AtomicU64::new(0),
         })
+    }
+
+    /// The per-frame feature extractors (the frame stage runs them:
+    /// `AvFrameEncoder::with_distill`).
+    pub fn extractors(&self) -> &Extractors {
+        &self.extractors
     }
 
     /// How the student was resumed (file used, refused corrupt files).
@@ -176,52 +144,20 @@ impl DistillStage {
         }
     }
 
-    /// Frames whose features this stage computed itself (the rest came from the cache or
-    /// from an upstream encoder).
+    /// Frames whose features this stage computed itself because they arrived without the
+    /// frame stage's (0 in a run: the frame stage computes each frame's once).
     pub fn frames_encoded(&self) -> u64 {
-        self.cache.lock().computed
+        self.computed.load(Ordering::Relaxed)
     }
 
-    /// Features of one frame: upstream, cached, or computed now (and cached).
+    /// Features of one frame: the frame stage's (see `AvFrameEncoder::with_distill`), or,
+    /// for a frame that arrives without them (the stage used on its own), computed now.
     fn frame_features(&self, f: &SyncedFrame) -> Result<Arc<DistillFeatures>, DistillError> {
         if let Some(ff) = f.features.as_ref().and_then(|x| x.distill()) {
             return Ok(Arc::new(ff.clone()));
         }
-        let key = (f.stream.clone(), f.index);
-        if let Some(ff) = self.cache.lock().get(&key) {
-            return Ok(ff);
-        }
-        let has_audio = f.has_audio && !f.audio.is_empty();
-        // An upstream encoder's output (e.g. Whisper/CLIP tokens) is used when the extractor
-        // understands it, so the frame is not encoded a second time.
-        let upstream = f.features.as_ref();
-        let ex = &self.extractors;
-        let ff = Arc::new(DistillFeatures {
-            audio: if has_audio {
-                match upstream.and_then(|u| ex.audio.pool_upstream(u)) {
-                    Some(r) => Some(r?),
-                    None => Some(ex.audio.extract(&f.audio)?),
-                }
-            } else {
-                None
-            },
-            visual: match &f.video {
-                Some(v) => match upstream.and_then(|u| ex.visual.pool_upstream(u)) {
-                    Some(r) => Some(r?),
-                    None => Some(ex.visual.extract(&v.rgb, v.width, v.height)?),
-                },
-                None => None,
-            },
-            snr_db: if has_audio {
-                audio_stats(&f.audio).snr_db
-            } else {
-                0.0
-            },
-        });
-        let mut cache = self.cache.lock();
-        cache.computed += 1;
-        cache.put(key, ff.clone());
-        Ok(ff)
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(self.extractors.frame(f, f.features.as_deref())?))
     }
 
     /// Pooled (audio, visual) features of a window's valid frames, and the mean audio SNR.
@@ -330,9 +266,5 @@ impl WindowModel for DistillStage {
                 Ok(m)
             })
             .collect()
-    }
-
-    fn end_stream(&mut self, stream: &str) {
-        self.cache.lock().drop_stream(stream);
     }
 }

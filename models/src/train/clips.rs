@@ -116,12 +116,6 @@ impl WindowModel for Capture {
                     FrameFeatures::Inputs(inp) => {
                         c.inputs.insert(f.index, inp.clone());
                     }
-                    other => {
-                        return Err(StageError::new(
-                            "train",
-                            format!("frame with {}, not encoder tokens or inputs", other.kind()),
-                        ))
-                    }
                 }
             }
             c.windows.push(ClipWindow {
