@@ -19,10 +19,37 @@ pub const HOP: usize = 160;
 /// A reusable log-mel extractor (filters and FFT plan built once).
 pub struct LogMel {
     n_mels: usize,
-    /// `[n_mels][n_fft/2 + 1]` Slaney filters.
-    filters: Vec<Vec<f64>>,
+    /// The Slaney filters, each as its non-zero span of FFT bins: a triangle covers a few
+    /// bins of 201, so the filter bank costs ~2 multiply-adds per bin instead of `n_mels`.
+    filters: Vec<Span>,
     window: Vec<f64>,
     fft: Arc<dyn RealToComplex<f64>>,
+}
+
+/// One mel filter: `weights[i]` applies to FFT bin `first + i`.
+struct Span {
+    first: usize,
+    weights: Vec<f64>,
+}
+
+impl Span {
+    /// The non-zero part of a dense filter row (an all-zero row keeps no weights).
+    fn of(row: &[f64]) -> Span {
+        let first = row.iter().position(|w| *w != 0.0).unwrap_or(row.len());
+        let last = row.iter().rposition(|w| *w != 0.0).map_or(first, |l| l + 1);
+        Span {
+            first,
+            weights: row[first..last].to_vec(),
+        }
+    }
+
+    fn apply(&self, power: &[f64]) -> f64 {
+        self.weights
+            .iter()
+            .zip(&power[self.first..])
+            .map(|(w, p)| w * p)
+            .sum()
+    }
 }
 
 impl std::fmt::Debug for LogMel {
@@ -92,7 +119,10 @@ impl LogMel {
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(N_FFT);
         Self {
             n_mels,
-            filters: mel_filters(N_FFT / 2 + 1, n_mels, 0.0, 8000.0, SAMPLE_RATE as f64),
+            filters: mel_filters(N_FFT / 2 + 1, n_mels, 0.0, 8000.0, SAMPLE_RATE as f64)
+                .iter()
+                .map(|row| Span::of(row))
+                .collect(),
             window,
             fft,
         }
@@ -139,8 +169,7 @@ impl LogMel {
                 *p = c.norm_sqr();
             }
             for (m, filt) in self.filters.iter().enumerate() {
-                let e: f64 = filt.iter().zip(&power).map(|(f, p)| f * p).sum();
-                out[m * n_frames + t] = e.max(1e-10).log10();
+                out[m * n_frames + t] = filt.apply(&power).max(1e-10).log10();
             }
         }
         let max = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -148,5 +177,81 @@ impl LogMel {
             .iter()
             .map(|v| ((v.max(max - 8.0) + 4.0) / 4.0) as f32)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter bank as dense rows, summed over every bin (the form transformers uses).
+    fn dense_reference(samples: &[f32], n_mels: usize) -> Vec<f64> {
+        let mel = LogMel::new(n_mels);
+        let dense = mel_filters(N_FFT / 2 + 1, n_mels, 0.0, 8000.0, SAMPLE_RATE as f64);
+        let pad = N_FFT / 2;
+        let n = samples.len();
+        let mut x: Vec<f64> = (1..=pad).rev().map(|i| samples[i] as f64).collect();
+        x.extend(samples.iter().map(|s| *s as f64));
+        x.extend((0..pad).map(|i| samples[n - 2 - i] as f64));
+        let frames = n / HOP;
+        let mut out = vec![0f64; n_mels * frames];
+        let mut buf = mel.fft.make_input_vec();
+        let mut spec = mel.fft.make_output_vec();
+        for t in 0..frames {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = x[t * HOP + i] * mel.window[i];
+            }
+            mel.fft.process(&mut buf, &mut spec).unwrap();
+            let power: Vec<f64> = spec.iter().map(|c| c.norm_sqr()).collect();
+            for (m, row) in dense.iter().enumerate() {
+                let e: f64 = row.iter().zip(&power).map(|(f, p)| f * p).sum();
+                out[m * frames + t] = e.max(1e-10).log10();
+            }
+        }
+        let max = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        out.iter().map(|v| (v.max(max - 8.0) + 4.0) / 4.0).collect()
+    }
+
+    #[test]
+    fn sparse_filter_bank_equals_the_dense_one_exactly() {
+        // Pseudo-random audio, lengths off the hop grid, 80 and 128 mel bins.
+        let mut state = 12345u64;
+        for (n, n_mels) in [(8000usize, 80usize), (4321, 128), (1001, 80)] {
+            let samples: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect();
+            let got = LogMel::new(n_mels).compute(&samples).unwrap();
+            let want = dense_reference(&samples, n_mels);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(*g, *w as f32, "n={n} n_mels={n_mels} value {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_filter_keeps_its_non_zero_span() {
+        for n_mels in [80, 128] {
+            let dense = mel_filters(N_FFT / 2 + 1, n_mels, 0.0, 8000.0, SAMPLE_RATE as f64);
+            let mel = LogMel::new(n_mels);
+            for (row, span) in dense.iter().zip(&mel.filters) {
+                let nonzero = row.iter().filter(|w| **w != 0.0).count();
+                assert!(
+                    !span.weights.is_empty(),
+                    "a Slaney filter covers at least one bin"
+                );
+                assert_eq!(span.weights.iter().filter(|w| **w != 0.0).count(), nonzero);
+                assert!(
+                    span.weights.len() < 20,
+                    "a narrow span: {}",
+                    span.weights.len()
+                );
+            }
+        }
     }
 }
