@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-deps bench-encoders bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -80,8 +80,20 @@ test: test-deps nvrtc
 	$(CARGO) run -q -p sensorium --no-default-features -- run --source rtsp://127.0.0.1:9/x \
 	  -o /dev/null 2>&1 | grep "source kind 'rtsp' needs GStreamer, which this build"
 
-bench:
+# The quick set: the synchroniser's criterion bench and the encoders, front end and Q-Former
+# side by side with PyTorch (one round; `make bench-encoders` runs three).
+bench: bench-deps
 	$(CARGO) bench -p sensorium-engine --bench sync_window
+	python3 benches/bench_encoders.py --threads 2 --iters 10 --rounds 1
+
+# Every row of benches/bench_encoders.py, 3 rounds alternating with PyTorch.
+bench-encoders: bench-deps
+	python3 benches/bench_encoders.py --threads 2 --iters 10 --rounds 3
+
+# The peers' Python side (PyTorch, transformers, Pillow for CLIP's image processor), from pip
+# when missing.
+bench-deps:
+	python3 -c 'import torch, transformers, PIL' 2>/dev/null || python3 -m pip install -q torch transformers pillow
 
 # Live latency of the whole binary per stage (`sensorium bench`, 30 s each): the engine alone
 # and the tiny model stack, on a synthetic and a GStreamer test source; writes
