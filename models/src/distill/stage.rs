@@ -4,6 +4,7 @@
 //! and the teacher's top class, and hands the (student features, teacher logits) pair to the
 //! background trainer without waiting. Inference always uses the latest swapped-in student.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -152,12 +153,15 @@ impl DistillStage {
 
     /// Features of one frame: the frame stage's (see `AvFrameEncoder::with_distill`), or,
     /// for a frame that arrives without them (the stage used on its own), computed now.
-    fn frame_features(&self, f: &SyncedFrame) -> Result<Arc<DistillFeatures>, DistillError> {
+    fn frame_features<'f>(
+        &self,
+        f: &'f SyncedFrame,
+    ) -> Result<Cow<'f, DistillFeatures>, DistillError> {
         if let Some(ff) = f.features.as_ref().and_then(|x| x.distill()) {
-            return Ok(Arc::new(ff.clone()));
+            return Ok(Cow::Borrowed(ff));
         }
         self.computed.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(self.extractors.frame(f, f.features.as_deref())?))
+        Ok(Cow::Owned(self.extractors.frame(f, f.features.as_deref())?))
     }
 
     /// Pooled (audio, visual) features of a window's valid frames, and the mean audio SNR.
