@@ -7,10 +7,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::cpu;
 use crate::cuda::{AttnKernel, Gpu, LnVariant};
-use crate::device::Backend;
 use crate::dtype::{DType, Elem};
 use crate::error::Result;
-use crate::layer::{self, LayerConfig, LayerWeights, Scratch};
 
 use crate::params::{AttnBias, AttnParams, Causal};
 
@@ -240,60 +238,8 @@ pub fn check_norm_act<T: Elem>(
     ])
 }
 
-/// The composed layer on the GPU vs on the CPU with identical weights and inputs.
-pub fn check_layer<T: Elem>(
-    g: &Arc<Gpu>,
-    cfg: &LayerConfig,
-    batch: usize,
-    seed: u64,
-) -> Result<Vec<CheckResult>>
-where
-    cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
-{
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n = batch * cfg.slots() * cfg.slot_dim;
-    let m = batch * cfg.n_queries * cfg.query_dim;
-    let slots: Vec<T> = rand_vec(&mut rng, n);
-    let queries: Vec<T> = rand_vec(&mut rng, m);
-    let mut mask: Vec<u8> = vec![1; batch * cfg.frames];
-    if let Some(last) = mask.last_mut() {
-        *last = 0; // last window's last frame is padding
-    }
-    let mut outs = Vec::new();
-    for be in [Backend::Cpu, Backend::Cuda(g.clone())] {
-        let w = LayerWeights::<T>::random(cfg, &be, seed)?;
-        let mut s = Scratch::<T>::new(cfg, &be, batch)?;
-        let (si, qi, mk) = (be.upload(&slots)?, be.upload(&queries)?, be.upload(&mask)?);
-        let mut so = be.upload(&vec![T::from_f32(f32::NAN); n])?;
-        let mut qo = be.upload(&vec![T::from_f32(f32::NAN); m])?;
-        layer::forward(cfg, &be, &w, &mut s, &si, &qi, Some(&mk), &mut so, &mut qo)?;
-        outs.push((be.download(&so)?, be.download(&qo)?));
-    }
-    let t = tol(T::DTYPE);
-    let name = format!(
-        "layer {} b{batch} slots{}x{} queries{}x{}",
-        T::DTYPE.name(),
-        cfg.slots(),
-        cfg.slot_dim,
-        cfg.n_queries,
-        cfg.query_dim
-    );
-    Ok(vec![
-        CheckResult {
-            name: format!("{name} slots_out"),
-            rel_err: rel_err(&outs[1].0, &outs[0].0),
-            tol: t,
-        },
-        CheckResult {
-            name: format!("{name} queries_out"),
-            rel_err: rel_err(&outs[1].1, &outs[0].1),
-            tol: t,
-        },
-    ])
-}
-
 /// The full sweep the binary's `check` runs.
-pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
+pub fn run_all(g: &Arc<Gpu>) -> Result<Vec<CheckResult>> {
     let mut res = Vec::new();
     let mut seed = 1u64;
     let mut next = || {
@@ -375,25 +321,6 @@ pub fn run_all(g: &Arc<Gpu>, full_layer: bool) -> Result<Vec<CheckResult>> {
             }
         }
         g.set_ln_variant(LnVariant::BlockPerRow);
-    }
-    let small = LayerConfig {
-        slot_dim: 256,
-        slot_heads: 4,
-        slot_ffn: 512,
-        query_dim: 128,
-        query_heads: 2,
-        query_ffn: 256,
-        n_queries: 32,
-        slots_per_frame: 7,
-        frames: 3,
-        ..Default::default()
-    };
-    res.extend(check_layer::<f32>(g, &small, 3, next())?);
-    res.extend(check_layer::<half::bf16>(g, &small, 3, next())?);
-    if full_layer {
-        let fav = LayerConfig::default();
-        res.extend(check_layer::<f32>(g, &fav, 1, next())?);
-        res.extend(check_layer::<half::bf16>(g, &fav, 1, next())?);
     }
     Ok(res)
 }

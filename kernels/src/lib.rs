@@ -1,6 +1,8 @@
 //! Fused kernels for the causal Q-Former: CUDA C compiled at run time by NVRTC (through
 //! cudarc, loaded dynamically, so the build needs no toolkit), each with a plain-Rust CPU
-//! reference of the same signature, plus device selection and a composed Q-Former layer.
+//! reference of the same signature, plus device selection. (The Q-Former built on them is
+//! `sensorium_models::qformer::KernelQFormer`; the benchmark's FAVOR-shaped layer lives in
+//! `benches/qformer_kernels/`.)
 //!
 //! Layout conventions (all row-major, innermost dimension contiguous):
 //! - attention tensors are addressed by [`Strides`]: element (b, h, row, d) of X sits at
@@ -10,14 +12,12 @@
 //! - LayerNorm / bias+GELU work on [rows, dim].
 //! - linear weights are HF `[out, in]` (y = x W^T + b).
 
-pub mod bench;
 pub mod check;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod error;
-pub mod layer;
 
 pub mod ops;
 pub mod params;
@@ -26,6 +26,5 @@ pub use device::{Backend, DeviceSpec};
 pub use dtype::{DType, Elem};
 pub use error::{Error, Result};
 
-pub use layer::{LayerConfig, LayerWeights};
 pub use ops::Buf;
 pub use params::{AttnBias, AttnParams, Causal, Strides};

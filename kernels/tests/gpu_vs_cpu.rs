@@ -12,7 +12,7 @@ fn cuda_kernels_match_cpu_references() {
             return;
         }
     };
-    let res = check::run_all(&g, false).expect("check sweep");
+    let res = check::run_all(&g).expect("check sweep");
     let failed: Vec<_> = res.iter().filter(|r| !r.passed()).collect();
     assert!(
         failed.is_empty(),

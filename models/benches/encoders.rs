@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use sensorium_models::audio::AudioEncoder;
-use sensorium_models::qformer::{FrameInput, QFormer, QFormerStream, SlotContext, StreamFrame};
+use sensorium_models::qformer::{
+    FrameInput, QFormer, QFormerBackend, QFormerStream, SlotContext, StreamFrame,
+};
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::vision::VisionEncoder;
 
@@ -128,12 +130,12 @@ fn main() {
             .collect()
     };
     let w = st.window(&qf, &win(0)).unwrap();
-    qf.query_batch(&[w]).unwrap();
+    qf.query_batch(&[&w]).unwrap();
     let mut start = 0;
     let ms = median_ms(iters.min(28), || {
         start += 1;
         let w = st.window(&qf, &win(start)).unwrap();
-        qf.query_batch(&[w]).unwrap();
+        qf.query_batch(&[&w]).unwrap();
     });
     println!("RESULT qformer_window_incremental_stride1 {ms:.3}");
 }

@@ -14,8 +14,8 @@ use cudarc::cublas::{CudaBlas, Gemm};
 use sensorium_kernels::{Backend, DeviceSpec, Elem};
 use sensorium_models::ops::max_rel_err;
 use sensorium_models::qformer::{
-    FrameInput, KStream, KernelQFormer, MaskDirection, QFormer, QFormerConfig, QFormerOutput,
-    QFormerStream, SlotContext, StreamFrame,
+    FrameInput, KStream, KernelQFormer, MaskDirection, QFormer, QFormerBackend, QFormerConfig,
+    QFormerOutput, QFormerStream, SlotContext, StreamFrame,
 };
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -119,7 +119,7 @@ where
                         input: frames[i as usize].clone(),
                     })
                     .collect();
-                let kw = kq.window(&mut st, &w)?;
+                let kw = st.window(&kq, &w)?;
                 last = Some(kq.query_batch(&[&kw])?);
             }
             let last = last.ok_or("no window")?;
@@ -183,7 +183,7 @@ where
             be.sync()?;
             t0 = Instant::now();
         }
-        let w = kq.window(&mut st, &window(s, 10, inputs))?;
+        let w = st.window(&kq, &window(s, 10, inputs))?;
         out = Some(kq.query_batch(&[&w])?);
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
@@ -232,7 +232,7 @@ fn main() -> Res<()> {
                 t0 = Instant::now();
             }
             let w = st.window(&cq, &window(s, 10, &inputs))?;
-            cout = Some(cq.query_batch(&[w])?);
+            cout = Some(cq.query_batch(&[&w])?);
         }
         let cms = t0.elapsed().as_secs_f64() * 1e3 / nc as f64;
         let cout = cout.ok_or("no window")?;

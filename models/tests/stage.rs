@@ -12,7 +12,7 @@ use sensorium_engine::model::{FrameEncoder, WindowModel};
 use sensorium_engine::FrameFeatures;
 use sensorium_models::audio::AudioEncoder;
 use sensorium_models::ops::max_rel_err;
-use sensorium_models::qformer::{FrameInput, QFormer, QFormerConfig};
+use sensorium_models::qformer::{FrameInput, QFormer, QFormerBackend, QFormerConfig};
 use sensorium_models::stage::{AvFrameEncoder, AvTokens, QFormerWindowModel};
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::vision::VisionEncoder;

@@ -23,8 +23,9 @@ use crate::checkpoint::{LayerNorm, Linear};
 use crate::error::{ModelError, Result};
 use crate::ops::Activation;
 
+use super::backend::{CachedFrame, FullPlan, QFormerBackend};
 use super::blocks::BertAttention;
-use super::config::{MaskDirection, PositionMode, SlotContext};
+use super::config::MaskDirection;
 use super::model::{FrameInput, QFormer, QFormerOutput};
 use super::stream::StreamFrame;
 
@@ -328,52 +329,22 @@ where
         self.attn_out(a, &attn, x, rows)
     }
 
-    /// Reference (non-incremental) slot side, as [`QFormer::window_kv_full`].
-    pub fn window_full(
-        &self,
-        frames: &[FrameInput],
-        valid: &[bool],
-        first_index: u64,
-        k: usize,
-    ) -> Result<KWindow<T>> {
-        let n = frames.len();
-        if n == 0 || k == 0 || k > n || valid.len() != n {
-            return Err(ModelError::InvalidInput(format!(
-                "forward_sequence needs 1 <= k <= frames ({k}, {n}) and one flag per frame ({})",
-                valid.len()
-            )));
-        }
+    /// A window's slot side recomputed from `plan` (see [`QFormerBackend::slot_side`]).
+    fn slot_side_of(&self, plan: &FullPlan<'_>) -> Result<KWindow<T>> {
         let cfg = &self.qf.cfg;
-        let start = if cfg.context == SlotContext::Window {
-            n - k
-        } else {
-            0
-        };
-        let (frames, valid) = (&frames[start..], &valid[start..]);
-        let first = first_index + start as u64;
-        let n = frames.len();
-        let positions: Vec<u64> = (0..n as u64)
-            .map(|i| match cfg.positions {
-                PositionMode::Absolute => first + i,
-                PositionMode::Window => i.saturating_sub((n - k) as u64),
-            })
-            .collect();
-        let band = match cfg.context {
-            SlotContext::Lookback => cfg.lookback,
-            SlotContext::Window => usize::MAX,
-        };
-        let refs: Vec<&FrameInput> = frames.iter().collect();
-        let mut x = self.embed(&refs, &positions)?;
+        let (n, k, ctx) = (plan.frames.len(), plan.k, plan.context());
+        let refs: Vec<&FrameInput> = plan.frames.iter().collect();
+        let mut x = self.embed(&refs, &plan.positions)?;
         let (s, ws, h) = (cfg.slots_per_frame, cfg.slot_width(), cfg.hidden_size);
         let mut kv = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             if let Some(c) = &layer.causal {
-                x = self.slot_layer_full(c, &x, valid, band)?;
+                x = self.slot_layer_full(c, &x, plan.valid, plan.band)?;
             }
             let mut out = self.be.zeros::<T>(k * s * 2 * h)?;
             self.be.linear_rows(
                 &x,
-                (n - k) * s,
+                ctx * s,
                 &layer.cross.proj,
                 &mut out,
                 0,
@@ -383,26 +354,15 @@ where
             )?;
             kv.push(out);
         }
+        debug_assert_eq!(n, ctx + k);
         Ok(KWindow {
             kv,
-            mask: valid[n - k..].iter().map(|b| u8::from(*b)).collect(),
+            mask: plan.valid[ctx..].iter().map(|b| u8::from(*b)).collect(),
         })
     }
 
-    /// As [`QFormer::forward_sequence`].
-    pub fn forward_sequence(
-        &self,
-        frames: &[FrameInput],
-        valid: &[bool],
-        first_index: u64,
-        k: usize,
-    ) -> Result<QFormerOutput> {
-        let w = self.window_full(frames, valid, first_index, k)?;
-        self.query_batch(&[&w])
-    }
-
-    /// The query side for windows of equal length, as [`QFormer::query_batch`].
-    pub fn query_batch(&self, windows: &[&KWindow<T>]) -> Result<QFormerOutput> {
+    /// The query side for windows of equal length (see [`QFormerBackend::query_batch`]).
+    fn query_batch_of(&self, windows: &[&KWindow<T>]) -> Result<QFormerOutput> {
         let Some(first) = windows.first() else {
             return Err(ModelError::InvalidInput("no windows to run".into()));
         };
@@ -507,88 +467,76 @@ where
     }
 }
 
-/// Per-stream state on the backend (see the module docs): rings of slot Q|K|V rows and of
-/// cross K|V rows per layer.
-pub struct KStream<T> {
-    /// Per ring slot of the lookback ring: (frame index, valid).
-    slot_meta: Vec<Option<(u64, bool)>>,
+/// The kernels backend's per-stream cache (see the module docs): per layer with causal slots
+/// a ring of the last `lookback` frames' slot Q|K|V rows (frame `j` at ring slot
+/// `j % lookback`), and per layer a ring of the last `max(lookback, k)` frames' cross K|V
+/// rows (frame `j` at `j % cap`). Which frames the rings hold is the stream's business
+/// ([`super::QFormerStream`]); a cleared cache keeps its buffers for reuse.
+pub struct KCache<T> {
     slot_rings: Vec<Buf<T>>,
-    /// Per ring slot of the cross ring.
-    cross_meta: Vec<Option<(u64, bool)>>,
     cross_rings: Vec<Buf<T>>,
-    last: Option<u64>,
-    /// Frames pushed through the slot layers (for metrics and tests).
-    pub frames_computed: u64,
+    /// Frames each cross ring holds (0 until the first window).
+    cap: usize,
 }
 
-impl<T: Elem> Default for KStream<T> {
+impl<T> Default for KCache<T> {
     fn default() -> Self {
         Self {
-            slot_meta: Vec::new(),
             slot_rings: Vec::new(),
-            cross_meta: Vec::new(),
             cross_rings: Vec::new(),
-            last: None,
-            frames_computed: 0,
+            cap: 0,
         }
     }
 }
 
-impl<T: Elem> KStream<T> {
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// A stream on the kernels backend.
+pub type KStream<T> = super::QFormerStream<KernelQFormer<T>>;
 
-    /// Drops all cached state (buffers are kept for reuse).
-    pub fn reset(&mut self) {
-        self.slot_meta.iter_mut().for_each(|m| *m = None);
-        self.cross_meta.iter_mut().for_each(|m| *m = None);
-        self.last = None;
-    }
-}
-
-impl<T: Elem> KernelQFormer<T>
+impl<T: Elem> QFormerBackend for KernelQFormer<T>
 where
     CudaBlas: Gemm<T>,
 {
-    fn alloc_stream(&self, st: &mut KStream<T>, k: usize) -> Result<()> {
+    type Cache = KCache<T>;
+    type Window = KWindow<T>;
+
+    fn model(&self) -> &QFormer {
+        &self.qf
+    }
+
+    fn reserve(&self, cache: &mut KCache<T>, k: usize) -> Result<()> {
         let cfg = &self.qf.cfg;
         let (s, ws, h) = (cfg.slots_per_frame, cfg.slot_width(), cfg.hidden_size);
         let l = cfg.lookback;
-        if st.slot_rings.is_empty() {
-            st.slot_meta = vec![None; l];
+        if cache.slot_rings.is_empty() {
             for layer in &self.layers {
                 if layer.causal.is_some() {
-                    st.slot_rings.push(self.be.zeros::<T>(l * s * 3 * ws)?);
+                    cache.slot_rings.push(self.be.zeros::<T>(l * s * 3 * ws)?);
                 }
             }
         }
         let cap = l.max(k);
-        if st.cross_meta.len() < cap {
-            if !st.cross_meta.is_empty() {
+        if cache.cap < cap {
+            if cache.cap != 0 {
                 return Err(ModelError::InvalidInput(format!(
                     "window of {k} frames exceeds this stream's cache of {} frames (set by its \
-                     first window); reset the stream to change the window length",
-                    st.cross_meta.len()
+                     first window); start a new stream to change the window length",
+                    cache.cap
                 )));
             }
-            st.cross_meta = vec![None; cap];
-            st.cross_rings = (0..self.layers.len())
+            cache.cross_rings = (0..self.layers.len())
                 .map(|_| self.be.zeros::<T>(cap * s * 2 * h))
                 .collect::<std::result::Result<_, _>>()?;
+            cache.cap = cap;
         }
         Ok(())
     }
 
-    fn push(&self, st: &mut KStream<T>, f: &StreamFrame) -> Result<()> {
-        if let Some(last) = st.last {
-            if f.index <= last {
-                return Ok(()); // already computed (overlapping window)
-            }
-            if f.index != last + 1 {
-                st.reset();
-            }
-        }
+    fn push_frame(
+        &self,
+        cache: &mut KCache<T>,
+        prev: &[CachedFrame],
+        f: &StreamFrame,
+    ) -> Result<()> {
         let cfg = &self.qf.cfg;
         let (s, ws, h, l) = (
             cfg.slots_per_frame,
@@ -596,21 +544,25 @@ where
             cfg.hidden_size,
             cfg.lookback,
         );
+        if cache.cap == 0 {
+            return Err(ModelError::InvalidInput("stream cache not reserved".into()));
+        }
         let slot = (f.index % l as u64) as usize;
-        st.slot_meta[slot] = Some((f.index, f.valid));
-        let mask: Vec<u8> = st
-            .slot_meta
-            .iter()
-            .map(|m| u8::from(m.is_some_and(|(j, v)| v && j <= f.index && j + l as u64 > f.index)))
-            .collect();
+        // Key mask over the lookback ring: the frames inside the lookback that are valid.
+        let mut mask = vec![0u8; l];
+        for c in prev.iter().chain(std::iter::once(&CachedFrame {
+            index: f.index,
+            valid: f.valid,
+        })) {
+            mask[(c.index % l as u64) as usize] = u8::from(c.valid);
+        }
         let mask = self.be.upload(&mask)?;
         let mut x = self.embed(&[&f.input], &[f.index])?;
-        let cap = st.cross_meta.len();
-        let cslot = (f.index % cap as u64) as usize;
+        let cslot = (f.index % cache.cap as u64) as usize;
         let mut ring = 0;
         for (li, layer) in self.layers.iter().enumerate() {
             if let Some(a) = &layer.causal {
-                let buf = &mut st.slot_rings[ring];
+                let buf = &mut cache.slot_rings[ring];
                 ring += 1;
                 self.be
                     .linear_rows(&x, 0, &a.proj, buf, slot * s, s, ws, 3 * ws)?;
@@ -624,7 +576,7 @@ where
                 p.offsets = [slot * s * 3 * ws, ws, 2 * ws, 0];
                 p.key_frames = l;
                 let mut attn = self.be.zeros::<T>(s * ws)?;
-                let buf = &st.slot_rings[ring - 1];
+                let buf = &cache.slot_rings[ring - 1];
                 self.be.attention(
                     &p,
                     buf,
@@ -640,75 +592,48 @@ where
                 &x,
                 0,
                 &layer.cross.proj,
-                &mut st.cross_rings[li],
+                &mut cache.cross_rings[li],
                 cslot * s,
                 s,
                 ws,
                 2 * h,
             )?;
         }
-        st.cross_meta[cslot] = Some((f.index, f.valid));
-        st.last = Some(f.index);
-        st.frames_computed += 1;
         Ok(())
     }
 
-    /// The slot side of one window, as [`super::QFormerStream::window`]: incremental when the
-    /// config allows it, else recomputed from the window's frames.
-    pub fn window(&self, st: &mut KStream<T>, frames: &[StreamFrame]) -> Result<KWindow<T>> {
-        let k = frames.len();
-        if k == 0 {
-            return Err(ModelError::InvalidInput("empty window".into()));
-        }
-        if frames.windows(2).any(|w| w[1].index != w[0].index + 1) {
-            return Err(ModelError::InvalidInput(
-                "window frames must have contiguous indices".into(),
-            ));
-        }
-        if !self.qf.cfg.incremental() {
-            let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
-            let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
-            st.frames_computed += k as u64;
-            return self.window_full(&inputs, &valid, frames[0].index, k);
-        }
-        self.alloc_stream(st, k)?;
-        if st.last.is_some_and(|b| b + 1 < frames[0].index) {
-            st.reset();
-        }
-        for f in frames {
-            self.push(st, f)?;
-        }
+    fn clear(&self, _cache: &mut KCache<T>) {
+        // The rings are addressed by frame index and masked by the stream's list of cached
+        // frames: nothing to drop.
+    }
+
+    fn gather(&self, cache: &KCache<T>, window: &[CachedFrame]) -> Result<KWindow<T>> {
         let cfg = &self.qf.cfg;
-        let (s, h) = (cfg.slots_per_frame, cfg.hidden_size);
-        let cap = st.cross_meta.len();
-        let per = s * 2 * h;
-        let first = frames[0].index;
-        let mut mask = Vec::with_capacity(k);
-        let mut slots = Vec::with_capacity(k);
-        for idx in first..first + k as u64 {
-            let c = (idx % cap as u64) as usize;
-            match st.cross_meta[c] {
-                Some((j, v)) if j == idx => {
-                    mask.push(u8::from(v));
-                    slots.push(c);
-                }
-                _ => {
-                    return Err(ModelError::InvalidInput(format!(
-                        "window starting at frame {first} is older than the stream's cache"
-                    )))
-                }
-            }
-        }
-        let kv = (0..self.layers.len())
-            .map(|l| {
-                let mut out = self.be.zeros::<T>(k * per)?;
-                for (i, c) in slots.iter().enumerate() {
-                    self.be
-                        .copy(&st.cross_rings[l], c * per, &mut out, i * per, per)?;
+        let per = cfg.slots_per_frame * 2 * cfg.hidden_size;
+        let cap = cache.cap.max(1) as u64;
+        let kv = cache
+            .cross_rings
+            .iter()
+            .map(|ring| {
+                let mut out = self.be.zeros::<T>(window.len() * per)?;
+                for (i, c) in window.iter().enumerate() {
+                    let slot = (c.index % cap) as usize;
+                    self.be.copy(ring, slot * per, &mut out, i * per, per)?;
                 }
                 Ok(out)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(KWindow { kv, mask })
+        Ok(KWindow {
+            kv,
+            mask: window.iter().map(|c| u8::from(c.valid)).collect(),
+        })
+    }
+
+    fn slot_side(&self, plan: &FullPlan<'_>) -> Result<KWindow<T>> {
+        self.slot_side_of(plan)
+    }
+
+    fn query_batch(&self, windows: &[&KWindow<T>]) -> Result<QFormerOutput> {
+        self.query_batch_of(windows)
     }
 }

@@ -3,6 +3,7 @@
 //! self-attention over frames, learned queries cross-attending to the window's slots, and a
 //! projection to the LLM width; plus incremental streaming with per-layer caches.
 
+pub mod backend;
 pub mod blocks;
 pub mod config;
 pub mod fused;
@@ -10,8 +11,9 @@ pub mod model;
 pub mod runner;
 pub mod stream;
 
+pub use backend::{CachedFrame, FullPlan, QFormerBackend};
 pub use config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
-pub use fused::{KStream, KWindow, KernelQFormer};
-pub use model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
-pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision};
+pub use fused::{KCache, KStream, KWindow, KernelQFormer};
+pub use model::{pool_window_audio, CandleCache, FrameInput, QFormer, QFormerOutput, WindowKv};
+pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision, Variant};
 pub use stream::{QFormerStream, StreamFrame};

@@ -34,7 +34,7 @@
 //! All names except `causal_attention` and `visual_pre_qformer_proj` are FAVOR's own
 //! state-dict names, so FAVOR-style weights load as they are.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -44,8 +44,10 @@ use crate::error::{ModelError, Result};
 use crate::ops::{Activation, MASK_NEG};
 use crate::tokens::{self, SlotMode};
 
+use super::backend::{CachedFrame, FullPlan, QFormerBackend};
 use super::blocks::{BertAttention, QFormerLayer, QueryFfn};
-use super::config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
+use super::config::{MaskDirection, QFormerConfig, SlotContext};
+use super::stream::StreamFrame;
 
 /// One frame's encoder outputs as the Q-Former takes them. `None` = modality missing for
 /// this frame (its half of every slot is zero, FAVOR's 0/1 modality mask).
@@ -57,7 +59,7 @@ pub struct FrameInput {
     pub visual: Option<Tensor>,
 }
 
-/// [`AudioSync::Window`]: each run of `k` frames, counted back from the last one (the
+/// [`super::AudioSync::Window`]: each run of `k` frames, counted back from the last one (the
 /// window, then the windows before it that the lookback reaches), gets the mean of its valid
 /// frames' audio tokens in place of each frame's own; pictures are untouched.
 pub fn pool_window_audio(
@@ -390,7 +392,7 @@ impl QFormer {
         Ok(Tensor::cat(&[&a, &v], 1)?)
     }
 
-    /// Position id of slot 0 of a frame whose position index is `p` (see [`PositionMode`]).
+    /// Position id of slot 0 of a frame whose position index is `p` (see [`super::config::PositionMode`]).
     pub fn position_base(&self, p: u64) -> usize {
         let period = self.cfg.position_period() as u64;
         (p % period) as usize * self.cfg.slots_per_frame
@@ -474,85 +476,131 @@ impl QFormer {
             projected,
         })
     }
+}
 
-    /// Reference (non-incremental) computation: pushes `frames` (a contiguous run of one
-    /// stream; `first_index` = stream index of `frames[0]`) through the slot layers at once
-    /// and runs the queries over the last `k` frames. With `SlotContext::Window` only the
-    /// last `k` frames are used at all (FAVOR); with `Lookback`, give the frames from the
-    /// stream start (or at least `layers * (lookback - 1)` frames before the window) to get
-    /// exactly what streaming computes.
-    pub fn forward_sequence(
-        &self,
-        frames: &[FrameInput],
-        valid: &[bool],
-        first_index: u64,
-        k: usize,
-    ) -> Result<QFormerOutput> {
-        let w = self.window_kv_full(frames, valid, first_index, k)?;
-        self.query_forward(&w.kv, &w.mask)
+/// One cached frame's K/V at one layer (candle backend).
+#[derive(Debug)]
+pub struct LayerKv {
+    /// The frame's causal-attention K/V at the layer's input (`None` without causal slots).
+    self_kv: Option<(Tensor, Tensor)>,
+    /// The frame's cross-attention K/V of the layer's slot states.
+    cross_kv: (Tensor, Tensor),
+}
+
+/// The candle backend's per-stream cache: each cached frame's per-layer K/V by frame index.
+pub type CandleCache = BTreeMap<u64, Vec<LayerKv>>;
+
+impl QFormerBackend for QFormer {
+    type Cache = CandleCache;
+    type Window = WindowKv;
+
+    fn model(&self) -> &QFormer {
+        self
     }
 
-    /// The slot side of [`Self::forward_sequence`]: per-layer cross K/V of the last `k`
-    /// frames and their key mask.
-    pub fn window_kv_full(
+    fn push_frame(
         &self,
-        frames: &[FrameInput],
-        valid: &[bool],
-        first_index: u64,
-        k: usize,
-    ) -> Result<WindowKv> {
-        let pooled;
-        let frames = if self.cfg.audio_sync == AudioSync::Window {
-            pooled = pool_window_audio(frames, valid, k)?;
-            &pooled[..]
-        } else {
-            frames
-        };
-        let n = frames.len();
-        if n == 0 || k == 0 || k > n || valid.len() != n {
-            return Err(ModelError::InvalidInput(format!(
-                "forward_sequence needs 1 <= k <= frames ({k}, {n}) and one flag per frame ({})",
-                valid.len()
-            )));
+        cache: &mut CandleCache,
+        prev: &[CachedFrame],
+        f: &StreamFrame,
+    ) -> Result<()> {
+        let inconsistent = || ModelError::InvalidInput("slot cache is inconsistent".into());
+        let prev_kv = prev
+            .iter()
+            .map(|p| cache.get(&p.index).ok_or_else(inconsistent))
+            .collect::<Result<Vec<_>>>()?;
+        let mut valid: Vec<bool> = prev.iter().map(|c| c.valid).collect();
+        valid.push(f.valid);
+        let kmask = self.key_mask(&valid)?;
+        let mut x = self.embed(&self.assemble(&f.input)?, &[f.index])?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let self_kv = match &layer.causal {
+                Some(c) => {
+                    let (k, v) = c.kv(&x)?;
+                    let mut ks = Vec::with_capacity(prev.len() + 1);
+                    let mut vs = Vec::with_capacity(prev.len() + 1);
+                    for p in &prev_kv {
+                        let (pk, pv) = p[l].self_kv.as_ref().ok_or_else(inconsistent)?;
+                        ks.push(pk);
+                        vs.push(pv);
+                    }
+                    ks.push(&k);
+                    vs.push(&v);
+                    x = c.attend(
+                        &x,
+                        &Tensor::cat(&ks, 2)?,
+                        &Tensor::cat(&vs, 2)?,
+                        Some(&kmask),
+                    )?;
+                    Some((k, v))
+                }
+                None => None,
+            };
+            layers.push(LayerKv {
+                self_kv,
+                cross_kv: layer.cross.kv(&x)?,
+            });
         }
-        let start = if self.cfg.context == SlotContext::Window {
-            n - k
-        } else {
-            0
-        };
-        let (frames, valid) = (&frames[start..], &valid[start..]);
-        let first = first_index + start as u64;
-        let n = frames.len();
-        let positions: Vec<u64> = (0..n as u64)
-            .map(|i| match self.cfg.positions {
-                PositionMode::Absolute => first + i,
-                PositionMode::Window => i.saturating_sub((n - k) as u64),
+        cache.insert(f.index, layers);
+        Ok(())
+    }
+
+    fn evict(&self, cache: &mut CandleCache, index: u64) {
+        cache.remove(&index);
+    }
+
+    fn clear(&self, cache: &mut CandleCache) {
+        cache.clear();
+    }
+
+    fn gather(&self, cache: &CandleCache, window: &[CachedFrame]) -> Result<WindowKv> {
+        let win = window
+            .iter()
+            .map(|c| {
+                cache.get(&c.index).ok_or_else(|| {
+                    ModelError::InvalidInput(format!("frame {} is not cached", c.index))
+                })
             })
-            .collect();
-        let raw = frames
+            .collect::<Result<Vec<_>>>()?;
+        let kv = (0..self.layers.len())
+            .map(|l| {
+                let ks: Vec<&Tensor> = win.iter().map(|c| &c[l].cross_kv.0).collect();
+                let vs: Vec<&Tensor> = win.iter().map(|c| &c[l].cross_kv.1).collect();
+                Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let valid: Vec<bool> = window.iter().map(|c| c.valid).collect();
+        Ok(WindowKv {
+            kv,
+            mask: self.key_mask(&valid)?,
+        })
+    }
+
+    fn slot_side(&self, plan: &FullPlan<'_>) -> Result<WindowKv> {
+        let raw = plan
+            .frames
             .iter()
             .map(|f| self.assemble(f))
             .collect::<Result<Vec<_>>>()?;
-        let mut x = self.embed(&Tensor::cat(&raw, 0)?, &positions)?;
-        let mask = self.slot_mask(valid)?;
-        let s = self.cfg.slots_per_frame;
+        let mut x = self.embed(&Tensor::cat(&raw, 0)?, &plan.positions)?;
+        let mask = self.slot_mask(plan.valid)?;
+        let (s, k, ctx) = (self.cfg.slots_per_frame, plan.k, plan.context());
         let mut kv = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             if let Some(c) = &layer.causal {
                 x = c.forward(&x, &x, Some(&mask))?;
             }
-            let win = x.narrow(1, (n - k) * s, k * s)?;
+            let win = x.narrow(1, ctx * s, k * s)?;
             kv.push(layer.cross.kv(&win)?);
         }
         Ok(WindowKv {
             kv,
-            mask: self.key_mask(&valid[n - k..])?,
+            mask: self.key_mask(&plan.valid[ctx..])?,
         })
     }
 
-    /// Runs the queries for several windows at once (e.g. one per stream); all windows
-    /// must have the same number of frames.
-    pub fn query_batch(&self, windows: &[WindowKv]) -> Result<QFormerOutput> {
+    fn query_batch(&self, windows: &[&WindowKv]) -> Result<QFormerOutput> {
         let Some(first) = windows.first() else {
             return Err(ModelError::InvalidInput("no windows to run".into()));
         };

@@ -1,4 +1,4 @@
-//! One Q-Former handle for `--device auto|cpu|cuda[:N]`: the candle path on the CPU, the
+//! One Q-Former handle for `--device auto|cpu|cuda[:N]`: the candle backend on the CPU, the
 //! fused kernels ([`KernelQFormer`]) on a CUDA device, chosen at run time from the same
 //! binary. `auto` takes CUDA device 0 when a driver, NVRTC, cuBLAS and a device are there,
 //! else says once why not ("no CUDA device: ...") and runs on the CPU.
@@ -8,9 +8,9 @@ use sensorium_kernels::{Backend, DeviceSpec};
 
 use crate::error::Result;
 
-use super::config::AudioSync;
-use super::fused::{KStream, KWindow, KernelQFormer};
-use super::model::{pool_window_audio, FrameInput, QFormer, QFormerOutput, WindowKv};
+use super::backend::QFormerBackend;
+use super::fused::{KWindow, KernelQFormer};
+use super::model::{FrameInput, QFormer, QFormerOutput, WindowKv};
 use super::stream::{QFormerStream, StreamFrame};
 
 /// Storage type of the kernels path (arithmetic is f32 either way).
@@ -26,9 +26,11 @@ pub enum StoragePrecision {
     F16,
 }
 
-/// The Q-Former on the device picked by a `--device` value.
+/// The Q-Former on the device picked by a `--device` value: one backend of
+/// [`QFormerBackend`], chosen at run time. Every method is the backend's, through
+/// [`Variant`]; the window and stream logic is [`QFormerStream`]'s, the same for all.
 pub enum QFormerRunner {
-    /// candle on the CPU.
+    /// candle (CPU tensors).
     Candle(Box<QFormer>),
     /// Fused kernels, f32 storage.
     KernelsF32(Box<KernelQFormer<f32>>),
@@ -40,10 +42,10 @@ pub enum QFormerRunner {
 
 /// A stream's cache for the matching runner variant.
 pub enum RunnerStream {
-    Candle(QFormerStream),
-    KernelsF32(KStream<f32>),
-    KernelsBf16(KStream<bf16>),
-    KernelsF16(KStream<f16>),
+    Candle(QFormerStream<QFormer>),
+    KernelsF32(QFormerStream<KernelQFormer<f32>>),
+    KernelsBf16(QFormerStream<KernelQFormer<bf16>>),
+    KernelsF16(QFormerStream<KernelQFormer<f16>>),
 }
 
 /// A window's slot side for the matching runner variant.
@@ -54,10 +56,78 @@ pub enum RunnerWindow {
     KernelsF16(KWindow<f16>),
 }
 
+/// A backend as one variant of the runner's three enums: how its streams and windows are
+/// wrapped and unwrapped.
+pub trait Variant: QFormerBackend + Sized {
+    fn stream(st: &mut RunnerStream) -> Option<&mut QFormerStream<Self>>;
+    fn wrap_stream(st: QFormerStream<Self>) -> RunnerStream;
+    fn window(w: &RunnerWindow) -> Option<&Self::Window>;
+    fn wrap_window(w: Self::Window) -> RunnerWindow;
+}
+
+macro_rules! variant {
+    ($ty:ty, $name:ident) => {
+        impl Variant for $ty {
+            fn stream(st: &mut RunnerStream) -> Option<&mut QFormerStream<Self>> {
+                match st {
+                    RunnerStream::$name(s) => Some(s),
+                    _ => None,
+                }
+            }
+            fn wrap_stream(st: QFormerStream<Self>) -> RunnerStream {
+                RunnerStream::$name(st)
+            }
+            fn window(w: &RunnerWindow) -> Option<&Self::Window> {
+                match w {
+                    RunnerWindow::$name(w) => Some(w),
+                    _ => None,
+                }
+            }
+            fn wrap_window(w: Self::Window) -> RunnerWindow {
+                RunnerWindow::$name(w)
+            }
+        }
+    };
+}
+
+variant!(QFormer, Candle);
+variant!(KernelQFormer<f32>, KernelsF32);
+variant!(KernelQFormer<bf16>, KernelsBf16);
+variant!(KernelQFormer<f16>, KernelsF16);
+
+/// Runs `$body` with `$q` bound to the runner's backend, whichever it is.
+macro_rules! with_backend {
+    ($runner:expr, $q:ident => $body:expr) => {
+        match $runner {
+            QFormerRunner::Candle($q) => $body,
+            QFormerRunner::KernelsF32($q) => $body,
+            QFormerRunner::KernelsBf16($q) => $body,
+            QFormerRunner::KernelsF16($q) => $body,
+        }
+    };
+}
+
 fn mismatch() -> crate::error::ModelError {
     crate::error::ModelError::InvalidInput(
         "stream or window belongs to a Q-Former runner on another device".into(),
     )
+}
+
+fn window_on<B: Variant>(
+    b: &B,
+    st: &mut RunnerStream,
+    frames: &[StreamFrame],
+) -> Result<RunnerWindow> {
+    let st = B::stream(st).ok_or_else(mismatch)?;
+    Ok(B::wrap_window(st.window(b, frames)?))
+}
+
+fn query_on<B: Variant>(b: &B, windows: &[RunnerWindow]) -> Result<QFormerOutput> {
+    let w = windows
+        .iter()
+        .map(|w| B::window(w).ok_or_else(mismatch))
+        .collect::<Result<Vec<_>>>()?;
+    b.query_batch(&w)
 }
 
 impl QFormerRunner {
@@ -75,23 +145,25 @@ impl QFormerRunner {
     }
 
     /// Runs `qf` on an opened backend: the CPU backend means candle (the kernels' CPU
-    /// references are for tests), CUDA means the kernels.
+    /// references are for tests, see [`Self::kernels`]), CUDA means the kernels.
     pub fn on(qf: QFormer, be: Backend, precision: StoragePrecision) -> Result<Self> {
-        Ok(match (&be, precision) {
-            (Backend::Cpu, _) => Self::Candle(Box::new(qf)),
-            (Backend::Cuda(_), StoragePrecision::F32) => {
-                Self::KernelsF32(Box::new(KernelQFormer::new(qf, be)?))
-            }
-            (Backend::Cuda(_), StoragePrecision::Bf16) => {
-                Self::KernelsBf16(Box::new(KernelQFormer::new(qf, be)?))
-            }
-            (Backend::Cuda(_), StoragePrecision::F16) => {
-                Self::KernelsF16(Box::new(KernelQFormer::new(qf, be)?))
-            }
+        match be {
+            Backend::Cpu => Ok(Self::Candle(Box::new(qf))),
+            Backend::Cuda(_) => Self::kernels(qf, be, precision),
+        }
+    }
+
+    /// Runs `qf` on the fused kernels of `be`, whichever backend it is (on
+    /// [`Backend::Cpu`], the kernels' plain-Rust references: slow, for tests).
+    pub fn kernels(qf: QFormer, be: Backend, precision: StoragePrecision) -> Result<Self> {
+        Ok(match precision {
+            StoragePrecision::F32 => Self::KernelsF32(Box::new(KernelQFormer::new(qf, be)?)),
+            StoragePrecision::Bf16 => Self::KernelsBf16(Box::new(KernelQFormer::new(qf, be)?)),
+            StoragePrecision::F16 => Self::KernelsF16(Box::new(KernelQFormer::new(qf, be)?)),
         })
     }
 
-    /// "cpu (candle)" or the CUDA device's description.
+    /// "cpu (candle)" or the kernels' device and storage type.
     pub fn describe(&self) -> String {
         match self {
             Self::Candle(_) => "cpu (candle)".into(),
@@ -103,105 +175,25 @@ impl QFormerRunner {
 
     /// The candle model (config, front end).
     pub fn model(&self) -> &QFormer {
-        match self {
-            Self::Candle(q) => q,
-            Self::KernelsF32(k) => &k.qf,
-            Self::KernelsBf16(k) => &k.qf,
-            Self::KernelsF16(k) => &k.qf,
-        }
+        with_backend!(self, q => q.model())
     }
 
     /// A fresh per-stream cache for this runner.
     pub fn new_stream(&self) -> RunnerStream {
-        match self {
-            Self::Candle(_) => RunnerStream::Candle(QFormerStream::new()),
-            Self::KernelsF32(_) => RunnerStream::KernelsF32(KStream::new()),
-            Self::KernelsBf16(_) => RunnerStream::KernelsBf16(KStream::new()),
-            Self::KernelsF16(_) => RunnerStream::KernelsF16(KStream::new()),
+        fn fresh<B: Variant>(_: &B) -> RunnerStream {
+            B::wrap_stream(QFormerStream::new())
         }
+        with_backend!(self, q => fresh(&**q))
     }
 
     /// The slot side of one window of a stream (see [`QFormerStream::window`]).
     pub fn window(&self, st: &mut RunnerStream, frames: &[StreamFrame]) -> Result<RunnerWindow> {
-        let pooled;
-        let frames = if self.model().cfg.audio_sync == AudioSync::Window {
-            let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
-            let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
-            let audio = pool_window_audio(&inputs, &valid, frames.len())?;
-            pooled = frames
-                .iter()
-                .zip(audio)
-                .map(|(f, input)| StreamFrame {
-                    index: f.index,
-                    valid: f.valid,
-                    input,
-                })
-                .collect::<Vec<_>>();
-            &pooled[..]
-        } else {
-            frames
-        };
-        Ok(match (self, st) {
-            (Self::Candle(q), RunnerStream::Candle(s)) => {
-                RunnerWindow::Candle(s.window(q, frames)?)
-            }
-            (Self::KernelsF32(k), RunnerStream::KernelsF32(s)) => {
-                RunnerWindow::KernelsF32(k.window(s, frames)?)
-            }
-            (Self::KernelsBf16(k), RunnerStream::KernelsBf16(s)) => {
-                RunnerWindow::KernelsBf16(k.window(s, frames)?)
-            }
-            (Self::KernelsF16(k), RunnerStream::KernelsF16(s)) => {
-                RunnerWindow::KernelsF16(k.window(s, frames)?)
-            }
-            _ => return Err(mismatch()),
-        })
+        with_backend!(self, q => window_on(&**q, st, frames))
     }
 
-    /// The queries over windows of equal length (see [`QFormer::query_batch`]).
+    /// The queries over windows of equal length (see [`QFormerBackend::query_batch`]).
     pub fn query_batch(&self, windows: &[RunnerWindow]) -> Result<QFormerOutput> {
-        match self {
-            Self::Candle(q) => {
-                let w = windows
-                    .iter()
-                    .map(|w| match w {
-                        RunnerWindow::Candle(w) => Ok(w.clone()),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                q.query_batch(&w)
-            }
-            Self::KernelsF32(k) => {
-                let w = windows
-                    .iter()
-                    .map(|w| match w {
-                        RunnerWindow::KernelsF32(w) => Ok(w),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                k.query_batch(&w)
-            }
-            Self::KernelsBf16(k) => {
-                let w = windows
-                    .iter()
-                    .map(|w| match w {
-                        RunnerWindow::KernelsBf16(w) => Ok(w),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                k.query_batch(&w)
-            }
-            Self::KernelsF16(k) => {
-                let w = windows
-                    .iter()
-                    .map(|w| match w {
-                        RunnerWindow::KernelsF16(w) => Ok(w),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                k.query_batch(&w)
-            }
-        }
+        with_backend!(self, q => query_on(&**q, windows))
     }
 
     /// Runs one window of `frames` silent, black frames and its queries through the model
@@ -231,7 +223,7 @@ impl QFormerRunner {
         Ok(())
     }
 
-    /// Non-incremental reference (see [`QFormer::forward_sequence`]).
+    /// Non-incremental reference (see [`QFormerBackend::forward_sequence`]).
     pub fn forward_sequence(
         &self,
         frames: &[FrameInput],
@@ -239,11 +231,28 @@ impl QFormerRunner {
         first_index: u64,
         k: usize,
     ) -> Result<QFormerOutput> {
+        with_backend!(self, q => q.forward_sequence(frames, valid, first_index, k))
+    }
+}
+
+impl RunnerStream {
+    /// Frames this stream pushed through the slot layers.
+    pub fn frames_computed(&self) -> u64 {
         match self {
-            Self::Candle(q) => q.forward_sequence(frames, valid, first_index, k),
-            Self::KernelsF32(q) => q.forward_sequence(frames, valid, first_index, k),
-            Self::KernelsBf16(q) => q.forward_sequence(frames, valid, first_index, k),
-            Self::KernelsF16(q) => q.forward_sequence(frames, valid, first_index, k),
+            Self::Candle(s) => s.frames_computed,
+            Self::KernelsF32(s) => s.frames_computed,
+            Self::KernelsBf16(s) => s.frames_computed,
+            Self::KernelsF16(s) => s.frames_computed,
+        }
+    }
+
+    /// Frames this stream holds in its cache.
+    pub fn cached(&self) -> usize {
+        match self {
+            Self::Candle(s) => s.cached(),
+            Self::KernelsF32(s) => s.cached(),
+            Self::KernelsBf16(s) => s.cached(),
+            Self::KernelsF16(s) => s.cached(),
         }
     }
 }

@@ -1,40 +1,27 @@
-//! Incremental streaming for the causal Q-Former: each frame is pushed through the slot
-//! layers once; its per-layer slot K/V (for later frames' causal attention) and cross K/V
-//! (for the queries) are cached for as long as some window or lookback can still use them.
+//! Incremental streaming for the causal Q-Former, on either backend: each frame is pushed
+//! through the slot layers once; its per-layer slot K/V (for later frames' causal attention)
+//! and cross K/V (for the queries) stay in the backend's cache for as long as some window or
+//! lookback can still use them.
 //!
 //! Why this is exact: with the past-only mask, `Lookback` context and absolute positions, a
 //! frame's slot states at every layer depend only on its own input and the states of the
 //! `lookback - 1` frames before it at the previous layer, none of which change when a
 //! window slides. So a sliding window only computes its new frames' rows, and the result
-//! equals [`QFormer::forward_sequence`] over the stream so far (the test proves it).
-//! Other configurations (FAVOR's future mask, window-local context or window-relative
-//! positions) make cached states depend on the window, so each window is recomputed.
+//! equals [`QFormerBackend::forward_sequence`] over the stream so far (the tests prove it on
+//! both backends). Other configurations (FAVOR's future mask, window-local context or
+//! window-relative positions) make cached states depend on the window, so each window is
+//! recomputed.
 //!
 //! A gap in frame indices (frames that never reached the model) restarts the lookback: the
 //! cache is cleared and the next frame is treated like a stream start.
 
 use std::collections::VecDeque;
 
-use candle_core::Tensor;
-
 use crate::error::{ModelError, Result};
 
-use super::model::{FrameInput, QFormer, WindowKv};
-
-#[derive(Debug)]
-struct LayerCache {
-    /// This frame's causal-attention K/V at the layer's input (`None` without causal slots).
-    self_kv: Option<(Tensor, Tensor)>,
-    /// This frame's cross-attention K/V of the layer's slot states.
-    cross_kv: (Tensor, Tensor),
-}
-
-#[derive(Debug)]
-struct CachedFrame {
-    index: u64,
-    valid: bool,
-    layers: Vec<LayerCache>,
-}
+use super::backend::{CachedFrame, FullPlan, QFormerBackend};
+use super::config::AudioSync;
+use super::model::{pool_window_audio, FrameInput};
 
 /// One frame of a window as the stream receives it.
 #[derive(Clone, Debug)]
@@ -46,22 +33,28 @@ pub struct StreamFrame {
     pub input: FrameInput,
 }
 
-/// Per-stream Q-Former state (the caches); bounded to `max(lookback, window)` frames.
-#[derive(Debug, Default)]
-pub struct QFormerStream {
+/// Per-stream Q-Former state: which frames are cached (bounded to `max(lookback, window)`)
+/// and the backend's cache of their K/V.
+pub struct QFormerStream<B: QFormerBackend> {
     frames: VecDeque<CachedFrame>,
+    cache: B::Cache,
     /// Frames pushed through the slot layers (for metrics and tests).
     pub frames_computed: u64,
 }
 
-impl QFormerStream {
+impl<B: QFormerBackend> Default for QFormerStream<B> {
+    fn default() -> Self {
+        Self {
+            frames: VecDeque::new(),
+            cache: B::Cache::default(),
+            frames_computed: 0,
+        }
+    }
+}
+
+impl<B: QFormerBackend> QFormerStream<B> {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Drops all cached state.
-    pub fn reset(&mut self) {
-        self.frames.clear();
     }
 
     /// Number of cached frames.
@@ -69,72 +62,47 @@ impl QFormerStream {
         self.frames.len()
     }
 
-    fn push(&mut self, qf: &QFormer, f: &StreamFrame) -> Result<()> {
+    fn clear(&mut self, b: &B) {
+        self.frames.clear();
+        b.clear(&mut self.cache);
+    }
+
+    fn push(&mut self, b: &B, f: &StreamFrame, keep: usize) -> Result<()> {
         if let Some(last) = self.frames.back() {
             if f.index <= last.index {
                 return Ok(()); // already computed (overlapping window)
             }
             if f.index != last.index + 1 {
-                self.frames.clear();
+                self.clear(b);
             }
         }
-        let lookback = qf.cfg.lookback;
-        let raw = qf.assemble(&f.input)?;
-        let mut x = qf.embed(&raw, &[f.index])?;
-        // Previous frames inside the lookback, oldest first.
-        let prev: Vec<&CachedFrame> = self
-            .frames
+        let lookback = b.model().cfg.lookback as u64;
+        // Cached frames are contiguous and end just before `f`: the lookback is a suffix.
+        let (older, newer) = self.frames.as_slices();
+        let prev: Vec<CachedFrame> = older
             .iter()
-            .filter(|c| c.index + lookback as u64 > f.index)
+            .chain(newer)
+            .filter(|c| c.index + lookback > f.index)
+            .copied()
             .collect();
-        let mut valid: Vec<bool> = prev.iter().map(|c| c.valid).collect();
-        valid.push(f.valid);
-        let kmask = qf.key_mask(&valid)?;
-        let mut layers = Vec::with_capacity(qf.layers.len());
-        for (l, layer) in qf.layers.iter().enumerate() {
-            let self_kv = match &layer.causal {
-                Some(c) => {
-                    let (k, v) = c.kv(&x)?;
-                    let mut ks = Vec::with_capacity(prev.len() + 1);
-                    let mut vs = Vec::with_capacity(prev.len() + 1);
-                    for p in &prev {
-                        let Some((pk, pv)) = &p.layers[l].self_kv else {
-                            return Err(ModelError::InvalidInput(
-                                "slot cache is inconsistent".into(),
-                            ));
-                        };
-                        ks.push(pk);
-                        vs.push(pv);
-                    }
-                    ks.push(&k);
-                    vs.push(&v);
-                    x = c.attend(
-                        &x,
-                        &Tensor::cat(&ks, 2)?,
-                        &Tensor::cat(&vs, 2)?,
-                        Some(&kmask),
-                    )?;
-                    Some((k, v))
-                }
-                None => None,
-            };
-            layers.push(LayerCache {
-                self_kv,
-                cross_kv: layer.cross.kv(&x)?,
-            });
-        }
+        b.push_frame(&mut self.cache, &prev, f)?;
         self.frames.push_back(CachedFrame {
             index: f.index,
             valid: f.valid,
-            layers,
         });
         self.frames_computed += 1;
+        while self.frames.len() > keep {
+            if let Some(old) = self.frames.pop_front() {
+                b.evict(&mut self.cache, old.index);
+            }
+        }
         Ok(())
     }
 
     /// The slot side of one window (frames in order, contiguous indices): incremental when
-    /// the config allows it, else recomputed from the window's frames.
-    pub fn window(&mut self, qf: &QFormer, frames: &[StreamFrame]) -> Result<WindowKv> {
+    /// the config allows it, else recomputed from the window's frames. With
+    /// [`AudioSync::Window`] the window's audio is pooled first.
+    pub fn window(&mut self, b: &B, frames: &[StreamFrame]) -> Result<B::Window> {
         let k = frames.len();
         if k == 0 {
             return Err(ModelError::InvalidInput("empty window".into()));
@@ -144,48 +112,50 @@ impl QFormerStream {
                 "window frames must have contiguous indices".into(),
             ));
         }
-        if !qf.cfg.incremental() {
+        let cfg = &b.model().cfg;
+        let pooled;
+        let frames = if cfg.audio_sync == AudioSync::Window {
+            let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
+            let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
+            pooled = pool_window_audio(&inputs, &valid, k)?
+                .into_iter()
+                .zip(frames)
+                .map(|(input, f)| StreamFrame {
+                    index: f.index,
+                    valid: f.valid,
+                    input,
+                })
+                .collect::<Vec<_>>();
+            &pooled[..]
+        } else {
+            frames
+        };
+        let first = frames[0].index;
+        if !cfg.incremental() {
             let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
             let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
             self.frames_computed += k as u64;
-            return qf.window_kv_full(&inputs, &valid, frames[0].index, k);
+            return b.slot_side(&FullPlan::new(b.model(), &inputs, &valid, first, k)?);
         }
-        if self
-            .frames
-            .back()
-            .is_some_and(|b| b.index + 1 < frames[0].index)
-        {
-            self.frames.clear();
+        if self.frames.back().is_some_and(|c| c.index + 1 < first) {
+            self.clear(b);
         }
+        b.reserve(&mut self.cache, k)?;
+        let keep = cfg.lookback.max(k);
         for f in frames {
-            self.push(qf, f)?;
+            self.push(b, f, keep)?;
         }
-        let keep = qf.cfg.lookback.max(k);
-        while self.frames.len() > keep {
-            self.frames.pop_front();
-        }
-        let first = frames[0].index;
-        let win: Vec<&CachedFrame> = self
+        let win: Vec<CachedFrame> = self
             .frames
             .iter()
             .filter(|c| c.index >= first && c.index < first + k as u64)
+            .copied()
             .collect();
         if win.len() != k {
             return Err(ModelError::InvalidInput(format!(
                 "window starting at frame {first} is older than the stream's cache"
             )));
         }
-        let kv = (0..qf.layers.len())
-            .map(|l| {
-                let ks: Vec<&Tensor> = win.iter().map(|c| &c.layers[l].cross_kv.0).collect();
-                let vs: Vec<&Tensor> = win.iter().map(|c| &c.layers[l].cross_kv.1).collect();
-                Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let valid: Vec<bool> = win.iter().map(|c| c.valid).collect();
-        Ok(WindowKv {
-            kv,
-            mask: qf.key_mask(&valid)?,
-        })
+        b.gather(&self.cache, &win)
     }
 }

@@ -51,7 +51,7 @@ use crate::checkpoint::Weights;
 use crate::distill::optim::{AdamState, AdamW};
 use crate::llm::model::LoraDropout;
 use crate::llm::{Decoder, DecoderConfig, LlmConfig, LlmTokenizer, TokenLayout};
-use crate::qformer::{FrameInput, QFormer, QFormerConfig, SlotContext};
+use crate::qformer::{FrameInput, QFormer, QFormerBackend, QFormerConfig, SlotContext};
 use crate::tensor_file;
 
 /// Where the Q-Former's first weights come from.

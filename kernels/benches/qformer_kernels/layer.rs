@@ -1,16 +1,26 @@
-//! One causal Q-Former layer at FAVOR shapes, written once over [`Backend`] ops so the CPU
-//! reference and the CUDA path run the same math: slot self-attention (block-causal over
-//! frames) + FFN, then query self-attention, query cross-attention over the slots, query FFN;
-//! BERT post-LayerNorm everywhere. Weights stay resident on the backend.
+//! The benchmark's layer: one causal Q-Former layer at FAVOR shapes, written once over
+//! [`Backend`] ops so the CPU reference and the CUDA path run the same math: slot
+//! self-attention (block-causal over frames) + FFN, then query self-attention, query
+//! cross-attention over the slots, query FFN; BERT post-LayerNorm everywhere. Weights stay
+//! resident on the backend.
+//!
+//! This is a superset of the model's layer (the model has no slot FFN; the real Q-Former on
+//! these ops is `sensorium_models::qformer::KernelQFormer`, checked by
+//! `models/examples/qformer_check.rs`). It lives with the benchmark because the benchmark
+//! compares it op for op with the same layer in PyTorch (`kernels/tools/qformer_torch_bench.py`,
+//! see `kernels/BENCHMARKS.md`); `kernels/tests/bench_layer.rs` tests it.
 
 use cudarc::cublas::{CudaBlas, Gemm};
 use rand::{Rng, SeedableRng};
 
-use crate::device::Backend;
-use crate::dtype::Elem;
-use crate::error::{shape, Result};
-use crate::ops::Buf;
-use crate::params::{AttnBias, AttnParams, Causal, Strides};
+use sensorium_kernels::{AttnBias, AttnParams, Backend, Buf, Causal, Elem, Error, Result, Strides};
+
+fn shape(tensor: &'static str, msg: impl Into<String>) -> Error {
+    Error::Shape {
+        tensor,
+        msg: msg.into(),
+    }
+}
 
 /// Sizes of one layer (defaults: FAVOR's causal Q-Former).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,11 +7,17 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUevent_flags;
 use serde::Serialize;
 
-use crate::cuda::{AttnKernel, Gpu};
-use crate::device::Backend;
-use crate::error::{drv, Result};
+use sensorium_kernels::cuda::{AttnKernel, Gpu};
+use sensorium_kernels::{AttnBias, AttnParams, Backend, Causal, Error, Result};
+
 use crate::layer::{self, HostInit, LayerConfig, LayerWeights, Scratch};
-use crate::params::{AttnBias, AttnParams, Causal};
+
+fn drv(op: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
+    move |e| Error::Driver {
+        op,
+        msg: format!("{e:?}"),
+    }
+}
 
 /// One timed item.
 #[derive(Debug, Clone, Serialize)]
