@@ -38,7 +38,7 @@ fn wait_for_windows(sink: &MemorySink, n: usize, deadline: Instant) -> Vec<Value
 struct Live {
     sink: MemorySink,
     stop: sensorium_engine::StopToken,
-    run: std::thread::JoinHandle<Result<RunReport, sensorium_engine::RuntimeError>>,
+    run: std::thread::JoinHandle<Result<RunReport, sensorium_engine::Error>>,
     deadline: Instant,
 }
 

@@ -10,7 +10,9 @@ use sensorium_models::stack::ModelStack;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use sensorium_engine::{metrics, Config, Runtime, RuntimeError, StopToken, StreamEnd, ViewHub};
+use sensorium_engine::{
+    metrics, Config, Error as EngineError, Runtime, StopToken, StreamEnd, ViewHub,
+};
 
 use crate::answers::Answers;
 use crate::exit::{code, Failure, WithCode};
@@ -282,7 +284,7 @@ pub fn execute(
     }
     let grace = std::time::Duration::from_millis(config.engine.shutdown_timeout_ms);
     let report = match runtime.run() {
-        Err(e @ RuntimeError::ShutdownTimeout { .. }) => {
+        Err(e @ EngineError::ShutdownTimeout { .. }) => {
             // The stuck stages may hold the answer service: the process exit ends both.
             std::mem::forget(answers);
             return Err(e).code(code::SHUTDOWN_TIMEOUT);
@@ -307,7 +309,7 @@ pub fn execute(
     };
     let report = match report {
         Ok(r) => r,
-        Err(RuntimeError::Output(e)) => return Err(e).code(code::OUTPUT),
+        Err(EngineError::Output(e)) => return Err(e).code(code::OUTPUT),
         Err(e) => return Err(e).code(code::USAGE),
     };
 

@@ -6,6 +6,7 @@
 //! models are reached through small traits.
 
 pub mod config;
+pub mod error;
 pub mod frame;
 pub mod metrics;
 pub mod model;
@@ -24,13 +25,14 @@ pub mod window;
 
 pub use config::load::{ConfigError, ResolvedStream};
 pub use config::Config;
+pub use error::Error;
 pub use frame::{
     AudioChunk, DistillFeatures, EncodedFrame, EncoderInput, FrameFeatures, FrameTiming,
     SourceEvent, StreamId, SyncedFrame, VideoFrame, Window, AUDIO_RATE,
 };
 pub use model::{FrameEncoder, StageError, WindowModel};
 pub use queue::{bounded, QueueMode, QueueReceiver, QueueSender, Recv};
-pub use runtime::{RunReport, Runtime, RuntimeError, StreamEnd, StreamReport};
+pub use runtime::{RunReport, Runtime, StreamEnd, StreamReport};
 pub use sink::{JsonLinesSink, MemorySink, RecordKind, RecordOutput, SinkError, WindowSink};
 pub use source::{SourceFactory, SourceHandle, SourceParams, SourceStartError};
 pub use stop::StopToken;

@@ -71,7 +71,7 @@ const BUCKETS: [f64; 14] = [
 /// Installs the Prometheus recorder as the process's global recorder (once per process)
 /// and returns the handle that renders its text (`GET /metrics` of sensorium's HTTP server,
 /// which owns listening, limits and authentication).
-pub fn install_prometheus() -> Result<PrometheusHandle, MetricsError> {
+pub fn install_prometheus() -> Result<PrometheusHandle, crate::Error> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .map_err(|e| MetricsError::Install(e.to_string()))?

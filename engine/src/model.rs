@@ -7,20 +7,56 @@
 
 use crate::frame::{FrameFeatures, SyncedFrame, Window};
 
-/// Error from a model stage; the message names what failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{stage}: {message}")]
+/// Error from a model stage: which stage, where in the stream (optional), and the model's
+/// own error, kept typed: [`StageError::downcast_ref`] (or `Error::source`) gives it back
+/// to a caller that knows the model crate, e.g. `sensorium_models::Error`.
+#[derive(Debug)]
 pub struct StageError {
+    /// The stage that failed (`"qformer"`, `"llm"`, an encoder's name...).
     pub stage: String,
-    pub message: String,
+    /// Where: e.g. `"stream cam window 3"`.
+    pub context: Option<String>,
+    error: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl StageError {
-    pub fn new(stage: impl Into<String>, message: impl std::fmt::Display) -> Self {
+    /// `error`: the model's error, or a message (`&str`, `String`) for failures of the
+    /// stage's own.
+    pub fn new(
+        stage: impl Into<String>,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
         Self {
             stage: stage.into(),
-            message: message.to_string(),
+            context: None,
+            error: error.into(),
         }
+    }
+
+    /// Adds where it happened (`"stream cam window 3"`).
+    pub fn at(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
+    /// The model's error as its own type, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.error.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.context {
+            Some(c) => write!(f, "{}: {c}: {}", self.stage, self.error),
+            None => write!(f, "{}: {}", self.stage, self.error),
+        }
+    }
+}
+
+impl std::error::Error for StageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
     }
 }
 

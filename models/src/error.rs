@@ -1,7 +1,50 @@
-//! The one error type of `sensorium-models`: every failure names the file, tensor or field
-//! at fault so a user can fix a checkpoint or config without reading the code.
+//! The errors of `sensorium-models`. At the crate's boundary there is one, [`Error`]: each
+//! part's own error (loading and running models, the LLM, distillation, training, the
+//! model setup of a run, bundles), kept typed so a caller can match the part and the
+//! variant; a model stage hands it to the engine inside a [`StageError`] (see
+//! [`stage_error`]), from which `StageError::downcast_ref::<Error>()` gives it back. Every
+//! failure names the file, tensor or field at fault so a user can fix a checkpoint or config
+//! without reading the code.
 
 use std::path::PathBuf;
+
+use sensorium_engine::model::StageError;
+
+/// The error of `sensorium-models` at its boundary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading or running an encoder or the Q-Former.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The language model and its answer service.
+    #[error(transparent)]
+    Llm(#[from] crate::llm::LlmError),
+    /// Online distillation.
+    #[error(transparent)]
+    Distill(#[from] crate::distill::DistillError),
+    /// Training.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    /// The model sections of a run's config.
+    #[error(transparent)]
+    Setup(#[from] crate::setup::SetupError),
+    /// A model bundle.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(ModelError::Candle(e))
+    }
+}
+
+/// A model stage's failure as the engine takes it: `stage`, and `error` as this crate's
+/// [`Error`] (typed, not a string).
+pub fn stage_error(stage: &str, error: impl Into<Error>) -> StageError {
+    StageError::new(stage, error.into())
+}
 
 /// Errors from loading and running models.
 #[derive(Debug, thiserror::Error)]

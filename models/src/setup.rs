@@ -22,10 +22,10 @@ use sensorium_engine::{Config, ConfigError, QueueMode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A [`SetupError::Model`] from a format string.
-macro_rules! model_err {
+/// A [`SetupError::Mismatch`] from a format string.
+macro_rules! mismatch {
     ($($t:tt)*) => {
-        SetupError::Model(format!($($t)*))
+        SetupError::Mismatch(format!($($t)*))
     };
 }
 
@@ -50,9 +50,17 @@ pub enum SetupError {
         section: String,
         message: String,
     },
-    /// A model does not load, or does not fit the others (the file or field is named).
+    /// A model does not load or does not start: `what` names the field and file, `source`
+    /// is the model's own error, typed.
+    #[error("{what}: {source}")]
+    Load {
+        what: String,
+        source: Box<crate::error::Error>,
+    },
+    /// The models do not fit each other (a width, the projection); the file and field are
+    /// named.
     #[error("{0}")]
-    Model(String),
+    Mismatch(String),
 }
 
 /// How the frame encoder turns a vision tower's tokens into per-frame visual slots.
@@ -362,8 +370,16 @@ fn section_err(origin: &str, section: &str, e: impl std::fmt::Display) -> SetupE
     }
 }
 
-fn load_err(what: &str, dir: &Path, e: impl std::fmt::Display) -> SetupError {
-    SetupError::Model(format!("{what} '{}': {e}", dir.display()))
+fn load_err(what: &str, dir: &Path, e: impl Into<crate::error::Error>) -> SetupError {
+    failed(format!("{what} '{}'", dir.display()), e)
+}
+
+/// A [`SetupError::Load`]: `what` failed with the model's error `e`.
+fn failed(what: impl Into<String>, e: impl Into<crate::error::Error>) -> SetupError {
+    SetupError::Load {
+        what: what.into(),
+        source: Box::new(e.into()),
+    }
 }
 
 /// Loads every configured model (encoders and LLM on the CPU; the Q-Former on `engine.device`). Errors name the file and, for checkpoints, the tensor.
@@ -393,14 +409,14 @@ pub fn load(setup: &ModelSetup, config: &Config) -> Result<Loaded, SetupError> {
     } else if m.random {
         let cfg = random_qformer_config(&m, config, aw, vw, llm_width);
         let qf = QFormer::random(cfg, m.seed, m.init_std as f32, &dev)
-            .map_err(|e| model_err!("models.random: random Q-Former: {e}"))?;
+            .map_err(|e| failed("models.random: random Q-Former", e))?;
         Some(qf)
     } else {
         None
     };
     if let (Some(p), Some(q)) = (m.projection, &qformer) {
         if p != q.cfg.llm_hidden_size {
-            return Err(model_err!(
+            return Err(mismatch!(
                 "models.projection = {p} but the Q-Former projects to {}",
                 q.cfg.llm_hidden_size
             ));
@@ -514,11 +530,14 @@ pub fn slot_mode(m: &ModelsConfig, qformer_slots: Option<usize>) -> SlotMode {
 /// resident on the GPU) or candle on the CPU. `auto` without a usable GPU says so once.
 fn open_qformer(q: QFormer, device: &str, window: usize) -> Result<QFormerWindowModel, SetupError> {
     let (runner, note) = QFormerRunner::open(q, Some(device), StoragePrecision::F32)
-        .map_err(|e| model_err!("engine.device '{device}': {e}"))?;
+        .map_err(|e| failed(format!("engine.device '{device}'"), e))?;
     // The first live window should not pay for kernel loading and GEMM set-up.
-    runner
-        .warm_up(window)
-        .map_err(|e| model_err!("engine.device '{device}': Q-Former warm-up failed: {e}"))?;
+    runner.warm_up(window).map_err(|e| {
+        failed(
+            format!("engine.device '{device}': Q-Former warm-up failed"),
+            e,
+        )
+    })?;
     if let Some(note) = note {
         tracing::info!("{note}");
     }
@@ -559,7 +578,7 @@ pub fn check_widths(
     for (field, have, want, what) in pairs {
         if let Some(w) = want {
             if have != w {
-                return Err(model_err!(
+                return Err(mismatch!(
                     "{}: `{field}` = {have} does not match {what} ({w})",
                     file.display()
                 ));
@@ -591,9 +610,9 @@ fn build_distill(
         crate::distill::Direction::AudioToVisual => audio.dim(),
     };
     let teacher = Teacher::load(&d.teacher, d.config.num_classes(), teacher_dim)
-        .map_err(|e| model_err!("distill.teacher: {e}"))?;
+        .map_err(|e| failed("distill.teacher", e))?;
     DistillStage::new(d.config.clone(), teacher, Extractors { audio, visual })
-        .map_err(|e| model_err!("[distill]: {e}"))
+        .map_err(|e| failed("[distill]", e))
 }
 
 /// Feature extractors for `distill-eval`: the real Whisper encoder and CLIP/SigLIP tower

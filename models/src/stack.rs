@@ -15,6 +15,7 @@ use sensorium_engine::model::{StageError, WindowModel};
 use serde_json::{json, Map, Value};
 
 use crate::distill::DistillStage;
+use crate::error::stage_error;
 use crate::llm::{ServiceHandle, WindowMeta};
 use crate::stage::QFormerWindowModel;
 use crate::tokens;
@@ -52,18 +53,18 @@ impl ModelStack {
             return Ok(());
         };
         let projected = qf.run(windows)?;
-        let err = |e: &dyn std::fmt::Display| StageError::new("qformer", e);
+        let err = |e: candle_core::Error| stage_error("qformer", e);
         for (b, w) in windows.iter().enumerate() {
-            let t = projected.get(b).map_err(|e| err(&e))?;
-            let (q, d) = t.dims2().map_err(|e| err(&e))?;
-            let norm = tokens::mean_norm(&t).map_err(|e| err(&e))?;
+            let t = projected.get(b).map_err(err)?;
+            let (q, d) = t.dims2().map_err(err)?;
+            let norm = tokens::mean_norm(&t).map_err(|e| stage_error("qformer", e))?;
             out[b].insert(
                 "qformer".into(),
                 json!({ "tokens": q, "dim": d, "norm": norm, "valid_frames": w.valid_frames() }),
             );
             if let Some(llm) = &self.llm {
                 llm.push_window(WindowMeta::from_window(w), t)
-                    .map_err(|e| StageError::new("llm", e))?;
+                    .map_err(|e| stage_error("llm", e))?;
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use sensorium_engine::model::{FrameEncoder, StageError, WindowModel};
 
 use crate::audio::AudioEncoder;
 use crate::distill::Extractors;
-use crate::error::Result;
+use crate::error::{stage_error, Result};
 use crate::qformer::{FrameInput, QFormer, QFormerRunner, RunnerStream, RunnerWindow, StreamFrame};
 use crate::tokens::{self, SlotMode};
 use crate::vision::VisionEncoder;
@@ -171,14 +171,14 @@ impl AvFrameEncoder {
     ) -> std::result::Result<Vec<FrameFeatures>, StageError> {
         let mut enc = self
             .encode_frames(frames)
-            .map_err(|e| StageError::new(&self.name, e))?;
+            .map_err(|e| stage_error(&self.name, e))?;
         if let Some(ex) = &self.distill {
             let start = Instant::now();
             for (e, f) in enc.iter_mut().zip(frames) {
                 let tokens = FrameFeatures::Encoded(e.clone());
                 e.distill = Some(
                     ex.frame(f, Some(&tokens))
-                        .map_err(|err| StageError::new(&self.name, err))?,
+                        .map_err(|err| stage_error(&self.name, err))?,
                 );
             }
             record(&self.name, "distill", start, frames.len());
@@ -232,7 +232,7 @@ impl FrameEncoder for InputPreparer {
         let p = self
             .0
             .prepare(frames)
-            .map_err(|e| StageError::new(&self.0.name, e))?;
+            .map_err(|e| stage_error(&self.0.name, e))?;
         Ok(p.into_iter().map(FrameFeatures::Inputs).collect())
     }
 }
@@ -315,10 +315,8 @@ impl QFormerWindowModel {
                                     x.kind()
                                 ),
                             };
-                            return Err(StageError::new(
-                                &self.name,
-                                format!("stream {} frame {}: {what}", w.stream, f.index),
-                            ));
+                            return Err(StageError::new(&self.name, what)
+                                .at(format!("stream {} frame {}", w.stream, f.index)));
                         }
                     };
                     FrameInput {
@@ -337,7 +335,7 @@ impl QFormerWindowModel {
 
     /// Runs windows (any streams) and returns the projected tokens `[B, Q, llm]`.
     pub fn run(&mut self, windows: &[&Window]) -> std::result::Result<Tensor, StageError> {
-        let err = |e: crate::error::ModelError| StageError::new("qformer", e);
+        let err = |e: crate::error::ModelError| stage_error("qformer", e);
         let start = Instant::now();
         let mut kvs: Vec<RunnerWindow> = Vec::with_capacity(windows.len());
         for w in windows {
@@ -348,10 +346,7 @@ impl QFormerWindowModel {
                 .entry(w.stream.clone())
                 .or_insert_with(|| qformer.new_stream());
             kvs.push(qformer.window(st, &frames).map_err(|e| {
-                StageError::new(
-                    "qformer",
-                    format!("stream {} window {}: {e}", w.stream, w.index),
-                )
+                stage_error("qformer", e).at(format!("stream {} window {}", w.stream, w.index))
             })?);
         }
         record(&self.name, "slots", start, windows.len());
@@ -375,12 +370,12 @@ impl WindowModel for QFormerWindowModel {
             return Ok(Vec::new());
         }
         let projected = self.run(windows)?;
-        let err = |e: candle_core::Error| StageError::new("qformer", e);
+        let err = |e: candle_core::Error| stage_error("qformer", e);
         let mut out = Vec::with_capacity(windows.len());
         for (b, w) in windows.iter().enumerate() {
             let tokens = projected.get(b).map_err(err)?;
             let (q, d) = tokens.dims2().map_err(err)?;
-            let norm = tokens::mean_norm(&tokens).map_err(|e| StageError::new("qformer", e))?;
+            let norm = tokens::mean_norm(&tokens).map_err(|e| stage_error("qformer", e))?;
             let mut m = serde_json::Map::new();
             m.insert(
                 "qformer".into(),

@@ -210,3 +210,62 @@ fn window_without_features_names_stream_and_frame() {
         "{msg}"
     );
 }
+
+/// A model's failure reaches the engine typed: the `StageError` the window model returns
+/// carries `sensorium_models::Error` (here the Q-Former's width check), not only its text.
+#[test]
+fn model_errors_reach_the_engine_typed() {
+    use sensorium_engine::frame::EncodedFrame;
+    use sensorium_models::error::{Error, ModelError};
+    let cfg = qcfg();
+    let qf = QFormer::random(cfg.clone(), 1, 0.02, &Device::Cpu).unwrap();
+    let mut model = QFormerWindowModel::new(qf, None);
+    let s: StreamId = "cam3".into();
+    let wrong = cfg.audio_width + 1;
+    let frames = (0..2)
+        .map(|i| {
+            let mut f = frame(&s, i);
+            f.features = Some(Arc::new(FrameFeatures::Encoded(EncodedFrame {
+                audio: Some(
+                    candle_core::Tensor::zeros((4, wrong), candle_core::DType::F32, &Device::Cpu)
+                        .unwrap(),
+                ),
+                visual: None,
+                distill: None,
+            })));
+            f
+        })
+        .collect();
+    let w = Window {
+        stream: s.clone(),
+        index: 5,
+        t_start: 0,
+        t_end: 1_000_000_000,
+        frames,
+        valid: vec![true, true],
+    };
+    let err = model.process(&[&w]).unwrap_err();
+    assert_eq!(err.stage, "qformer");
+    assert_eq!(err.context.as_deref(), Some("stream cam3 window 5"));
+    let typed = err
+        .downcast_ref::<Error>()
+        .expect("a sensorium_models::Error");
+    match typed {
+        Error::Model(ModelError::InvalidInput(m)) => assert_eq!(
+            m,
+            &format!(
+                "audio tokens have width {wrong}, the Q-Former expects {}",
+                cfg.audio_width
+            )
+        ),
+        other => panic!("expected the Q-Former's width check, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "qformer: stream cam3 window 5: invalid input: audio tokens have width {wrong}, the \
+             Q-Former expects {}",
+            cfg.audio_width
+        )
+    );
+}

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
+    /// `[output] rtsp`: an address the annotated re-stream cannot listen on.
+    #[error("output.rtsp: {0}")]
+    RestreamAddress(String),
+    /// The annotated re-stream's RTSP server did not start.
+    #[error("output.rtsp: {0}")]
+    RestreamStart(String),
     /// GStreamer itself could not be initialised (no plugins, broken installation).
     #[error("cannot initialise GStreamer: {0}")]
     Init(String),

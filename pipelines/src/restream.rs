@@ -26,15 +26,7 @@ use gstreamer_rtsp_server::prelude::*;
 use sensorium_engine::source::SourceParams;
 use sensorium_engine::view::{Interest, ViewEvent, ViewHub};
 
-/// The re-stream could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RestreamError {
-    #[error("output.rtsp: {0}")]
-    Address(String),
-    #[error("output.rtsp: {0}")]
-    Start(String),
-}
+use crate::error::PipelineError;
 
 /// Frames queued for the re-stream at most (about a second at 30 fps).
 const QUEUE: usize = 32;
@@ -42,13 +34,13 @@ const QUEUE: usize = 32;
 const MIN_WIDTH: u32 = 640;
 
 /// `HOST:PORT/PATH` -> (address, mount path prefix).
-pub fn parse(spec: &str) -> Result<(SocketAddr, String), RestreamError> {
+pub fn parse(spec: &str) -> Result<(SocketAddr, String), PipelineError> {
     let spec = spec.strip_prefix("rtsp://").unwrap_or(spec);
     let (addr, path) = spec.split_once('/').unwrap_or((spec, "sensorium"));
-    let addr =
-        sensorium_engine::config::load::parse_listen(addr).map_err(RestreamError::Address)?;
+    let addr = sensorium_engine::config::load::parse_listen(addr)
+        .map_err(PipelineError::RestreamAddress)?;
     if !addr.ip().is_loopback() {
-        return Err(RestreamError::Address(format!(
+        return Err(PipelineError::RestreamAddress(format!(
             "{addr} is not a loopback address: the re-stream has no authentication, so it \
              listens on 127.0.0.1 only (reach it through an SSH tunnel or a proxy)"
         )));
@@ -59,7 +51,7 @@ pub fn parse(spec: &str) -> Result<(SocketAddr, String), RestreamError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
     {
-        return Err(RestreamError::Address(format!(
+        return Err(PipelineError::RestreamAddress(format!(
             "path `{path}`: use letters, digits, '-', '_', '.' and '/'"
         )));
     }
@@ -94,9 +86,9 @@ impl Restream {
         spec: &str,
         streams: &[(String, SourceParams)],
         hub: ViewHub,
-    ) -> Result<Restream, RestreamError> {
+    ) -> Result<Restream, PipelineError> {
         let (addr, prefix) = parse(spec)?;
-        gst::init().map_err(|e| RestreamError::Start(e.to_string()))?;
+        gst::init().map_err(|e| PipelineError::RestreamStart(e.to_string()))?;
         for element in [
             "textoverlay",
             "x264enc",
@@ -105,7 +97,7 @@ impl Restream {
             "rtpmp4apay",
         ] {
             if gst::ElementFactory::find(element).is_none() {
-                return Err(RestreamError::Start(format!(
+                return Err(PipelineError::RestreamStart(format!(
                     "GStreamer element `{element}` is missing (Debian: gstreamer1.0-x for \
                      textoverlay, -plugins-ugly for x264enc, -libav for avenc_aac; `make deps`)"
                 )));
@@ -118,7 +110,7 @@ impl Restream {
         server.set_service(&addr.port().to_string());
         let mounts = server
             .mount_points()
-            .ok_or_else(|| RestreamError::Start("no mount points".into()))?;
+            .ok_or_else(|| PipelineError::RestreamStart("no mount points".into()))?;
         let mut urls = Vec::new();
         for (name, params) in streams {
             let mount = format!("{prefix}/{}", mount_name(name));
@@ -134,7 +126,7 @@ impl Restream {
         }
         let source = server
             .attach(Some(&ctx))
-            .map_err(|e| RestreamError::Start(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| PipelineError::RestreamStart(format!("cannot listen on {addr}: {e}")))?;
         let port = server.bound_port() as u16;
         let (ml, c) = (main_loop.clone(), ctx.clone());
         let thread = std::thread::Builder::new()
@@ -147,7 +139,7 @@ impl Restream {
                 }
                 drop(server);
             })
-            .map_err(|e| RestreamError::Start(e.to_string()))?;
+            .map_err(|e| PipelineError::RestreamStart(e.to_string()))?;
         let host = addr.ip();
         let urls = urls
             .into_iter()

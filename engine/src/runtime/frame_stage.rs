@@ -66,12 +66,12 @@ pub(crate) fn encoder_stage(
         let mut results = match &mut encoder {
             Some(enc) if !frames.is_empty() => isolate(&frames, |refs| {
                 let refs: Vec<&SyncedFrame> = refs.iter().map(|f| **f).collect();
-                enc.encode(&refs).map_err(|e| e.to_string())
+                enc.encode(&refs)
             })
             .into_iter()
             .map(|r| r.map(Some))
-            .collect(),
-            _ => vec![Ok(None); frames.len()],
+            .collect::<Vec<_>>(),
+            _ => frames.iter().map(|_| Ok(None)).collect(),
         }
         .into_iter();
         let secs = t.elapsed().as_secs_f64();

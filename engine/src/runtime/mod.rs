@@ -37,40 +37,17 @@ mod window_stage;
 
 pub use report::{RunReport, StreamEnd, StreamReport};
 
-use crate::config::load::ConfigError;
 use crate::config::Config;
+use crate::error::Error;
 use crate::model::{FrameEncoder, WindowModel};
 use crate::queue::{bounded, QueueMode};
-use crate::sink::{JsonLinesSink, RecordOutput, SinkError, WindowSink};
+use crate::sink::{JsonLinesSink, RecordOutput, WindowSink};
 use crate::source::SourceFactory;
 use crate::sync::Synchroniser;
 use crate::view::ViewHub;
 use crate::window::{WindowAssembler, WindowOrigin};
 use stage::StreamCtx;
 use stop::StopToken;
-
-/// The runtime could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeError {
-    /// The config is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The output could not be opened.
-    #[error(transparent)]
-    Output(#[from] SinkError),
-    /// The operating system refused a thread.
-    #[error("cannot start stage thread {name}: {error}")]
-    Thread { name: String, error: std::io::Error },
-    /// Shutdown was requested but stages were still busy `[engine] shutdown_timeout_ms`
-    /// later (a model stuck on a window, a sink blocked on its output): they are abandoned.
-    #[error(
-        "shutdown did not finish within {} ms of the request: still running: {}",
-        after_ms,
-        running.join(", ")
-    )]
-    ShutdownTimeout { after_ms: u64, running: Vec<String> },
-}
 
 /// A configured engine. Build with [`Runtime::new`], add the optional stages, then
 /// [`run`](Runtime::run) (blocks until every stream ended or shutdown).
@@ -120,7 +97,7 @@ impl Runtime {
     /// The run's output (opening `[output] path` unless [`with_sink`](Self::with_sink) gave
     /// one): the answer service writes its answer lines here, through the sink stage's
     /// metrics.
-    pub fn output(&mut self) -> Result<RecordOutput, RuntimeError> {
+    pub fn output(&mut self) -> Result<RecordOutput, Error> {
         if let Some(o) = &self.output {
             return Ok(o.clone());
         }
@@ -155,7 +132,7 @@ impl Runtime {
     }
 
     /// Runs every stream to its end. Per-stream failures are in the report, not errors.
-    pub fn run(mut self) -> Result<RunReport, RuntimeError> {
+    pub fn run(mut self) -> Result<RunReport, Error> {
         self.config.validate("<config>")?;
         let output = self.output()?;
         output.set_view(self.view.clone());
@@ -306,7 +283,7 @@ impl Stages {
         }
     }
 
-    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RuntimeError> {
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
         let done = Done(self.done_tx.clone(), self.threads.len());
         let handle = std::thread::Builder::new()
             .name(name.into())
@@ -314,7 +291,7 @@ impl Stages {
                 let _done = done;
                 f()
             })
-            .map_err(|error| RuntimeError::Thread {
+            .map_err(|error| Error::Thread {
                 name: name.into(),
                 error,
             })?;
@@ -324,7 +301,7 @@ impl Stages {
 
     /// Waits for every thread; once `shutdown` has fired, for at most `grace` more, then
     /// names the threads still running (they are left behind, detached).
-    fn join(self, shutdown: &StopToken, grace: std::time::Duration) -> Result<(), RuntimeError> {
+    fn join(self, shutdown: &StopToken, grace: std::time::Duration) -> Result<(), Error> {
         let mut running = vec![true; self.threads.len()];
         let mut left = self.threads.len();
         let mut deadline = None;
@@ -340,7 +317,7 @@ impl Stages {
                             .filter(|(_, r)| **r)
                             .map(|((name, _), _)| name.clone())
                             .collect();
-                        return Err(RuntimeError::ShutdownTimeout {
+                        return Err(Error::ShutdownTimeout {
                             after_ms: grace.as_millis() as u64,
                             running,
                         });

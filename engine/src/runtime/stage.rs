@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::frame::{SyncedFrame, Window};
 use crate::metrics as m;
+use crate::model::StageError;
 use crate::queue::{Closed, QueueReceiver, QueueSender};
 use crate::report::StreamReport;
 use crate::status::StreamHealth;
@@ -131,23 +132,41 @@ pub(super) fn fail_stream(ctx: &StreamCtx, message: String) {
     }
 }
 
+/// Why an item of a batch failed: the model's typed error, a panic, or a result count that
+/// does not match the inputs.
+#[derive(Debug)]
+pub(super) enum ItemFailure {
+    Stage(StageError),
+    Panic(String),
+    Count { got: usize, want: usize },
+}
+
+impl std::fmt::Display for ItemFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stage(e) => write!(f, "{e}"),
+            Self::Panic(m) => write!(f, "panicked: {m}"),
+            Self::Count { got, want } => write!(f, "returned {got} results for {want} inputs"),
+        }
+    }
+}
+
 /// Runs `f` on the whole batch; if it errors or panics, on each item alone, so that only
 /// the streams whose data fails are failed. Returns one result per item.
 pub(super) fn isolate<I, O>(
     items: &[I],
-    mut f: impl FnMut(&[&I]) -> Result<Vec<O>, String>,
-) -> Vec<Result<O, String>> {
+    mut f: impl FnMut(&[&I]) -> Result<Vec<O>, StageError>,
+) -> Vec<Result<O, ItemFailure>> {
     let refs: Vec<&I> = items.iter().collect();
-    let mut call = |refs: &[&I]| -> Result<Vec<O>, String> {
+    let mut call = |refs: &[&I]| -> Result<Vec<O>, ItemFailure> {
         match catch_unwind(AssertUnwindSafe(|| f(refs))) {
             Ok(Ok(out)) if out.len() == refs.len() => Ok(out),
-            Ok(Ok(out)) => Err(format!(
-                "returned {} results for {} inputs",
-                out.len(),
-                refs.len()
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(p) => Err(format!("panicked: {}", panic_message(&*p))),
+            Ok(Ok(out)) => Err(ItemFailure::Count {
+                got: out.len(),
+                want: refs.len(),
+            }),
+            Ok(Err(e)) => Err(ItemFailure::Stage(e)),
+            Err(p) => Err(ItemFailure::Panic(panic_message(&*p))),
         }
     };
     match call(&refs) {

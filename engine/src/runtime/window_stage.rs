@@ -40,9 +40,7 @@ pub(crate) fn model_stage(
         if !windows.is_empty() {
             let t = Instant::now();
             let results = match &mut model {
-                Some(model) => isolate(&windows, |refs| {
-                    model.process(refs).map_err(|e| e.to_string())
-                }),
+                Some(model) => isolate(&windows, |refs| model.process(refs)),
                 None => windows.iter().map(|_| Ok(Map::new())).collect(),
             };
             let secs = t.elapsed().as_secs_f64();

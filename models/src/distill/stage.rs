@@ -258,10 +258,8 @@ impl WindowModel for DistillStage {
             .iter()
             .map(|w| {
                 let p = self.predict(w).map_err(|e| {
-                    StageError::new(
-                        "distill",
-                        format!("stream {} window {}: {e}", w.stream, w.index),
-                    )
+                    crate::error::stage_error("distill", e)
+                        .at(format!("stream {} window {}", w.stream, w.index))
                 })?;
                 let mut m = Map::new();
                 m.insert("student".into(), class_json(&p.student));
