@@ -9,7 +9,7 @@ use clap::Args;
 use sensorium_engine::Config;
 use sensorium_models::distill::eval::{self, EvalConfig};
 use sensorium_models::distill::labelled::LabelledSpec;
-use sensorium_models::distill::{DistillConfig, DistillError, Selection};
+use sensorium_models::distill::{DistillConfig, Selection};
 use sensorium_models::setup as model_cfg;
 
 use crate::exit::{code, Failure, WithCode};
@@ -128,11 +128,8 @@ pub fn distill_eval(args: DistillEvalArgs) -> Result<u8, Failure> {
             Ok(code::OK)
         }
         Err(e) => {
-            let c = match &e {
-                DistillError::Config { .. } | DistillError::Input { .. } => code::USAGE,
-                DistillError::Tool { .. } | DistillError::Io { .. } => code::SOURCE,
-                _ => code::MODEL,
-            };
+            let e = sensorium_models::Error::from(e);
+            let c = crate::exit::models_code(&e);
             Err(anyhow!("distill-eval: {e}")).code(c)
         }
     }

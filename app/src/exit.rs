@@ -23,6 +23,26 @@ pub mod code {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// The exit code of an error of the models crate, from its boundary enum: config and
+/// usage 2, input (manifest, media, the scene tool) 3, a model 4, output 5, interrupted 130.
+pub fn models_code(e: &sensorium_models::Error) -> u8 {
+    use sensorium_models::distill::DistillError;
+    use sensorium_models::setup::SetupError;
+    use sensorium_models::train::TrainError;
+    use sensorium_models::Error;
+    match e {
+        Error::Train(TrainError::Config { .. }) => code::USAGE,
+        Error::Train(TrainError::Manifest { .. } | TrainError::Media { .. }) => code::SOURCE,
+        Error::Train(TrainError::Output { .. } | TrainError::State { .. }) => code::OUTPUT,
+        Error::Train(TrainError::Interrupted { .. }) => code::INTERRUPTED,
+        Error::Distill(DistillError::Config { .. } | DistillError::Input { .. }) => code::USAGE,
+        Error::Distill(DistillError::Tool { .. } | DistillError::Io { .. }) => code::SOURCE,
+        Error::Setup(SetupError::Load { .. } | SetupError::Mismatch(_)) => code::MODEL,
+        Error::Setup(_) => code::USAGE,
+        _ => code::MODEL,
+    }
+}
+
 /// An error with the exit code it maps to.
 pub struct Failure {
     pub code: u8,

@@ -26,19 +26,10 @@ fn fail(code: u8, error: impl Into<anyhow::Error>) -> Failure {
     }
 }
 
-/// Exit code of a training error: input (manifest, media) 3, model 4, output 5, config 2.
-fn train_code(e: &TrainError) -> u8 {
-    match e {
-        TrainError::Config { .. } => code::USAGE,
-        TrainError::Manifest { .. } | TrainError::Media { .. } => code::SOURCE,
-        TrainError::Output { .. } | TrainError::State { .. } => code::OUTPUT,
-        TrainError::Interrupted { .. } => code::INTERRUPTED,
-        _ => code::MODEL,
-    }
-}
-
+/// A training error with its exit code (`exit::models_code`).
 fn terr(e: TrainError) -> Failure {
-    let c = train_code(&e);
+    let e = sensorium_models::Error::from(e);
+    let c = crate::exit::models_code(&e);
     fail(c, e)
 }
 

@@ -8,8 +8,8 @@
 use crate::frame::{FrameFeatures, SyncedFrame, Window};
 
 /// Error from a model stage: which stage, where in the stream (optional), and the model's
-/// own error, kept typed: [`StageError::downcast_ref`] (or `Error::source`) gives it back
-/// to a caller that knows the model crate, e.g. `sensorium_models::Error`.
+/// own error, kept typed: [`StageError::downcast_ref`] gives it back to a caller that knows
+/// the model crate (e.g. `sensorium_models::error::ModelError`).
 #[derive(Debug)]
 pub struct StageError {
     /// The stage that failed (`"qformer"`, `"llm"`, an encoder's name...).
@@ -54,11 +54,9 @@ impl std::fmt::Display for StageError {
     }
 }
 
-impl std::error::Error for StageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.error)
-    }
-}
+/// The model's error is part of the text, so it is not also a `source` (an error chain
+/// would print it twice); [`StageError::downcast_ref`] reaches it.
+impl std::error::Error for StageError {}
 
 /// Encodes frames (video and/or audio) into features, once per frame.
 pub trait FrameEncoder: Send {

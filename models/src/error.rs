@@ -1,50 +1,11 @@
-//! The errors of `sensorium-models`. At the crate's boundary there is one, [`Error`]: each
-//! part's own error (loading and running models, the LLM, distillation, training, the
-//! model setup of a run, bundles), kept typed so a caller can match the part and the
-//! variant; a model stage hands it to the engine inside a [`StageError`] (see
-//! [`stage_error`]), from which `StageError::downcast_ref::<Error>()` gives it back. Every
+//! [`ModelError`], the error of loading and running the encoders and the Q-Former (the
+//! crate's boundary error, [`crate::Error`], wraps it with the other parts' errors). Every
 //! failure names the file, tensor or field at fault so a user can fix a checkpoint or config
 //! without reading the code.
 
 use std::path::PathBuf;
 
 use sensorium_engine::model::StageError;
-
-/// The error of `sensorium-models` at its boundary.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Loading or running an encoder or the Q-Former.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// The language model and its answer service.
-    #[error(transparent)]
-    Llm(#[from] crate::llm::LlmError),
-    /// Online distillation.
-    #[error(transparent)]
-    Distill(#[from] crate::distill::DistillError),
-    /// Training.
-    #[error(transparent)]
-    Train(#[from] crate::train::TrainError),
-    /// The model sections of a run's config.
-    #[error(transparent)]
-    Setup(#[from] crate::setup::SetupError),
-    /// A model bundle.
-    #[error(transparent)]
-    Bundle(#[from] crate::bundle::BundleError),
-}
-
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Self::Model(ModelError::Candle(e))
-    }
-}
-
-/// A model stage's failure as the engine takes it: `stage`, and `error` as this crate's
-/// [`Error`] (typed, not a string).
-pub fn stage_error(stage: &str, error: impl Into<Error>) -> StageError {
-    StageError::new(stage, error.into())
-}
 
 /// Errors from loading and running models.
 #[derive(Debug, thiserror::Error)]
@@ -99,4 +60,11 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 /// when `RUST_BACKTRACE` is set, which is not a message for users.
 pub fn candle_text(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or("").trim().to_owned()
+}
+
+/// A model stage's failure as the engine takes it: `stage`, and the model's error as a
+/// [`ModelError`] (typed, not a string; `StageError::downcast_ref::<ModelError>()` gives it
+/// back).
+pub fn stage_error(stage: &str, error: impl Into<ModelError>) -> StageError {
+    StageError::new(stage, error.into())
 }

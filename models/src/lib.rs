@@ -20,6 +20,39 @@ pub mod tokens;
 pub mod train;
 pub mod vision;
 
+/// The error of `sensorium-models` at its boundary: each part's own error, kept typed so a
+/// caller can match the part and its variant. (Each part returns its own; this is what they
+/// have in common for a caller that takes several. A model stage hands the engine its part's
+/// error inside a `StageError`, from which `downcast_ref` gives it back.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading or running an encoder or the Q-Former.
+    #[error(transparent)]
+    Model(#[from] error::ModelError),
+    /// The language model and its answer service.
+    #[error(transparent)]
+    Llm(#[from] llm::LlmError),
+    /// Online distillation.
+    #[error(transparent)]
+    Distill(#[from] distill::DistillError),
+    /// Training.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    /// The model sections of a run's config.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    /// A model bundle.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(error::ModelError::Candle(e))
+    }
+}
+
 /// Settles candle's thread count once: candle 0.11.1 asks for it on every matmul and, unless
 /// `RAYON_NUM_THREADS` is set, re-reads `/proc/cpuinfo` each time to count physical cores
 /// (`candle_core::utils::get_num_threads`) — thousands of reads per training step, one per

@@ -51,11 +51,13 @@ pub enum SetupError {
         message: String,
     },
     /// A model does not load or does not start: `what` names the field and file, `source`
-    /// is the model's own error, typed.
-    #[error("{what}: {source}")]
+    /// is the model's own error, typed (a `ModelError`, `LlmError` or `DistillError`:
+    /// `error.downcast_ref`). Its text is part of this one's, so it is not also a `source`
+    /// (an error chain would print it twice).
+    #[error("{what}: {error}")]
     Load {
         what: String,
-        source: Box<crate::error::Error>,
+        error: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The models do not fit each other (a width, the projection); the file and field are
     /// named.
@@ -370,15 +372,22 @@ fn section_err(origin: &str, section: &str, e: impl std::fmt::Display) -> SetupE
     }
 }
 
-fn load_err(what: &str, dir: &Path, e: impl Into<crate::error::Error>) -> SetupError {
+fn load_err(
+    what: &str,
+    dir: &Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> SetupError {
     failed(format!("{what} '{}'", dir.display()), e)
 }
 
 /// A [`SetupError::Load`]: `what` failed with the model's error `e`.
-fn failed(what: impl Into<String>, e: impl Into<crate::error::Error>) -> SetupError {
+fn failed(
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> SetupError {
     SetupError::Load {
         what: what.into(),
-        source: Box::new(e.into()),
+        error: Box::new(e),
     }
 }
 

@@ -64,7 +64,7 @@ impl ModelStack {
             );
             if let Some(llm) = &self.llm {
                 llm.push_window(WindowMeta::from_window(w), t)
-                    .map_err(|e| stage_error("llm", e))?;
+                    .map_err(|e| StageError::new("llm", e))?;
             }
         }
         Ok(())

@@ -178,7 +178,7 @@ impl AvFrameEncoder {
                 let tokens = FrameFeatures::Encoded(e.clone());
                 e.distill = Some(
                     ex.frame(f, Some(&tokens))
-                        .map_err(|err| stage_error(&self.name, err))?,
+                        .map_err(|err| StageError::new(&self.name, err))?,
                 );
             }
             record(&self.name, "distill", start, frames.len());

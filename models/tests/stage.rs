@@ -212,11 +212,13 @@ fn window_without_features_names_stream_and_frame() {
 }
 
 /// A model's failure reaches the engine typed: the `StageError` the window model returns
-/// carries `sensorium_models::Error` (here the Q-Former's width check), not only its text.
+/// carries the Q-Former's `ModelError` (here its width check), not only its text; it is one
+/// part of the crate's boundary error, `sensorium_models::Error`.
 #[test]
 fn model_errors_reach_the_engine_typed() {
     use sensorium_engine::frame::EncodedFrame;
-    use sensorium_models::error::{Error, ModelError};
+    use sensorium_models::error::ModelError;
+    use sensorium_models::Error;
     let cfg = qcfg();
     let qf = QFormer::random(cfg.clone(), 1, 0.02, &Device::Cpu).unwrap();
     let mut model = QFormerWindowModel::new(qf, None);
@@ -247,19 +249,23 @@ fn model_errors_reach_the_engine_typed() {
     let err = model.process(&[&w]).unwrap_err();
     assert_eq!(err.stage, "qformer");
     assert_eq!(err.context.as_deref(), Some("stream cam3 window 5"));
+    let expected = format!(
+        "audio tokens have width {wrong}, the Q-Former expects {}",
+        cfg.audio_width
+    );
     let typed = err
-        .downcast_ref::<Error>()
-        .expect("a sensorium_models::Error");
-    match typed {
-        Error::Model(ModelError::InvalidInput(m)) => assert_eq!(
-            m,
-            &format!(
-                "audio tokens have width {wrong}, the Q-Former expects {}",
-                cfg.audio_width
-            )
-        ),
-        other => panic!("expected the Q-Former's width check, got {other:?}"),
-    }
+        .downcast_ref::<ModelError>()
+        .expect("the Q-Former's ModelError");
+    assert!(
+        matches!(typed, ModelError::InvalidInput(m) if *m == expected),
+        "{typed:?}"
+    );
+    let boundary: Error = ModelError::InvalidInput(expected.clone()).into();
+    assert!(matches!(
+        boundary,
+        Error::Model(ModelError::InvalidInput(_))
+    ));
+    assert_eq!(boundary.to_string(), typed.to_string());
     assert_eq!(
         err.to_string(),
         format!(

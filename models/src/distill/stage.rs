@@ -258,7 +258,7 @@ impl WindowModel for DistillStage {
             .iter()
             .map(|w| {
                 let p = self.predict(w).map_err(|e| {
-                    crate::error::stage_error("distill", e)
+                    StageError::new("distill", e)
                         .at(format!("stream {} window {}", w.stream, w.index))
                 })?;
                 let mut m = Map::new();

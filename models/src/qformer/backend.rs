@@ -1,7 +1,7 @@
 //! The seam between the Q-Former's window and streaming logic, written once (here and in
 //! [`super::stream`]), and the two backends that hold its tensors:
 //!
-//! - candle ([`QFormer`]): tensors on the CPU or a CUDA device, differentiable for training;
+//! - candle ([`super::QFormer`]): tensors on the CPU or a CUDA device, differentiable for training;
 //! - the fused kernels ([`super::fused::KernelQFormer`]): weights and streaming caches
 //!   resident on a [`sensorium_kernels::Backend`] (CUDA, or the kernels' CPU references).
 //!
@@ -14,19 +14,8 @@
 
 use crate::error::{ModelError, Result};
 
-use super::config::{AudioSync, PositionMode, SlotContext};
-use super::model::{pool_window_audio, FrameInput, QFormer, QFormerOutput};
-use super::stream::StreamFrame;
-
-/// A frame a stream has pushed through the slot layers (its per-layer K/V live in the
-/// backend's cache).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CachedFrame {
-    /// Frame index within the stream.
-    pub index: u64,
-    /// False for padding frames of a last partial window.
-    pub valid: bool,
-}
+use super::config::{AudioSync, PositionMode, QFormerConfig, SlotContext};
+use super::input::{pool_window_audio, CachedFrame, FrameInput, QFormerOutput, StreamFrame};
 
 /// A window's slot side recomputed from a frame sequence: the frames that enter the slot
 /// layers (the window's last `k`, preceded by its context) with their position indices.
@@ -49,7 +38,7 @@ impl<'a> FullPlan<'a> {
     /// Checks the arguments and decides which frames enter the slot layers: with
     /// [`SlotContext::Window`] only the last `k` (FAVOR); with `Lookback` all of them.
     pub fn new(
-        qf: &QFormer,
+        cfg: &QFormerConfig,
         frames: &'a [FrameInput],
         valid: &'a [bool],
         first_index: u64,
@@ -62,7 +51,6 @@ impl<'a> FullPlan<'a> {
                 valid.len()
             )));
         }
-        let cfg = &qf.cfg;
         let start = match cfg.context {
             SlotContext::Window => n - k,
             SlotContext::Lookback => 0,
@@ -103,8 +91,8 @@ pub trait QFormerBackend {
     /// A window's slot side, ready for the queries.
     type Window;
 
-    /// The candle model: config, front end (slot assembly and embedding), the weights.
-    fn model(&self) -> &QFormer;
+    /// The model's configuration.
+    fn config(&self) -> &QFormerConfig;
 
     /// Readies `cache` for windows of `k` frames (and the lookback).
     fn reserve(&self, _cache: &mut Self::Cache, _k: usize) -> Result<()> {
@@ -150,13 +138,19 @@ pub trait QFormerBackend {
         k: usize,
     ) -> Result<Self::Window> {
         let pooled;
-        let frames = if self.model().cfg.audio_sync == AudioSync::Window {
+        let frames = if self.config().audio_sync == AudioSync::Window {
             pooled = pool_window_audio(frames, valid, k)?;
             &pooled[..]
         } else {
             frames
         };
-        self.slot_side(&FullPlan::new(self.model(), frames, valid, first_index, k)?)
+        self.slot_side(&FullPlan::new(
+            self.config(),
+            frames,
+            valid,
+            first_index,
+            k,
+        )?)
     }
 
     /// [`Self::window_full`], then the queries: the reference that streaming must equal.

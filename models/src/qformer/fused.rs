@@ -23,11 +23,11 @@ use crate::checkpoint::{LayerNorm, Linear};
 use crate::error::{ModelError, Result};
 use crate::ops::Activation;
 
-use super::backend::{CachedFrame, FullPlan, QFormerBackend};
+use super::backend::{FullPlan, QFormerBackend};
 use super::blocks::BertAttention;
-use super::config::MaskDirection;
-use super::model::{FrameInput, QFormer, QFormerOutput};
-use super::stream::StreamFrame;
+use super::config::{MaskDirection, QFormerConfig};
+use super::input::{CachedFrame, FrameInput, QFormerOutput, StreamFrame};
+use super::model::QFormer;
 
 fn host<T: Elem>(t: &Tensor) -> Result<Vec<T>> {
     Ok(t.flatten_all()?
@@ -499,8 +499,8 @@ where
     type Cache = KCache<T>;
     type Window = KWindow<T>;
 
-    fn model(&self) -> &QFormer {
-        &self.qf
+    fn config(&self) -> &QFormerConfig {
+        &self.qf.cfg
     }
 
     fn reserve(&self, cache: &mut KCache<T>, k: usize) -> Result<()> {

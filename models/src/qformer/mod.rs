@@ -7,13 +7,15 @@ pub mod backend;
 pub mod blocks;
 pub mod config;
 pub mod fused;
+pub mod input;
 pub mod model;
 pub mod runner;
 pub mod stream;
 
-pub use backend::{CachedFrame, FullPlan, QFormerBackend};
+pub use backend::{FullPlan, QFormerBackend};
 pub use config::{AudioSync, MaskDirection, PositionMode, QFormerConfig, SlotContext};
 pub use fused::{KCache, KStream, KWindow, KernelQFormer};
-pub use model::{pool_window_audio, CandleCache, FrameInput, QFormer, QFormerOutput, WindowKv};
+pub use input::{pool_window_audio, CachedFrame, FrameInput, QFormerOutput, StreamFrame};
+pub use model::{CandleCache, QFormer, WindowKv};
 pub use runner::{QFormerRunner, RunnerStream, RunnerWindow, StoragePrecision, Variant};
-pub use stream::{QFormerStream, StreamFrame};
+pub use stream::QFormerStream;

@@ -44,61 +44,10 @@ use crate::error::{ModelError, Result};
 use crate::ops::{Activation, MASK_NEG};
 use crate::tokens::{self, SlotMode};
 
-use super::backend::{CachedFrame, FullPlan, QFormerBackend};
+use super::backend::{FullPlan, QFormerBackend};
 use super::blocks::{BertAttention, QFormerLayer, QueryFfn};
 use super::config::{MaskDirection, QFormerConfig, SlotContext};
-use super::stream::StreamFrame;
-
-/// One frame's encoder outputs as the Q-Former takes them. `None` = modality missing for
-/// this frame (its half of every slot is zero, FAVOR's 0/1 modality mask).
-#[derive(Clone, Debug, Default)]
-pub struct FrameInput {
-    /// Audio tokens `[T_a, audio_width]` (e.g. 25 Whisper frames per 0.5 s).
-    pub audio: Option<Tensor>,
-    /// Visual tokens `[T_v, visual_width]`.
-    pub visual: Option<Tensor>,
-}
-
-/// [`super::AudioSync::Window`]: each run of `k` frames, counted back from the last one (the
-/// window, then the windows before it that the lookback reaches), gets the mean of its valid
-/// frames' audio tokens in place of each frame's own; pictures are untouched.
-pub fn pool_window_audio(
-    frames: &[FrameInput],
-    valid: &[bool],
-    k: usize,
-) -> Result<Vec<FrameInput>> {
-    let mut out = frames.to_vec();
-    if k == 0 {
-        return Ok(out);
-    }
-    let mut end = frames.len();
-    while end > 0 {
-        let start = end.saturating_sub(k);
-        let audio: Vec<&Tensor> = (start..end)
-            .filter(|&i| valid.get(i).copied().unwrap_or(false))
-            .filter_map(|i| frames[i].audio.as_ref())
-            .collect();
-        if !audio.is_empty() {
-            let mean = (Tensor::stack(&audio, 0)?.sum(0)? / audio.len() as f64)?;
-            for f in &mut out[start..end] {
-                if f.audio.is_some() {
-                    f.audio = Some(mean.clone());
-                }
-            }
-        }
-        end = start;
-    }
-    Ok(out)
-}
-
-/// Per-window Q-Former output.
-#[derive(Clone, Debug)]
-pub struct QFormerOutput {
-    /// Query states after the last layer `[B, Q, H]`.
-    pub hidden: Tensor,
-    /// `llama_proj(hidden)` `[B, Q, llm_hidden_size]`: the LLM input tokens.
-    pub projected: Tensor,
-}
+use super::input::{CachedFrame, FrameInput, QFormerOutput, StreamFrame};
 
 /// How a tensor of the layout is initialised by [`QFormer::random`].
 #[derive(Clone, Copy, Debug)]
@@ -494,8 +443,8 @@ impl QFormerBackend for QFormer {
     type Cache = CandleCache;
     type Window = WindowKv;
 
-    fn model(&self) -> &QFormer {
-        self
+    fn config(&self) -> &QFormerConfig {
+        &self.cfg
     }
 
     fn push_frame(

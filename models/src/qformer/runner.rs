@@ -10,8 +10,9 @@ use crate::error::Result;
 
 use super::backend::QFormerBackend;
 use super::fused::{KWindow, KernelQFormer};
-use super::model::{FrameInput, QFormer, QFormerOutput, WindowKv};
-use super::stream::{QFormerStream, StreamFrame};
+use super::input::{FrameInput, QFormerOutput, StreamFrame};
+use super::model::{QFormer, WindowKv};
+use super::stream::QFormerStream;
 
 /// Storage type of the kernels path (arithmetic is f32 either way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -175,7 +176,12 @@ impl QFormerRunner {
 
     /// The candle model (config, front end).
     pub fn model(&self) -> &QFormer {
-        with_backend!(self, q => q.model())
+        match self {
+            Self::Candle(q) => q,
+            Self::KernelsF32(k) => &k.qf,
+            Self::KernelsBf16(k) => &k.qf,
+            Self::KernelsF16(k) => &k.qf,
+        }
     }
 
     /// A fresh per-stream cache for this runner.

@@ -19,19 +19,9 @@ use std::collections::VecDeque;
 
 use crate::error::{ModelError, Result};
 
-use super::backend::{CachedFrame, FullPlan, QFormerBackend};
+use super::backend::{FullPlan, QFormerBackend};
 use super::config::AudioSync;
-use super::model::{pool_window_audio, FrameInput};
-
-/// One frame of a window as the stream receives it.
-#[derive(Clone, Debug)]
-pub struct StreamFrame {
-    /// Frame index within the stream.
-    pub index: u64,
-    /// False for padding frames of a last partial window.
-    pub valid: bool,
-    pub input: FrameInput,
-}
+use super::input::{pool_window_audio, CachedFrame, FrameInput, StreamFrame};
 
 /// Per-stream Q-Former state: which frames are cached (bounded to `max(lookback, window)`)
 /// and the backend's cache of their K/V.
@@ -76,7 +66,7 @@ impl<B: QFormerBackend> QFormerStream<B> {
                 self.clear(b);
             }
         }
-        let lookback = b.model().cfg.lookback as u64;
+        let lookback = b.config().lookback as u64;
         // Cached frames are contiguous and end just before `f`: the lookback is a suffix.
         let (older, newer) = self.frames.as_slices();
         let prev: Vec<CachedFrame> = older
@@ -112,7 +102,7 @@ impl<B: QFormerBackend> QFormerStream<B> {
                 "window frames must have contiguous indices".into(),
             ));
         }
-        let cfg = &b.model().cfg;
+        let cfg = b.config();
         let pooled;
         let frames = if cfg.audio_sync == AudioSync::Window {
             let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
@@ -135,7 +125,7 @@ impl<B: QFormerBackend> QFormerStream<B> {
             let inputs: Vec<FrameInput> = frames.iter().map(|f| f.input.clone()).collect();
             let valid: Vec<bool> = frames.iter().map(|f| f.valid).collect();
             self.frames_computed += k as u64;
-            return b.slot_side(&FullPlan::new(b.model(), &inputs, &valid, first, k)?);
+            return b.slot_side(&FullPlan::new(cfg, &inputs, &valid, first, k)?);
         }
         if self.frames.back().is_some_and(|c| c.index + 1 < first) {
             self.clear(b);
