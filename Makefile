@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: bench-deps bench-encoders bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-deps bench-scaling bench-encoders bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -85,6 +85,11 @@ test: test-deps nvrtc
 bench: bench-deps
 	$(CARGO) bench -p sensorium-engine --bench sync_window
 	python3 benches/bench_encoders.py --threads 2 --iters 10 --rounds 1
+
+# How the per-window cost grows with the window length, the stride, the number of streams
+# and the LLM's context (models/benches/scaling.rs): benches/scaling.json and scaling.png.
+bench-scaling:
+	$(CARGO) bench -p sensorium-models --bench scaling -- --json benches/scaling.json --plot benches/scaling.png
 
 # Every row of benches/bench_encoders.py, 3 rounds alternating with PyTorch.
 bench-encoders: bench-deps
