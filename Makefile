@@ -89,7 +89,7 @@ bench: bench-deps
 # How the per-window cost grows with the window length, the stride, the number of streams
 # and the LLM's context (models/benches/scaling.rs): benches/scaling.json and scaling.png.
 bench-scaling:
-	$(CARGO) bench -p sensorium-models --bench scaling -- --json benches/scaling.json --plot benches/scaling.png
+	$(CARGO) bench -p sensorium-models --bench scaling -- --json $(CURDIR)/benches/scaling.json --plot $(CURDIR)/benches/scaling.png
 
 # Every row of benches/bench_encoders.py, 3 rounds alternating with PyTorch.
 bench-encoders: bench-deps

@@ -205,11 +205,7 @@ fn plot(path: &PathBuf, panels: &[(&str, &str, Vec<(String, Vec<(f64, f64)>)>)])
         }
         let mut chart = b.build_cartesian_2d(0f64..xmax * 1.05, 0f64..ymax)?;
         if text {
-            chart
-                .configure_mesh()
-                .x_desc(*xdesc)
-                .y_desc("ms")
-                .draw()?;
+            chart.configure_mesh().x_desc(*xdesc).y_desc("ms").draw()?;
         }
         for (i, (name, pts)) in series.iter().enumerate() {
             let c = colours[i % colours.len()];
@@ -276,15 +272,21 @@ fn main() -> Res<()> {
     }
 
     println!("\nQ-Former, streams sliding together (k = 10, stride 1, queries batched):");
-    println!("{:>7} {:>12} {:>16}", "streams", "ms/round", "ms per window");
+    println!(
+        "{:>7} {:>12} {:>16}",
+        "streams", "ms/round", "ms per window"
+    );
     let mut by_streams = Vec::new();
     for n in [1usize, 2, 4, 8, 16, 32] {
         let ms = streams(n, iters.min(3))?;
         println!("{n:>7} {ms:>12.2} {:>16.2}", ms / n as f64);
-        by_streams.push(json!({ "streams": n, "ms_per_round": ms, "ms_per_window": ms / n as f64 }));
+        by_streams
+            .push(json!({ "streams": n, "ms_per_round": ms, "ms_per_window": ms / n as f64 }));
     }
 
-    println!("\nLLM decode per token over its context (Qwen2.5-0.5B shape, {llm_layers} layers, f32):");
+    println!(
+        "\nLLM decode per token over its context (Qwen2.5-0.5B shape, {llm_layers} layers, f32):"
+    );
     println!("{:>8} {:>14} {:>12}", "windows", "context tok", "ms/token");
     let contexts = [1usize, 2, 4, 8, 16];
     let dec = decode_costs(llm_layers, &contexts, iters * 2)?;
@@ -322,7 +324,10 @@ fn main() -> Res<()> {
                     "frames per window (k)",
                     vec![
                         ("full recompute".into(), pts(&by_k, "k", "full_ms")),
-                        ("incremental, stride 1".into(), pts(&by_k, "k", "incremental_ms")),
+                        (
+                            "incremental, stride 1".into(),
+                            pts(&by_k, "k", "incremental_ms"),
+                        ),
                     ],
                 ),
                 (
@@ -334,8 +339,14 @@ fn main() -> Res<()> {
                     "Q-Former vs streams (k = 10, stride 1)",
                     "streams",
                     vec![
-                        ("per round".into(), pts(&by_streams, "streams", "ms_per_round")),
-                        ("per window".into(), pts(&by_streams, "streams", "ms_per_window")),
+                        (
+                            "per round".into(),
+                            pts(&by_streams, "streams", "ms_per_round"),
+                        ),
+                        (
+                            "per window".into(),
+                            pts(&by_streams, "streams", "ms_per_window"),
+                        ),
                     ],
                 ),
                 (

@@ -108,6 +108,28 @@ pub trait QFormerBackend {
         frame: &StreamFrame,
     ) -> Result<()>;
 
+    /// Pushes a contiguous run of new frames (the first follows `prev`'s last, if any)
+    /// through the slot layers; `prev` are the cached frames inside the first one's
+    /// lookback. The default pushes them one by one; a backend may run them as one batch.
+    fn push_frames(
+        &self,
+        cache: &mut Self::Cache,
+        prev: &[CachedFrame],
+        frames: &[StreamFrame],
+    ) -> Result<()> {
+        let lookback = self.config().lookback as u64;
+        let mut window: Vec<CachedFrame> = prev.to_vec();
+        for f in frames {
+            window.retain(|c| c.index + lookback > f.index);
+            self.push_frame(cache, &window, f)?;
+            window.push(CachedFrame {
+                index: f.index,
+                valid: f.valid,
+            });
+        }
+        Ok(())
+    }
+
     /// Drops frame `index` from the cache (no window or lookback reaches it any more).
     fn evict(&self, _cache: &mut Self::Cache, _index: u64) {}
 

@@ -495,6 +495,102 @@ impl QFormerBackend for QFormer {
         Ok(())
     }
 
+    /// Several new frames as one batch: each layer's projections run once over all their
+    /// slot rows (GEMMs of `n*S` rows instead of `n` of `S`), the causal attention with a
+    /// block mask over the cached lookback and the new frames.
+    fn push_frames(
+        &self,
+        cache: &mut CandleCache,
+        prev: &[CachedFrame],
+        frames: &[StreamFrame],
+    ) -> Result<()> {
+        if let [f] = frames {
+            return self.push_frame(cache, prev, f);
+        }
+        let Some(first) = frames.first() else {
+            return Ok(());
+        };
+        let inconsistent = || ModelError::InvalidInput("slot cache is inconsistent".into());
+        let (n, s, lookback) = (
+            frames.len(),
+            self.cfg.slots_per_frame,
+            self.cfg.lookback as u64,
+        );
+        let prev_kv = prev
+            .iter()
+            .map(|p| cache.get(&p.index).ok_or_else(inconsistent))
+            .collect::<Result<Vec<_>>>()?;
+        // Key frames: the cached lookback, then the new frames; query frame i sees key frame
+        // j when j is valid, not later, and inside i's lookback.
+        let keys: Vec<CachedFrame> = prev
+            .iter()
+            .copied()
+            .chain(frames.iter().map(|f| CachedFrame {
+                index: f.index,
+                valid: f.valid,
+            }))
+            .collect();
+        let mut m = vec![0f32; n * s * keys.len() * s];
+        for (i, f) in frames.iter().enumerate() {
+            for (j, key) in keys.iter().enumerate() {
+                let allowed = key.valid && key.index <= f.index && key.index + lookback > f.index;
+                if !allowed {
+                    for a in 0..s {
+                        let row = (i * s + a) * keys.len() * s + j * s;
+                        m[row..row + s].fill(MASK_NEG);
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (n * s, keys.len() * s), &self.device)?;
+        let raw = frames
+            .iter()
+            .map(|f| self.assemble(&f.input))
+            .collect::<Result<Vec<_>>>()?;
+        let positions: Vec<u64> = (0..n as u64).map(|i| first.index + i).collect();
+        let mut x = self.embed(&Tensor::cat(&raw, 0)?, &positions)?;
+        let mut layers: Vec<Vec<LayerKv>> = (0..n).map(|_| Vec::new()).collect();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let self_kv = match &layer.causal {
+                Some(c) => {
+                    let (k, v) = c.kv(&x)?;
+                    let mut ks = Vec::with_capacity(prev.len() + 1);
+                    let mut vs = Vec::with_capacity(prev.len() + 1);
+                    for p in &prev_kv {
+                        let (pk, pv) = p[l].self_kv.as_ref().ok_or_else(inconsistent)?;
+                        ks.push(pk);
+                        vs.push(pv);
+                    }
+                    ks.push(&k);
+                    vs.push(&v);
+                    x = c.attend(
+                        &x,
+                        &Tensor::cat(&ks, 2)?,
+                        &Tensor::cat(&vs, 2)?,
+                        Some(&mask),
+                    )?;
+                    Some((k, v))
+                }
+                None => None,
+            };
+            let (ck, cv) = layer.cross.kv(&x)?;
+            for (i, frame_layers) in layers.iter_mut().enumerate() {
+                let rows = |t: &Tensor| t.narrow(2, i * s, s)?.contiguous();
+                frame_layers.push(LayerKv {
+                    self_kv: match &self_kv {
+                        Some((k, v)) => Some((rows(k)?, rows(v)?)),
+                        None => None,
+                    },
+                    cross_kv: (rows(&ck)?, rows(&cv)?),
+                });
+            }
+        }
+        for (f, l) in frames.iter().zip(layers) {
+            cache.insert(f.index, l);
+        }
+        Ok(())
+    }
+
     fn evict(&self, cache: &mut CandleCache, index: u64) {
         cache.remove(&index);
     }

@@ -57,30 +57,36 @@ impl<B: QFormerBackend> QFormerStream<B> {
         b.clear(&mut self.cache);
     }
 
-    fn push(&mut self, b: &B, f: &StreamFrame, keep: usize) -> Result<()> {
-        if let Some(last) = self.frames.back() {
-            if f.index <= last.index {
-                return Ok(()); // already computed (overlapping window)
-            }
-            if f.index != last.index + 1 {
-                self.clear(b);
-            }
+    /// Pushes the frames of `frames` the cache does not hold yet (they follow its last
+    /// frame: the caller cleared the cache on a gap) in one call to the backend.
+    fn push(&mut self, b: &B, frames: &[StreamFrame], keep: usize) -> Result<()> {
+        let last = self.frames.back().map(|c| c.index);
+        let new: Vec<StreamFrame> = frames
+            .iter()
+            .filter(|f| last.is_none_or(|l| f.index > l))
+            .cloned()
+            .collect();
+        let Some(first) = new.first() else {
+            return Ok(()); // all computed already (overlapping window)
+        };
+        if last.is_some_and(|l| first.index != l + 1) {
+            self.clear(b);
         }
         let lookback = b.config().lookback as u64;
-        // Cached frames are contiguous and end just before `f`: the lookback is a suffix.
-        let (older, newer) = self.frames.as_slices();
-        let prev: Vec<CachedFrame> = older
+        let prev: Vec<CachedFrame> = self
+            .frames
             .iter()
-            .chain(newer)
-            .filter(|c| c.index + lookback > f.index)
+            .filter(|c| c.index + lookback > first.index)
             .copied()
             .collect();
-        b.push_frame(&mut self.cache, &prev, f)?;
-        self.frames.push_back(CachedFrame {
-            index: f.index,
-            valid: f.valid,
-        });
-        self.frames_computed += 1;
+        b.push_frames(&mut self.cache, &prev, &new)?;
+        for f in &new {
+            self.frames.push_back(CachedFrame {
+                index: f.index,
+                valid: f.valid,
+            });
+        }
+        self.frames_computed += new.len() as u64;
         while self.frames.len() > keep {
             if let Some(old) = self.frames.pop_front() {
                 b.evict(&mut self.cache, old.index);
@@ -132,9 +138,7 @@ impl<B: QFormerBackend> QFormerStream<B> {
         }
         b.reserve(&mut self.cache, k)?;
         let keep = cfg.lookback.max(k);
-        for f in frames {
-            self.push(b, f, keep)?;
-        }
+        self.push(b, frames, keep)?;
         let win: Vec<CachedFrame> = self
             .frames
             .iter()
