@@ -180,7 +180,10 @@ fn decode_costs(layers: usize, contexts: &[usize], iters: usize) -> Res<Vec<(usi
     Ok(out)
 }
 
-fn plot(path: &PathBuf, panels: &[(&str, &str, Vec<(String, Vec<(f64, f64)>)>)]) -> Res<()> {
+/// One panel of the plot: title, x axis, named series of (x, ms).
+type Panel<'a> = (&'a str, &'a str, Vec<(String, Vec<(f64, f64)>)>);
+
+fn plot(path: &PathBuf, panels: &[Panel<'_>]) -> Res<()> {
     let text = sensorium_models::train::plot::font();
     let root = BitMapBackend::new(path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
