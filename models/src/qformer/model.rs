@@ -453,50 +453,11 @@ impl QFormerBackend for QFormer {
         prev: &[CachedFrame],
         f: &StreamFrame,
     ) -> Result<()> {
-        let inconsistent = || ModelError::InvalidInput("slot cache is inconsistent".into());
-        let prev_kv = prev
-            .iter()
-            .map(|p| cache.get(&p.index).ok_or_else(inconsistent))
-            .collect::<Result<Vec<_>>>()?;
-        let mut valid: Vec<bool> = prev.iter().map(|c| c.valid).collect();
-        valid.push(f.valid);
-        let kmask = self.key_mask(&valid)?;
-        let mut x = self.embed(&self.assemble(&f.input)?, &[f.index])?;
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for (l, layer) in self.layers.iter().enumerate() {
-            let self_kv = match &layer.causal {
-                Some(c) => {
-                    let (k, v) = c.kv(&x)?;
-                    let mut ks = Vec::with_capacity(prev.len() + 1);
-                    let mut vs = Vec::with_capacity(prev.len() + 1);
-                    for p in &prev_kv {
-                        let (pk, pv) = p[l].self_kv.as_ref().ok_or_else(inconsistent)?;
-                        ks.push(pk);
-                        vs.push(pv);
-                    }
-                    ks.push(&k);
-                    vs.push(&v);
-                    x = c.attend(
-                        &x,
-                        &Tensor::cat(&ks, 2)?,
-                        &Tensor::cat(&vs, 2)?,
-                        Some(&kmask),
-                    )?;
-                    Some((k, v))
-                }
-                None => None,
-            };
-            layers.push(LayerKv {
-                self_kv,
-                cross_kv: layer.cross.kv(&x)?,
-            });
-        }
-        cache.insert(f.index, layers);
-        Ok(())
+        self.push_frames(cache, prev, std::slice::from_ref(f))
     }
 
-    /// Several new frames as one batch: each layer's projections run once over all their
-    /// slot rows (GEMMs of `n*S` rows instead of `n` of `S`), the causal attention with a
+    /// New frames as one batch (one frame is a batch of one): each layer's projections run
+    /// once over all their slot rows (GEMMs of `n*S` rows instead of `n` of `S`), the causal attention with a
     /// block mask over the cached lookback and the new frames.
     fn push_frames(
         &self,
@@ -504,9 +465,6 @@ impl QFormerBackend for QFormer {
         prev: &[CachedFrame],
         frames: &[StreamFrame],
     ) -> Result<()> {
-        if let [f] = frames {
-            return self.push_frame(cache, prev, f);
-        }
         let Some(first) = frames.first() else {
             return Ok(());
         };
