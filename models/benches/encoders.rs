@@ -18,6 +18,9 @@ use sensorium_models::qformer::{
 use sensorium_models::tokens::SlotMode;
 use sensorium_models::vision::VisionEncoder;
 
+mod common;
+use common::noise;
+
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
     f();
@@ -30,18 +33,6 @@ fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
     t[t.len() / 2]
-}
-
-fn noise(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
 }
 
 fn main() {

@@ -24,23 +24,14 @@ use sensorium_models::qformer::{
 };
 use serde_json::{json, Value};
 
+mod common;
+use common::noise;
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn noise(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// FAVOR-size encoder outputs of frame `i` (25 Whisper frames of 1280, 32 CLIP slots of 768).

@@ -328,143 +328,6 @@ where
         }
         self.attn_out(a, &attn, x, rows)
     }
-
-    /// A window's slot side recomputed from `plan` (see [`QFormerBackend::slot_side`]).
-    fn slot_side_of(&self, plan: &FullPlan<'_>) -> Result<KWindow<T>> {
-        let cfg = &self.qf.cfg;
-        let (n, k, ctx) = (plan.frames.len(), plan.k, plan.context());
-        let refs: Vec<&FrameInput> = plan.frames.iter().collect();
-        let mut x = self.embed(&refs, &plan.positions)?;
-        let (s, ws, h) = (cfg.slots_per_frame, cfg.slot_width(), cfg.hidden_size);
-        let mut kv = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            if let Some(c) = &layer.causal {
-                x = self.slot_layer_full(c, &x, plan.valid, plan.band)?;
-            }
-            let mut out = self.be.zeros::<T>(k * s * 2 * h)?;
-            self.be.linear_rows(
-                &x,
-                ctx * s,
-                &layer.cross.proj,
-                &mut out,
-                0,
-                k * s,
-                ws,
-                2 * h,
-            )?;
-            kv.push(out);
-        }
-        debug_assert_eq!(n, ctx + k);
-        Ok(KWindow {
-            kv,
-            mask: plan.valid[ctx..].iter().map(|b| u8::from(*b)).collect(),
-        })
-    }
-
-    /// The query side for windows of equal length (see [`QFormerBackend::query_batch`]).
-    fn query_batch_of(&self, windows: &[&KWindow<T>]) -> Result<QFormerOutput> {
-        let Some(first) = windows.first() else {
-            return Err(ModelError::InvalidInput("no windows to run".into()));
-        };
-        let kf = first.frames();
-        if let Some(w) = windows.iter().find(|w| w.frames() != kf) {
-            return Err(ModelError::InvalidInput(format!(
-                "windows in one batch must have equal length ({} vs {kf} frames)",
-                w.frames()
-            )));
-        }
-        let cfg = &self.qf.cfg;
-        let (b, nq, h, s) = (
-            windows.len(),
-            cfg.num_query_tokens,
-            cfg.hidden_size,
-            cfg.slots_per_frame,
-        );
-        let (m, ks) = (b * nq, kf * s);
-        let be = &self.be;
-        let per = ks * 2 * h;
-        let mut kvs = Vec::with_capacity(self.layers.len());
-        for l in 0..self.layers.len() {
-            if b == 1 {
-                kvs.push(None);
-                continue;
-            }
-            let mut buf = be.zeros::<T>(b * per)?;
-            for (i, w) in windows.iter().enumerate() {
-                be.copy(&w.kv[l], 0, &mut buf, i * per, per)?;
-            }
-            kvs.push(Some(buf));
-        }
-        let mask: Vec<u8> = windows
-            .iter()
-            .flat_map(|w| w.mask.iter().copied())
-            .collect();
-        let mask = be.upload(&mask)?;
-        let mut x = be.upload(&self.query0.repeat(b))?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            // (b) query self-attention
-            let a = &layer.attention;
-            let hd = h / a.heads;
-            let mut qkv = be.zeros::<T>(m * 3 * h)?;
-            be.linear(&x, &a.proj, &mut qkv, m, h, 3 * h)?;
-            let mut p = AttnParams::contiguous(b, a.heads, nq, nq, hd, Causal::None, 1);
-            p.q = Strides::packed(nq, hd, 3 * h);
-            (p.k, p.v) = (p.q, p.q);
-            p.o = Strides::packed(nq, hd, h);
-            p.offsets = [0, h, 2 * h, 0];
-            let mut attn = be.zeros::<T>(m * h)?;
-            be.attention(&p, &qkv, &qkv, &qkv, Some(a.attn_bias()), None, &mut attn)?;
-            let x1 = self.attn_out(a, &attn, &x, m)?;
-            // (c) cross-attention to the windows' slot states
-            let c = &layer.cross;
-            let hd = h / c.heads;
-            let mut cq = be.zeros::<T>(m * h)?;
-            let wq = c
-                .q
-                .as_ref()
-                .ok_or_else(|| ModelError::InvalidInput("cross-attention without query".into()))?;
-            be.linear(&x1, wq, &mut cq, m, h, h)?;
-            let kv = kvs[l].as_ref().unwrap_or(&windows[0].kv[l]);
-            let mut p = AttnParams::contiguous(b, c.heads, nq, ks, hd, Causal::None, s);
-            p.q = Strides::packed(nq, hd, h);
-            p.k = Strides::packed(ks, hd, 2 * h);
-            p.v = p.k;
-            p.o = p.q;
-            p.offsets = [0, 0, h, 0];
-            p.key_frames = kf;
-            be.attention(&p, &cq, kv, kv, Some(c.attn_bias()), Some(&mask), &mut attn)?;
-            let x2 = self.attn_out(c, &attn, &x1, m)?;
-            // (d) query FFN
-            let inter = cfg.intermediate_size;
-            let mut f = be.zeros::<T>(m * inter)?;
-            be.linear(&x2, &layer.ffn_in.w, &mut f, m, h, inter)?;
-            let mut fa = be.zeros::<T>(m * inter)?;
-            be.bias_act(&f, &layer.ffn_in.b, &mut fa, inter, true)?;
-            let mut o = be.zeros::<T>(m * h)?;
-            be.linear(&fa, &layer.ffn_out.w, &mut o, m, inter, h)?;
-            x = be.zeros::<T>(m * h)?;
-            be.bias_residual_layernorm(
-                &o,
-                Some(&layer.ffn_out.b),
-                Some(&x2),
-                &layer.ffn_ln.g,
-                &layer.ffn_ln.b,
-                &mut x,
-                m,
-                h,
-                self.eps(),
-            )?;
-        }
-        let lw = self.llm_width;
-        let mut y = be.zeros::<T>(m * lw)?;
-        be.linear(&x, &self.llama.w, &mut y, m, h, lw)?;
-        let mut proj = be.zeros::<T>(m * lw)?;
-        be.bias_act(&y, &self.llama.b, &mut proj, lw, false)?;
-        let f32s = |v: Vec<T>| -> Vec<f32> { v.into_iter().map(Elem::to_f32).collect() };
-        let hidden = Tensor::from_vec(f32s(be.download(&x)?), (b, nq, h), &Device::Cpu)?;
-        let projected = Tensor::from_vec(f32s(be.download(&proj)?), (b, nq, lw), &Device::Cpu)?;
-        Ok(QFormerOutput { hidden, projected })
-    }
 }
 
 /// The kernels backend's per-stream cache (see the module docs): per layer with causal slots
@@ -630,10 +493,136 @@ where
     }
 
     fn slot_side(&self, plan: &FullPlan<'_>) -> Result<KWindow<T>> {
-        self.slot_side_of(plan)
+        let cfg = &self.qf.cfg;
+        let (k, ctx) = (plan.k, plan.context());
+        let refs: Vec<&FrameInput> = plan.frames.iter().collect();
+        let mut x = self.embed(&refs, &plan.positions)?;
+        let (s, ws, h) = (cfg.slots_per_frame, cfg.slot_width(), cfg.hidden_size);
+        let mut kv = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            if let Some(c) = &layer.causal {
+                x = self.slot_layer_full(c, &x, plan.valid, plan.band)?;
+            }
+            let mut out = self.be.zeros::<T>(k * s * 2 * h)?;
+            self.be.linear_rows(
+                &x,
+                ctx * s,
+                &layer.cross.proj,
+                &mut out,
+                0,
+                k * s,
+                ws,
+                2 * h,
+            )?;
+            kv.push(out);
+        }
+        Ok(KWindow {
+            kv,
+            mask: plan.valid[ctx..].iter().map(|b| u8::from(*b)).collect(),
+        })
     }
 
     fn query_batch(&self, windows: &[&KWindow<T>]) -> Result<QFormerOutput> {
-        self.query_batch_of(windows)
+        let Some(first) = windows.first() else {
+            return Err(ModelError::InvalidInput("no windows to run".into()));
+        };
+        let kf = first.frames();
+        if let Some(w) = windows.iter().find(|w| w.frames() != kf) {
+            return Err(ModelError::InvalidInput(format!(
+                "windows in one batch must have equal length ({} vs {kf} frames)",
+                w.frames()
+            )));
+        }
+        let cfg = &self.qf.cfg;
+        let (b, nq, h, s) = (
+            windows.len(),
+            cfg.num_query_tokens,
+            cfg.hidden_size,
+            cfg.slots_per_frame,
+        );
+        let (m, ks) = (b * nq, kf * s);
+        let be = &self.be;
+        let per = ks * 2 * h;
+        let mut kvs = Vec::with_capacity(self.layers.len());
+        for l in 0..self.layers.len() {
+            if b == 1 {
+                kvs.push(None);
+                continue;
+            }
+            let mut buf = be.zeros::<T>(b * per)?;
+            for (i, w) in windows.iter().enumerate() {
+                be.copy(&w.kv[l], 0, &mut buf, i * per, per)?;
+            }
+            kvs.push(Some(buf));
+        }
+        let mask: Vec<u8> = windows
+            .iter()
+            .flat_map(|w| w.mask.iter().copied())
+            .collect();
+        let mask = be.upload(&mask)?;
+        let mut x = be.upload(&self.query0.repeat(b))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            // (b) query self-attention
+            let a = &layer.attention;
+            let hd = h / a.heads;
+            let mut qkv = be.zeros::<T>(m * 3 * h)?;
+            be.linear(&x, &a.proj, &mut qkv, m, h, 3 * h)?;
+            let mut p = AttnParams::contiguous(b, a.heads, nq, nq, hd, Causal::None, 1);
+            p.q = Strides::packed(nq, hd, 3 * h);
+            (p.k, p.v) = (p.q, p.q);
+            p.o = Strides::packed(nq, hd, h);
+            p.offsets = [0, h, 2 * h, 0];
+            let mut attn = be.zeros::<T>(m * h)?;
+            be.attention(&p, &qkv, &qkv, &qkv, Some(a.attn_bias()), None, &mut attn)?;
+            let x1 = self.attn_out(a, &attn, &x, m)?;
+            // (c) cross-attention to the windows' slot states
+            let c = &layer.cross;
+            let hd = h / c.heads;
+            let mut cq = be.zeros::<T>(m * h)?;
+            let wq = c
+                .q
+                .as_ref()
+                .ok_or_else(|| ModelError::InvalidInput("cross-attention without query".into()))?;
+            be.linear(&x1, wq, &mut cq, m, h, h)?;
+            let kv = kvs[l].as_ref().unwrap_or(&windows[0].kv[l]);
+            let mut p = AttnParams::contiguous(b, c.heads, nq, ks, hd, Causal::None, s);
+            p.q = Strides::packed(nq, hd, h);
+            p.k = Strides::packed(ks, hd, 2 * h);
+            p.v = p.k;
+            p.o = p.q;
+            p.offsets = [0, 0, h, 0];
+            p.key_frames = kf;
+            be.attention(&p, &cq, kv, kv, Some(c.attn_bias()), Some(&mask), &mut attn)?;
+            let x2 = self.attn_out(c, &attn, &x1, m)?;
+            // (d) query FFN
+            let inter = cfg.intermediate_size;
+            let mut f = be.zeros::<T>(m * inter)?;
+            be.linear(&x2, &layer.ffn_in.w, &mut f, m, h, inter)?;
+            let mut fa = be.zeros::<T>(m * inter)?;
+            be.bias_act(&f, &layer.ffn_in.b, &mut fa, inter, true)?;
+            let mut o = be.zeros::<T>(m * h)?;
+            be.linear(&fa, &layer.ffn_out.w, &mut o, m, inter, h)?;
+            x = be.zeros::<T>(m * h)?;
+            be.bias_residual_layernorm(
+                &o,
+                Some(&layer.ffn_out.b),
+                Some(&x2),
+                &layer.ffn_ln.g,
+                &layer.ffn_ln.b,
+                &mut x,
+                m,
+                h,
+                self.eps(),
+            )?;
+        }
+        let lw = self.llm_width;
+        let mut y = be.zeros::<T>(m * lw)?;
+        be.linear(&x, &self.llama.w, &mut y, m, h, lw)?;
+        let mut proj = be.zeros::<T>(m * lw)?;
+        be.bias_act(&y, &self.llama.b, &mut proj, lw, false)?;
+        let f32s = |v: Vec<T>| -> Vec<f32> { v.into_iter().map(Elem::to_f32).collect() };
+        let hidden = Tensor::from_vec(f32s(be.download(&x)?), (b, nq, h), &Device::Cpu)?;
+        let projected = Tensor::from_vec(f32s(be.download(&proj)?), (b, nq, lw), &Device::Cpu)?;
+        Ok(QFormerOutput { hidden, projected })
     }
 }

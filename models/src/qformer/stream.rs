@@ -61,11 +61,12 @@ impl<B: QFormerBackend> QFormerStream<B> {
     /// frame: the caller cleared the cache on a gap) in one call to the backend.
     fn push(&mut self, b: &B, frames: &[StreamFrame], keep: usize) -> Result<()> {
         let last = self.frames.back().map(|c| c.index);
-        let new: Vec<StreamFrame> = frames
+        // Window frames are contiguous: the ones not cached yet are a suffix.
+        let fresh = frames
             .iter()
-            .filter(|f| last.is_none_or(|l| f.index > l))
-            .cloned()
-            .collect();
+            .position(|f| last.is_none_or(|l| f.index > l))
+            .unwrap_or(frames.len());
+        let new = &frames[fresh..];
         let Some(first) = new.first() else {
             return Ok(()); // all computed already (overlapping window)
         };
@@ -79,8 +80,8 @@ impl<B: QFormerBackend> QFormerStream<B> {
             .filter(|c| c.index + lookback > first.index)
             .copied()
             .collect();
-        b.push_frames(&mut self.cache, &prev, &new)?;
-        for f in &new {
+        b.push_frames(&mut self.cache, &prev, new)?;
+        for f in new {
             self.frames.push_back(CachedFrame {
                 index: f.index,
                 valid: f.valid,
