@@ -5,6 +5,8 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+mod grad;
+
 /// Additive mask value for disallowed attention entries: the most negative f32, as HF's
 /// `invert_attention_mask` uses. Finite (not -inf) so that a row whose keys are all masked
 /// gives a uniform softmax instead of NaN, exactly like HF.
@@ -17,6 +19,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let rows = x.elem_count() / last.max(1);
     let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
     let y = match b {
+        Some(b) if grad::applies(&y) => grad::add_row(&y, b)?,
         Some(b) => y.broadcast_add(b)?,
         None => y,
     };
@@ -127,8 +130,15 @@ pub fn conv1d(
 }
 
 /// LayerNorm over the last axis: `(x - mean) / sqrt(var + eps) * w + b`, biased variance,
-/// accumulated in f32.
+/// accumulated in f32. Inside a training graph, one fused op with its own backward.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    if grad::applies(x) && w.dtype() == DType::F32 && b.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op3(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            grad::LayerNorm { eps: eps as f32 },
+        );
+    }
     let dt = x.dtype();
     let x = x.to_dtype(DType::F32)?;
     let mean = x.mean_keepdim(D::Minus1)?;
@@ -150,6 +160,9 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 
 /// CLIP's `x * sigmoid(1.702 x)` (HF `"quick_gelu"`).
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    if grad::applies(x) {
+        return x.contiguous()?.apply_op1(grad::QuickGelu);
+    }
     x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
 }
 
@@ -216,9 +229,11 @@ pub fn attention(
 /// Softmax over the last axis: candle's fused kernel for inference, and the composed
 /// (differentiable) form when `x` is part of a training graph. candle 0.11.1's fused
 /// `softmax_last_dim` records no backward, so everything upstream of it would silently get
-/// no gradient.
+/// no gradient; on the CPU in f32 the training form is one fused op with its own backward.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
+    if grad::applies(x) {
+        x.contiguous()?.apply_op1(grad::Softmax)
+    } else if x.track_op() {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(x)
