@@ -16,7 +16,7 @@ CONFIG ?= pipelines/configs/test.toml
 # default-model/ (see README, "The default model").
 DEFAULT_INIT ?= target/default-init
 DEFAULT_STEPS ?= 2800
-DEFAULT_PRETRAIN ?= 2000
+DEFAULT_PRETRAIN ?= 6000
 QUESTIONS := --question "What do you see?" --question "What do you hear?" \
 	--question "Describe what you see and hear."
 

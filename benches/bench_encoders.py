@@ -76,6 +76,10 @@ def make_models(d):
 
 def torch_bench(d, wcfg, q, iters):
     out = {}
+    out["whisper_load"] = median_ms(iters, lambda: WhisperModel.from_pretrained(
+        os.path.join(d, "whisper-base")).encoder.eval())
+    out["clip_load"] = median_ms(iters, lambda: CLIPVisionModel.from_pretrained(
+        os.path.join(d, "clip-b16")).eval())
     rng = np.random.RandomState(1)
     wav = (rng.rand(8000) - 0.5).astype(np.float32)
     fe = WhisperFeatureExtractor(feature_size=80)

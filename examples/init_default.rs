@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map_or("target/default-init", String::as_str));
     let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2800);
-    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(6000);
     let recipe = Recipe::from_args(args.iter().skip(4))?;
     std::fs::create_dir_all(&out)?;
 

@@ -48,6 +48,17 @@ fn main() {
         .unwrap_or(10);
     let dev = Device::Cpu;
 
+    // Loading the checkpoints (memory-mapped safetensors; the page cache is warm after the
+    // first load, as it is for PyTorch's side of the run).
+    let ms = median_ms(iters, || {
+        AudioEncoder::load(&dir.join("whisper-base"), &dev).expect("whisper-base");
+    });
+    println!("RESULT whisper_load {ms:.3}");
+    let ms = median_ms(iters, || {
+        VisionEncoder::load(&dir.join("clip-b16"), &dev).expect("clip-b16");
+    });
+    println!("RESULT clip_load {ms:.3}");
+
     // Whisper-base encoder on one 0.5 s frame (8000 samples -> 50 mel -> 25 frames).
     let audio = AudioEncoder::load(&dir.join("whisper-base"), &dev).expect("whisper-base");
     let wav = noise(8000, 1);
