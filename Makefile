@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 CONFIG ?= pipelines/configs/test.toml
 
-.PHONY: bench-deps bench-scaling bench-encoders bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
+.PHONY: bench-deps bench-llm bench-scaling bench-encoders bench-cluster bench-latency bench-streams soak fuzz test-deps deps nvrtc build run test bench bench-train bench-ablations check train-default
 
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
@@ -94,6 +94,16 @@ bench-scaling:
 # Every row of benches/bench_encoders.py, 3 rounds alternating with PyTorch.
 bench-encoders: bench-deps
 	python3 benches/bench_encoders.py --threads 2 --iters 10 --rounds 3
+
+# The LLM against llama.cpp on the same random Qwen2.5-0.5B-shaped GGUF files
+# (benches/bench_llm.py; models/BENCH.md). llama-cpp-python is built from source by pip with
+# llama.cpp's AMX paths off: its AMX q4_0 repack crashes on machines with AMX (seen with
+# 0.3.36); the AVX-512/VNNI paths it would use anyway stay on.
+LLAMA_CMAKE_ARGS := -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_NATIVE=ON
+bench-llm:
+	python3 -c 'import llama_cpp, numpy' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		python3 -m pip install -q --no-binary llama-cpp-python llama-cpp-python numpy
+	python3 benches/bench_llm.py --rounds 3 --json benches/llm.json
 
 # The peers' Python side (PyTorch, transformers, Pillow for CLIP's image processor), from pip
 # when missing.
