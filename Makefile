@@ -15,8 +15,8 @@ CONFIG ?= pipelines/configs/test.toml
 # The default model: trained from scratch (seeded) on the scene world, then copied into
 # default-model/ (see README, "The default model").
 DEFAULT_INIT ?= target/default-init
-DEFAULT_STEPS ?= 2800
-DEFAULT_PRETRAIN ?= 6000
+DEFAULT_STEPS ?= 4200
+DEFAULT_PRETRAIN ?= 8000
 QUESTIONS := --question "What do you see?" --question "What do you hear?" \
 	--question "Describe what you see and hear."
 

@@ -27,8 +27,8 @@ const VOCAB: usize = 384;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map_or("target/default-init", String::as_str));
-    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2800);
-    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(6000);
+    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4200);
+    let pretrain: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8000);
     let recipe = Recipe::from_args(args.iter().skip(4))?;
     std::fs::create_dir_all(&out)?;
 

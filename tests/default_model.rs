@@ -17,17 +17,17 @@ fn sensorium(args: &[&str]) -> std::process::Output {
 
 /// Per-task lower bounds on the first 200 held-out questions (seeded and greedy, so the
 /// same questions and answers every run): a few points under what the shipped model measured
-/// (visual 29/48 = 60.4%, audio 44/44, AV hallucination 33/46 = 71.7%, AV sync 6/6,
-/// temporal 5/5, caption 16/51 = 31.4%, overall 66.5%), which is still under the issue's
+/// (visual 28/48 = 58.3%, audio 44/44, AV hallucination 34/46 = 73.9%, AV sync 6/6,
+/// temporal 5/5, caption 14/51 = 27.5%, overall 65.5%), which is still under the issue's
 /// targets for visual, AV hallucination and caption (README, "The default model"). They
 /// guard the shipped weights and the serving path against regressions.
 const BOUNDS: [(&str, f64); 6] = [
-    ("visual", 0.54),
+    ("visual", 0.52),
     ("audio", 0.93),
     ("av_hallucination", 0.65),
     ("av_sync", 0.80),
     ("temporal", 0.60),
-    ("caption", 0.25),
+    ("caption", 0.22),
 ];
 
 #[test]
@@ -42,14 +42,14 @@ fn held_out_accuracy_of_the_shipped_model() {
         assert!(acc >= min, "{task}: {acc:.3} < {min} ({v})");
     }
     let overall = v["accuracy"].as_f64().unwrap();
-    assert!(overall >= 0.61, "overall {overall:.3}");
+    assert!(overall >= 0.60, "overall {overall:.3}");
 }
 
 /// Distillation on the default model's own encoders (`distill-eval --world scenes`): a visual
 /// teacher fitted on 24 labelled frames per shape teaches the audio student the sounding
-/// objects' classes. Measured (5 seeds, 60 clips per class, 20 held out): teacher 0.900;
-/// student 0.087 before, 0.753 after difficulty-aware selection, 0.847 after uniform; the
-/// hard class (circle, its tone under 20 dB of noise) 0.600 vs 0.740 (on these encoders the
+/// objects' classes. Measured (5 seeds, 60 clips per class, 20 held out): teacher 1.000;
+/// student 0.280 before, 0.863 after difficulty-aware selection, 0.943 after uniform; the
+/// hard class (circle, its tone under 20 dB of noise) 0.800 vs 0.970 (on these encoders the
 /// weighted arm does not beat the uniform one). The bounds are below.
 #[test]
 fn distillation_runs_on_the_default_models_encoders() {
