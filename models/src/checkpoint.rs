@@ -59,6 +59,50 @@ pub struct Weights {
     device: Device,
 }
 
+/// Every tensor of one safetensors file, copied once from a memory map of it (candle's
+/// `safetensors::load` reads the whole file into memory first, then copies each tensor out of
+/// that buffer), by up to as many threads as there are cores (the copies are page-fault and
+/// memory bound).
+fn load_mapped(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    let bad = |e: candle_core::Error| ModelError::MissingFile {
+        path: path.to_path_buf(),
+        message: crate::error::candle_text(&e),
+    };
+    // SAFETY: the map is only read while `st` lives, within this function; as with any
+    // memory-mapped checkpoint, the file must not be truncated while it is being loaded.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(bad)?;
+    let names: Vec<String> = st.tensors().into_iter().map(|(name, _)| name).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, names.len().max(1));
+    let chunk = names.len().div_ceil(threads).max(1);
+    let st = &st;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|n| st.load(n, device).map(|t| (n.clone(), t)))
+                        .collect::<candle_core::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for w in workers {
+            out.extend(
+                w.join()
+                    .map_err(|_| ModelError::MissingFile {
+                        path: path.to_path_buf(),
+                        message: "a loader thread panicked".into(),
+                    })?
+                    .map_err(bad)?,
+            );
+        }
+        Ok(out)
+    })
+}
+
 impl Weights {
     /// Loads every `*.safetensors` file of `dir` (sharded checkpoints included).
     pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
@@ -84,12 +128,7 @@ impl Weights {
     pub fn from_files(files: &[PathBuf], device: &Device) -> Result<Self> {
         let mut tensors = HashMap::new();
         for (i, f) in files.iter().enumerate() {
-            let map =
-                candle_core::safetensors::load(f, device).map_err(|e| ModelError::MissingFile {
-                    path: f.clone(),
-                    message: crate::error::candle_text(&e),
-                })?;
-            for (k, v) in map {
+            for (k, v) in load_mapped(f, device)? {
                 tensors.insert(k, (v, i));
             }
         }
