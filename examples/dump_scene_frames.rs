@@ -29,11 +29,11 @@ fn main() -> anyhow::Result<()> {
         ))
     };
     let (mut rgb, mut lab) = (create("rgb")?, create("lab")?);
+    let params = WorldParams {
+        window_s: 2.0,
+        aspect: 1.0,
+    };
     for seed in lo..hi {
-        let params = WorldParams {
-            window_s: 2.0,
-            aspect: 1.0,
-        };
         let mut tl = SceneTimeline::new(seed, params);
         for i in 0..FRAMES {
             let t = i as f64 * STEP_S;
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     lab.flush()?;
     eprintln!(
         "{} frames of {size}x{size}, {VISION_LABELS} labels each",
-        (hi.saturating_sub(lo)) * FRAMES
+        hi.saturating_sub(lo) * FRAMES
     );
     Ok(())
 }

@@ -104,7 +104,8 @@ def main():
             "objects": (pred == want).all(1).float().mean().item(),
             "colours": (p.amax(2) == w.amax(2)).all(1).float().mean().item(),
             "shapes": (p.amax(1) == w.amax(1)).all(1).float().mean().item(),
-            "count": (lo[:, 15:18].argmax(1) == tv[:, 15:18].argmax(1)).float().mean().item(),
+            "count": (lo[:, PAIRS:PAIRS + 3].argmax(1)
+                      == tv[:, PAIRS:PAIRS + 3].argmax(1)).float().mean().item(),
         }
 
     start, warm = time.time(), max(1, steps // 10)

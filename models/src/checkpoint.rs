@@ -62,19 +62,16 @@ pub struct Weights {
 /// Every tensor of one safetensors file, copied once from a memory map of it (candle's
 /// `safetensors::load` reads the whole file into memory first, then copies each tensor out of
 /// that buffer), by up to as many threads as there are cores (the copies are page-fault and
-/// memory bound).
-fn load_mapped(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
-    let bad = |e: candle_core::Error| ModelError::MissingFile {
-        path: path.to_path_buf(),
-        message: crate::error::candle_text(&e),
-    };
+/// memory bound). Every loader of whole checkpoints in the crate goes through here.
+pub(crate) fn load_safetensors(
+    path: &Path,
+    device: &Device,
+) -> candle_core::Result<Vec<(String, Tensor)>> {
     // SAFETY: the map is only read while `st` lives, within this function; as with any
     // memory-mapped checkpoint, the file must not be truncated while it is being loaded.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(bad)?;
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }?;
     let names: Vec<String> = st.tensors().into_iter().map(|(name, _)| name).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, names.len().max(1));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = names.len().div_ceil(threads).max(1);
     let st = &st;
     std::thread::scope(|scope| {
@@ -90,14 +87,10 @@ fn load_mapped(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
             .collect();
         let mut out = Vec::with_capacity(names.len());
         for w in workers {
-            out.extend(
-                w.join()
-                    .map_err(|_| ModelError::MissingFile {
-                        path: path.to_path_buf(),
-                        message: "a loader thread panicked".into(),
-                    })?
-                    .map_err(bad)?,
-            );
+            let part = w.join().map_err(|_| {
+                candle_core::Error::Msg("a checkpoint loader thread panicked".into())
+            })?;
+            out.extend(part?);
         }
         Ok(out)
     })
@@ -128,7 +121,11 @@ impl Weights {
     pub fn from_files(files: &[PathBuf], device: &Device) -> Result<Self> {
         let mut tensors = HashMap::new();
         for (i, f) in files.iter().enumerate() {
-            for (k, v) in load_mapped(f, device)? {
+            let loaded = load_safetensors(f, device).map_err(|e| ModelError::MissingFile {
+                path: f.clone(),
+                message: crate::error::candle_text(&e),
+            })?;
+            for (k, v) in loaded {
                 tensors.insert(k, (v, i));
             }
         }

@@ -71,10 +71,7 @@ fn load_part(
     // Read every file once; the encoder's root prefix is found on what was read.
     let mut loaded = Vec::with_capacity(files.len());
     for f in &files {
-        let mut t: Vec<(String, Tensor)> = candle_core::safetensors::load(f, &dev)
-            .map_err(|e| model_err(f, e))?
-            .into_iter()
-            .collect();
+        let mut t = crate::checkpoint::load_safetensors(f, &dev).map_err(|e| model_err(f, e))?;
         t.sort_by(|a, b| a.0.cmp(&b.0));
         loaded.push(t);
     }

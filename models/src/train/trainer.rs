@@ -246,7 +246,7 @@ impl Trainer {
                 let mut loaded: HashMap<String, Tensor> = HashMap::new();
                 for f in &files {
                     loaded.extend(
-                        candle_core::safetensors::load(f, &dev).map_err(|e| llm_err(f, e))?,
+                        crate::checkpoint::load_safetensors(f, &dev).map_err(|e| llm_err(f, e))?,
                     );
                 }
                 let mut vars: Vec<(String, Var)> = varmap
